@@ -1,0 +1,3 @@
+//! verdant: greenlet + gevent for Rust.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
