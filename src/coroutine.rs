@@ -1,0 +1,431 @@
+//! Typed asymmetric coroutines: `resume(input)` runs the body until it calls
+//! [`Yielder::suspend`] or returns.
+//!
+//! ```
+//! use verdant::coroutine::{Coroutine, CoroutineResult};
+//!
+//! // Input = i32 sent by resume, Yield = i32 sent by suspend, Return = &str.
+//! let mut running_total = Coroutine::new(|yielder, mut input: i32| {
+//!     let mut total = 0;
+//!     while input != 0 {
+//!         total += input;
+//!         input = yielder.suspend(total);
+//!     }
+//!     "done"
+//! });
+//! assert_eq!(running_total.resume(5), CoroutineResult::Yield(5));
+//! assert_eq!(running_total.resume(10), CoroutineResult::Yield(15));
+//! assert_eq!(running_total.resume(0), CoroutineResult::Return("done"));
+//! assert!(running_total.is_finished());
+//! ```
+//!
+//! ## How a resume travels
+//!
+//! Values never live in registers across the switch: the resumer puts its message in a slot
+//! on its own stack and passes the slot's address as the switch's data word; the other side
+//! takes the value out of the slot before it switches again. The same happens in the other
+//! direction for yields, returns and panics.
+//!
+//! ```text
+//!   resumer stack                        coroutine stack
+//!   ─────────────                        ───────────────
+//!   slot: Some(Resume(input)) ──switch──▶ take() → input
+//!                                         body runs ...
+//!   take() → Yield(y) ◀──────switch────── slot: Some(Yield(y))
+//! ```
+//!
+//! ## Panics and drop
+//! A panic in the body is caught at the root of the coroutine's stack, carried across the
+//! switch as a value and re-raised in the resumer with `resume_unwind`; the coroutine is
+//! then finished. Dropping a coroutine that is suspended mid-body resumes it with a private
+//! unwind payload so that every destructor on its stack runs exactly once, then frees the
+//! stack. A `Coroutine` is `!Send`: it never changes OS thread.
+//!
+//! ```compile_fail
+//! use verdant::coroutine::Coroutine;
+//! let co: Coroutine<(), (), ()> = Coroutine::new(|_, ()| ());
+//! std::thread::spawn(move || drop(co)); // error: `Coroutine` cannot be sent between threads
+//! ```
+
+use crate::context::{self, ContextStorage, StackPointer};
+use crate::stack::{self, Stack, StackError, DEFAULT_STACK_SIZE};
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What [`Coroutine::resume`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoroutineResult<Y, R> {
+    /// The body called [`Yielder::suspend`] with this value.
+    Yield(Y),
+    /// The body returned this value; the coroutine is finished.
+    Return(R),
+}
+
+impl<Y, R> CoroutineResult<Y, R> {
+    /// The yielded value, if any.
+    pub fn as_yield(&self) -> Option<&Y> {
+        match self {
+            CoroutineResult::Yield(y) => Some(y),
+            CoroutineResult::Return(_) => None,
+        }
+    }
+
+    /// The returned value, if any.
+    pub fn as_return(&self) -> Option<&R> {
+        match self {
+            CoroutineResult::Yield(_) => None,
+            CoroutineResult::Return(r) => Some(r),
+        }
+    }
+}
+
+/// What the resumer asks of the coroutine.
+enum ToCoroutine<I> {
+    Resume(I),
+    Unwind,
+}
+
+/// How a coroutine ended.
+enum Finish<R> {
+    Return(R),
+    Panic(Box<dyn Any + Send>),
+    Unwound,
+}
+
+/// The message a resumer passes (by address) on every switch into the coroutine. The
+/// slots live in the resumer's frame, which stays alive while the coroutine runs; the
+/// coroutine writes a yielded value into `yielded` (typed here) or, from the entry function,
+/// its end into `finished` (typed there, as `Option<Finish<R>>`: `R` is not known to the
+/// [`Yielder`]). `body` points at the `Option<Body>` on the first resume, null afterwards.
+struct Message<I, Y> {
+    input: Option<ToCoroutine<I>>,
+    yielded: *mut Option<Y>,
+    finished: *mut (),
+    body: *mut (),
+}
+
+type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
+
+/// Panic payload used to unwind a suspended coroutine that is being dropped.
+struct ForcedUnwind;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Handle given to a coroutine's body to suspend it.
+///
+/// It only exists on the coroutine's own stack, borrowed by the body, so it can only be
+/// used from inside that coroutine.
+pub struct Yielder<I, Y> {
+    resumer: Cell<Option<StackPointer>>,
+    yielded: Cell<*mut Option<Y>>,
+    finished: Cell<*mut ()>,
+    _types: PhantomData<(fn(Y) -> I, *mut ())>,
+}
+
+impl<I, Y> Yielder<I, Y> {
+    /// Takes the resumer's message: records its slots, returns its request.
+    ///
+    /// # Safety
+    /// `data` must be the address of the live `Message<I, Y>` of the current resumer.
+    unsafe fn receive(&self, from: StackPointer, data: usize) -> Option<ToCoroutine<I>> {
+        self.resumer.set(Some(from));
+        // SAFETY: per the contract, `data` points at the resumer's live message.
+        let msg = unsafe { &mut *(data as *mut Message<I, Y>) };
+        self.yielded.set(msg.yielded);
+        self.finished.set(msg.finished);
+        msg.input.take()
+    }
+
+    /// Suspends the coroutine, handing `value` to the resumer as
+    /// [`CoroutineResult::Yield`]; returns the input of the next `resume`.
+    pub fn suspend(&self, value: Y) -> I {
+        let resumer = self
+            .resumer
+            .take()
+            .expect("Yielder::suspend called while the coroutine is not running");
+        // SAFETY: `yielded` points into the frame of the resumer, which is blocked in its
+        // switch until we switch back, so the slot is alive and not otherwise accessed.
+        unsafe { *self.yielded.get() = Some(value) };
+        // SAFETY: `resumer` is the suspended context that resumed us, not resumed since.
+        let (from, data) = unsafe { context::switch(resumer, 0) };
+        // SAFETY: whoever resumes a coroutine passes its live `Message<I, Y>`.
+        match unsafe { self.receive(from, data) } {
+            Some(ToCoroutine::Resume(input)) => input,
+            Some(ToCoroutine::Unwind) | None => panic::resume_unwind(Box::new(ForcedUnwind)),
+        }
+    }
+}
+
+impl<I, Y> fmt::Debug for Yielder<I, Y> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Yielder").finish_non_exhaustive()
+    }
+}
+
+/// Configures a coroutine before it is created.
+///
+/// ```
+/// use verdant::coroutine::Builder;
+/// let mut co = Builder::new()
+///     .name("parser")
+///     .stack_size(64 * 1024)
+///     .spawn(|_, x: u8| x * 2)
+///     .expect("stack");
+/// assert_eq!(co.resume(21).as_return(), Some(&42));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the default stack size ([`DEFAULT_STACK_SIZE`]) and no name.
+    pub fn new() -> Self {
+        Builder::default()
+    }
+
+    /// Names the coroutine (shown in stack-overflow reports).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Usable stack size in bytes (rounded up to whole pages, at least
+    /// [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE)).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Creates the coroutine. The body runs on the first [`Coroutine::resume`].
+    ///
+    /// Fails only when no stack can be allocated (out of memory or of memory mappings).
+    pub fn spawn<I, Y, R, F>(self, body: F) -> Result<Coroutine<I, Y, R>, StackError>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        stack.set_owner(id, self.name.as_deref());
+        let mut storage = ContextStorage::default();
+        // SAFETY: `stack` is a fresh or pooled stack nothing runs on; it stays mapped (owned
+        // by the Coroutine) until the context is dead.
+        let sp = unsafe {
+            context::init(
+                stack.top(),
+                stack.bottom(),
+                coroutine_entry::<I, Y, R>,
+                &mut storage,
+            )
+        };
+        Ok(Coroutine {
+            state: State::NotStarted(Some(Box::new(body))),
+            sp: Some(sp),
+            stack: Some(stack),
+            storage,
+            id,
+            name: self.name,
+            _types: PhantomData,
+        })
+    }
+}
+
+enum State<I, Y, R> {
+    NotStarted(Option<Body<I, Y, R>>),
+    Suspended,
+    Finished,
+}
+
+/// A stackful coroutine taking `I` on every resume, yielding `Y`, and returning `R`.
+///
+/// See the [module docs](self) for the protocol and an example.
+pub struct Coroutine<I, Y, R> {
+    state: State<I, Y, R>,
+    sp: Option<StackPointer>,
+    stack: Option<Stack>,
+    storage: ContextStorage,
+    id: u64,
+    name: Option<String>,
+    _types: PhantomData<*mut ()>,
+}
+
+unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -> ! {
+    let yielder = Yielder::<I, Y> {
+        resumer: Cell::new(None),
+        yielded: Cell::new(std::ptr::null_mut()),
+        finished: Cell::new(std::ptr::null_mut()),
+        _types: PhantomData,
+    };
+    // SAFETY: the first resume passes its live `Message<I, Y>` whose `body` points at an
+    // `Option<Body<I, Y, R>>` in its frame.
+    let (input, body) = unsafe {
+        let input = yielder.receive(from, data);
+        let body_slot = (*(data as *mut Message<I, Y>)).body as *mut Option<Body<I, Y, R>>;
+        (input, (*body_slot).take())
+    };
+    let result = match (body, input) {
+        (Some(body), Some(ToCoroutine::Resume(input))) => {
+            panic::catch_unwind(AssertUnwindSafe(|| body(&yielder, input)))
+        }
+        _ => Err(Box::new(ForcedUnwind) as Box<dyn Any + Send>),
+    };
+    let end = match result {
+        Ok(value) => Finish::Return(value),
+        Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
+        Err(payload) => Finish::Panic(payload),
+    };
+    let resumer = yielder
+        .resumer
+        .take()
+        .expect("verdant: coroutine finished while not running");
+    // SAFETY: `finished` points at the current resumer's live `Option<Finish<R>>` (typed by
+    // `Coroutine::transfer` with the same `R`), blocked in its switch until we switch back.
+    unsafe { *(yielder.finished.get() as *mut Option<Finish<R>>) = Some(end) };
+    // SAFETY: final switch to our resumer; nothing on this stack needs dropping afterwards
+    // (`yielder` has no destructor), and a dead context is never resumed.
+    unsafe { context::switch(resumer, 0) };
+    crate::sys::signal::abort()
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// Creates a coroutine with the default stack size.
+    ///
+    /// # Panics
+    /// If no stack can be allocated; use [`Builder::spawn`] to handle that as an error.
+    pub fn new<F>(body: F) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        match Builder::new().spawn(body) {
+            Ok(co) => co,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Runs the coroutine until it yields or returns.
+    ///
+    /// If the body panics, the panic resumes in the caller and the coroutine is finished.
+    ///
+    /// # Panics
+    /// If the coroutine has already finished (check [`is_finished`](Self::is_finished)).
+    pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
+        match self.transfer(ToCoroutine::Resume(input)) {
+            Ok(y) => CoroutineResult::Yield(y),
+            Err(Finish::Return(r)) => CoroutineResult::Return(r),
+            Err(Finish::Panic(payload)) => panic::resume_unwind(payload),
+            Err(Finish::Unwound) => panic::resume_unwind(Box::new(ForcedUnwind)),
+        }
+    }
+
+    /// Switches into the coroutine with `request`; `Ok` if it yielded, `Err` if it ended.
+    fn transfer(&mut self, request: ToCoroutine<I>) -> Result<Y, Finish<R>> {
+        let sp = match self.sp.take() {
+            Some(sp) => sp,
+            None => panic!(
+                "Coroutine::resume called on a finished coroutine (#{}{}); check is_finished() first",
+                self.id,
+                self.name.as_deref().map(|n| format!(" '{n}'")).unwrap_or_default()
+            ),
+        };
+        let mut body: Option<Body<I, Y, R>> = None;
+        if let State::NotStarted(b) = &mut self.state {
+            body = b.take();
+        }
+        self.state = State::Suspended;
+        let mut yielded: Option<Y> = None;
+        let mut finished: Option<Finish<R>> = None;
+        let mut msg = Message {
+            input: Some(request),
+            yielded: &mut yielded,
+            finished: &mut finished as *mut Option<Finish<R>> as *mut (),
+            body: &mut body as *mut Option<Body<I, Y, R>> as *mut (),
+        };
+        // SAFETY: `sp` is our suspended (or fresh) context, resumed only now. `msg` and the
+        // slots it points to live in this frame until the coroutine switches back, which is
+        // the only way this call returns.
+        let (from, _) = unsafe { context::switch(sp, &mut msg as *mut Message<I, Y> as usize) };
+        match yielded {
+            Some(y) => {
+                self.sp = Some(from);
+                Ok(y)
+            }
+            None => {
+                self.finish();
+                Err(finished.expect("verdant: coroutine switched back without a value"))
+            }
+        }
+    }
+
+    /// The context is dead: release the stack to the pool.
+    fn finish(&mut self) {
+        self.state = State::Finished;
+        self.sp = None;
+        if let Some(stack) = self.stack.take() {
+            stack::give_back(stack);
+        }
+    }
+
+    /// Whether the body has returned or panicked.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// Whether the body has started running (it starts on the first `resume`).
+    pub fn is_started(&self) -> bool {
+        !matches!(self.state, State::NotStarted(_))
+    }
+
+    /// The coroutine's process-unique id (shown in overflow reports).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The name given with [`Builder::name`].
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Usable bytes of this coroutine's stack (`None` once finished: the stack is released).
+    pub fn stack_size(&self) -> Option<usize> {
+        self.stack.as_ref().map(Stack::size)
+    }
+}
+
+impl<I, Y, R> Drop for Coroutine<I, Y, R> {
+    fn drop(&mut self) {
+        // Unwind a suspended body so its destructors run; loop in case the body catches the
+        // unwind and suspends again.
+        while matches!(self.state, State::Suspended) {
+            match self.transfer(ToCoroutine::Unwind) {
+                Ok(_) => continue,
+                // A panic while unwinding (a destructor that panics after catching): the
+                // coroutine is finished; dropping must not panic, so the payload is dropped.
+                _ => break,
+            }
+        }
+        if let Some(stack) = self.stack.take() {
+            // Not started, or finished while unwinding: nothing runs on the stack.
+            stack::give_back(stack);
+        }
+    }
+}
+
+impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::NotStarted(_) => "not started",
+            State::Suspended => "suspended",
+            State::Finished => "finished",
+        };
+        f.debug_struct("Coroutine")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("state", &state)
+            .finish()
+    }
+}
