@@ -96,16 +96,23 @@ enum Finish<R> {
     Unwound,
 }
 
-/// The message a resumer passes (by address) on every switch into the coroutine. The
-/// slots live in the resumer's frame, which stays alive while the coroutine runs; the
-/// coroutine writes a yielded value into `yielded` (typed here) or, from the entry function,
-/// its end into `finished` (typed there, as `Option<Finish<R>>`: `R` is not known to the
-/// [`Yielder`]). `body` points at the `Option<Body>` on the first resume, null afterwards.
-struct Message<I, Y> {
+/// The message a resumer passes (by address) on every switch into the coroutine. It lives
+/// in the resumer's frame, which stays alive while the coroutine runs. The coroutine takes
+/// `input`, and before switching back writes a yielded value into `yielded` or, from the
+/// entry function, its end into `finished`. [`Yielder`] only knows `I` and `Y`, so it sees
+/// the `#[repr(C)]` prefix [`Head`]; the entry function, which also knows `R`, sees all of
+/// [`Channel`].
+#[repr(C)]
+struct Head<I, Y> {
     input: Option<ToCoroutine<I>>,
-    yielded: *mut Option<Y>,
-    finished: *mut (),
-    body: *mut (),
+    yielded: Option<Y>,
+}
+
+#[repr(C)]
+struct Channel<I, Y, R> {
+    head: Head<I, Y>,
+    finished: Option<Finish<R>>,
+    body: Option<Body<I, Y, R>>,
 }
 
 type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
@@ -121,43 +128,53 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// used from inside that coroutine.
 pub struct Yielder<I, Y> {
     resumer: Cell<Option<StackPointer>>,
-    yielded: Cell<*mut Option<Y>>,
-    finished: Cell<*mut ()>,
+    channel: Cell<*mut Head<I, Y>>,
     _types: PhantomData<(fn(Y) -> I, *mut ())>,
 }
 
 impl<I, Y> Yielder<I, Y> {
-    /// Takes the resumer's message: records its slots, returns its request.
+    /// Takes the resumer's request and remembers its channel.
     ///
     /// # Safety
-    /// `data` must be the address of the live `Message<I, Y>` of the current resumer.
+    /// `data` must be the address of the live `Channel<I, Y, _>` of the current resumer.
+    #[inline(always)]
     unsafe fn receive(&self, from: StackPointer, data: usize) -> Option<ToCoroutine<I>> {
         self.resumer.set(Some(from));
-        // SAFETY: per the contract, `data` points at the resumer's live message.
-        let msg = unsafe { &mut *(data as *mut Message<I, Y>) };
-        self.yielded.set(msg.yielded);
-        self.finished.set(msg.finished);
-        msg.input.take()
+        let head = data as *mut Head<I, Y>;
+        self.channel.set(head);
+        // SAFETY: per the contract `data` points at a live Channel, whose repr(C) prefix
+        // is a Head<I, Y>.
+        unsafe { (*head).input.take() }
     }
 
     /// Suspends the coroutine, handing `value` to the resumer as
     /// [`CoroutineResult::Yield`]; returns the input of the next `resume`.
+    #[inline]
     pub fn suspend(&self, value: Y) -> I {
-        let resumer = self
-            .resumer
-            .take()
-            .expect("Yielder::suspend called while the coroutine is not running");
-        // SAFETY: `yielded` points into the frame of the resumer, which is blocked in its
-        // switch until we switch back, so the slot is alive and not otherwise accessed.
-        unsafe { *self.yielded.get() = Some(value) };
+        let Some(resumer) = self.resumer.take() else {
+            not_running()
+        };
+        // SAFETY: the channel lives in the frame of the resumer, which is blocked in its
+        // switch until we switch back, so it is alive and not otherwise accessed.
+        unsafe { (*self.channel.get()).yielded = Some(value) };
         // SAFETY: `resumer` is the suspended context that resumed us, not resumed since.
         let (from, data) = unsafe { context::switch(resumer, 0) };
-        // SAFETY: whoever resumes a coroutine passes its live `Message<I, Y>`.
+        // SAFETY: whoever resumes a coroutine passes its live Channel.
         match unsafe { self.receive(from, data) } {
             Some(ToCoroutine::Resume(input)) => input,
-            Some(ToCoroutine::Unwind) | None => panic::resume_unwind(Box::new(ForcedUnwind)),
+            _ => forced_unwind(),
         }
     }
+}
+
+#[cold]
+fn not_running() -> ! {
+    panic!("Yielder::suspend called while the coroutine is not running")
+}
+
+#[cold]
+fn forced_unwind() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind))
 }
 
 impl<I, Y> fmt::Debug for Yielder<I, Y> {
@@ -257,16 +274,13 @@ pub struct Coroutine<I, Y, R> {
 unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -> ! {
     let yielder = Yielder::<I, Y> {
         resumer: Cell::new(None),
-        yielded: Cell::new(std::ptr::null_mut()),
-        finished: Cell::new(std::ptr::null_mut()),
+        channel: Cell::new(std::ptr::null_mut()),
         _types: PhantomData,
     };
-    // SAFETY: the first resume passes its live `Message<I, Y>` whose `body` points at an
-    // `Option<Body<I, Y, R>>` in its frame.
+    // SAFETY: the first resume passes its live `Channel<I, Y, R>` carrying the body.
     let (input, body) = unsafe {
         let input = yielder.receive(from, data);
-        let body_slot = (*(data as *mut Message<I, Y>)).body as *mut Option<Body<I, Y, R>>;
-        (input, (*body_slot).take())
+        (input, (*(data as *mut Channel<I, Y, R>)).body.take())
     };
     let result = match (body, input) {
         (Some(body), Some(ToCoroutine::Resume(input))) => {
@@ -283,9 +297,9 @@ unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -
         .resumer
         .take()
         .expect("verdant: coroutine finished while not running");
-    // SAFETY: `finished` points at the current resumer's live `Option<Finish<R>>` (typed by
-    // `Coroutine::transfer` with the same `R`), blocked in its switch until we switch back.
-    unsafe { *(yielder.finished.get() as *mut Option<Finish<R>>) = Some(end) };
+    // SAFETY: the channel is the current resumer's live `Channel<I, Y, R>` (same `R`: the
+    // entry function is instantiated by `Builder::spawn` for this coroutine's types).
+    unsafe { (*(yielder.channel.get() as *mut Channel<I, Y, R>)).finished = Some(end) };
     // SAFETY: final switch to our resumer; nothing on this stack needs dropping afterwards
     // (`yielder` has no destructor), and a dead context is never resumed.
     unsafe { context::switch(resumer, 0) };
@@ -313,52 +327,89 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// # Panics
     /// If the coroutine has already finished (check [`is_finished`](Self::is_finished)).
+    #[inline]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
         match self.transfer(ToCoroutine::Resume(input)) {
             Ok(y) => CoroutineResult::Yield(y),
-            Err(Finish::Return(r)) => CoroutineResult::Return(r),
-            Err(Finish::Panic(payload)) => panic::resume_unwind(payload),
-            Err(Finish::Unwound) => panic::resume_unwind(Box::new(ForcedUnwind)),
+            Err(end) => self.ended(end),
+        }
+    }
+
+    #[cold]
+    fn ended(&mut self, end: Finish<R>) -> CoroutineResult<Y, R> {
+        match end {
+            Finish::Return(r) => CoroutineResult::Return(r),
+            Finish::Panic(payload) => panic::resume_unwind(payload),
+            Finish::Unwound => forced_unwind(),
         }
     }
 
     /// Switches into the coroutine with `request`; `Ok` if it yielded, `Err` if it ended.
+    #[inline(always)]
     fn transfer(&mut self, request: ToCoroutine<I>) -> Result<Y, Finish<R>> {
-        let sp = match self.sp.take() {
-            Some(sp) => sp,
-            None => panic!(
+        let (Some(sp), State::Suspended) = (self.sp, &self.state) else {
+            return self.transfer_cold(request);
+        };
+        let mut channel = Channel {
+            head: Head {
+                input: Some(request),
+                yielded: None,
+            },
+            finished: None,
+            body: None,
+        };
+        // SAFETY: `sp` is our suspended context, resumed only now (it is replaced below by
+        // the fresh handle the coroutine hands back). The channel lives in this frame until
+        // the coroutine switches back, which is the only way this call returns.
+        let (from, _) = unsafe { context::switch(sp, &mut channel as *mut Channel<I, Y, R> as usize) };
+        match channel.head.yielded {
+            Some(y) => {
+                self.sp = Some(from);
+                Ok(y)
+            }
+            None => Err(self.finish_with(channel.finished)),
+        }
+    }
+
+    /// The first resume, and resumes of a finished coroutine.
+    #[cold]
+    #[inline(never)]
+    fn transfer_cold(&mut self, request: ToCoroutine<I>) -> Result<Y, Finish<R>> {
+        let body = match (&mut self.state, self.sp) {
+            (State::NotStarted(body), Some(_)) => body.take(),
+            _ => panic!(
                 "Coroutine::resume called on a finished coroutine (#{}{}); check is_finished() first",
                 self.id,
                 self.name.as_deref().map(|n| format!(" '{n}'")).unwrap_or_default()
             ),
         };
-        let mut body: Option<Body<I, Y, R>> = None;
-        if let State::NotStarted(b) = &mut self.state {
-            body = b.take();
-        }
+        let sp = self.sp.take().expect("checked above");
         self.state = State::Suspended;
-        let mut yielded: Option<Y> = None;
-        let mut finished: Option<Finish<R>> = None;
-        let mut msg = Message {
-            input: Some(request),
-            yielded: &mut yielded,
-            finished: &mut finished as *mut Option<Finish<R>> as *mut (),
-            body: &mut body as *mut Option<Body<I, Y, R>> as *mut (),
+        let mut channel = Channel {
+            head: Head {
+                input: Some(request),
+                yielded: None,
+            },
+            finished: None,
+            body,
         };
-        // SAFETY: `sp` is our suspended (or fresh) context, resumed only now. `msg` and the
-        // slots it points to live in this frame until the coroutine switches back, which is
-        // the only way this call returns.
-        let (from, _) = unsafe { context::switch(sp, &mut msg as *mut Message<I, Y> as usize) };
-        match yielded {
+        // SAFETY: `sp` is the fresh context `init` made for this coroutine's types; the entry
+        // function takes the body and input out of the channel, which lives in this frame
+        // until the coroutine switches back.
+        let (from, _) = unsafe { context::switch(sp, &mut channel as *mut Channel<I, Y, R> as usize) };
+        match channel.head.yielded {
             Some(y) => {
                 self.sp = Some(from);
                 Ok(y)
             }
-            None => {
-                self.finish();
-                Err(finished.expect("verdant: coroutine switched back without a value"))
-            }
+            None => Err(self.finish_with(channel.finished)),
         }
+    }
+
+    #[cold]
+    fn finish_with(&mut self, finished: Option<Finish<R>>) -> Finish<R> {
+        self.finish();
+        finished.expect("verdant: coroutine switched back without a value")
     }
 
     /// The context is dead: release the stack to the pool.
