@@ -373,7 +373,8 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
         .flatten();
     match pooled {
         Some(stack) => Ok(stack),
-        None => Stack::new(want),
+        // Report the size the caller asked for, not the rounded one.
+        None => Stack::new(want).map_err(|e| StackError { size, ..e }),
     }
 }
 
