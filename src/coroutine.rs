@@ -170,8 +170,8 @@ impl<I, Y> fmt::Debug for Yielder<I, Y> {
 /// Configures a coroutine before it is created.
 ///
 /// ```
-/// use verdant::coroutine::Builder;
-/// let mut co = Builder::new()
+/// use verdant::coroutine::{Builder, Coroutine};
+/// let mut co: Coroutine<u8, (), u8> = Builder::new()
 ///     .name("parser")
 ///     .stack_size(64 * 1024)
 ///     .spawn(|_, x: u8| x * 2)
