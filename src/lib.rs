@@ -6,3 +6,4 @@ pub(crate) mod context;
 pub mod stack;
 pub(crate) mod sys;
 pub mod coroutine;
+pub mod greenlet;
