@@ -16,7 +16,7 @@
 //!     // Switch back to the main greenlet (our parent) with a value...
 //!     let next = Greenlet::main().switch(n + 1);
 //!     // ...and return the next value we were given, times ten.
-//!     *next.downcast::<u32>().unwrap() * 10
+//!     Box::new(*next.downcast::<u32>().unwrap() * 10)
 //! });
 //! let r = ping.switch(1u32);
 //! assert_eq!(*r.downcast::<u32>().unwrap(), 2);
