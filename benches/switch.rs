@@ -6,6 +6,9 @@
 //! the time per switch is half the reported iteration time.
 //!
 //! * `verdant_coroutine`: `verdant::coroutine::Coroutine::resume` / `Yielder::suspend`.
+//! * `verdant_greenlet`: `Greenlet::switch` from the main greenlet into a greenlet that
+//!   switches straight back. The value is `()`, which boxes into a [`Value`] without
+//!   allocating (zero-sized); any other value costs one `Box` per switch on top.
 //! * `corosensei`: `corosensei::Coroutine::resume` / `Yielder::suspend`, the yardstick.
 //! * `os_thread_futex`: two OS threads handing a token back and forth through a raw futex
 //!   (`benches/support/os_thread.rs`): every hop blocks and wakes a thread.
@@ -14,6 +17,8 @@
 //!
 //! * `verdant_coroutine_pooled`: `Coroutine::new` takes a stack from the thread's pool (no
 //!   `mmap` after the first iteration) and boxes the closure.
+//! * `verdant_greenlet_pooled`: `Greenlet::new` + a switch into it; its body returns to
+//!   the main greenlet (its parent) and the handle is dropped.
 //! * `corosensei_reused_stack`: `Coroutine::with_stack` on one `DefaultStack`, taken back
 //!   with `into_stack` every time.
 //! * `corosensei_fresh_stack`: `Coroutine::new`, which maps a fresh 1 MiB stack each time.
@@ -24,6 +29,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use verdant::coroutine::{Coroutine, CoroutineResult};
+use verdant::greenlet::{Greenlet, Value};
 
 #[path = "support/os_thread.rs"]
 mod os_thread;
@@ -44,6 +50,14 @@ fn switch(c: &mut Criterion) {
                 CoroutineResult::Return(()) => unreachable!(),
             }
         });
+    });
+
+    group.bench_function("verdant_greenlet", |b| {
+        let main = Greenlet::current();
+        let echo = Greenlet::new(move |_| loop {
+            main.switch(());
+        });
+        b.iter(|| echo.switch(()));
     });
 
     group.bench_function("corosensei", |b| {
@@ -78,6 +92,13 @@ fn spawn_run_finish(c: &mut Criterion) {
             let r = co.resume(black_box(41));
             drop(co);
             r
+        });
+    });
+
+    group.bench_function("verdant_greenlet_pooled", |b| {
+        b.iter(|| {
+            let g = Greenlet::new(|v: Value| v);
+            g.switch(black_box(()))
         });
     });
 

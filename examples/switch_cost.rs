@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Prints the CPU, the context-switch backend compiled in, and the cost of one switch (one
-//! transfer of control; a resume + suspend round trip is two) for a verdant `Coroutine`,
-//! corosensei (the fastest stackful coroutine crate, measured in the same run), and two OS
+//! transfer of control; a resume + suspend round trip is two) for a verdant `Coroutine`, a
+//! verdant `Greenlet` (symmetric `switch`, values passed as `Box<dyn Any>`), corosensei (the fastest stackful coroutine crate, measured in the same run), and two OS
 //! threads handing a token back and forth through a futex. Then the cost of creating a
 //! coroutine, running it to completion and dropping it.
 //!
@@ -20,6 +20,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use verdant::coroutine::{Coroutine, CoroutineResult};
+use verdant::greenlet::{Greenlet, Value};
 
 #[path = "../benches/support/os_thread.rs"]
 mod os_thread;
@@ -73,6 +74,17 @@ fn verdant_switch(plan: &Plan) -> Figure {
     })
 }
 
+/// `()` boxes into a `Value` without allocating, so this is the switch alone.
+fn greenlet_switch(plan: &Plan) -> Figure {
+    let main = Greenlet::current();
+    let echo = Greenlet::new(move |_| loop {
+        main.switch(());
+    });
+    measure(plan, 2, || {
+        black_box(echo.switch(()));
+    })
+}
+
 fn corosensei_switch(plan: &Plan) -> Figure {
     let mut co = corosensei::Coroutine::new(|y: &corosensei::Yielder<u64, u64>, mut x: u64| loop {
         x = y.suspend(x.wrapping_add(1));
@@ -95,6 +107,13 @@ fn verdant_spawn(plan: &Plan) -> Figure {
     measure(plan, 1, || {
         let mut co: Coroutine<u64, (), u64> = Coroutine::new(|_, x| x + 1);
         black_box(co.resume(black_box(41)));
+    })
+}
+
+fn greenlet_spawn(plan: &Plan) -> Figure {
+    measure(plan, 1, || {
+        let g = Greenlet::new(|v: Value| v);
+        black_box(g.switch(black_box(())));
     })
 }
 
@@ -181,6 +200,8 @@ fn main() {
     println!("one switch (one transfer of control; resume + suspend = 2 switches):");
     let verdant = verdant_switch(&plan);
     row("verdant Coroutine", &verdant);
+    let greenlet = greenlet_switch(&plan);
+    row("verdant Greenlet", &greenlet);
     let corosensei = corosensei_switch(&plan);
     row("corosensei 0.3", &corosensei);
     let os = os_thread_switch(&plan);
@@ -189,16 +210,22 @@ fn main() {
     println!("create + run to completion + drop:");
     let verdant_spawn = verdant_spawn(&plan);
     row("verdant Coroutine (pooled)", &verdant_spawn);
+    let greenlet_spawn = greenlet_spawn(&plan);
+    row("verdant Greenlet (pooled)", &greenlet_spawn);
     let corosensei_spawn = corosensei_spawn(&plan);
     row("corosensei (reused stack)", &corosensei_spawn);
     println!();
     println!(
-        "verdant / corosensei:  switch {:.2}x, spawn {:.2}x",
+        "verdant / corosensei:  Coroutine switch {:.2}x, Greenlet switch {:.2}x, \
+         Coroutine spawn {:.2}x, Greenlet spawn {:.2}x",
         verdant.median / corosensei.median,
-        verdant_spawn.median / corosensei_spawn.median
+        greenlet.median / corosensei.median,
+        verdant_spawn.median / corosensei_spawn.median,
+        greenlet_spawn.median / corosensei_spawn.median
     );
     println!(
-        "OS threads / verdant:  switch {:.0}x",
-        os.median / verdant.median
+        "OS threads / verdant:  Coroutine {:.0}x, Greenlet {:.0}x",
+        os.median / verdant.median,
+        os.median / greenlet.median
     );
 }
