@@ -220,3 +220,61 @@ fn running_out_of_address_space_is_an_error_not_a_crash() {
     );
     println!("{}", child.stdout);
 }
+
+/// Above this many mappings the scenario would need too much memory to be a test.
+const MAP_COUNT_TESTED_UP_TO: usize = 262_144;
+
+#[test]
+fn running_out_of_memory_mappings_names_vm_max_map_count() {
+    if is_child("map_count") {
+        let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("vm.max_map_count");
+        if limit > MAP_COUNT_TESTED_UP_TO {
+            println!("child: vm.max_map_count is {limit}, scenario skipped");
+            println!("child: done");
+            return;
+        }
+        // Each guarded stack is two mappings; unstarted coroutines touch one page each.
+        const SIZE: usize = 16 * 1024;
+        let mut alive: Vec<Coroutine<(), (), ()>> = Vec::new();
+        let error = loop {
+            match Builder::new().stack_size(SIZE).spawn(|_, ()| ()) {
+                Ok(co) => {
+                    alive.push(co);
+                    assert!(alive.len() <= limit, "stack allocation never failed");
+                }
+                Err(e) => break e,
+            }
+        };
+        let msg = error.to_string();
+        println!("child: error after {} stacks: {msg}", alive.len());
+        assert!(alive.len() * 2 + 16 >= limit / 2, "{msg}");
+        assert!(msg.contains(&format!("{SIZE}-byte")), "{msg}");
+        assert!(
+            msg.contains(&format!("vm.max_map_count is {limit}"))
+                && msg.contains("memory mappings")
+                && msg.contains("raise the limit"),
+            "{msg}"
+        );
+        drop(alive);
+        let mut again: Coroutine<u32, (), u32> = Builder::new()
+            .stack_size(SIZE)
+            .spawn(|_, x| x + 1)
+            .expect("stacks are available again");
+        assert_eq!(again.resume(1), CoroutineResult::Return(2));
+        println!("child: done");
+        return;
+    }
+    let child = run_child(
+        "running_out_of_memory_mappings_names_vm_max_map_count",
+        "map_count",
+    );
+    assert!(
+        child.status.success() && child.stdout.contains("child: done"),
+        "{}",
+        child.transcript()
+    );
+    println!("{}", child.stdout);
+}

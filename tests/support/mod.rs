@@ -6,7 +6,7 @@
 //! parent asserts on the child's exit status and output.
 //!
 //! Under qemu-user without binfmt_misc the kernel cannot execute the foreign test binary
-//! directly (`ENOEXEC`); the child is then started through the emulator, named by
+//! directly; the child is then started through the emulator, named by
 //! `VERDANT_TEST_RUNNER` or else `qemu-<arch>-static`.
 
 use std::io;
@@ -57,8 +57,14 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
             .env("RUST_BACKTRACE", "0")
             .output()
     };
+    // Under qemu-user the failed exec shows either as ENOEXEC or, when glibc's posix_spawn
+    // child cannot report it, as exit status 127 with no output.
+    let not_executable = |r: &io::Result<Output>| match r {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty(),
+    };
     let output = match run(exe.as_os_str(), None) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+        r if not_executable(&r) => {
             let runner = std::env::var("VERDANT_TEST_RUNNER")
                 .unwrap_or_else(|_| format!("qemu-{}-static", std::env::consts::ARCH));
             run(runner.as_ref(), Some(&exe))
