@@ -98,7 +98,7 @@ fn spawn_run_finish(c: &mut Criterion) {
     group.bench_function("verdant_greenlet_pooled", |b| {
         b.iter(|| {
             let g = Greenlet::new(|v: Value| v);
-            g.switch(black_box(()))
+            g.switch(())
         });
     });
 
