@@ -140,7 +140,16 @@ fn cpu_name() -> String {
             .filter(|v| !v.is_empty())
     };
     if let Some(name) = field("model name").or_else(|| field("Hardware")) {
-        return name;
+        // qemu-user shows the host's /proc/cpuinfo to the emulated program.
+        let host_x86 = field("vendor_id").is_some() && !cfg!(target_arch = "x86_64");
+        return if host_x86 {
+            format!(
+                "{name} (the host's CPU: this {} build runs emulated)",
+                machine()
+            )
+        } else {
+            name
+        };
     }
     if let (Some(implementer), Some(part)) = (field("CPU implementer"), field("CPU part")) {
         return format!("{} (implementer {implementer}, part {part})", machine());
