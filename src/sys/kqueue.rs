@@ -103,6 +103,7 @@ impl Selector {
     /// `EINTR` cannot lose anything here: kevent applies the whole change list before it
     /// waits, and with `EV_RECEIPT` it does not wait for events at all.
     fn apply(&self, changes: &mut [libc::kevent], ignored: &[i64]) -> io::Result<()> {
+        // `as _`: the counts are `c_int` on most BSDs and `size_t` on NetBSD.
         let n = changes.len() as libc::c_int;
         let ptr = changes.as_mut_ptr();
         // SAFETY: `changes` is a live array of `n` kevents, used both as the change list (read)
@@ -111,9 +112,9 @@ impl Selector {
             syscall!(kevent(
                 self.kq.as_raw_fd(),
                 ptr,
-                n,
+                n as _,
                 ptr,
-                n,
+                n as _,
                 std::ptr::null()
             ))
         };
@@ -155,7 +156,7 @@ impl Selector {
                 std::ptr::null(),
                 0,
                 events.buf.as_mut_ptr(),
-                cap,
+                cap as _,
                 ts_ptr
             ))
         };
