@@ -49,15 +49,18 @@
 pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
-// The hub (L4) is the first user of the reactor and the timer queue; until it lands they are
-// only exercised by their own tests and benchmarks.
-#[allow(dead_code)]
+pub mod hub;
 pub(crate) mod reactor;
 pub mod stack;
-#[allow(dead_code)]
 pub(crate) mod sys;
-#[allow(dead_code)]
+pub mod time;
 pub(crate) mod timer;
+
+pub use hub::{
+    current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
+    JoinError, JoinHandle, Killed, WaitError,
+};
+pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

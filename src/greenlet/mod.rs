@@ -130,6 +130,9 @@ struct Message {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
+    /// Set once the thread is exiting: suspended greenlets are then released without being
+    /// unwound (nothing may run any more).
+    static TEARDOWN: Cell<bool> = const { Cell::new(false) };
     static CURRENT: Cell<Option<Greenlet>> = const { Cell::new(None) };
     static MAIN: Cell<Option<Greenlet>> = const { Cell::new(None) };
 }
@@ -148,6 +151,12 @@ fn new_main() -> Greenlet {
             storage: UnsafeCell::new(ContextStorage::default()),
         }),
     }
+}
+
+/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
+/// greenlet releases its stack without unwinding it.
+pub(crate) fn begin_thread_teardown() {
+    TEARDOWN.with(|t| t.set(true));
 }
 
 /// The running greenlet of this thread (creating the main greenlet on first use).
@@ -379,6 +388,7 @@ impl Drop for Greenlet {
         if Rc::strong_count(&self.inner) == 1
             && self.inner.state.get() == State::Suspended
             && CURRENT.try_with(|_| ()).is_ok()
+            && !TEARDOWN.with(Cell::get)
         {
             kill_on_drop(self);
         }
