@@ -21,17 +21,19 @@
 //!
 //! ## How a resume travels
 //!
-//! Values never live in registers across the switch: the resumer puts its message in a slot
+//! Values never live in registers across the switch: each side puts its message in a slot
 //! on its own stack and passes the slot's address as the switch's data word; the other side
-//! takes the value out of the slot before it switches again. The same happens in the other
-//! direction for yields, returns and panics.
+//! takes the value out of the slot before anything switches again. The word coming back
+//! from the coroutine is tagged in its low bit: 0 = the address of a yielded value, 1 = the
+//! address of how the body ended (returned, panicked, or unwound).
 //!
 //! ```text
 //!   resumer stack                        coroutine stack
 //!   ─────────────                        ───────────────
-//!   slot: Some(Resume(input)) ──switch──▶ take() → input
-//!                                         body runs ...
-//!   take() → Yield(y) ◀──────switch────── slot: Some(Yield(y))
+//!   Some(Resume(input)) ───switch(&in)──▶ take() → input
+//!                                          body runs ...
+//!   take() → y ◀─────switch(&slot | 0)─── Slot(Some(y))
+//!   take() → end ◀───switch(&end  | 1)─── Slot(Some(Return(r)))   (final switch)
 //! ```
 //!
 //! ## Panics and drop
@@ -96,22 +98,17 @@ enum Finish<R> {
     Unwound,
 }
 
-/// The message a resumer passes (by address) on every switch into the coroutine. It lives
-/// in the resumer's frame, which stays alive while the coroutine runs. The coroutine takes
-/// `input`, and before switching back writes a yielded value into `yielded` or, from the
-/// entry function, its end into `finished`. [`Yielder`] only knows `I` and `Y`, so it sees
-/// the `#[repr(C)]` prefix [`Head`]; the entry function, which also knows `R`, sees all of
-/// [`Channel`].
-#[repr(C)]
-struct Head<I, Y> {
-    input: Option<ToCoroutine<I>>,
-    yielded: Option<Y>,
-}
+/// A value handed across a switch by address. The alignment of at least 2 leaves the low
+/// bit of the address free for the yield/finish tag.
+#[repr(C, align(2))]
+struct Slot<T>(Option<T>);
 
-#[repr(C)]
-struct Channel<I, Y, R> {
-    head: Head<I, Y>,
-    finished: Option<Finish<R>>,
+/// Tag bit of the data word a coroutine switches back with: set = it finished.
+const FINISHED: usize = 1;
+
+/// What the first resume passes: the input and the body.
+struct Start<I, Y, R> {
+    input: Option<ToCoroutine<I>>,
     body: Option<Body<I, Y, R>>,
 }
 
@@ -128,25 +125,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// used from inside that coroutine.
 pub struct Yielder<I, Y> {
     resumer: Cell<Option<StackPointer>>,
-    channel: Cell<*mut Head<I, Y>>,
     _types: PhantomData<(fn(Y) -> I, *mut ())>,
 }
 
 impl<I, Y> Yielder<I, Y> {
-    /// Takes the resumer's request and remembers its channel.
-    ///
-    /// # Safety
-    /// `data` must be the address of the live `Channel<I, Y, _>` of the current resumer.
-    #[inline(always)]
-    unsafe fn receive(&self, from: StackPointer, data: usize) -> Option<ToCoroutine<I>> {
-        self.resumer.set(Some(from));
-        let head = data as *mut Head<I, Y>;
-        self.channel.set(head);
-        // SAFETY: per the contract `data` points at a live Channel, whose repr(C) prefix
-        // is a Head<I, Y>.
-        unsafe { (*head).input.take() }
-    }
-
     /// Suspends the coroutine, handing `value` to the resumer as
     /// [`CoroutineResult::Yield`]; returns the input of the next `resume`.
     #[inline]
@@ -154,13 +136,15 @@ impl<I, Y> Yielder<I, Y> {
         let Some(resumer) = self.resumer.take() else {
             not_running()
         };
-        // SAFETY: the channel lives in the frame of the resumer, which is blocked in its
-        // switch until we switch back, so it is alive and not otherwise accessed.
-        unsafe { (*self.channel.get()).yielded = Some(value) };
+        let mut slot = Slot(Some(value));
         // SAFETY: `resumer` is the suspended context that resumed us, not resumed since.
-        let (from, data) = unsafe { context::switch(resumer, 0) };
-        // SAFETY: whoever resumes a coroutine passes its live Channel.
-        match unsafe { self.receive(from, data) } {
+        // `slot` stays alive on this stack until we are resumed; the resumer takes the value
+        // out before anything switches back here.
+        let (from, data) = unsafe { context::switch(resumer, &mut slot as *mut Slot<Y> as usize) };
+        self.resumer.set(Some(from));
+        // SAFETY: whoever resumes a started coroutine passes the address of its live
+        // `Option<ToCoroutine<I>>`.
+        match unsafe { (*(data as *mut Option<ToCoroutine<I>>)).take() } {
             Some(ToCoroutine::Resume(input)) => input,
             _ => forced_unwind(),
         }
@@ -186,8 +170,8 @@ impl<I, Y> fmt::Debug for Yielder<I, Y> {
 /// Configures a coroutine before it is created.
 ///
 /// ```
-/// use verdant::coroutine::Builder;
-/// let mut co = Builder::new()
+/// use verdant::coroutine::{Builder, Coroutine};
+/// let mut co: Coroutine<u8, (), u8> = Builder::new()
 ///     .name("parser")
 ///     .stack_size(64 * 1024)
 ///     .spawn(|_, x: u8| x * 2)
@@ -273,14 +257,13 @@ pub struct Coroutine<I, Y, R> {
 
 unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -> ! {
     let yielder = Yielder::<I, Y> {
-        resumer: Cell::new(None),
-        channel: Cell::new(std::ptr::null_mut()),
+        resumer: Cell::new(Some(from)),
         _types: PhantomData,
     };
-    // SAFETY: the first resume passes its live `Channel<I, Y, R>` carrying the body.
+    // SAFETY: the first resume passes the address of its live `Start<I, Y, R>`.
     let (input, body) = unsafe {
-        let input = yielder.receive(from, data);
-        (input, (*(data as *mut Channel<I, Y, R>)).body.take())
+        let start = &mut *(data as *mut Start<I, Y, R>);
+        (start.input.take(), start.body.take())
     };
     let result = match (body, input) {
         (Some(body), Some(ToCoroutine::Resume(input))) => {
@@ -288,21 +271,19 @@ unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -
         }
         _ => Err(Box::new(ForcedUnwind) as Box<dyn Any + Send>),
     };
-    let end = match result {
+    let mut end = Slot(Some(match result {
         Ok(value) => Finish::Return(value),
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panic(payload),
-    };
+    }));
     let resumer = yielder
         .resumer
         .take()
         .expect("verdant: coroutine finished while not running");
-    // SAFETY: the channel is the current resumer's live `Channel<I, Y, R>` (same `R`: the
-    // entry function is instantiated by `Builder::spawn` for this coroutine's types).
-    unsafe { (*(yielder.channel.get() as *mut Channel<I, Y, R>)).finished = Some(end) };
-    // SAFETY: final switch to our resumer; nothing on this stack needs dropping afterwards
-    // (`yielder` has no destructor), and a dead context is never resumed.
-    unsafe { context::switch(resumer, 0) };
+    // SAFETY: final switch to our resumer. `end` stays on this dead stack, which is only
+    // released after the resumer has taken the value out; nothing else on this stack needs
+    // dropping (`yielder` has no destructor), and a dead context is never resumed.
+    unsafe { context::switch(resumer, (&mut end as *mut Slot<Finish<R>> as usize) | FINISHED) };
     crate::sys::signal::abort()
 }
 
@@ -350,24 +331,34 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         let (Some(sp), State::Suspended) = (self.sp, &self.state) else {
             return self.transfer_cold(request);
         };
-        let mut channel = Channel {
-            head: Head {
-                input: Some(request),
-                yielded: None,
-            },
-            finished: None,
-            body: None,
-        };
+        let mut input = Some(request);
         // SAFETY: `sp` is our suspended context, resumed only now (it is replaced below by
-        // the fresh handle the coroutine hands back). The channel lives in this frame until
-        // the coroutine switches back, which is the only way this call returns.
-        let (from, _) = unsafe { context::switch(sp, &mut channel as *mut Channel<I, Y, R> as usize) };
-        match channel.head.yielded {
-            Some(y) => {
-                self.sp = Some(from);
-                Ok(y)
+        // the fresh handle the coroutine hands back). `input` lives in this frame until the
+        // coroutine switches back, which is the only way this call returns.
+        let (from, data) =
+            unsafe { context::switch(sp, &mut input as *mut Option<ToCoroutine<I>> as usize) };
+        // SAFETY: the coroutine passed the address of its live slot, tagged as documented.
+        unsafe { self.received(from, data) }
+    }
+
+    /// Takes the value the coroutine handed back.
+    ///
+    /// # Safety
+    /// `data` must be the tagged slot address the coroutine switched back with.
+    #[inline(always)]
+    unsafe fn received(&mut self, from: StackPointer, data: usize) -> Result<Y, Finish<R>> {
+        if data & FINISHED == 0 {
+            self.sp = Some(from);
+            // SAFETY: untagged: the address of the coroutine's live `Slot<Y>`.
+            match unsafe { (*(data as *mut Slot<Y>)).0.take() } {
+                Some(y) => Ok(y),
+                None => unreachable!("verdant: coroutine yielded an empty slot"),
             }
-            None => Err(self.finish_with(channel.finished)),
+        } else {
+            // SAFETY: tagged: the address of the finished coroutine's `Slot<Finish<R>>`,
+            // on its dead stack, which `finish_with` releases only after the take.
+            let end = unsafe { (*((data & !FINISHED) as *mut Slot<Finish<R>>)).0.take() };
+            Err(self.finish_with(end))
         }
     }
 
@@ -385,31 +376,24 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         };
         let sp = self.sp.take().expect("checked above");
         self.state = State::Suspended;
-        let mut channel = Channel {
-            head: Head {
-                input: Some(request),
-                yielded: None,
-            },
-            finished: None,
+        let mut start = Start {
+            input: Some(request),
             body,
         };
         // SAFETY: `sp` is the fresh context `init` made for this coroutine's types; the entry
-        // function takes the body and input out of the channel, which lives in this frame
-        // until the coroutine switches back.
-        let (from, _) = unsafe { context::switch(sp, &mut channel as *mut Channel<I, Y, R> as usize) };
-        match channel.head.yielded {
-            Some(y) => {
-                self.sp = Some(from);
-                Ok(y)
-            }
-            None => Err(self.finish_with(channel.finished)),
-        }
+        // function takes the body and input out of `start`, which lives in this frame until
+        // the coroutine switches back.
+        let (from, data) =
+            unsafe { context::switch(sp, &mut start as *mut Start<I, Y, R> as usize) };
+        // SAFETY: the coroutine passed the address of its live slot, tagged as documented.
+        unsafe { self.received(from, data) }
     }
 
     #[cold]
-    fn finish_with(&mut self, finished: Option<Finish<R>>) -> Finish<R> {
+    fn finish_with(&mut self, end: Option<Finish<R>>) -> Finish<R> {
+        let end = end.expect("verdant: coroutine finished without a value");
         self.finish();
-        finished.expect("verdant: coroutine switched back without a value")
+        end
     }
 
     /// The context is dead: release the stack to the pool.
