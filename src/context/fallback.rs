@@ -69,7 +69,7 @@
 //! Not supported: Windows (corosensei's `Stack` trait needs the TEB fields there, and
 //! verdant's `sys` layer is Unix-only anyway).
 
-use super::{EntryFn, StackPointer};
+use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
 use core::cell::{Cell, UnsafeCell};
 use core::convert::Infallible;
 use core::fmt;
@@ -188,7 +188,12 @@ pub(crate) unsafe fn init(
     storage: &mut ContextStorage,
 ) -> StackPointer {
     debug_assert_eq!(top as usize % 16, 0);
-    debug_assert!(bottom < top);
+    // corosensei's `Stack` contract: at least its MIN_STACK_SIZE usable bytes, besides the
+    // initial frame it writes below `top` (as the asm backends do).
+    assert!(
+        (top as usize).saturating_sub(bottom as usize) >= stack::MIN_STACK_SIZE + INIT_FRAME_BYTES,
+        "verdant: stack too small for the fallback context backend"
+    );
     *storage = ContextStorage::default();
     let record: *mut Record = Box::into_raw(Box::new(Record {
         fiber: UnsafeCell::new(None),
@@ -251,9 +256,9 @@ unsafe fn run_root_loop(mut to: StackPointer, mut data: usize) -> (StackPointer,
         let record = to.0.get() as *const Record;
         CURRENT.with(|c| c.set(record));
         // SAFETY: `to` is a suspended fiber of this thread whose storage is alive, so its
-        // record is; nothing else borrows the fiber: it is suspended, the records are only
-        // resumed from here, and this loop runs at most once per thread (only the root
-        // runs it, and the root is inside it while any fiber runs).
+        // record is. Nothing else borrows the fiber: it is suspended, fibers are only
+        // resumed from here, and this loop has at most one activation per thread (only the
+        // root runs it, and the root stays inside it while any fiber runs).
         let fiber = unsafe { (*(*record).fiber.get()).as_mut() };
         let fiber = fiber.expect("verdant: switch to a context that init did not finish");
         let result = fiber.resume((from, data));
