@@ -574,3 +574,6 @@ pub(crate) fn wait_fd(id: SourceId, dir: Direction, deadline: Option<Instant>) -
     result?;
     Ok(!task.closed.replace(false))
 }
+
+#[cfg(test)]
+mod tests;
