@@ -49,7 +49,7 @@ pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
-pub(crate) use task::{Task, TaskRef};
+pub(crate) use task::TaskRef;
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
@@ -168,7 +168,9 @@ impl Drop for RemoteToken {
 
 impl fmt::Debug for RemoteWaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteWaker").field("task", &self.token.task).finish()
+        f.debug_struct("RemoteWaker")
+            .field("task", &self.token.task)
+            .finish()
     }
 }
 
@@ -299,10 +301,11 @@ impl Hub {
             if self.inbox.pending.load(Ordering::Acquire) {
                 return;
             }
-            let timeout = match self.timers.borrow().next_deadline() {
-                Some(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-                None => None,
-            };
+            let timeout = self
+                .timers
+                .borrow()
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
             if timeout.is_none() && self.nothing_can_wake() {
                 self.deliver_loop_exit();
                 return;
@@ -547,7 +550,11 @@ pub(crate) fn deregister_fd(id: SourceId) {
 ///
 /// Returns `Ok(true)` when it is worth retrying the operation, `Ok(false)` when the source
 /// was deregistered (closed) while waiting.
-pub(crate) fn wait_fd(id: SourceId, dir: Direction, deadline: Option<Instant>) -> Result<bool, WaitError> {
+pub(crate) fn wait_fd(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<bool, WaitError> {
     let task = current_task();
     let hub = hub();
     hub.reactor.borrow_mut().clear_ready(id, dir);
