@@ -49,8 +49,18 @@
 pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
+pub mod hub;
+pub(crate) mod reactor;
 pub mod stack;
 pub(crate) mod sys;
+pub mod time;
+pub(crate) mod timer;
+
+pub use hub::{
+    current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
+    JoinError, JoinHandle, Killed, WaitError,
+};
+pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The context-switch backend compiled into this build, for benchmarks and diagnostics:
 /// `"x86_64 System V asm"`, `"aarch64 AAPCS64 asm"`, or the corosensei fallback.

@@ -395,12 +395,14 @@ pub(crate) fn give_back(stack: Stack) {
     drop(rejected);
 }
 
-/// Number of stacks in this thread's pool (for tests and diagnostics).
+/// Number of stacks in this thread's pool (for tests).
+#[cfg(test)]
 pub(crate) fn pooled_count() -> usize {
     POOL.try_with(|p| p.borrow().len()).unwrap_or(0)
 }
 
-/// Number of live stacks (in use or pooled) on this thread.
+/// Number of live stacks (in use or pooled) on this thread (for tests).
+#[cfg(test)]
 pub(crate) fn live_count() -> usize {
     let mut n = 0;
     let mut node = REGISTRY.with(Cell::get);

@@ -130,6 +130,9 @@ struct Message {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
+    /// Set once the thread is exiting: suspended greenlets are then released without being
+    /// unwound (nothing may run any more).
+    static TEARDOWN: Cell<bool> = const { Cell::new(false) };
     static CURRENT: Cell<Option<Greenlet>> = const { Cell::new(None) };
     static MAIN: Cell<Option<Greenlet>> = const { Cell::new(None) };
 }
@@ -148,6 +151,12 @@ fn new_main() -> Greenlet {
             storage: UnsafeCell::new(ContextStorage::default()),
         }),
     }
+}
+
+/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
+/// greenlet releases its stack without unwinding it.
+pub(crate) fn begin_thread_teardown() {
+    TEARDOWN.with(|t| t.set(true));
 }
 
 /// The running greenlet of this thread (creating the main greenlet on first use).
@@ -215,7 +224,8 @@ impl Builder {
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
         // dead; nothing runs on it.
-        let sp = unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        let sp =
+            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -379,6 +389,7 @@ impl Drop for Greenlet {
         if Rc::strong_count(&self.inner) == 1
             && self.inner.state.get() == State::Suspended
             && CURRENT.try_with(|_| ()).is_ok()
+            && !TEARDOWN.with(Cell::get)
         {
             kill_on_drop(self);
         }
@@ -427,7 +438,11 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
             return throw_unstarted(&target, p);
         }
     }
-    let sp = target.inner.sp.take().expect("a suspended greenlet has a saved context");
+    let sp = target
+        .inner
+        .sp
+        .take()
+        .expect("a suspended greenlet has a saved context");
     me.inner.state.set(State::Suspended);
     target.inner.state.set(State::Running);
     CURRENT.with(|c| c.set(Some(target)));
@@ -496,7 +511,11 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
-    let body = current().inner.body.take().expect("a fresh greenlet has a body");
+    let body = current()
+        .inner
+        .body
+        .take()
+        .expect("a fresh greenlet has a body");
     let result = match first {
         Ok(arg) => panic::catch_unwind(AssertUnwindSafe(move || body(arg))),
         Err(payload) => Err(payload),
@@ -509,7 +528,11 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     };
     me.inner.state.set(State::Dead);
     let parent = live_target(&me.parent().expect("non-main greenlets have a parent"));
-    let sp = parent.inner.sp.take().expect("a live parent has a saved context");
+    let sp = parent
+        .inner
+        .sp
+        .take()
+        .expect("a live parent has a saved context");
     parent.inner.state.set(State::Running);
     CURRENT.with(|c| c.set(Some(parent)));
     // The message lives on this (dying) stack; the receiver frees the stack only after

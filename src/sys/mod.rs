@@ -1,5 +1,173 @@
-//! The operating system: memory mappings and fault signals (and, merged from the sys
-//! branch, the selector and waker). `cfg(target_os)` lives only below this module.
+//! L0: the operating system, behind one contract per concern.
+//!
+//! This is the only module that names a `target_os`. Everything above it (the timer queue, the
+//! reactor, the hub) is written once against the items re-exported here.
+//!
+//! # The selector contract
+//!
+//! Exactly one backend is compiled: `epoll.rs` on Linux and Android, `kqueue.rs` on macOS, iOS
+//! and the BSDs. Both export the same items with the same behaviour:
+//!
+//! | item | contract |
+//! | --- | --- |
+//! | `Selector::new()` | a new kernel queue; its fd is owned and close-on-exec |
+//! | `Selector::register(fd, token, interest)` | watch `fd`, **edge-triggered** (`EPOLLET` / `EV_CLEAR`), for the directions in `interest`; events carry `token`. The fd stays registered for its whole life: the caller caches readiness and clears it only after an operation returned `WouldBlock` |
+//! | `Selector::reregister(fd, token, interest)` | replace the token and directions of a registered fd |
+//! | `Selector::deregister(fd)` | stop watching `fd`; must be called before the fd is closed |
+//! | `Selector::select(events, timeout)` | wait for events. `None` blocks until an event or a [`Waker`]; `Some(d)` waits at least `d` rounded **up** to the backend's resolution (epoll: the next millisecond), so a nonzero timeout never becomes a zero one; `EINTR` returns `Ok` with no events. `events` is cleared first |
+//! | `Selector::as_raw_fd()` | the kernel queue's fd, e.g. to nest it in another poller |
+//! | `Events::with_capacity(n)` | a reusable buffer for up to `n` events per `select`; `iter()`, `len()`, `is_empty()`, `clear()` |
+//! | `Event` | `token()`, `is_readable()`, `is_writable()`, `is_error()`, `is_read_closed()`, `is_write_closed()`, `is_hup()` (= both closed in one event) |
+//! | `Waker::new(&selector, token)` | a handle any OS thread can use to make a `select` on `selector` return with an event for `token` |
+//! | `Waker::wake()` | `Send + Sync`; after the first wake and until `reset`, further wakes are one atomic swap and no syscall |
+//! | `Waker::reset()` | call once the owner of the selector saw the waker's event, before it drains whatever the wakers announced |
+//!
+//! Readiness reported by a backend can be spurious (a stale event after a deregistration, a
+//! woken-then-drained socket): callers always try the operation, and wait only on `WouldBlock`.
+//! Where a backend lacks a feature the method is a no-op or reports `false`
+//! (kqueue reports the closed directions in separate events, so `is_hup()` is never true there);
+//! no code outside `sys` ever needs a `cfg`.
+//!
+//! # Errors and `EINTR`
+//!
+//! Every libc call goes through [`syscall!`], which reads `errno` right after the call, before
+//! anything else can overwrite it. `EINTR` is handled in exactly one place per backend: in
+//! `select`, where it means "no events"; everything else is reported to the caller.
+//!
+//! # File descriptors
+//!
+//! Every fd created here is wrapped in an [`OwnedFd`](std::os::fd::OwnedFd) the moment it
+//! exists, and created close-on-exec (atomically where the OS allows, otherwise with
+//! [`set_cloexec`] before the constructor returns).
 
+/// Memory mappings for green-thread stacks.
 pub(crate) mod memory;
+/// Fault signals: stack-overflow reporting.
 pub(crate) mod signal;
+
+use std::io;
+use std::ops::BitOr;
+use std::os::fd::RawFd;
+
+/// Calls `libc::$fn(args..)` and turns the C convention "-1 and `errno`" into an `io::Result`.
+///
+/// `errno` is captured immediately after the call. The macro contains no `unsafe` block of its
+/// own: the caller writes `unsafe { syscall!(..) }` with a `// SAFETY:` comment saying why the
+/// arguments are valid for that particular call.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+// Path-based access for code outside `sys` (modules declared below see it textually).
+#[allow(unused_imports)]
+pub(crate) use syscall;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unused_imports)] // `Event` is part of the contract even where unnamed
+pub(crate) use epoll::{Event, Events, Selector, Waker};
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+))]
+mod kqueue;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+))]
+#[allow(unused_imports)] // `Event` is part of the contract even where unnamed
+pub(crate) use kqueue::{Event, Events, Selector, Waker};
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+)))]
+compile_error!("verdant: unsupported target OS (needs epoll or kqueue)");
+
+/// The directions a registration watches.
+///
+/// ```text
+/// let both = Interest::READABLE | Interest::WRITABLE;
+/// assert!(both.is_readable() && both.is_writable());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Interest(u8);
+
+impl Interest {
+    /// Wake when the fd becomes readable (or its read side closes).
+    pub(crate) const READABLE: Interest = Interest(0b01);
+    /// Wake when the fd becomes writable (or its write side closes).
+    pub(crate) const WRITABLE: Interest = Interest(0b10);
+    /// Both directions: what a socket registers for its whole life.
+    pub(crate) const BOTH: Interest = Interest(0b11);
+
+    /// Whether the readable direction is watched.
+    pub(crate) const fn is_readable(self) -> bool {
+        self.0 & Self::READABLE.0 != 0
+    }
+
+    /// Whether the writable direction is watched.
+    pub(crate) const fn is_writable(self) -> bool {
+        self.0 & Self::WRITABLE.0 != 0
+    }
+}
+
+impl BitOr for Interest {
+    type Output = Interest;
+
+    fn bitor(self, rhs: Interest) -> Interest {
+        Interest(self.0 | rhs.0)
+    }
+}
+
+/// Puts `fd` in (or out of) non-blocking mode, keeping its other status flags.
+pub(crate) fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer argument; an invalid fd is reported as EBADF.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFL)) }?;
+    let new = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: F_SETFL takes an int argument; an invalid fd is reported as EBADF.
+        unsafe { syscall!(fcntl(fd, libc::F_SETFL, new)) }?;
+    }
+    Ok(())
+}
+
+/// Sets `FD_CLOEXEC` on `fd`, for fds that could not be created close-on-exec atomically.
+pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no pointer argument; an invalid fd is reported as EBADF.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: F_SETFD takes an int argument; an invalid fd is reported as EBADF.
+        unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)) }?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,586 @@
+//! The hub: one scheduler greenlet per OS thread, created on first use (gevent's `get_hub()`).
+//!
+//! The thread's own code runs in its *main* green thread. A green thread that blocks
+//! (sleeps, joins, waits on a queue or a socket) registers how it wants to be woken and
+//! switches to the hub; the hub runs whatever is ready, fires due timers, polls the reactor,
+//! and switches back to the green threads that were woken. Only the hub switches between
+//! green threads.
+//!
+//! ```text
+//!            ┌──────────────── hub greenlet (parent of every spawned green thread) ───────────┐
+//!            │ loop {                                                                          │
+//!            │   drain the cross-thread inbox      (RemoteWaker::wake from other OS threads)    │
+//!            │   fire due timers                   (sleep, Timeout, spawn_later)               │
+//!            │   run the green threads that were ready when the turn began (FIFO, fair)        │
+//!            │   poll the reactor: zero timeout if something is ready (and at least every      │
+//!            │   POLL_EVERY runs, so readiness is not starved), else until the next timer      │
+//!            │ }                                                                               │
+//!            └─────────────────────────────────────────────────────────────────────────────────┘
+//!   green thread:  park()  ── switch ──▶ hub ── switch ──▶ (later) back into park()
+//! ```
+//!
+//! ## The contract for the layers above (time, sync, net, pool, threadpool)
+//! * [`current_task`] is the green thread running now ([`TaskRef`]: a cheap, clonable,
+//!   `!Send` handle).
+//! * [`park`] blocks it until something calls [`TaskRef::wake`]; it returns
+//!   `Err(WaitError::TimedOut)` when a [`Timeout`](crate::Timeout) in scope fired, and
+//!   `Err(WaitError::WouldBlockForever)` when nothing could ever wake it (gevent's
+//!   `LoopExit`). A kill unwinds out of `park` (the `Killed` payload).
+//! * Wake-ups can be spurious: a primitive re-checks its condition in a loop, and removes
+//!   its registration when `park` returns an error, so nothing is left registered.
+//! * [`park_until`] adds a deadline; [`remote_waker`] gives a `Send` handle another OS
+//!   thread can use to wake this green thread through the reactor's waker.
+//!
+//! ## Fairness
+//! A turn runs only the green threads that were ready when it began: one that yields in a
+//! loop goes to the back of the queue and waits for the next turn, behind everything woken
+//! meanwhile. The reactor is polled (with a zero timeout) at least every [`POLL_EVERY`]
+//! green-thread runs even when the run queue never empties.
+//!
+//! ## Would block forever
+//! When the main green thread waits and nothing is ready, no timer is pending, no green
+//! thread waits on a file descriptor and no cross-thread waker is outstanding, nothing can
+//! ever wake it: its blocking call fails with [`WaitError::WouldBlockForever`] instead of
+//! hanging.
+
+mod task;
+
+pub use task::{
+    current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
+    JoinHandle, Killed,
+};
+pub(crate) use task::TaskRef;
+
+use crate::greenlet::{self, Greenlet};
+use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
+use crate::timer::{TimerKey, TimerQueue};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most green-thread runs between two polls of the reactor while the run queue is busy.
+pub const POLL_EVERY: u32 = 256;
+
+/// Why a blocking call returned without the event it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    /// A [`Timeout`](crate::Timeout) covering the call fired.
+    TimedOut,
+    /// Nothing could ever wake the waiting green thread: no other green thread is ready,
+    /// no timer is pending, nothing waits on a file descriptor and no other OS thread
+    /// holds a waker for this hub (gevent's `LoopExit`).
+    WouldBlockForever,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::TimedOut => f.write_str("timed out: a verdant Timeout covering this call fired"),
+            WaitError::WouldBlockForever => f.write_str(
+                "this operation would block forever: no green thread is ready, no timer is pending, \
+                 nothing waits on a file descriptor and no other thread can wake this one \
+                 (gevent's LoopExit); spawn the green thread that would complete it, or add a timeout",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+impl From<WaitError> for io::Error {
+    fn from(e: WaitError) -> io::Error {
+        let kind = match e {
+            WaitError::TimedOut => io::ErrorKind::TimedOut,
+            WaitError::WouldBlockForever => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    /// Wake a task parked by `park_until`, if it is still in the same wait (`epoch`).
+    Wake(TaskRef, u64),
+    /// A `Timeout` guard fired for `task`.
+    Expire(TaskRef, Rc<Cell<bool>>),
+    /// Put a task created by `spawn_later` on the run queue.
+    Start(TaskRef),
+}
+
+/// Messages from other OS threads.
+enum RemoteMsg {
+    Wake(u64),
+    Forget(u64),
+}
+
+/// The cross-thread inbox of one hub.
+pub(crate) struct Inbox {
+    queue: Mutex<Vec<RemoteMsg>>,
+    pending: AtomicBool,
+    waker: Arc<crate::sys::Waker>,
+}
+
+impl Inbox {
+    fn post(&self, msg: RemoteMsg) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(msg);
+        self.pending.store(true, Ordering::Release);
+        // A failing eventfd write cannot be reported to anyone useful here; the pending
+        // flag is still seen on the hub's next turn.
+        let _ = self.waker.wake();
+    }
+}
+
+/// A `Send + Sync` handle that wakes one green thread from any OS thread.
+///
+/// While one exists, its hub does not consider itself deadlocked (the other thread may
+/// still wake it). Dropping the last clone tells the hub so.
+#[derive(Clone)]
+pub(crate) struct RemoteWaker {
+    token: Arc<RemoteToken>,
+}
+
+struct RemoteToken {
+    inbox: Arc<Inbox>,
+    task: u64,
+}
+
+impl RemoteWaker {
+    /// Schedules the green thread on its hub (a no-op once it finished).
+    pub(crate) fn wake(&self) {
+        self.token.inbox.post(RemoteMsg::Wake(self.token.task));
+    }
+}
+
+impl Drop for RemoteToken {
+    fn drop(&mut self) {
+        self.inbox.post(RemoteMsg::Forget(self.task));
+    }
+}
+
+impl fmt::Debug for RemoteWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteWaker")
+            .field("task", &self.token.task)
+            .finish()
+    }
+}
+
+pub(crate) struct Hub {
+    greenlet: Greenlet,
+    ready: RefCell<VecDeque<TaskRef>>,
+    timers: RefCell<TimerQueue<TimerAction>>,
+    reactor: RefCell<Reactor<TaskRef>>,
+    inbox: Arc<Inbox>,
+    /// Tasks with outstanding remote wakers, and how many tokens each has.
+    remote_tasks: RefCell<HashMap<u64, (TaskRef, usize)>>,
+    /// Green threads parked on a file descriptor.
+    io_waiters: Cell<usize>,
+    runs_since_poll: Cell<u32>,
+    /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
+    main_task: RefCell<Option<TaskRef>>,
+}
+
+struct HubSlot(RefCell<Option<Rc<Hub>>>);
+
+impl Drop for HubSlot {
+    fn drop(&mut self) {
+        // The thread is exiting: green threads still suspended are released without
+        // unwinding (nothing may run any more).
+        greenlet::begin_thread_teardown();
+        drop(self.0.borrow_mut().take());
+    }
+}
+
+thread_local! {
+    static HUB: HubSlot = const { HubSlot(RefCell::new(None)) };
+    static CURRENT_TASK: RefCell<Option<TaskRef>> = const { RefCell::new(None) };
+}
+
+/// This thread's hub, created on first use.
+pub(crate) fn hub() -> Rc<Hub> {
+    HUB.with(|slot| {
+        if let Some(hub) = slot.0.borrow().as_ref() {
+            return hub.clone();
+        }
+        let hub = Rc::new(Hub::new().unwrap_or_else(|e| {
+            panic!("verdant: could not create this thread's hub (epoll/kqueue or its stack): {e}")
+        }));
+        *slot.0.borrow_mut() = Some(hub.clone());
+        hub
+    })
+}
+
+impl Hub {
+    fn new() -> io::Result<Hub> {
+        let reactor = Reactor::new()?;
+        let inbox = Arc::new(Inbox {
+            queue: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            waker: reactor.waker(),
+        });
+        let greenlet = greenlet::Builder::new()
+            .name("hub")
+            .parent(&Greenlet::main())
+            .spawn(|_| hub_loop())?;
+        Ok(Hub {
+            greenlet,
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerQueue::new()),
+            reactor: RefCell::new(reactor),
+            inbox,
+            remote_tasks: RefCell::new(HashMap::new()),
+            io_waiters: Cell::new(0),
+            runs_since_poll: Cell::new(0),
+            main_task: RefCell::new(None),
+        })
+    }
+
+    pub(crate) fn schedule(&self, task: TaskRef) {
+        if !task.queued.replace(true) {
+            self.ready.borrow_mut().push_back(task);
+        }
+    }
+
+    pub(crate) fn add_timer(&self, deadline: Instant, action: TimerAction) -> TimerKey {
+        self.timers.borrow_mut().insert(deadline, action)
+    }
+
+    pub(crate) fn cancel_timer(&self, key: TimerKey) {
+        let cancelled = self.timers.borrow_mut().cancel(key);
+        drop(cancelled);
+    }
+
+    /// Switches into `task` and returns when it parks, yields or finishes.
+    fn run(&self, task: TaskRef) {
+        task.queued.set(false);
+        if task.is_finished() {
+            return;
+        }
+        CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
+        task.running.set(true);
+        // Cleared here rather than by the task: a kill unwinds it out of its park.
+        task.parked.set(false);
+        let greenlet = task.greenlet.clone();
+        // A kill for a task that already runs is delivered as a panic at its blocking
+        // point; one that never started is handled by the task's own wrapper.
+        if task.kill.get() && greenlet.is_started() && !task.is_adhoc {
+            greenlet.throw(Killed);
+        } else {
+            greenlet.switch(());
+        }
+        task.running.set(false);
+    }
+
+    fn turn(&self) {
+        if self.inbox.pending.load(Ordering::Acquire) {
+            self.drain_inbox();
+        }
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+        }
+        let n = self.ready.borrow().len();
+        for _ in 0..n {
+            let Some(task) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            self.run(task);
+        }
+        let runs = self.runs_since_poll.get().saturating_add(n as u32);
+        let idle = self.ready.borrow().is_empty();
+        if idle {
+            self.runs_since_poll.set(0);
+            if self.inbox.pending.load(Ordering::Acquire) {
+                return;
+            }
+            let timeout = self
+                .timers
+                .borrow()
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if timeout.is_none() && self.nothing_can_wake() {
+                self.deliver_loop_exit();
+                return;
+            }
+            self.poll(timeout);
+        } else if runs >= POLL_EVERY {
+            self.runs_since_poll.set(0);
+            self.poll(Some(Duration::ZERO));
+        } else {
+            self.runs_since_poll.set(runs);
+        }
+    }
+
+    fn nothing_can_wake(&self) -> bool {
+        self.ready.borrow().is_empty()
+            && self.timers.borrow().is_empty()
+            && self.io_waiters.get() == 0
+            && self.remote_tasks.borrow().is_empty()
+            && !self.inbox.pending.load(Ordering::Acquire)
+    }
+
+    fn deliver_loop_exit(&self) {
+        let main = self.main_task.borrow().clone();
+        match main {
+            Some(main) if main.parked.get() => {
+                main.reason.set(WakeReason::LoopExit);
+                self.schedule(main);
+            }
+            _ => {
+                // Only tasks without a main waiter are blocked: nothing can run, and the
+                // main green thread is not waiting either. This cannot happen while the
+                // thread's code is running; wait for a cross-thread wake-up.
+                self.poll(None);
+            }
+        }
+    }
+
+    fn poll(&self, timeout: Option<Duration>) {
+        let mut woken = Vec::new();
+        let report = self.reactor.borrow_mut().poll(timeout, &mut woken);
+        match report {
+            Ok(report) => {
+                if report.notified {
+                    self.drain_inbox();
+                }
+            }
+            Err(e) => {
+                // epoll_wait/kevent only fail on programming errors (EBADF, EINVAL).
+                panic!("verdant hub: polling the reactor failed: {e}");
+            }
+        }
+        self.io_waiters.set(self.io_waiters.get() - woken.len());
+        for task in woken {
+            self.schedule(task);
+        }
+        if !self.timers.borrow().is_empty() {
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    fn fire_timers(&self, now: Instant) {
+        loop {
+            let action = self.timers.borrow_mut().pop_next_expired(now);
+            let Some(action) = action else { break };
+            match action {
+                TimerAction::Wake(task, epoch) => {
+                    if task.parked.get() && task.epoch.get() == epoch {
+                        task.reason.set(WakeReason::Deadline);
+                        self.schedule(task);
+                    }
+                }
+                TimerAction::Expire(task, fired) => {
+                    fired.set(true);
+                    task.expired.set(task.expired.get() + 1);
+                    if task.parked.get() {
+                        self.schedule(task);
+                    }
+                }
+                TimerAction::Start(task) => self.schedule(task),
+            }
+        }
+    }
+
+    fn drain_inbox(&self) {
+        self.inbox.pending.store(false, Ordering::Release);
+        let msgs = std::mem::take(
+            &mut *self
+                .inbox
+                .queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for msg in msgs {
+            match msg {
+                RemoteMsg::Wake(id) => {
+                    let task = self.remote_tasks.borrow().get(&id).map(|(t, _)| t.clone());
+                    if let Some(task) = task {
+                        self.schedule(task);
+                    }
+                }
+                RemoteMsg::Forget(id) => {
+                    let mut map = self.remote_tasks.borrow_mut();
+                    if let Some(entry) = map.get_mut(&id) {
+                        entry.1 -= 1;
+                        if entry.1 == 0 {
+                            map.remove(&id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hub_loop() -> ! {
+    let hub = hub();
+    loop {
+        hub.turn();
+    }
+}
+
+/// Why a parked task was scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WakeReason {
+    Normal,
+    Deadline,
+    LoopExit,
+}
+
+/// The green thread running now (creating this thread's hub and main task on first use).
+pub(crate) fn current_task() -> TaskRef {
+    let cur = CURRENT_TASK.with(|c| c.borrow().clone());
+    if let Some(task) = cur {
+        if task.greenlet.is_current() {
+            return task;
+        }
+    }
+    // The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
+    let hub = hub();
+    let task = TaskRef::adhoc(Greenlet::current());
+    if task.greenlet.is_main() {
+        *hub.main_task.borrow_mut() = Some(task.clone());
+    }
+    CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
+    task
+}
+
+/// Blocks the current green thread until [`TaskRef::wake`] is called for it.
+///
+/// Returns `Err(TimedOut)` at once, or when woken, if a `Timeout` covering the current
+/// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
+/// unwinds out of this call.
+pub(crate) fn park() -> Result<(), WaitError> {
+    let task = current_task();
+    park_task(&task).map(|_| ())
+}
+
+fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
+    if task.expired.get() > 0 {
+        return Err(WaitError::TimedOut);
+    }
+    task.check_kill();
+    let hub = hub();
+    task.epoch.set(task.epoch.get() + 1);
+    task.parked.set(true);
+    task.reason.set(WakeReason::Normal);
+    hub.greenlet.switch(());
+    task.check_kill();
+    let reason = task.reason.replace(WakeReason::Normal);
+    if task.expired.get() > 0 {
+        return Err(WaitError::TimedOut);
+    }
+    match reason {
+        WakeReason::LoopExit => Err(WaitError::WouldBlockForever),
+        other => Ok(other),
+    }
+}
+
+/// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
+/// reached, `Ok(false)` if something else woke the green thread first.
+pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
+    let task = current_task();
+    let hub = hub();
+    let epoch = task.epoch.get() + 1;
+    let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
+    let result = park_task(&task);
+    hub.cancel_timer(key);
+    result.map(|reason| reason == WakeReason::Deadline || Instant::now() >= deadline)
+}
+
+/// Puts the current green thread at the back of the run queue and lets the others run
+/// (gevent's `sleep(0)`). A kill is delivered here; a fired `Timeout` is not (the next
+/// blocking call reports it).
+pub fn yield_now() {
+    let task = current_task();
+    let hub = hub();
+    task.check_kill();
+    hub.schedule(task.clone());
+    task.parked.set(true);
+    hub.greenlet.switch(());
+    task.reason.set(WakeReason::Normal);
+    task.check_kill();
+}
+
+/// A `Send` handle that wakes the current green thread from any OS thread.
+pub(crate) fn remote_waker() -> RemoteWaker {
+    let task = current_task();
+    let hub = hub();
+    let id = task.id;
+    hub.remote_tasks
+        .borrow_mut()
+        .entry(id)
+        .and_modify(|e| e.1 += 1)
+        .or_insert((task, 1));
+    RemoteWaker {
+        token: Arc::new(RemoteToken {
+            inbox: hub.inbox.clone(),
+            task: id,
+        }),
+    }
+}
+
+/// Registers `fd` with this thread's reactor (edge-triggered, both directions).
+pub(crate) fn register_fd(fd: RawFd) -> io::Result<SourceId> {
+    hub().reactor.borrow_mut().register(fd)
+}
+
+/// Deregisters a source, waking (with an error on their next attempt) whoever waits on it.
+/// Call it before closing the fd.
+pub(crate) fn deregister_fd(id: SourceId) {
+    let hub = hub();
+    let (r, w) = hub.reactor.borrow_mut().deregister(id);
+    for task in [r, w].into_iter().flatten() {
+        hub.io_waiters.set(hub.io_waiters.get() - 1);
+        task.closed.set(true);
+        hub.schedule(task);
+    }
+}
+
+/// After an operation on a registered fd returned `WouldBlock`: waits until the fd is
+/// ready in `dir` (or the source is deregistered, or the wait is interrupted).
+///
+/// Returns `Ok(true)` when it is worth retrying the operation, `Ok(false)` when the source
+/// was deregistered (closed) while waiting.
+pub(crate) fn wait_fd(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<bool, WaitError> {
+    let task = current_task();
+    let hub = hub();
+    hub.reactor.borrow_mut().clear_ready(id, dir);
+    let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
+    match set {
+        Ok(()) => {}
+        Err(WaiterError::Ready(_)) => return Ok(true),
+        Err(WaiterError::Stale(_)) => return Ok(false),
+        Err(e @ WaiterError::Busy(_)) => {
+            drop(e);
+            panic!("verdant: two green threads wait on the same file descriptor in the same direction; share it through a lock or give each its own descriptor");
+        }
+    }
+    hub.io_waiters.set(hub.io_waiters.get() + 1);
+    task.closed.set(false);
+    let result = match deadline {
+        Some(d) => park_until(d).map(|_| ()),
+        None => park_task(&task).map(|_| ()),
+    };
+    // Whatever woke us, leave nothing registered.
+    if hub.reactor.borrow_mut().remove_waiter(id, dir).is_some() {
+        hub.io_waiters.set(hub.io_waiters.get() - 1);
+    }
+    result?;
+    Ok(!task.closed.replace(false))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,592 @@
+//! Green threads: spawn, join, kill, and the task record the hub schedules.
+
+use super::{current_task, hub, park, park_until, TimerAction, WaitError};
+use crate::greenlet::{self, Greenlet};
+use crate::stack::DEFAULT_STACK_SIZE;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The panic payload that unwinds a killed green thread (see [`JoinHandle::kill`]).
+///
+/// Code that catches panics inside a green thread should let this one continue
+/// (`std::panic::resume_unwind`), as it would a `GreenletExit` in gevent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Killed;
+
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The hub's record of one green thread.
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    name: Option<String>,
+    pub(crate) greenlet: Greenlet,
+    /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
+    pub(crate) is_adhoc: bool,
+    pub(crate) queued: Cell<bool>,
+    pub(crate) running: Cell<bool>,
+    pub(crate) parked: Cell<bool>,
+    pub(crate) finished: Cell<bool>,
+    pub(crate) kill: Cell<bool>,
+    pub(crate) reason: Cell<super::WakeReason>,
+    /// Fired `Timeout` guards still in scope.
+    pub(crate) expired: Cell<u32>,
+    /// Incremented by every park, so that a stale deadline does not wake a later wait.
+    pub(crate) epoch: Cell<u64>,
+    /// Set when the fd this task waited on was deregistered (closed) under it.
+    pub(crate) closed: Cell<bool>,
+}
+
+/// A cheap, clonable handle to a green thread's record, for wake-up lists.
+#[derive(Clone)]
+pub(crate) struct TaskRef(Rc<Task>);
+
+impl Deref for TaskRef {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.0
+    }
+}
+
+impl TaskRef {
+    fn new(id: u64, name: Option<String>, greenlet: Greenlet, is_adhoc: bool) -> TaskRef {
+        TaskRef(Rc::new(Task {
+            id,
+            name,
+            greenlet,
+            is_adhoc,
+            queued: Cell::new(false),
+            running: Cell::new(false),
+            parked: Cell::new(false),
+            finished: Cell::new(false),
+            kill: Cell::new(false),
+            reason: Cell::new(super::WakeReason::Normal),
+            expired: Cell::new(0),
+            epoch: Cell::new(0),
+            closed: Cell::new(false),
+        }))
+    }
+
+    pub(crate) fn adhoc(greenlet: Greenlet) -> TaskRef {
+        let name = greenlet.name().map(str::to_owned);
+        TaskRef::new(
+            NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
+            name,
+            greenlet,
+            true,
+        )
+    }
+
+    /// Schedules the green thread to run (if it is not already scheduled or finished).
+    pub(crate) fn wake(&self) {
+        if !self.finished.get() {
+            hub().schedule(self.clone());
+        }
+    }
+
+    pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.get()
+    }
+
+    /// Unwinds the current green thread if a kill is pending for it.
+    pub(crate) fn check_kill(&self) {
+        if self.kill.get() && !self.is_adhoc {
+            panic::resume_unwind(Box::new(Killed));
+        }
+    }
+}
+
+impl fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Why [`JoinHandle::join`] did not return the green thread's value.
+pub enum JoinError {
+    /// The green thread panicked; the payload is the panic's.
+    Panicked(Box<dyn Any + Send + 'static>),
+    /// The green thread was killed (possibly before it ever ran).
+    Killed,
+    /// A `Timeout` covering the join fired, or `join_timeout`'s duration elapsed; the green
+    /// thread keeps running, detached.
+    TimedOut,
+    /// Nothing could ever finish the green thread (see [`WaitError::WouldBlockForever`]).
+    WouldBlockForever,
+}
+
+impl JoinError {
+    /// Whether the green thread panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+
+    /// Whether the green thread was killed.
+    pub fn is_killed(&self) -> bool {
+        matches!(self, JoinError::Killed)
+    }
+
+    /// The panic payload, if the green thread panicked.
+    pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
+        match self {
+            JoinError::Panicked(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string panic payload>")
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(p) => write!(f, "Panicked({:?})", panic_message(p.as_ref())),
+            JoinError::Killed => f.write_str("Killed"),
+            JoinError::TimedOut => f.write_str("TimedOut"),
+            JoinError::WouldBlockForever => f.write_str("WouldBlockForever"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(p) => write!(
+                f,
+                "the green thread panicked: {}",
+                panic_message(p.as_ref())
+            ),
+            JoinError::Killed => f.write_str("the green thread was killed"),
+            JoinError::TimedOut => f.write_str("timed out waiting for the green thread to finish"),
+            JoinError::WouldBlockForever => WaitError::WouldBlockForever.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<WaitError> for JoinError {
+    fn from(e: WaitError) -> JoinError {
+        match e {
+            WaitError::TimedOut => JoinError::TimedOut,
+            WaitError::WouldBlockForever => JoinError::WouldBlockForever,
+        }
+    }
+}
+
+/// Shared between a green thread's wrapper and its [`JoinHandle`].
+struct JoinState<T> {
+    result: RefCell<Option<Result<T, JoinError>>>,
+    done: Cell<bool>,
+    waiters: RefCell<Vec<TaskRef>>,
+}
+
+impl<T> JoinState<T> {
+    fn complete(&self, result: Result<T, JoinError>) {
+        if self.done.replace(true) {
+            return;
+        }
+        *self.result.borrow_mut() = Some(result);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// An owned permission to join a green thread (wait for it and take its value), as
+/// `std::thread::JoinHandle`. Dropping it detaches the green thread.
+pub struct JoinHandle<T> {
+    task: TaskRef,
+    state: Rc<JoinState<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the green thread to finish and returns its value.
+    ///
+    /// Other green threads run meanwhile. Returns `Err` if it panicked or was killed, if a
+    /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
+    /// nothing could ever finish it.
+    pub fn join(self) -> Result<T, JoinError> {
+        self.wait(None)?;
+        self.take()
+    }
+
+    /// Like [`join`](Self::join), giving up after `timeout` with `Err(JoinError::TimedOut)`.
+    pub fn join_timeout(self, timeout: Duration) -> Result<T, JoinError> {
+        if !self.wait(Some(Instant::now() + timeout))? {
+            return Err(JoinError::TimedOut);
+        }
+        self.take()
+    }
+
+    /// Waits up to `timeout` for the green thread to finish without taking its value
+    /// (gevent's `join(timeout)`); returns whether it finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, JoinError> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    fn take(self) -> Result<T, JoinError> {
+        let result = self.state.result.borrow_mut().take();
+        result.expect("a finished green thread stores its result once")
+    }
+
+    /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
+    fn wait(&self, deadline: Option<Instant>) -> Result<bool, JoinError> {
+        if self.task.ptr_eq(&current_task()) {
+            panic!("a green thread cannot join itself (it would wait forever)");
+        }
+        loop {
+            if self.state.done.get() {
+                return Ok(true);
+            }
+            let me = current_task();
+            self.state.waiters.borrow_mut().push(me.clone());
+            let r = match deadline {
+                Some(d) => park_until(d),
+                None => park().map(|()| false),
+            };
+            self.state.waiters.borrow_mut().retain(|w| !w.ptr_eq(&me));
+            match r {
+                Ok(true) if !self.state.done.get() => return Ok(false),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether the green thread has finished (returned, panicked or been killed).
+    pub fn is_finished(&self) -> bool {
+        self.state.done.get()
+    }
+
+    /// Kills the green thread: at its next blocking point (or at once, if it is the
+    /// current one) a [`Killed`] panic unwinds its stack, so its destructors run. One that
+    /// has not started never runs. Does not wait: use [`join`](Self::join) for that.
+    pub fn kill(&self) {
+        if self.state.done.get() {
+            return;
+        }
+        self.task.kill.set(true);
+        if self.task.ptr_eq(&current_task()) {
+            panic::resume_unwind(Box::new(Killed));
+        }
+        self.task.wake();
+    }
+
+    /// The green thread's unique id.
+    pub fn id(&self) -> u64 {
+        self.task.id
+    }
+
+    /// The green thread's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.task.name.as_deref()
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("id", &self.task.id)
+            .field("name", &self.task.name)
+            .field("finished", &self.state.done.get())
+            .finish()
+    }
+}
+
+/// Configures a green thread before spawning it, like `std::thread::Builder`.
+///
+/// ```
+/// let handle = verdant::Builder::new()
+///     .name("worker")
+///     .stack_size(64 * 1024)
+///     .spawn(|| verdant::current().name().map(str::to_owned))
+///     .expect("spawn");
+/// assert_eq!(handle.join().unwrap().as_deref(), Some("worker"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// No name, the default stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the green thread (see [`current`], `Debug`, stack-overflow reports).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Usable stack size in bytes (default [`DEFAULT_STACK_SIZE`]).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the green thread on this OS thread's hub; it runs when the current green
+    /// thread next blocks or yields. Fails only if no stack can be allocated.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let handle = self.build(f)?;
+        hub().schedule(handle.task.clone());
+        Ok(handle)
+    }
+
+    /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
+    /// before then, it never runs.
+    pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let handle = self.build(f)?;
+        hub().add_timer(
+            Instant::now() + delay,
+            TimerAction::Start(handle.task.clone()),
+        );
+        Ok(handle)
+    }
+
+    fn build<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let hub = hub();
+        let state = Rc::new(JoinState {
+            result: RefCell::new(None),
+            done: Cell::new(false),
+            waiters: RefCell::new(Vec::new()),
+        });
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        // The wrapper needs its own task record (to see a kill before it starts), which
+        // needs the greenlet: hand the record in through a cell after construction.
+        let me: Rc<RefCell<Option<TaskRef>>> = Rc::new(RefCell::new(None));
+        let me_in = me.clone();
+        let st = state.clone();
+        let mut builder = greenlet::Builder::new()
+            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
+            .parent(&hub.greenlet);
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        let greenlet = builder.spawn(move |_| {
+            let task = me_in
+                .borrow_mut()
+                .take()
+                .expect("task record set before start");
+            let killed_before_start = task.kill.get();
+            // Hold no handle to our own record while the body runs (it would keep a green
+            // thread that blocks forever alive through a cycle).
+            drop(task);
+            let result = if killed_before_start {
+                Err(JoinError::Killed)
+            } else {
+                match panic::catch_unwind(AssertUnwindSafe(f)) {
+                    Ok(v) => Ok(v),
+                    Err(p) if p.is::<Killed>() || p.is::<greenlet::GreenletExit>() => {
+                        Err(JoinError::Killed)
+                    }
+                    Err(p) => Err(JoinError::Panicked(p)),
+                }
+            };
+            current_task().finished.set(true);
+            st.complete(result);
+            Box::new(())
+        })?;
+        let task = TaskRef::new(id, self.name, greenlet, false);
+        *me.borrow_mut() = Some(task.clone());
+        Ok(JoinHandle { task, state })
+    }
+}
+
+/// Spawns a green thread on this OS thread's hub (created on first use) and returns its
+/// [`JoinHandle`]. The closure does not need to be `Send`: it never leaves this OS thread.
+///
+/// ```
+/// let a = verdant::spawn(|| 20);
+/// let b = verdant::spawn(|| 22);
+/// assert_eq!(a.join().unwrap() + b.join().unwrap(), 42);
+/// ```
+///
+/// # Panics
+/// If no stack can be allocated; use [`Builder::spawn`] to get that as an error.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("verdant::spawn: {e}"))
+}
+
+/// Spawns a green thread that starts after `delay` (gevent's `spawn_later`).
+///
+/// # Panics
+/// If no stack can be allocated; use [`Builder::spawn_later`] to get that as an error.
+pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    Builder::new()
+        .spawn_later(delay, f)
+        .unwrap_or_else(|e| panic!("verdant::spawn_later: {e}"))
+}
+
+/// Identity of the running green thread, from [`current`].
+#[derive(Debug, Clone)]
+pub struct CurrentThread {
+    id: u64,
+    name: Option<String>,
+    is_main: bool,
+}
+
+impl CurrentThread {
+    /// Unique id of the green thread.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its name: the one given to [`Builder::name`], `"main"` for a thread's main green
+    /// thread, otherwise `None`.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Whether it is the OS thread's own (main) green thread.
+    pub fn is_main(&self) -> bool {
+        self.is_main
+    }
+}
+
+/// The green thread running now.
+pub fn current() -> CurrentThread {
+    let task = current_task();
+    CurrentThread {
+        id: task.id,
+        name: task.name.clone(),
+        is_main: task.greenlet.is_main(),
+    }
+}
+
+/// Waits for every handle and returns their results in order (gevent's `joinall`).
+///
+/// ```
+/// let handles: Vec<_> = (0..5).map(|i| verdant::spawn(move || i * i)).collect();
+/// let squares: Vec<i32> = verdant::joinall(handles).into_iter().map(Result::unwrap).collect();
+/// assert_eq!(squares, [0, 1, 4, 9, 16]);
+/// ```
+pub fn joinall<T, I>(handles: I) -> Vec<Result<T, JoinError>>
+where
+    I: IntoIterator<Item = JoinHandle<T>>,
+{
+    handles.into_iter().map(JoinHandle::join).collect()
+}
+
+/// Yields `(index, result)` for each handle as it finishes, in completion order (gevent's
+/// `iwait`).
+///
+/// ```
+/// use std::time::Duration;
+/// let slow = verdant::spawn(|| { verdant::sleep(Duration::from_millis(30)); "slow" });
+/// let fast = verdant::spawn(|| { verdant::sleep(Duration::from_millis(1)); "fast" });
+/// let order: Vec<&str> = verdant::iwait(vec![slow, fast]).map(|(_, r)| r.unwrap()).collect();
+/// assert_eq!(order, ["fast", "slow"]);
+/// ```
+pub fn iwait<T>(handles: Vec<JoinHandle<T>>) -> AsCompleted<T> {
+    AsCompleted {
+        pending: handles.into_iter().map(Some).collect(),
+        remaining: 0,
+    }
+    .counted()
+}
+
+/// The iterator returned by [`iwait`].
+pub struct AsCompleted<T> {
+    pending: Vec<Option<JoinHandle<T>>>,
+    remaining: usize,
+}
+
+impl<T> AsCompleted<T> {
+    fn counted(mut self) -> Self {
+        self.remaining = self.pending.len();
+        self
+    }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = (usize, Result<T, JoinError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        loop {
+            let done = self
+                .pending
+                .iter()
+                .position(|h| h.as_ref().is_some_and(JoinHandle::is_finished));
+            if let Some(i) = done {
+                let handle = self.pending[i].take().expect("position found a handle");
+                self.remaining -= 1;
+                return Some((i, handle.take()));
+            }
+            let me = current_task();
+            for h in self.pending.iter().flatten() {
+                h.state.waiters.borrow_mut().push(me.clone());
+            }
+            let r = park();
+            for h in self.pending.iter().flatten() {
+                h.state.waiters.borrow_mut().retain(|w| !w.ptr_eq(&me));
+            }
+            if let Err(e) = r {
+                // Report the interruption once for one of the pending handles.
+                let i = self.pending.iter().position(Option::is_some)?;
+                self.pending[i] = None;
+                self.remaining -= 1;
+                return Some((i, Err(e.into())));
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<T> fmt::Debug for AsCompleted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}

@@ -1,0 +1,53 @@
+//! Hub behaviour that needs the crate-internal park/wake contract.
+
+use super::*;
+
+#[test]
+fn main_parked_with_nothing_to_wake_it_gets_would_block_forever() {
+    assert_eq!(park(), Err(WaitError::WouldBlockForever));
+    // The hub keeps working afterwards.
+    assert_eq!(crate::spawn(|| 5).join().unwrap(), 5);
+}
+
+#[test]
+fn joining_a_green_thread_that_waits_forever_reports_it() {
+    let h = crate::spawn(park);
+    match h.join() {
+        Err(JoinError::WouldBlockForever) => {}
+        other => panic!("expected WouldBlockForever, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wake_from_another_os_thread_ends_a_park() {
+    let waker = remote_waker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        waker.wake();
+    });
+    // The remote waker is outstanding, so this is not a deadlock: park until woken.
+    assert_eq!(park(), Ok(()));
+    t.join().unwrap();
+    // Once the other thread dropped its waker, a lone park is a deadlock again.
+    assert_eq!(park(), Err(WaitError::WouldBlockForever));
+}
+
+#[test]
+fn a_woken_task_runs_after_the_ones_already_ready() {
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    let sleeper_task: Rc<RefCell<Option<TaskRef>>> = Rc::new(RefCell::new(None));
+    let st = sleeper_task.clone();
+    let parked = crate::spawn(move || {
+        *st.borrow_mut() = Some(current_task());
+        park().unwrap();
+        o.borrow_mut().push("parked one");
+    });
+    crate::yield_now();
+    let o = order.clone();
+    let other = crate::spawn(move || o.borrow_mut().push("ready one"));
+    sleeper_task.borrow().as_ref().unwrap().wake();
+    other.join().unwrap();
+    parked.join().unwrap();
+    assert_eq!(*order.borrow(), ["ready one", "parked one"]);
+}

@@ -1,0 +1,240 @@
+//! Behaviour of the hub: spawn, join, kill, sleep, yield, Timeout, the "block forever" error.
+//! No test here measures time: they check order, results and side effects.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+use verdant::{JoinError, JoinHandle, Timeout, WaitError};
+
+#[test]
+fn spawn_and_join_return_values() {
+    let a = verdant::spawn(|| 40);
+    let b = verdant::spawn(|| "two".to_string());
+    assert_eq!(a.join().unwrap(), 40);
+    assert_eq!(b.join().unwrap(), "two");
+}
+
+#[test]
+fn spawned_threads_run_only_when_the_spawner_blocks() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let h = verdant::spawn(move || l.borrow_mut().push("child"));
+    log.borrow_mut().push("parent before join");
+    h.join().unwrap();
+    assert_eq!(*log.borrow(), ["parent before join", "child"]);
+}
+
+#[test]
+fn sleepers_wake_in_deadline_order() {
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let handles: Vec<JoinHandle<()>> = [30u64, 10, 20, 0]
+        .into_iter()
+        .map(|ms| {
+            let o = order.clone();
+            verdant::spawn(move || {
+                verdant::sleep(Duration::from_millis(ms)).unwrap();
+                o.borrow_mut().push(ms);
+            })
+        })
+        .collect();
+    for r in verdant::joinall(handles) {
+        r.unwrap();
+    }
+    assert_eq!(*order.borrow(), [0, 10, 20, 30]);
+}
+
+#[test]
+fn yield_now_is_fair_round_robin() {
+    let trace = Rc::new(RefCell::new(String::new()));
+    let hs: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let t = trace.clone();
+            verdant::spawn(move || {
+                for _ in 0..3 {
+                    t.borrow_mut().push_str(name);
+                    verdant::yield_now();
+                }
+            })
+        })
+        .collect();
+    verdant::joinall(hs);
+    assert_eq!(trace.borrow().as_str(), "abcabcabc");
+}
+
+#[test]
+fn a_spinning_yielder_does_not_starve_a_sleeper() {
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let sleeper = verdant::spawn(move || {
+        verdant::sleep(Duration::from_millis(5)).unwrap();
+        d.set(true);
+    });
+    let d2 = done.clone();
+    let spinner = verdant::spawn(move || {
+        let mut spins = 0u64;
+        while !d2.get() {
+            verdant::yield_now();
+            spins += 1;
+        }
+        spins
+    });
+    sleeper.join().unwrap();
+    assert!(spinner.join().unwrap() > 0);
+}
+
+#[test]
+fn a_panic_in_one_green_thread_leaves_the_others_running() {
+    let bad = verdant::spawn(|| -> u32 { panic!("deliberate") });
+    let good = verdant::spawn(|| {
+        verdant::sleep(Duration::from_millis(1)).unwrap();
+        7
+    });
+    match bad.join() {
+        Err(e @ JoinError::Panicked(_)) => assert!(e.to_string().contains("deliberate")),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(good.join().unwrap(), 7);
+    // The hub is still fine.
+    assert_eq!(verdant::spawn(|| 1).join().unwrap(), 1);
+}
+
+struct Flag(Rc<Cell<u32>>);
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn kill_unwinds_a_blocked_green_thread() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    let h = verdant::spawn(move || {
+        let _guard = Flag(d);
+        verdant::sleep(Duration::from_secs(3600)).unwrap();
+        "never"
+    });
+    verdant::yield_now(); // let it start and block
+    h.kill();
+    match h.join() {
+        Err(JoinError::Killed) => {}
+        other => panic!("expected Killed, got {other:?}"),
+    }
+    assert_eq!(drops.get(), 1, "the destructor ran exactly once");
+}
+
+#[test]
+fn a_green_thread_killed_before_it_starts_never_runs() {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let h = verdant::spawn(move || r.set(true));
+    h.kill();
+    assert!(h.join().unwrap_err().is_killed());
+    assert!(!ran.get());
+    let r = ran.clone();
+    let later = verdant::spawn_later(Duration::from_millis(1), move || r.set(true));
+    later.kill();
+    assert!(later.join().unwrap_err().is_killed());
+    assert!(!ran.get());
+}
+
+#[test]
+fn spawn_later_runs_after_the_delay_and_after_earlier_work() {
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    let late = verdant::spawn_later(Duration::from_millis(5), move || {
+        o.borrow_mut().push("late")
+    });
+    let o = order.clone();
+    let now = verdant::spawn(move || o.borrow_mut().push("now"));
+    now.join().unwrap();
+    late.join().unwrap();
+    assert_eq!(*order.borrow(), ["now", "late"]);
+}
+
+#[test]
+fn timeout_interrupts_a_sleep_and_nothing_stays_registered() {
+    let t = Timeout::start(Duration::from_millis(2));
+    assert_eq!(
+        verdant::sleep(Duration::from_secs(3600)),
+        Err(WaitError::TimedOut)
+    );
+    assert!(t.expired());
+    // Every blocking call in scope is bounded.
+    assert_eq!(
+        verdant::sleep(Duration::from_secs(3600)),
+        Err(WaitError::TimedOut)
+    );
+    drop(t);
+    // Out of scope: blocking works again.
+    verdant::sleep(Duration::from_millis(1)).unwrap();
+}
+
+#[test]
+fn with_timeout_and_join_timeout() {
+    let r = verdant::with_timeout(Duration::from_millis(2), || {
+        verdant::sleep(Duration::from_secs(3600))
+    });
+    assert_eq!(r.unwrap_err().duration(), Duration::from_millis(2));
+    assert_eq!(verdant::with_timeout(Duration::from_secs(1), || 5), Ok(5));
+
+    let slow = verdant::spawn(|| verdant::sleep(Duration::from_secs(3600)));
+    assert!(!slow.wait_timeout(Duration::from_millis(1)).unwrap());
+    slow.kill();
+    assert!(slow
+        .join_timeout(Duration::from_secs(5))
+        .unwrap_err()
+        .is_killed());
+}
+
+#[test]
+fn a_timeout_interrupts_a_join() {
+    let forever = verdant::spawn(|| verdant::sleep(Duration::from_secs(3600)));
+    let t = Timeout::start(Duration::from_millis(1));
+    match forever.join() {
+        Err(JoinError::TimedOut) => {}
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    drop(t);
+}
+
+#[test]
+fn current_reports_names_and_main() {
+    let me = verdant::current();
+    assert!(me.is_main());
+    let h = verdant::Builder::new()
+        .name("worker-7")
+        .spawn(|| {
+            let c = verdant::current();
+            (c.name().map(str::to_owned), c.is_main())
+        })
+        .unwrap();
+    assert_eq!(h.name(), Some("worker-7"));
+    assert_eq!(h.join().unwrap(), (Some("worker-7".to_string()), false));
+}
+
+#[test]
+fn iwait_yields_in_completion_order() {
+    let hs: Vec<JoinHandle<u64>> = [20u64, 1, 10]
+        .into_iter()
+        .map(|ms| {
+            verdant::spawn(move || {
+                verdant::sleep(Duration::from_millis(ms)).unwrap();
+                ms
+            })
+        })
+        .collect();
+    let got: Vec<(usize, u64)> = verdant::iwait(hs).map(|(i, r)| (i, r.unwrap())).collect();
+    assert_eq!(got, [(1, 1), (2, 10), (0, 20)]);
+}
+
+#[test]
+fn each_os_thread_has_its_own_hub() {
+    let t = std::thread::spawn(|| {
+        let h = verdant::spawn(|| verdant::current().is_main());
+        h.join().unwrap()
+    });
+    assert!(!t.join().unwrap());
+    assert_eq!(verdant::spawn(|| 3).join().unwrap(), 3);
+}
