@@ -94,7 +94,7 @@ impl fmt::Display for StackError {
             self.size, self.error
         )?;
         match (self.map_count, self.map_limit) {
-            (Some(count), Some(limit)) if count + 16 >= limit => write!(
+            (Some(count), Some(limit)) if count + 64 >= limit => write!(
                 f,
                 "; the process has {count} memory mappings and vm.max_map_count is {limit} \
                  (each stack takes two: the stack and its guard page): raise the limit \
