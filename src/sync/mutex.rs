@@ -15,12 +15,7 @@
 //! The data lives in a `RefCell` that only the owner borrows, so no `unsafe` is needed: the
 //! borrow taken by [`MutexGuard`] can never conflict.
 //!
-//! ## No poisoning
-//! A green thread that panics, or is killed (which unwinds it), while holding the guard
-//! unlocks the mutex like any other guard drop; the mutex is not poisoned. Kills are a
-//! normal way to stop green threads (gevent's `Greenlet.kill`), and poisoning would turn
-//! every one of them into an error for the other users of the lock. Code whose invariants
-//! can be broken half-way by a panic must restore them itself (e.g. with a drop guard).
+//! Not poisoned by panics or kills: see [`Mutex`].
 
 use super::wait_queue::WaitQueue;
 use crate::hub::WaitError;
@@ -38,8 +33,14 @@ use std::time::{Duration, Instant};
 /// that holds it waits forever (reported as `WouldBlockForever` if nothing else can run).
 ///
 /// Shared between green threads by reference, typically through an `Rc`. It is `!Send`:
-/// green threads never leave their OS thread. Not poisoned by panics (see the
-/// [module docs](self)).
+/// green threads never leave their OS thread.
+///
+/// # No poisoning
+/// A green thread that panics, or is killed (which unwinds it), while holding the guard
+/// unlocks the mutex like any other guard drop; unlike `std::sync::Mutex`, it is not
+/// poisoned. Kills are a normal way to stop green threads (gevent's `Greenlet.kill`), and
+/// poisoning would turn each of them into an error for every other user of the lock. Code
+/// whose invariants a panic can break half-way must restore them itself (a drop guard).
 ///
 /// ```
 /// use std::rc::Rc;
