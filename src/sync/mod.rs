@@ -17,12 +17,43 @@
 //!   `LoopExit`). A kill unwinds out of them. However a wait ends, the waiter is no longer
 //!   registered: a later `set`/`release`/`unlock`/`notify` goes to someone still waiting.
 //! * `*_timeout(duration)` variants report an elapsed duration in their `Ok` value
-//!   (`false` / `None`), not as an error.
+//!   (`false` / `None`), not as an error; only [`AsyncResult::get_timeout`] reports it as
+//!   `Err(WaitError::TimedOut)`, like gevent's `get(timeout=...)` raising `Timeout`.
 //! * Waiters are served in FIFO order, and what is handed over (a permit, the lock, a
 //!   notification) goes directly to the oldest waiter: no barging, no starvation. A waiter
 //!   that unwinds after something was handed to it passes it on.
 //! * The single-hub primitives are `!Send` and shared between the green threads of one OS
 //!   thread by reference (an `Rc`); [`AsyncResult`] is the bridge between OS threads.
+//!   Its waiters hold a cross-thread waker, so the hub never reports `WouldBlockForever`
+//!   for them (another thread may still set it): bound such waits with a timeout.
+//!
+//! The single-hub primitives cannot be sent to another OS thread (none of these compiles):
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: T) {}
+//! assert_send(verdant::Event::new());
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: T) {}
+//! assert_send(verdant::Semaphore::new(1));
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: T) {}
+//! assert_send(verdant::Mutex::new(0));
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: T) {}
+//! assert_send(verdant::Condvar::new());
+//! ```
+//!
+//! while an [`AsyncResult`] can:
+//!
+//! ```
+//! fn assert_send_sync<T: Send + Sync>(_: T) {}
+//! assert_send_sync(verdant::AsyncResult::<String, String>::new());
+//! ```
+//!
+//! An example of two of them together:
 //!
 //! ```
 //! use std::rc::Rc;
