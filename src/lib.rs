@@ -52,6 +52,7 @@ pub mod greenlet;
 pub mod hub;
 pub(crate) mod reactor;
 pub mod stack;
+pub mod sync;
 pub(crate) mod sys;
 pub mod time;
 pub(crate) mod timer;
@@ -60,6 +61,15 @@ pub use hub::{
     current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
     JoinError, JoinHandle, Killed, WaitError,
 };
+pub use sync::AsyncResult;
+pub use sync::BoundedSemaphore;
+pub use sync::Condvar;
+pub use sync::Event;
+pub use sync::Mutex;
+pub use sync::MutexGuard;
+pub use sync::ReleaseError;
+pub use sync::Semaphore;
+pub use sync::SemaphorePermit;
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The context-switch backend compiled into this build, for benchmarks and diagnostics:
