@@ -283,7 +283,12 @@ unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -
     // SAFETY: final switch to our resumer. `end` stays on this dead stack, which is only
     // released after the resumer has taken the value out; nothing else on this stack needs
     // dropping (`yielder` has no destructor), and a dead context is never resumed.
-    unsafe { context::switch(resumer, (&mut end as *mut Slot<Finish<R>> as usize) | FINISHED) };
+    unsafe {
+        context::switch(
+            resumer,
+            (&mut end as *mut Slot<Finish<R>> as usize) | FINISHED,
+        )
+    };
     crate::sys::signal::abort()
 }
 

@@ -53,6 +53,7 @@ pub mod hub;
 pub(crate) mod reactor;
 pub mod stack;
 pub(crate) mod sys;
+pub mod threadpool;
 pub mod time;
 pub(crate) mod timer;
 
@@ -60,6 +61,7 @@ pub use hub::{
     current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
     JoinError, JoinHandle, Killed, WaitError,
 };
+pub use threadpool::{spawn_blocking, BlockingError, BlockingHandle, ThreadPool};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The README's examples, compiled and run as doctests.

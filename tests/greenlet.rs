@@ -90,7 +90,10 @@ fn parent_chains_and_cycle_refusal() {
     assert_eq!(outer.parent().unwrap(), Greenlet::main());
     assert!(outer.set_parent(&inner).is_err(), "cycle through a child");
     assert!(outer.set_parent(&outer).is_err(), "self as parent");
-    assert!(Greenlet::main().set_parent(&outer).is_err(), "main has no parent");
+    assert!(
+        Greenlet::main().set_parent(&outer).is_err(),
+        "main has no parent"
+    );
     let msg = outer.set_parent(&inner).unwrap_err().to_string();
     assert!(msg.contains("cycle"), "{msg}");
     // inner's return goes to outer, which returns it to main.

@@ -143,7 +143,9 @@ fn a_green_thread_killed_before_it_starts_never_runs() {
 fn spawn_later_runs_after_the_delay_and_after_earlier_work() {
     let order = Rc::new(RefCell::new(Vec::new()));
     let o = order.clone();
-    let late = verdant::spawn_later(Duration::from_millis(5), move || o.borrow_mut().push("late"));
+    let late = verdant::spawn_later(Duration::from_millis(5), move || {
+        o.borrow_mut().push("late")
+    });
     let o = order.clone();
     let now = verdant::spawn(move || o.borrow_mut().push("now"));
     now.join().unwrap();
@@ -154,10 +156,16 @@ fn spawn_later_runs_after_the_delay_and_after_earlier_work() {
 #[test]
 fn timeout_interrupts_a_sleep_and_nothing_stays_registered() {
     let t = Timeout::start(Duration::from_millis(2));
-    assert_eq!(verdant::sleep(Duration::from_secs(3600)), Err(WaitError::TimedOut));
+    assert_eq!(
+        verdant::sleep(Duration::from_secs(3600)),
+        Err(WaitError::TimedOut)
+    );
     assert!(t.expired());
     // Every blocking call in scope is bounded.
-    assert_eq!(verdant::sleep(Duration::from_secs(3600)), Err(WaitError::TimedOut));
+    assert_eq!(
+        verdant::sleep(Duration::from_secs(3600)),
+        Err(WaitError::TimedOut)
+    );
     drop(t);
     // Out of scope: blocking works again.
     verdant::sleep(Duration::from_millis(1)).unwrap();
@@ -174,7 +182,10 @@ fn with_timeout_and_join_timeout() {
     let slow = verdant::spawn(|| verdant::sleep(Duration::from_secs(3600)));
     assert!(!slow.wait_timeout(Duration::from_millis(1)).unwrap());
     slow.kill();
-    assert!(slow.join_timeout(Duration::from_secs(5)).unwrap_err().is_killed());
+    assert!(slow
+        .join_timeout(Duration::from_secs(5))
+        .unwrap_err()
+        .is_killed());
 }
 
 #[test]

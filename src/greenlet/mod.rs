@@ -224,7 +224,8 @@ impl Builder {
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
         // dead; nothing runs on it.
-        let sp = unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        let sp =
+            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -437,7 +438,11 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
             return throw_unstarted(&target, p);
         }
     }
-    let sp = target.inner.sp.take().expect("a suspended greenlet has a saved context");
+    let sp = target
+        .inner
+        .sp
+        .take()
+        .expect("a suspended greenlet has a saved context");
     me.inner.state.set(State::Suspended);
     target.inner.state.set(State::Running);
     CURRENT.with(|c| c.set(Some(target)));
@@ -506,7 +511,11 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
-    let body = current().inner.body.take().expect("a fresh greenlet has a body");
+    let body = current()
+        .inner
+        .body
+        .take()
+        .expect("a fresh greenlet has a body");
     let result = match first {
         Ok(arg) => panic::catch_unwind(AssertUnwindSafe(move || body(arg))),
         Err(payload) => Err(payload),
@@ -519,7 +528,11 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     };
     me.inner.state.set(State::Dead);
     let parent = live_target(&me.parent().expect("non-main greenlets have a parent"));
-    let sp = parent.inner.sp.take().expect("a live parent has a saved context");
+    let sp = parent
+        .inner
+        .sp
+        .take()
+        .expect("a live parent has a saved context");
     parent.inner.state.set(State::Running);
     CURRENT.with(|c| c.set(Some(parent)));
     // The message lives on this (dying) stack; the receiver frees the stack only after

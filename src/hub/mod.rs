@@ -168,7 +168,9 @@ impl Drop for RemoteToken {
 
 impl fmt::Debug for RemoteWaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteWaker").field("task", &self.token.task).finish()
+        f.debug_struct("RemoteWaker")
+            .field("task", &self.token.task)
+            .finish()
     }
 }
 
@@ -547,7 +549,11 @@ pub(crate) fn deregister_fd(id: SourceId) {
 ///
 /// Returns `Ok(true)` when it is worth retrying the operation, `Ok(false)` when the source
 /// was deregistered (closed) while waiting.
-pub(crate) fn wait_fd(id: SourceId, dir: Direction, deadline: Option<Instant>) -> Result<bool, WaitError> {
+pub(crate) fn wait_fd(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<bool, WaitError> {
     let task = current_task();
     let hub = hub();
     hub.reactor.borrow_mut().clear_ready(id, dir);

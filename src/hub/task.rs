@@ -1,6 +1,6 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{hub, park, park_until, current_task, TimerAction, WaitError};
+use super::{current_task, hub, park, park_until, TimerAction, WaitError};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -75,7 +75,12 @@ impl TaskRef {
 
     pub(crate) fn adhoc(greenlet: Greenlet) -> TaskRef {
         let name = greenlet.name().map(str::to_owned);
-        TaskRef::new(NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed), name, greenlet, true)
+        TaskRef::new(
+            NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
+            name,
+            greenlet,
+            true,
+        )
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -164,7 +169,11 @@ impl fmt::Debug for JoinError {
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JoinError::Panicked(p) => write!(f, "the green thread panicked: {}", panic_message(p.as_ref())),
+            JoinError::Panicked(p) => write!(
+                f,
+                "the green thread panicked: {}",
+                panic_message(p.as_ref())
+            ),
             JoinError::Killed => f.write_str("the green thread was killed"),
             JoinError::TimedOut => f.write_str("timed out waiting for the green thread to finish"),
             JoinError::WouldBlockForever => WaitError::WouldBlockForever.fmt(f),
@@ -358,7 +367,10 @@ impl Builder {
         T: 'static,
     {
         let handle = self.build(f)?;
-        hub().add_timer(Instant::now() + delay, TimerAction::Start(handle.task.clone()));
+        hub().add_timer(
+            Instant::now() + delay,
+            TimerAction::Start(handle.task.clone()),
+        );
         Ok(handle)
     }
 
@@ -386,7 +398,10 @@ impl Builder {
             builder = builder.name(name.clone());
         }
         let greenlet = builder.spawn(move |_| {
-            let task = me_in.borrow_mut().take().expect("task record set before start");
+            let task = me_in
+                .borrow_mut()
+                .take()
+                .expect("task record set before start");
             let killed_before_start = task.kill.get();
             // Hold no handle to our own record while the body runs (it would keep a green
             // thread that blocks forever alive through a cycle).
@@ -428,7 +443,9 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    Builder::new().spawn(f).unwrap_or_else(|e| panic!("verdant::spawn: {e}"))
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("verdant::spawn: {e}"))
 }
 
 /// Spawns a green thread that starts after `delay` (gevent's `spawn_later`).
@@ -568,6 +585,8 @@ impl<T> Iterator for AsCompleted<T> {
 
 impl<T> fmt::Debug for AsCompleted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsCompleted").field("remaining", &self.remaining).finish()
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.remaining)
+            .finish()
     }
 }
