@@ -125,8 +125,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// used from inside that coroutine.
 pub struct Yielder<I, Y> {
     resumer: Cell<Option<StackPointer>>,
-    _types: PhantomData<(fn(Y) -> I, *mut ())>,
+    _types: PhantomData<YielderTypes<I, Y>>,
 }
+
+/// Variance and auto-trait marker of a [`Yielder`]: it consumes `Y`, produces `I`, and is
+/// neither `Send` nor `Sync`.
+type YielderTypes<I, Y> = (fn(Y) -> I, *mut ());
 
 impl<I, Y> Yielder<I, Y> {
     /// Suspends the coroutine, handing `value` to the resumer as
@@ -249,6 +253,9 @@ pub struct Coroutine<I, Y, R> {
     state: State<I, Y, R>,
     sp: Option<StackPointer>,
     stack: Option<Stack>,
+    /// The backend's per-context state (empty for the asm backends), held for exactly as
+    /// long as the context can run.
+    #[allow(dead_code)]
     storage: ContextStorage,
     id: u64,
     name: Option<String>,
@@ -408,6 +415,8 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         if let Some(stack) = self.stack.take() {
             stack::give_back(stack);
         }
+        // The context is dead: release the backend's per-context state too.
+        self.storage = ContextStorage::default();
     }
 
     /// Whether the body has returned or panicked.

@@ -64,6 +64,15 @@ pub use hub::{
 pub use threadpool::{spawn_blocking, BlockingError, BlockingHandle, ThreadPool};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
+/// The context-switch backend compiled into this build, for benchmarks and diagnostics:
+/// `"x86_64 System V asm"`, `"aarch64 AAPCS64 asm"`, or the corosensei fallback.
+///
+/// ```
+/// println!("verdant switches contexts with: {}", verdant::CONTEXT_BACKEND);
+/// assert!(!verdant::CONTEXT_BACKEND.is_empty());
+/// ```
+pub const CONTEXT_BACKEND: &str = context::BACKEND;
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -24,7 +24,9 @@ pub(crate) const BACKEND: &str = "aarch64 AAPCS64 asm";
 
 /// Per-context storage this backend needs besides the stack: none.
 #[derive(Debug, Default)]
-pub(crate) struct ContextStorage;
+pub(crate) struct ContextStorage {
+    _none: (),
+}
 
 /// Lays out the initial frame (see the .s header) at the top of a stack.
 ///

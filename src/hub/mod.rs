@@ -45,11 +45,11 @@
 
 mod task;
 
+pub(crate) use task::TaskRef;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
-pub(crate) use task::{Task, TaskRef};
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
@@ -301,10 +301,11 @@ impl Hub {
             if self.inbox.pending.load(Ordering::Acquire) {
                 return;
             }
-            let timeout = match self.timers.borrow().next_deadline() {
-                Some(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-                None => None,
-            };
+            let timeout = self
+                .timers
+                .borrow()
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
             if timeout.is_none() && self.nothing_can_wake() {
                 self.deliver_loop_exit();
                 return;

@@ -516,9 +516,10 @@ where
 /// `iwait`).
 ///
 /// ```
-/// use std::time::Duration;
-/// let slow = verdant::spawn(|| { verdant::sleep(Duration::from_millis(30)); "slow" });
-/// let fast = verdant::spawn(|| { verdant::sleep(Duration::from_millis(1)); "fast" });
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// let slow = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(30)); "slow" });
+/// let fast = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(1)); "fast" });
 /// let order: Vec<&str> = verdant::iwait(vec![slow, fast]).map(|(_, r)| r.unwrap()).collect();
 /// assert_eq!(order, ["fast", "slow"]);
 /// ```

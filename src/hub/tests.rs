@@ -11,7 +11,7 @@ fn main_parked_with_nothing_to_wake_it_gets_would_block_forever() {
 
 #[test]
 fn joining_a_green_thread_that_waits_forever_reports_it() {
-    let h = crate::spawn(|| park());
+    let h = crate::spawn(park);
     match h.join() {
         Err(JoinError::WouldBlockForever) => {}
         other => panic!("expected WouldBlockForever, got {other:?}"),
