@@ -379,7 +379,7 @@ impl Drop for Owner {
 }
 
 /// A pool of OS threads that run blocking closures for green threads (gevent's
-/// `ThreadPool`). Clones share the pool.
+/// `ThreadPool`). Clones share the pool and its settings.
 ///
 /// Worker threads start lazily, at most [`max_threads`](Self::max_threads) at a time, and
 /// exit after [`idle_timeout`](Self::idle_timeout) without work. [`spawn_blocking`] uses
@@ -710,7 +710,7 @@ where
 /// thread, so it must not run on the hub). Accepts what `std::net::ToSocketAddrs` accepts,
 /// owned: `("example.com".to_string(), 80)`, `"localhost:8080"`, a `SocketAddr`.
 ///
-/// The net module re-exports this as its resolver. A [`Timeout`](crate::Timeout) covering
+/// Meant to be re-exported by `verdant::net` as its resolver. A [`Timeout`](crate::Timeout) covering
 /// the call returns an error of kind `TimedOut` (the look-up finishes in the background).
 ///
 /// ```
