@@ -710,8 +710,9 @@ where
 /// thread, so it must not run on the hub). Accepts what `std::net::ToSocketAddrs` accepts,
 /// owned: `("example.com".to_string(), 80)`, `"localhost:8080"`, a `SocketAddr`.
 ///
-/// Meant to be re-exported by `verdant::net` as its resolver. A [`Timeout`](crate::Timeout) covering
-/// the call returns an error of kind `TimedOut` (the look-up finishes in the background).
+/// Meant to be re-exported by `verdant::net` as its resolver. A
+/// [`Timeout`](crate::Timeout) covering the call returns an error of kind `TimedOut` (the
+/// look-up finishes in the background).
 ///
 /// ```
 /// let addrs = verdant::threadpool::resolve(("localhost", 8080)).unwrap();
