@@ -54,6 +54,7 @@ pub(crate) mod reactor;
 pub mod stack;
 pub mod sync;
 pub(crate) mod sys;
+pub mod threadpool;
 pub mod time;
 pub(crate) mod timer;
 
@@ -70,6 +71,7 @@ pub use sync::MutexGuard;
 pub use sync::ReleaseError;
 pub use sync::Semaphore;
 pub use sync::SemaphorePermit;
+pub use threadpool::{spawn_blocking, BlockingError, BlockingHandle, ThreadPool};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The context-switch backend compiled into this build, for benchmarks and diagnostics:
