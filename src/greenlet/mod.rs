@@ -39,14 +39,18 @@
 //! ```text
 //!   current greenlet C                     target T
 //!   ─────────────────                      ────────
-//!   CURRENT := T; T.state := running
-//!   msg { from: C (owned handle), payload } ──switch──▶ takes msg:
+//!   CURRENT := T (+1 on T); T.state := running
+//!   msg { from: C (CURRENT's reference), payload } ──switch──▶ moves msg out:
 //!                                                      C.sp := from (or, if C died,
-//!                                                      free C's stack), drop handle
+//!                                                      free C's stack), drop reference
 //! ```
-//! The switching greenlet hands *its own handle* to the target in the message, so a
-//! greenlet is never freed while code still runs on its stack: the receiver drops that
-//! handle after the switch is complete.
+//! `CURRENT` is a raw pointer owning one strong reference to the running greenlet
+//! (const-initialised, no destructor: the cheapest thread-local there is). The switching
+//! greenlet hands *that reference* to the target in the message, so a greenlet is never
+//! freed while code still runs on its stack: the receiver drops it after the switch is
+//! complete. A switch to a suspended greenlet is the inline fast path; starting a
+//! greenlet, switching to a dead one or to oneself, and the first use on a thread are out
+//! of line.
 //!
 //! Greenlets are `!Send` and `!Sync`: they never leave the OS thread that made them.
 //!
@@ -61,7 +65,9 @@ use crate::stack::{self, Stack, StackError, DEFAULT_STACK_SIZE};
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,7 +107,8 @@ struct Inner {
     name: Option<String>,
     is_main: bool,
     state: Cell<State>,
-    /// Saved context while suspended (or fresh, before the first switch).
+    /// Saved context while suspended (or fresh, before the first switch). Always `Some`
+    /// while the state is `Suspended` or `NotStarted`; stale while running.
     sp: Cell<Option<StackPointer>>,
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
@@ -121,10 +128,12 @@ enum Payload {
 }
 
 /// What every switch between greenlets carries (by address, in the switcher's frame or on
-/// the dead greenlet's stack for a final switch).
+/// the dead greenlet's stack for a final switch). The receiver moves it out exactly once
+/// (`ptr::read`); the sender never touches it again.
 struct Message {
-    from: Option<Greenlet>,
-    payload: Option<Payload>,
+    /// The greenlet that switched: the strong reference `CURRENT` held for it.
+    from: *const Inner,
+    payload: Payload,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -133,8 +142,39 @@ thread_local! {
     /// Set once the thread is exiting: suspended greenlets are then released without being
     /// unwound (nothing may run any more).
     static TEARDOWN: Cell<bool> = const { Cell::new(false) };
-    static CURRENT: Cell<Option<Greenlet>> = const { Cell::new(None) };
-    static MAIN: Cell<Option<Greenlet>> = const { Cell::new(None) };
+    /// The running greenlet: a strong reference from `Rc::into_raw`, null before first use
+    /// on this thread and after thread teardown released it.
+    static CURRENT: Cell<*const Inner> = const { Cell::new(ptr::null()) };
+    /// Owns the main greenlet; its destructor (thread exit) also releases `CURRENT`'s
+    /// reference. Once it is destroyed, greenlets of this thread can no longer run.
+    static ROOT: ThreadRoot = const { ThreadRoot { main: Cell::new(None) } };
+}
+
+struct ThreadRoot {
+    main: Cell<Option<Greenlet>>,
+}
+
+impl Drop for ThreadRoot {
+    fn drop(&mut self) {
+        let cur = CURRENT.with(|c| c.replace(ptr::null()));
+        if !cur.is_null() {
+            // SAFETY: a non-null CURRENT owns one strong reference, given up here. Dropped
+            // as an `Rc`, not a `Greenlet`: nothing may run any more on this thread.
+            drop(unsafe { Rc::from_raw(cur) });
+        }
+        drop(self.main.take());
+    }
+}
+
+/// Whether this thread's greenlets can still run (false during thread teardown).
+fn can_run() -> bool {
+    ROOT.try_with(|_| ()).is_ok() && !TEARDOWN.with(Cell::get)
+}
+
+/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
+/// greenlet releases its stack without unwinding it.
+pub(crate) fn begin_thread_teardown() {
+    TEARDOWN.with(|t| t.set(true));
 }
 
 fn new_main() -> Greenlet {
@@ -153,24 +193,40 @@ fn new_main() -> Greenlet {
     }
 }
 
-/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
-/// greenlet releases its stack without unwinding it.
-pub(crate) fn begin_thread_teardown() {
-    TEARDOWN.with(|t| t.set(true));
+/// The running greenlet of this thread, as a raw pointer owned by `CURRENT` (creating the
+/// main greenlet on first use). Valid until the next switch.
+#[inline]
+fn current_raw() -> *const Inner {
+    let cur = CURRENT.get();
+    if cur.is_null() {
+        init_current()
+    } else {
+        cur
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_current() -> *const Inner {
+    let main = new_main();
+    let raw = Rc::into_raw(main.inner.clone());
+    // Panics (cannot access a TLS value during or after destruction) during teardown.
+    ROOT.with(|r| r.main.set(Some(main)));
+    CURRENT.set(raw);
+    raw
 }
 
 /// The running greenlet of this thread (creating the main greenlet on first use).
 fn current() -> Greenlet {
-    CURRENT.with(|c| {
-        let cur = c.take().unwrap_or_else(|| {
-            let main = new_main();
-            MAIN.with(|m| m.set(Some(main.clone())));
-            main
-        });
-        let out = cur.clone();
-        c.set(Some(cur));
-        out
-    })
+    let cur = current_raw();
+    // SAFETY: `cur` came from `Rc::into_raw` and CURRENT keeps that reference alive; the
+    // increment gives the new handle its own.
+    unsafe {
+        Rc::increment_strong_count(cur);
+        Greenlet {
+            inner: Rc::from_raw(cur),
+        }
+    }
 }
 
 /// Configures a greenlet before it is created.
@@ -243,12 +299,15 @@ impl Builder {
     }
 }
 
-/// Boxes a value for a switch, without boxing twice if it already is a [`Value`].
+/// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
+/// test is on the static type, so it folds away at compile time (and `()` is not boxed at
+/// all: a box of a zero-sized type does not allocate).
+#[inline(always)]
 fn into_value<T: Any>(value: T) -> Value {
-    let boxed: Value = Box::new(value);
-    match boxed.downcast::<Value>() {
-        Ok(inner) => *inner,
-        Err(boxed) => boxed,
+    let mut value = Some(value);
+    match (&mut value as &mut dyn Any).downcast_mut::<Option<Value>>() {
+        Some(already) => already.take().expect("just set"),
+        None => Box::new(value.take().expect("just set")),
     }
 }
 
@@ -275,11 +334,14 @@ impl Greenlet {
 
     /// This thread's main greenlet: the thread's own stack.
     pub fn main() -> Greenlet {
-        let _ = current();
-        MAIN.with(|m| {
-            let main = m.take().expect("main greenlet exists once CURRENT is set");
+        current_raw();
+        ROOT.with(|r| {
+            let main = r
+                .main
+                .take()
+                .expect("main greenlet exists once CURRENT is set");
             let out = main.clone();
-            m.set(Some(main));
+            r.main.set(Some(main));
             out
         })
     }
@@ -291,6 +353,7 @@ impl Greenlet {
     /// dead, control goes to its nearest live ancestor instead. Switching to the current
     /// greenlet returns `value` at once. A panic that reaches the caller (a child that
     /// panicked, or a [`throw`](Self::throw) aimed at the caller) resumes here.
+    #[inline]
     pub fn switch<T: Any>(&self, value: T) -> Value {
         switch_to(self, Payload::Value(into_value(value)))
     }
@@ -384,12 +447,11 @@ impl Drop for Greenlet {
     fn drop(&mut self) {
         // The last handle of a suspended greenlet: kill it so its stack unwinds. (A running
         // greenlet is held by CURRENT, so this cannot be the running one.)
-        // During thread teardown (CURRENT already destroyed) nothing can run any more: the
+        // During thread teardown (ROOT already destroyed, or TEARDOWN set) nothing can run any more: the
         // stack is released without unwinding.
         if Rc::strong_count(&self.inner) == 1
             && self.inner.state.get() == State::Suspended
-            && CURRENT.try_with(|_| ()).is_ok()
-            && !TEARDOWN.with(Cell::get)
+            && can_run()
         {
             kill_on_drop(self);
         }
@@ -424,10 +486,32 @@ fn live_target(g: &Greenlet) -> Greenlet {
     t
 }
 
+/// Switches to `target` with `payload`; returns (or raises) what the next switch back to
+/// the caller carries. Always inlined: the fast path is a few dozen instructions, and
+/// having the switch at the caller's call site keeps `ret`s out of the way between
+/// switches (a `ret` after a stack change mispredicts).
+#[inline(always)]
 fn switch_to(target: &Greenlet, payload: Payload) -> Value {
+    let cur = CURRENT.get();
+    // A suspended target is live, not the caller and has a saved context; a non-null
+    // CURRENT means this thread's greenlets can run. Everything else is the cold path.
+    if target.inner.state.get() == State::Suspended && !cur.is_null() {
+        // SAFETY: `cur` is CURRENT's live reference; `target` is a suspended greenlet of
+        // this thread (greenlets are !Send).
+        unsafe { switch_raw(cur, &target.inner, payload) }
+    } else {
+        switch_cold(target, payload)
+    }
+}
+
+/// Switching to an unstarted, dead or running (our own) greenlet, or the first use on a
+/// thread.
+#[cold]
+#[inline(never)]
+fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
     let target = live_target(target);
-    let me = current();
-    if target.ptr_eq(&me) {
+    let cur = current_raw();
+    if ptr::eq(cur, Rc::as_ptr(&target.inner)) {
         return match payload {
             Payload::Value(v) => v,
             Payload::Throw(p) => panic::resume_unwind(p),
@@ -438,50 +522,112 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
             return throw_unstarted(&target, p);
         }
     }
-    let sp = target
-        .inner
-        .sp
-        .take()
-        .expect("a suspended greenlet has a saved context");
-    me.inner.state.set(State::Suspended);
-    target.inner.state.set(State::Running);
-    CURRENT.with(|c| c.set(Some(target)));
-    let mut msg = Message {
-        from: Some(me),
-        payload: Some(payload),
-    };
-    // SAFETY: `sp` is the target's saved (or fresh) context, taken out of its record so it
-    // is resumed once. `msg` lives in this frame until something switches back here.
-    let (from, data) = unsafe { context::switch(sp, &mut msg as *mut Message as usize) };
+    // SAFETY: `cur` is CURRENT's live reference; `target` is live (suspended or not
+    // started), not the caller, and of this thread.
+    unsafe { switch_raw(cur, &target.inner, payload) }
+}
+
+/// The switch proper: `cur` (running) becomes suspended, `target` running.
+///
+/// # Safety
+/// `cur` must be CURRENT's (non-null) value; `target` a suspended or not-started greenlet
+/// of this thread other than `cur`.
+#[inline(always)]
+unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Value {
+    // SAFETY: per the contract, `cur` is kept alive by CURRENT's reference.
+    let me = unsafe { &*cur };
+    // SAFETY: suspended and not-started greenlets always have a saved context.
+    let sp = unsafe { target.sp.get().unwrap_unchecked() };
+    me.state.set(State::Suspended);
+    target.state.set(State::Running);
+    // CURRENT gets a new reference to the target; its old one, to us, travels in `msg`.
+    CURRENT.set(Rc::into_raw(Rc::clone(target)));
+    // Moved out by the receiver, so never dropped here.
+    let mut msg = ManuallyDrop::new(Message { from: cur, payload });
+    // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked
+    // running, so nothing resumes `sp` again. `msg` lives in this frame until something
+    // switches back here, and the receiver moves it out before that.
+    let (from, data) = unsafe { context::switch(sp, &mut *msg as *mut Message as usize) };
     // SAFETY: every switch to a greenlet passes the address of a live `Message`.
     unsafe { receive(from, data) }
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or free its stack if it died), then take the payload.
+/// (or free its stack if it died), drop the reference to it, then take the payload.
 ///
 /// # Safety
-/// `data` must be the address of the live `Message` of the greenlet that switched to us.
+/// `data` must be the address of the live, not yet received `Message` of the greenlet
+/// that switched to us, and `from` the context it switched from.
+#[inline(always)]
 unsafe fn receive(from: StackPointer, data: usize) -> Value {
-    // SAFETY: per the contract.
-    let msg = unsafe { &mut *(data as *mut Message) };
-    let payload = msg.payload.take();
-    if let Some(prev) = msg.from.take() {
-        if prev.inner.state.get() == State::Dead {
-            release(&prev);
-        } else {
-            prev.inner.sp.set(Some(from));
-        }
-        drop(prev);
+    // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
+    let Message {
+        from: prev,
+        payload,
+    } = unsafe { ptr::read(data as *const Message) };
+    // SAFETY: `prev` carries the strong reference CURRENT held for the previous greenlet,
+    // which keeps it alive until it is dropped below.
+    let prev_inner = unsafe { &*prev };
+    if prev_inner.state.get() == State::Dead {
+        // SAFETY: as above; this makes a second reference, dropped at once.
+        release(&unsafe { borrowed_handle(prev) });
+    } else {
+        prev_inner.sp.set(Some(from));
     }
+    // SAFETY: the reference `prev` carries is given up here.
+    unsafe { drop_reference(prev) };
     match payload {
-        Some(Payload::Value(v)) => v,
-        Some(Payload::Throw(p)) => panic::resume_unwind(p),
-        None => unreachable!("verdant: greenlet switch without a payload"),
+        Payload::Value(v) => v,
+        Payload::Throw(p) => raise(p),
     }
 }
 
+/// A new handle to the greenlet at `raw` (strong count + 1).
+///
+/// # Safety
+/// `raw` must come from `Rc::into_raw` of a live `Rc<Inner>`.
+unsafe fn borrowed_handle(raw: *const Inner) -> Greenlet {
+    // SAFETY: per the contract.
+    unsafe {
+        Rc::increment_strong_count(raw);
+        Greenlet {
+            inner: Rc::from_raw(raw),
+        }
+    }
+}
+
+/// Drops the strong reference `raw` owns: a plain decrement, unless it is the last one, in
+/// which case it is dropped as a [`Greenlet`] handle (which kills a suspended greenlet).
+///
+/// # Safety
+/// `raw` must come from `Rc::into_raw` and own the reference it gives up.
+#[inline(always)]
+unsafe fn drop_reference(raw: *const Inner) {
+    // SAFETY: per the contract, `raw` is a live `Rc` that we own.
+    let rc = ManuallyDrop::new(unsafe { Rc::from_raw(raw) });
+    if Rc::strong_count(&rc) > 1 {
+        // SAFETY: not the last reference, so this only decrements.
+        unsafe { Rc::decrement_strong_count(raw) };
+    } else {
+        drop_last_handle(Greenlet {
+            inner: ManuallyDrop::into_inner(rc),
+        });
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_last_handle(g: Greenlet) {
+    drop(g);
+}
+
+#[cold]
+fn raise(payload: Box<dyn Any + Send>) -> ! {
+    panic::resume_unwind(payload)
+}
+
 /// Frees a dead greenlet's stack (it is never resumed again).
+#[cold]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
@@ -511,37 +657,42 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
-    let body = current()
-        .inner
-        .body
-        .take()
-        .expect("a fresh greenlet has a body");
+    // SAFETY: the switcher made CURRENT point at us before switching here.
+    let body = unsafe { (*CURRENT.get()).body.take() }.expect("a fresh greenlet has a body");
     let result = match first {
         Ok(arg) => panic::catch_unwind(AssertUnwindSafe(move || body(arg))),
         Err(payload) => Err(payload),
     };
-    let me = current();
     let payload = match result {
         Ok(v) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
     };
-    me.inner.state.set(State::Dead);
-    let parent = live_target(&me.parent().expect("non-main greenlets have a parent"));
+    // We are still the running greenlet: CURRENT holds a reference to us.
+    let me = CURRENT.get();
+    // SAFETY: CURRENT's reference keeps us alive until the receiver of the final message
+    // drops it.
+    let me_ref = unsafe { &*me };
+    me_ref.state.set(State::Dead);
+    let parent = me_ref
+        .parent
+        .borrow()
+        .clone()
+        .expect("non-main greenlets have a parent");
+    let parent = live_target(&parent);
     let sp = parent
         .inner
         .sp
         .take()
         .expect("a live parent has a saved context");
     parent.inner.state.set(State::Running);
-    CURRENT.with(|c| c.set(Some(parent)));
+    CURRENT.set(Rc::into_raw(Rc::clone(&parent.inner)));
+    drop(parent);
     // The message lives on this (dying) stack; the receiver frees the stack only after
-    // taking everything out of it, and `me` travels inside it, so nothing is left here.
-    let mut msg = Message {
-        from: Some(me),
-        payload: Some(payload),
-    };
+    // moving everything out of it, and our reference travels inside it, so nothing that
+    // needs dropping is left here.
+    let mut msg = ManuallyDrop::new(Message { from: me, payload });
     // SAFETY: final switch to the parent's saved context; this context is never resumed.
-    unsafe { context::switch(sp, &mut msg as *mut Message as usize) };
+    unsafe { context::switch(sp, &mut *msg as *mut Message as usize) };
     crate::sys::signal::abort()
 }
