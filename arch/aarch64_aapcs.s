@@ -25,9 +25,12 @@
 // ---------------------------------------------------------------------------------
 //
 //     sp + 24   padding (keeps the frame a multiple of 16)
-//     sp + 16   resume address   } together a valid frame record (fp, lr) at sp + 8, so
-//     sp +  8   saved x29 (fp)   } frame-pointer walkers can cross a suspended stack
+//     sp + 16   resume address
+//     sp +  8   saved x29 (fp)
 //     sp +  0   saved x19
+//
+// sp + 8 and sp + 16 together form a valid frame record (fp, lr), so frame-pointer walkers
+// can cross a suspended stack.
 //
 // The switch, inlined at each call site
 // -------------------------------------
