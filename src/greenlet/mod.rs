@@ -39,18 +39,20 @@
 //! ```text
 //!   current greenlet C                     target T
 //!   ─────────────────                      ────────
-//!   CURRENT := T (+1 on T); T.state := running
-//!   msg { from: C (CURRENT's reference), payload } ──switch──▶ moves msg out:
-//!                                                      C.sp := from (or, if C died,
-//!                                                      free C's stack), drop reference
+//!   CURRENT := T; T.state := running
+//!   msg { from: C, payload } ───switch(&msg | thrown?)──▶ moves msg out:
+//!                                                      C.sp := from, or, if C died, free
+//!                                                      C's stack and C's own reference
 //! ```
-//! `CURRENT` is a raw pointer owning one strong reference to the running greenlet
-//! (const-initialised, no destructor: the cheapest thread-local there is). The switching
-//! greenlet hands *that reference* to the target in the message, so a greenlet is never
-//! freed while code still runs on its stack: the receiver drops it after the switch is
-//! complete. A switch to a suspended greenlet is the inline fast path; starting a
-//! greenlet, switching to a dead one or to oneself, and the first use on a thread are out
-//! of line.
+//! Every greenlet that has started and is not dead owns one strong reference to itself
+//! (taken when it starts, given up by whoever receives its final switch), so a greenlet is
+//! never freed while code still runs on its stack, and a switch touches no reference
+//! count. The last *handle* of a suspended greenlet is therefore the one that leaves the
+//! count at 2 when dropped (or at 1 when the greenlet switches away with no handle left):
+//! that is what kills it. `CURRENT` is a raw, non-owning pointer to the running greenlet
+//! (const-initialised, no destructor: the cheapest thread-local there is). A switch to a
+//! suspended greenlet is the inline fast path; starting a greenlet, switching to a dead
+//! one or to oneself, and the first use on a thread are out of line.
 //!
 //! Greenlets are `!Send` and `!Sync`: they never leave the OS thread that made them.
 //!
@@ -127,13 +129,45 @@ enum Payload {
     Throw(Box<dyn Any + Send>),
 }
 
+/// A [`Payload`] inside a [`Message`]; which field is live is the [`THROWN`] bit of the
+/// switch's data word.
+union PayloadBox {
+    value: ManuallyDrop<Value>,
+    thrown: ManuallyDrop<Box<dyn Any + Send>>,
+}
+
+/// Tag bit of a greenlet switch's data word: set = the message carries a panic to raise.
+const THROWN: usize = 1;
+
 /// What every switch between greenlets carries (by address, in the switcher's frame or on
 /// the dead greenlet's stack for a final switch). The receiver moves it out exactly once
-/// (`ptr::read`); the sender never touches it again.
+/// (`ptr::read`); the sender never touches it again. Its alignment leaves the tag bit free.
 struct Message {
-    /// The greenlet that switched: the strong reference `CURRENT` held for it.
+    /// The greenlet that switched (kept alive by its own reference).
     from: *const Inner,
-    payload: Payload,
+    payload: PayloadBox,
+}
+
+impl Message {
+    /// The message and the tag bits of its data word.
+    #[inline(always)]
+    fn new(from: *const Inner, payload: Payload) -> (ManuallyDrop<Message>, usize) {
+        let (payload, tag) = match payload {
+            Payload::Value(v) => (
+                PayloadBox {
+                    value: ManuallyDrop::new(v),
+                },
+                0,
+            ),
+            Payload::Throw(p) => (
+                PayloadBox {
+                    thrown: ManuallyDrop::new(p),
+                },
+                THROWN,
+            ),
+        };
+        (ManuallyDrop::new(Message { from, payload }), tag)
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -142,11 +176,12 @@ thread_local! {
     /// Set once the thread is exiting: suspended greenlets are then released without being
     /// unwound (nothing may run any more).
     static TEARDOWN: Cell<bool> = const { Cell::new(false) };
-    /// The running greenlet: a strong reference from `Rc::into_raw`, null before first use
-    /// on this thread and after thread teardown released it.
+    /// The running greenlet (`Rc::as_ptr`; kept alive by its own reference), null before
+    /// first use on this thread and after thread teardown.
     static CURRENT: Cell<*const Inner> = const { Cell::new(ptr::null()) };
-    /// Owns the main greenlet; its destructor (thread exit) also releases `CURRENT`'s
-    /// reference. Once it is destroyed, greenlets of this thread can no longer run.
+    /// Owns the main greenlet; its destructor (thread exit) also releases the running
+    /// greenlet's own reference. Once it is destroyed, greenlets of this thread can no
+    /// longer run.
     static ROOT: ThreadRoot = const { ThreadRoot { main: Cell::new(None) } };
 }
 
@@ -158,8 +193,10 @@ impl Drop for ThreadRoot {
     fn drop(&mut self) {
         let cur = CURRENT.with(|c| c.replace(ptr::null()));
         if !cur.is_null() {
-            // SAFETY: a non-null CURRENT owns one strong reference, given up here. Dropped
-            // as an `Rc`, not a `Greenlet`: nothing may run any more on this thread.
+            // SAFETY: the running greenlet owns a reference to itself, given up here (it
+            // can never run again). Dropped as an `Rc`, not a `Greenlet`: nothing may run
+            // any more on this thread. Suspended greenlets give up theirs when their last
+            // handle is dropped (see `Drop for Greenlet`).
             drop(unsafe { Rc::from_raw(cur) });
         }
         drop(self.main.take());
@@ -193,8 +230,8 @@ fn new_main() -> Greenlet {
     }
 }
 
-/// The running greenlet of this thread, as a raw pointer owned by `CURRENT` (creating the
-/// main greenlet on first use). Valid until the next switch.
+/// The running greenlet of this thread, as a raw pointer (creating the main greenlet on
+/// first use). Valid until the next switch.
 #[inline]
 fn current_raw() -> *const Inner {
     let cur = CURRENT.get();
@@ -209,6 +246,7 @@ fn current_raw() -> *const Inner {
 #[inline(never)]
 fn init_current() -> *const Inner {
     let main = new_main();
+    // The main greenlet is running: it owns a reference to itself.
     let raw = Rc::into_raw(main.inner.clone());
     // Panics (cannot access a TLS value during or after destruction) during teardown.
     ROOT.with(|r| r.main.set(Some(main)));
@@ -219,7 +257,7 @@ fn init_current() -> *const Inner {
 /// The running greenlet of this thread (creating the main greenlet on first use).
 fn current() -> Greenlet {
     let cur = current_raw();
-    // SAFETY: `cur` came from `Rc::into_raw` and CURRENT keeps that reference alive; the
+    // SAFETY: `cur` is the running greenlet, kept alive by its own reference; the
     // increment gives the new handle its own.
     unsafe {
         Rc::increment_strong_count(cur);
@@ -445,19 +483,25 @@ impl fmt::Debug for Greenlet {
 
 impl Drop for Greenlet {
     fn drop(&mut self) {
-        // The last handle of a suspended greenlet: kill it so its stack unwinds. (A running
-        // greenlet is held by CURRENT, so this cannot be the running one.)
-        // During thread teardown (ROOT already destroyed, or TEARDOWN set) nothing can run any more: the
-        // stack is released without unwinding.
-        if Rc::strong_count(&self.inner) == 1
-            && self.inner.state.get() == State::Suspended
-            && can_run()
-        {
-            kill_on_drop(self);
+        // The last handle of a suspended greenlet (the other reference is its own): kill it
+        // so its stack unwinds. During thread teardown (ROOT destroyed, or TEARDOWN set) nothing can
+        // run any more: its own reference is given up and the stack is released without
+        // unwinding.
+        if self.inner.state.get() == State::Suspended && Rc::strong_count(&self.inner) == 2 {
+            if can_run() {
+                kill_on_drop(self);
+            }
+            if self.inner.state.get() == State::Suspended {
+                // SAFETY: a suspended greenlet owns one reference to itself; this handle
+                // keeps it alive until the end of this drop.
+                unsafe { Rc::decrement_strong_count(Rc::as_ptr(&self.inner)) };
+            }
         }
     }
 }
 
+/// Unwinds a suspended greenlet whose last handle is being dropped. If it refuses to die
+/// (catches `GreenletExit` eight times), it is left suspended and freed without unwinding.
 #[cold]
 fn kill_on_drop(g: &Greenlet) {
     let me = current();
@@ -496,8 +540,8 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
     // A suspended target is live, not the caller and has a saved context; a non-null
     // CURRENT means this thread's greenlets can run. Everything else is the cold path.
     if target.inner.state.get() == State::Suspended && !cur.is_null() {
-        // SAFETY: `cur` is CURRENT's live reference; `target` is a suspended greenlet of
-        // this thread (greenlets are !Send).
+        // SAFETY: `cur` is the running greenlet; `target` is a suspended greenlet of this
+        // thread (greenlets are !Send).
         unsafe { switch_raw(cur, &target.inner, payload) }
     } else {
         switch_cold(target, payload)
@@ -521,72 +565,81 @@ fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
         if let Payload::Throw(p) = payload {
             return throw_unstarted(&target, p);
         }
+        // It starts: from now until it dies it owns a reference to itself.
+        let _ = Rc::into_raw(Rc::clone(&target.inner));
     }
-    // SAFETY: `cur` is CURRENT's live reference; `target` is live (suspended or not
-    // started), not the caller, and of this thread.
+    // SAFETY: `cur` is the running greenlet; `target` is live (suspended, or not started
+    // and holding its own reference now), not the caller, and of this thread.
     unsafe { switch_raw(cur, &target.inner, payload) }
 }
 
 /// The switch proper: `cur` (running) becomes suspended, `target` running.
 ///
 /// # Safety
-/// `cur` must be CURRENT's (non-null) value; `target` a suspended or not-started greenlet
-/// of this thread other than `cur`.
+/// `cur` must be CURRENT's (non-null) value; `target` a greenlet of this thread other than
+/// `cur`, suspended, or not started but already holding its own reference.
 #[inline(always)]
 unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Value {
-    // SAFETY: per the contract, `cur` is kept alive by CURRENT's reference.
+    // SAFETY: per the contract, `cur` is running, so it holds its own reference.
     let me = unsafe { &*cur };
     // SAFETY: suspended and not-started greenlets always have a saved context.
     let sp = unsafe { target.sp.get().unwrap_unchecked() };
     me.state.set(State::Suspended);
     target.state.set(State::Running);
-    // CURRENT gets a new reference to the target; its old one, to us, travels in `msg`.
-    CURRENT.set(Rc::into_raw(Rc::clone(target)));
+    CURRENT.set(Rc::as_ptr(target));
     // Moved out by the receiver, so never dropped here.
-    let mut msg = ManuallyDrop::new(Message { from: cur, payload });
+    let (mut msg, tag) = Message::new(cur, payload);
     // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked
     // running, so nothing resumes `sp` again. `msg` lives in this frame until something
     // switches back here, and the receiver moves it out before that.
-    let (from, data) = unsafe { context::switch(sp, &mut *msg as *mut Message as usize) };
+    let (from, data) = unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
     // SAFETY: every switch to a greenlet passes the address of a live `Message`.
     unsafe { receive(from, data) }
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or free its stack if it died), drop the reference to it, then take the payload.
+/// (or, if it died, free its stack and its own reference; if it has no handle left, kill
+/// it), then take the payload.
 ///
 /// # Safety
-/// `data` must be the address of the live, not yet received `Message` of the greenlet
-/// that switched to us, and `from` the context it switched from.
+/// `data` must be the tagged address of the live, not yet received `Message` of the
+/// greenlet that switched to us, and `from` the context it switched from.
 #[inline(always)]
 unsafe fn receive(from: StackPointer, data: usize) -> Value {
     // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
     let Message {
         from: prev,
         payload,
-    } = unsafe { ptr::read(data as *const Message) };
-    // SAFETY: `prev` carries the strong reference CURRENT held for the previous greenlet,
-    // which keeps it alive until it is dropped below.
+    } = unsafe { ptr::read((data & !THROWN) as *const Message) };
+    // SAFETY: `prev` is alive: a greenlet holds its own reference until it is dead and
+    // received, which is below.
     let prev_inner = unsafe { &*prev };
     if prev_inner.state.get() == State::Dead {
-        // SAFETY: as above; this makes a second reference, dropped at once.
-        release(&unsafe { borrowed_handle(prev) });
+        // SAFETY: as above; `prev` is dead and this is the receipt of its final switch.
+        unsafe { release_dead(prev) };
     } else {
         prev_inner.sp.set(Some(from));
+        // SAFETY: as above; this only reads the count.
+        let rc = ManuallyDrop::new(unsafe { Rc::from_raw(prev) });
+        if Rc::strong_count(&rc) == 1 {
+            // SAFETY: as above.
+            unsafe { kill_unreferenced(prev) };
+        }
     }
-    // SAFETY: the reference `prev` carries is given up here.
-    unsafe { drop_reference(prev) };
-    match payload {
-        Payload::Value(v) => v,
-        Payload::Throw(p) => raise(p),
+    if data & THROWN == 0 {
+        // SAFETY: untagged: the value field is live.
+        ManuallyDrop::into_inner(unsafe { payload.value })
+    } else {
+        // SAFETY: tagged: the thrown field is live.
+        raise(ManuallyDrop::into_inner(unsafe { payload.thrown }))
     }
 }
 
 /// A new handle to the greenlet at `raw` (strong count + 1).
 ///
 /// # Safety
-/// `raw` must come from `Rc::into_raw` of a live `Rc<Inner>`.
-unsafe fn borrowed_handle(raw: *const Inner) -> Greenlet {
+/// `raw` must be the `Rc::as_ptr` of a live `Rc<Inner>`.
+unsafe fn new_handle(raw: *const Inner) -> Greenlet {
     // SAFETY: per the contract.
     unsafe {
         Rc::increment_strong_count(raw);
@@ -596,29 +649,31 @@ unsafe fn borrowed_handle(raw: *const Inner) -> Greenlet {
     }
 }
 
-/// Drops the strong reference `raw` owns: a plain decrement, unless it is the last one, in
-/// which case it is dropped as a [`Greenlet`] handle (which kills a suspended greenlet).
+/// The final switch of `raw` has been received: free its stack and drop the reference it
+/// held to itself.
 ///
 /// # Safety
-/// `raw` must come from `Rc::into_raw` and own the reference it gives up.
-#[inline(always)]
-unsafe fn drop_reference(raw: *const Inner) {
-    // SAFETY: per the contract, `raw` is a live `Rc` that we own.
-    let rc = ManuallyDrop::new(unsafe { Rc::from_raw(raw) });
-    if Rc::strong_count(&rc) > 1 {
-        // SAFETY: not the last reference, so this only decrements.
-        unsafe { Rc::decrement_strong_count(raw) };
-    } else {
-        drop_last_handle(Greenlet {
-            inner: ManuallyDrop::into_inner(rc),
-        });
-    }
-}
-
+/// `raw` must be a dead greenlet whose own reference has not been given up yet.
 #[cold]
 #[inline(never)]
-fn drop_last_handle(g: Greenlet) {
-    drop(g);
+unsafe fn release_dead(raw: *const Inner) {
+    // SAFETY: per the contract: the handle takes over the greenlet's own reference.
+    let g = Greenlet {
+        inner: unsafe { Rc::from_raw(raw) },
+    };
+    release(&g);
+}
+
+/// A greenlet switched away with no handle left (only its own reference): dropping a new
+/// last handle kills it (see `Drop for Greenlet`).
+///
+/// # Safety
+/// `raw` must be a suspended greenlet of this thread.
+#[cold]
+#[inline(never)]
+unsafe fn kill_unreferenced(raw: *const Inner) {
+    // SAFETY: per the contract, alive by its own reference.
+    drop(unsafe { new_handle(raw) });
 }
 
 #[cold]
@@ -668,31 +723,36 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
     };
-    // We are still the running greenlet: CURRENT holds a reference to us.
+    // We are still the running greenlet.
     let me = CURRENT.get();
-    // SAFETY: CURRENT's reference keeps us alive until the receiver of the final message
-    // drops it.
+    // SAFETY: our own reference keeps us alive until the receiver of the final message
+    // gives it up.
     let me_ref = unsafe { &*me };
     me_ref.state.set(State::Dead);
-    let parent = me_ref
-        .parent
-        .borrow()
-        .clone()
-        .expect("non-main greenlets have a parent");
-    let parent = live_target(&parent);
+    // Nothing that needs dropping may stay in this frame: it never returns.
+    let parent = live_target(
+        me_ref
+            .parent
+            .borrow()
+            .as_ref()
+            .expect("non-main greenlets have a parent"),
+    );
     let sp = parent
         .inner
         .sp
         .take()
         .expect("a live parent has a saved context");
+    if parent.inner.state.get() == State::NotStarted {
+        // It starts: from now until it dies it owns a reference to itself.
+        let _ = Rc::into_raw(Rc::clone(&parent.inner));
+    }
     parent.inner.state.set(State::Running);
-    CURRENT.set(Rc::into_raw(Rc::clone(&parent.inner)));
+    CURRENT.set(Rc::as_ptr(&parent.inner));
     drop(parent);
     // The message lives on this (dying) stack; the receiver frees the stack only after
-    // moving everything out of it, and our reference travels inside it, so nothing that
-    // needs dropping is left here.
-    let mut msg = ManuallyDrop::new(Message { from: me, payload });
+    // moving everything out of it, and nothing that needs dropping is left here.
+    let (mut msg, tag) = Message::new(me, payload);
     // SAFETY: final switch to the parent's saved context; this context is never resumed.
-    unsafe { context::switch(sp, &mut *msg as *mut Message as usize) };
+    unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
     crate::sys::signal::abort()
 }
