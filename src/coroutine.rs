@@ -143,6 +143,9 @@ struct Start<I, Y, R> {
 
 type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
 
+/// A body not started yet, with the fresh context `init` made for it.
+type Fresh<I, Y, R> = (Body<I, Y, R>, StackPointer);
+
 /// Panic payload used to unwind a suspended coroutine that is being dropped.
 struct ForcedUnwind;
 
@@ -266,7 +269,7 @@ impl Builder {
 
 enum State<I, Y, R> {
     /// The body and the fresh context `init` made for it (taken by the first resume).
-    NotStarted(Option<(Body<I, Y, R>, StackPointer)>),
+    NotStarted(Option<Fresh<I, Y, R>>),
     /// Started and not finished: suspended (with `sp` set) or running.
     Started,
     Finished,
