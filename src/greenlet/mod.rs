@@ -484,9 +484,9 @@ impl fmt::Debug for Greenlet {
 impl Drop for Greenlet {
     fn drop(&mut self) {
         // The last handle of a suspended greenlet (the other reference is its own): kill it
-        // so its stack unwinds. During thread teardown (ROOT destroyed, or TEARDOWN set) nothing can
-        // run any more: its own reference is given up and the stack is released without
-        // unwinding.
+        // so its stack unwinds. During thread teardown (ROOT destroyed, or TEARDOWN set)
+        // nothing can run any more: its own reference is given up and the stack is released
+        // without unwinding.
         if self.inner.state.get() == State::Suspended && Rc::strong_count(&self.inner) == 2 {
             if can_run() {
                 kill_on_drop(self);
