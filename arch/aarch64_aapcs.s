@@ -18,7 +18,7 @@
 // touched.
 //
 // FPCR (rounding mode, flush-to-zero) is NOT saved: it belongs to the OS thread, exactly
-// like MXCSR on x86_64.
+// like MXCSR on x86_64. tests/context.rs checks this documented behaviour.
 //
 // Saved frame of a suspended context (stack grows down; `sp` is the value handed out as the
 // context's StackPointer; sp stays 16-byte aligned at all times as AAPCS64 requires)

@@ -21,7 +21,7 @@
 #
 # MXCSR and the x87 control word are NOT saved: like the rounding mode of an OS thread, they
 # belong to the OS thread, and a green thread that changes them changes them for every green
-# thread on that OS thread.
+# thread on that OS thread. tests/context.rs checks this documented behaviour.
 #
 # Saved frame of a suspended context (stack grows down; `sp` is the value handed out as the
 # context's StackPointer)
