@@ -1,3 +1,58 @@
-//! verdant: greenlet + gevent for Rust.
+//! # verdant: greenlet + gevent for Rust
+//!
+//! Stackful green threads with a hand-written context switch (`arch/x86_64_sysv.s`,
+//! `arch/aarch64_aapcs.s`), guarded `mmap`'d stacks, and two coroutine APIs:
+//!
+//! * [`coroutine::Coroutine`]: typed and asymmetric: `resume(input)` runs the body until it
+//!   calls `suspend(value)` or returns.
+//! * [`greenlet::Greenlet`]: Python greenlet's semantics: symmetric `switch` between any
+//!   greenlets of a thread, a parent that receives the return value, `throw`, and
+//!   `GreenletExit` for greenlets that are dropped while suspended.
+//!
+//! ```
+//! use verdant::coroutine::{Coroutine, CoroutineResult};
+//!
+//! // A generator of Fibonacci numbers, run on its own 256 KiB stack.
+//! let mut fib = Coroutine::new(|yielder, ()| {
+//!     let (mut a, mut b) = (0u64, 1u64);
+//!     loop {
+//!         yielder.suspend(a);
+//!         (a, b) = (b, a + b);
+//!     }
+//! });
+//! let first: Vec<u64> = (0..10)
+//!     .map(|_| match fib.resume(()) {
+//!         CoroutineResult::Yield(n) => n,
+//!         CoroutineResult::Return(()) => unreachable!(),
+//!     })
+//!     .collect();
+//! assert_eq!(first, [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]);
+//! ```
+//!
+//! ## Layers
+//! Each layer only uses the ones below it (see `DESIGN.md` in the project's shared docs):
+//! `arch/` (the switch) → `context` (raw contexts; a corosensei-backed fallback for other
+//! CPUs) → [`stack`] (memory, pool, overflow reports) → [`coroutine`] and [`greenlet`].
+//! `unsafe` stays in these low layers; the public API is safe.
+//!
+//! ## Guarantees
+//! * Panics never cross the assembly: they are caught at the root of a coroutine's stack
+//!   and re-raised in whoever resumed it.
+//! * Dropping an unfinished coroutine or greenlet unwinds its stack: destructors run once.
+//! * Coroutines and greenlets are `!Send`: they never change OS thread.
+//! * A stack overflow is reported (`verdant: stack overflow in green thread #id 'name'`)
+//!   and aborts the process; it is never silent memory corruption.
+//! * Running out of memory or of memory mappings is a [`stack::StackError`], not a crash.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+
+pub(crate) mod context;
+pub mod coroutine;
+pub mod greenlet;
+pub mod stack;
+pub(crate) mod sys;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

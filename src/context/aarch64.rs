@@ -1,0 +1,87 @@
+//! AArch64 AAPCS64 backend: `arch/aarch64_aapcs.s` plus the inline-asm call site.
+//!
+//! The call site declares every register the switch does not save as clobbered, so the
+//! compiler saves exactly the callee-saved registers that are live at each call site. See
+//! the header of `arch/aarch64_aapcs.s` for the saved frame and register state.
+
+use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
+use core::arch::{asm, global_asm};
+use core::num::NonZeroUsize;
+
+global_asm!(concat!(
+    asm_prelude!(),
+    include_str!("../../arch/aarch64_aapcs.s")
+));
+
+extern "C" {
+    // Not callable as Rust functions: custom register conventions, see the .s header.
+    fn verdant_switch();
+    fn verdant_trampoline();
+}
+
+/// Name of this backend, for benchmarks and diagnostics.
+pub(crate) const BACKEND: &str = "aarch64 AAPCS64 asm";
+
+/// Per-context storage this backend needs besides the stack: none.
+#[derive(Debug, Default)]
+pub(crate) struct ContextStorage;
+
+/// Lays out the initial frame (see the .s header) at the top of a stack.
+///
+/// # Safety
+/// `top` must be the 16-byte aligned top of a writable stack with at least
+/// [`INIT_FRAME_BYTES`] bytes below it, which stays mapped until the context is dead.
+pub(crate) unsafe fn init(
+    top: *mut u8,
+    _bottom: *mut u8,
+    entry: EntryFn,
+    _storage: &mut ContextStorage,
+) -> StackPointer {
+    debug_assert_eq!(top as usize % 16, 0);
+    const _: () = assert!(INIT_FRAME_BYTES >= 48);
+    let words = top.cast::<usize>();
+    // SAFETY: the caller guarantees INIT_FRAME_BYTES writable bytes below `top`; we write
+    // the six words of the initial frame, all within 48 bytes below `top`.
+    unsafe {
+        words.sub(1).write(0); // zero frame record slot
+        words.sub(2).write(0); // zero frame record slot
+        words.sub(3).write(0); // padding
+        words.sub(4).write(entry as *const () as usize); // x19 = entry function
+        words.sub(5).write(verdant_trampoline as *const () as usize); // x30 = resume address
+        words.sub(6).write(0); // x29 = 0: end of the frame chain
+        StackPointer(NonZeroUsize::new_unchecked(words.sub(6) as usize))
+    }
+}
+
+/// Suspends the current context and resumes `to`, passing `data`.
+///
+/// Returns, once something switches back, the [`StackPointer`] of that context and the data
+/// word it passed.
+///
+/// # Safety
+/// `to` must be a suspended context of this OS thread that has not been resumed since it
+/// was produced (by [`init`] or as the `from` of a switch), and no panic may unwind across
+/// this call.
+#[inline(always)]
+pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usize) {
+    let from: usize;
+    let data_out: usize;
+    // SAFETY: `verdant_switch` saves x19, x29 and the resume address (x30, set by `bl`) on
+    // this stack, switches to `to` (valid per the caller's contract) and comes back to the
+    // instruction after the `bl` only when some context switches to the StackPointer it
+    // produced, with x0/x1 set as declared. Every other register is declared clobbered.
+    unsafe {
+        asm!(
+            "bl {switch}",
+            switch = sym verdant_switch,
+            inout("x0") data => data_out,
+            inout("x1") to.0.get() => from,
+            out("x20") _, out("x21") _, out("x22") _, out("x23") _, out("x24") _,
+            out("x25") _, out("x26") _, out("x27") _, out("x28") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            clobber_abi("C"),
+        );
+        (StackPointer(NonZeroUsize::new_unchecked(from)), data_out)
+    }
+}

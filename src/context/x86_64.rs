@@ -1,0 +1,86 @@
+//! x86_64 System V backend: `arch/x86_64_sysv.s` plus the inline-asm call site.
+//!
+//! The call site declares every register the switch does not save as clobbered, so the
+//! compiler saves exactly the callee-saved registers that are live at each call site. See
+//! the header of `arch/x86_64_sysv.s` for the saved frame and register state.
+
+use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
+use core::arch::{asm, global_asm};
+use core::num::NonZeroUsize;
+
+global_asm!(concat!(
+    asm_prelude!(),
+    include_str!("../../arch/x86_64_sysv.s")
+));
+
+extern "C" {
+    // Not callable as Rust functions: custom register conventions, see the .s header.
+    fn verdant_switch();
+    fn verdant_trampoline();
+}
+
+/// Name of this backend, for benchmarks and diagnostics.
+pub(crate) const BACKEND: &str = "x86_64 System V asm";
+
+/// Per-context storage this backend needs besides the stack: none.
+#[derive(Debug, Default)]
+pub(crate) struct ContextStorage;
+
+/// Lays out the initial frame (see the .s header) at the top of a stack.
+///
+/// # Safety
+/// `top` must be the 16-byte aligned top of a writable stack with at least
+/// [`INIT_FRAME_BYTES`] bytes below it, which stays mapped until the context is dead.
+pub(crate) unsafe fn init(
+    top: *mut u8,
+    _bottom: *mut u8,
+    entry: EntryFn,
+    _storage: &mut ContextStorage,
+) -> StackPointer {
+    debug_assert_eq!(top as usize % 16, 0);
+    const _: () = assert!(INIT_FRAME_BYTES >= 40);
+    let words = top.cast::<usize>();
+    // SAFETY: the caller guarantees INIT_FRAME_BYTES writable bytes below `top`; we write
+    // the five words of the initial frame, all within 40 bytes below `top`.
+    unsafe {
+        words.sub(1).write(0); // padding / fake return address slot
+        words.sub(2).write(0); // padding, keeps rsp 16-byte aligned at the trampoline's call
+        words.sub(3).write(0); // rbp = 0: end of the frame-pointer chain
+        words.sub(4).write(entry as *const () as usize); // rbx = entry function
+        words.sub(5).write(verdant_trampoline as *const () as usize); // resume address
+        StackPointer(NonZeroUsize::new_unchecked(words.sub(5) as usize))
+    }
+}
+
+/// Suspends the current context and resumes `to`, passing `data`.
+///
+/// Returns, once something switches back, the [`StackPointer`] of that context and the data
+/// word it passed.
+///
+/// # Safety
+/// `to` must be a suspended context of this OS thread that has not been resumed since it
+/// was produced (by [`init`] or as the `from` of a switch), and no panic may unwind across
+/// this call.
+#[inline(always)]
+pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usize) {
+    let from: usize;
+    let data_out: usize;
+    // SAFETY: `verdant_switch` saves rbx, rbp and the resume address on this stack, switches
+    // to `to` (valid per the caller's contract) and comes back here, at label 2, only when
+    // some context switches to the StackPointer it produced, with rsi/rdi set as declared.
+    // Every other register is declared clobbered; the asm pushes to the stack, so `nostack`
+    // is not given and the red zone is not in use.
+    unsafe {
+        asm!(
+            "lea rax, [rip + 2f]",
+            "jmp {switch}",
+            "2:",
+            switch = sym verdant_switch,
+            inout("rdi") data => data_out,
+            inout("rsi") to.0.get() => from,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("C"),
+        );
+        (StackPointer(NonZeroUsize::new_unchecked(from)), data_out)
+    }
+}

@@ -1,0 +1,476 @@
+//! Stacks for coroutines and green threads: `mmap`'d memory with a guard page, a per-thread
+//! pool, and stack-overflow reporting.
+//!
+//! Layout of one stack (addresses grow upwards; the stack grows down from `top`):
+//!
+//! ```text
+//!   mapping + total ┌──────────────────────────┐
+//!                   │ Header (registry node)   │  id, name, guard range, list links
+//!             top → ├──────────────────────────┤  16-byte aligned
+//!                   │                          │
+//!                   │ usable stack             │  `size` bytes requested, rounded up
+//!                   │   (grows down)           │  to pages; untouched pages cost no RAM
+//!          bottom → ├──────────────────────────┤
+//!                   │ guard page (PROT_NONE)   │  any access faults
+//!         mapping → └──────────────────────────┘
+//! ```
+//!
+//! One stack is one `mmap` plus one `mprotect`, which the kernel keeps as **two** mappings.
+//! Linux caps mappings per process at `vm.max_map_count` (65,530 by default), so about
+//! 32,000 guarded stacks can exist at once under the default limit. Running out of memory or
+//! of mappings is reported as a [`StackError`] that names the limit, never as a crash.
+//!
+//! ## Overflow reporting
+//! Every live stack's header is linked into a per-thread intrusive list. A SIGSEGV/SIGBUS
+//! handler (see `sys::signal`) walks the faulting thread's list: a fault inside a guard page
+//! is reported as `verdant: stack overflow in green thread ...` with the owner's id, name and
+//! stack size, and the process aborts. Faults elsewhere go to the previous handler. The
+//! list is only modified by its own thread with single pointer stores in an order that
+//! leaves it consistent for a forward walk at every instruction, which is what makes the
+//! walk from a (synchronous) signal handler sound.
+//!
+//! ## Pool
+//! Finished coroutines hand their stack back to a per-thread pool, so creating a coroutine
+//! after warm-up performs no `mmap`/`munmap`. The pool keeps at most
+//! [`POOL_LIMIT`] stacks per thread.
+
+use crate::sys::{memory, signal};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::ptr;
+
+/// Default usable size of a green thread's stack: 256 KiB.
+///
+/// The memory is reserved, not committed: a green thread that only ever uses 8 KiB of its
+/// stack costs 8 KiB (two pages) of RAM. Raise it for deep recursion; lower it to fit more
+/// stacks in a constrained address space.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Smallest usable stack size accepted; smaller requests are rounded up to it.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// Most stacks a thread's pool keeps for reuse.
+pub const POOL_LIMIT: usize = 1024;
+
+/// Longest owner name kept for overflow reports (longer names are truncated).
+const NAME_CAP: usize = 46;
+
+/// Why a stack could not be allocated.
+#[derive(Debug)]
+pub struct StackError {
+    size: usize,
+    error: io::Error,
+    map_count: Option<usize>,
+    map_limit: Option<usize>,
+}
+
+impl StackError {
+    fn new(size: usize, error: io::Error) -> Self {
+        StackError {
+            size,
+            error,
+            map_count: memory::map_count(),
+            map_limit: memory::max_map_count(),
+        }
+    }
+
+    /// The usable size that was requested, in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The operating system's error.
+    pub fn os_error(&self) -> &io::Error {
+        &self.error
+    }
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not allocate a {}-byte green-thread stack: {}",
+            self.size, self.error
+        )?;
+        match (self.map_count, self.map_limit) {
+            (Some(count), Some(limit)) if count + 16 >= limit => write!(
+                f,
+                "; the process has {count} memory mappings and vm.max_map_count is {limit} \
+                 (each stack takes two: the stack and its guard page): raise the limit \
+                 (sysctl vm.max_map_count=...) or run fewer green threads at once"
+            ),
+            (_, Some(limit)) => write!(
+                f,
+                "; out of memory or address space (vm.max_map_count is {limit}): use \
+                 smaller stacks or fewer green threads"
+            ),
+            _ => write!(
+                f,
+                "; out of memory or memory mappings: use smaller stacks or fewer green threads"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StackError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<StackError> for io::Error {
+    fn from(e: StackError) -> io::Error {
+        let kind = e.error.kind();
+        io::Error::new(
+            if kind == io::ErrorKind::Other {
+                io::ErrorKind::OutOfMemory
+            } else {
+                kind
+            },
+            e,
+        )
+    }
+}
+
+/// Registry node at the top of each stack, read by the fault handler.
+#[repr(C, align(16))]
+struct Header {
+    next: Cell<*mut Header>,
+    prev: Cell<*mut Header>,
+    guard_lo: usize,
+    guard_hi: usize,
+    usable: usize,
+    owner_id: Cell<u64>,
+    name_len: Cell<u8>,
+    name: Cell<[u8; NAME_CAP]>,
+}
+
+const HEADER_BYTES: usize = (core::mem::size_of::<Header>() + 15) & !15;
+
+thread_local! {
+    /// Head of this thread's list of live stacks (const-initialised, no destructor, so it
+    /// is readable from a signal handler and during thread teardown).
+    static REGISTRY: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
+    static POOL: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A guarded, `mmap`'d stack owned by one OS thread.
+pub(crate) struct Stack {
+    mapping: *mut u8,
+    total: usize,
+}
+
+impl Stack {
+    /// Maps a new stack with at least `size` usable bytes.
+    pub(crate) fn new(size: usize) -> Result<Stack, StackError> {
+        let page = memory::page_size();
+        // The header shares the top page with the stack, so a green thread that uses little
+        // stack touches a single page.
+        let total = page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page);
+        let mapping = memory::map_stack(total).map_err(|e| StackError::new(size, e))?;
+        // Own the mapping at once, so that an error below unmaps it.
+        let stack = Stack { mapping, total };
+        // SAFETY: the first page of our fresh mapping becomes the guard.
+        unsafe { memory::protect_none(mapping, page) }.map_err(|e| StackError::new(size, e))?;
+        signal::install_fault_handler(on_fault);
+        signal::ensure_alt_stack().map_err(|e| StackError::new(size, e))?;
+        let header = stack.header_ptr();
+        // SAFETY: the header lies in the writable part of our mapping, suitably aligned
+        // (HEADER_BYTES is a multiple of 16 and the mapping ends on a page boundary).
+        unsafe {
+            header.write(Header {
+                next: Cell::new(ptr::null_mut()),
+                prev: Cell::new(ptr::null_mut()),
+                guard_lo: mapping as usize,
+                guard_hi: mapping as usize + page,
+                usable: stack.top() as usize - stack.bottom() as usize,
+                owner_id: Cell::new(0),
+                name_len: Cell::new(0),
+                name: Cell::new([0; NAME_CAP]),
+            });
+        }
+        link(header);
+        Ok(stack)
+    }
+
+    fn header_ptr(&self) -> *mut Header {
+        // SAFETY: the header occupies the last HEADER_BYTES of the mapping.
+        unsafe { self.mapping.add(self.total - HEADER_BYTES).cast() }
+    }
+
+    /// The highest usable address (exclusive), 16-byte aligned: where the stack starts.
+    pub(crate) fn top(&self) -> *mut u8 {
+        self.header_ptr().cast()
+    }
+
+    /// The lowest usable address: just above the guard page.
+    pub(crate) fn bottom(&self) -> *mut u8 {
+        // SAFETY: the guard page is the first page of the mapping.
+        unsafe { self.mapping.add(memory::page_size()) }
+    }
+
+    /// Usable bytes between `bottom` and `top`.
+    pub(crate) fn size(&self) -> usize {
+        self.top() as usize - self.bottom() as usize
+    }
+
+    /// Records who runs on this stack, for overflow reports.
+    pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
+        // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
+        let header = unsafe { &*self.header_ptr() };
+        header.owner_id.set(id);
+        let mut buf = [0u8; NAME_CAP];
+        let bytes = name.map(str::as_bytes).unwrap_or(&[]);
+        let len = bytes.len().min(NAME_CAP);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        header.name.set(buf);
+        header.name_len.set(len as u8);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        unlink(self.header_ptr());
+        // SAFETY: the mapping is ours, unlinked from the registry, and nothing runs on it
+        // (a stack is only dropped once its context is dead).
+        unsafe { memory::unmap(self.mapping, self.total) };
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("bottom", &self.bottom())
+            .field("top", &self.top())
+            .finish()
+    }
+}
+
+/// The usable size `Stack::new(size)` produces.
+fn usable_for(size: usize) -> usize {
+    let page = memory::page_size();
+    round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page) - HEADER_BYTES
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+fn link(node: *mut Header) {
+    REGISTRY.with(|head| {
+        let old = head.get();
+        // SAFETY: `node` is a fresh header; `old` is a live header of this thread or null.
+        // The node is fully initialised before the single store that publishes it.
+        unsafe {
+            (*node).next.set(old);
+            (*node).prev.set(ptr::null_mut());
+            if !old.is_null() {
+                (*old).prev.set(node);
+            }
+        }
+        head.set(node);
+    });
+}
+
+fn unlink(node: *mut Header) {
+    // `try_with` cannot fail for a const-initialised Cell, but never panic in a destructor.
+    let _ = REGISTRY.try_with(|head| {
+        // SAFETY: `node` and its neighbours are live headers of this thread. A forward walk
+        // (the signal handler's) sees either the old or the new `next`, both valid.
+        unsafe {
+            let prev = (*node).prev.get();
+            let next = (*node).next.get();
+            if prev.is_null() {
+                head.set(next);
+            } else {
+                (*prev).next.set(next);
+            }
+            if !next.is_null() {
+                (*next).prev.set(prev);
+            }
+        }
+    });
+}
+
+/// Fault hook (runs in a signal handler): reports and aborts on a guard-page hit.
+fn on_fault(addr: usize) {
+    let Ok(mut node) = REGISTRY.try_with(Cell::get) else {
+        return;
+    };
+    while !node.is_null() {
+        // SAFETY: nodes on this thread's list are live headers (see the module docs).
+        let header = unsafe { &*node };
+        if addr >= header.guard_lo && addr < header.guard_hi {
+            report_overflow(header);
+        }
+        node = header.next.get();
+    }
+}
+
+fn report_overflow(header: &Header) -> ! {
+    let mut buf = [0u8; 256];
+    let mut w = FixedWriter {
+        buf: &mut buf,
+        len: 0,
+    };
+    w.put(b"verdant: stack overflow in green thread #");
+    w.put_num(header.owner_id.get());
+    let name = header.name.get();
+    let len = header.name_len.get() as usize;
+    if len > 0 {
+        w.put(b" '");
+        w.put(&name[..len]);
+        w.put(b"'");
+    }
+    w.put(b" (stack size ");
+    w.put_num(header.usable as u64);
+    w.put(b" bytes); give it a larger stack (stack_size on its builder)\n");
+    let len = w.len;
+    signal::write_stderr(&buf[..len]);
+    signal::abort()
+}
+
+/// Formats into a fixed buffer without allocating (async-signal-safe).
+struct FixedWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl FixedWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let room = self.buf.len() - self.len;
+        let n = bytes.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn put_num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+}
+
+/// Takes a stack with at least `size` usable bytes from this thread's pool, or maps one.
+pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
+    let want = usable_for(size);
+    let pooled = POOL
+        .try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let pos = pool.iter().rposition(|s| s.size() == want)?;
+            Some(pool.swap_remove(pos))
+        })
+        .ok()
+        .flatten();
+    match pooled {
+        Some(stack) => Ok(stack),
+        None => Stack::new(want),
+    }
+}
+
+/// Returns a stack whose context is dead to this thread's pool (or unmaps it if the pool
+/// is full or the thread is exiting).
+pub(crate) fn give_back(stack: Stack) {
+    stack.set_owner(0, None);
+    let rejected = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_LIMIT {
+            pool.push(stack);
+            None
+        } else {
+            Some(stack)
+        }
+    });
+    // Dropping outside the borrow: a full pool, or thread teardown, unmaps the stack.
+    drop(rejected);
+}
+
+/// Number of stacks in this thread's pool (for tests and diagnostics).
+pub(crate) fn pooled_count() -> usize {
+    POOL.try_with(|p| p.borrow().len()).unwrap_or(0)
+}
+
+/// Number of live stacks (in use or pooled) on this thread.
+pub(crate) fn live_count() -> usize {
+    let mut n = 0;
+    let mut node = REGISTRY.with(Cell::get);
+    while !node.is_null() {
+        n += 1;
+        // SAFETY: nodes on this thread's list are live headers.
+        node = unsafe { (*node).next.get() };
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_and_are_aligned() {
+        let s = Stack::new(1).unwrap();
+        assert!(s.size() >= MIN_STACK_SIZE);
+        assert_eq!(s.top() as usize % 16, 0);
+        let s = Stack::new(100_000).unwrap();
+        assert!(s.size() >= 100_000);
+        assert!(s.size() < 100_000 + 2 * memory::page_size());
+    }
+
+    #[test]
+    fn whole_usable_range_is_writable() {
+        let s = Stack::new(64 * 1024).unwrap();
+        // SAFETY: bottom..top is our writable stack memory, unused by any context.
+        unsafe { ptr::write_bytes(s.bottom(), 0xA5, s.size()) };
+    }
+
+    #[test]
+    fn registry_tracks_live_stacks() {
+        let before = live_count();
+        let a = Stack::new(MIN_STACK_SIZE).unwrap();
+        let b = Stack::new(MIN_STACK_SIZE).unwrap();
+        let c = Stack::new(MIN_STACK_SIZE).unwrap();
+        assert_eq!(live_count(), before + 3);
+        drop(b); // middle of the list
+        assert_eq!(live_count(), before + 2);
+        drop(c); // head
+        drop(a);
+        assert_eq!(live_count(), before);
+    }
+
+    #[test]
+    fn pool_reuses_stacks() {
+        let s = take(DEFAULT_STACK_SIZE).unwrap();
+        let addr = s.top();
+        let pooled = pooled_count();
+        give_back(s);
+        assert_eq!(pooled_count(), pooled + 1);
+        let again = take(DEFAULT_STACK_SIZE).unwrap();
+        assert_eq!(again.top(), addr, "the pooled stack was not reused");
+        assert_eq!(pooled_count(), pooled);
+        give_back(again);
+    }
+
+    #[test]
+    fn error_message_names_the_limit() {
+        let e = StackError {
+            size: 4096,
+            error: io::Error::from_raw_os_error(libc::ENOMEM),
+            map_count: Some(65_525),
+            map_limit: Some(65_530),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("vm.max_map_count is 65530"), "{msg}");
+        assert!(msg.contains("4096-byte"), "{msg}");
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::OutOfMemory);
+    }
+}
