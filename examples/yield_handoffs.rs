@@ -17,7 +17,11 @@ use std::time::Instant;
 fn main() {
     let handoffs: u64 = std::env::args()
         .nth(1)
-        .map(|n| n.replace('_', "").parse().expect("usage: yield_handoffs [N]"))
+        .map(|n| {
+            n.replace('_', "")
+                .parse()
+                .expect("usage: yield_handoffs [N]")
+        })
         .unwrap_or(1_000_000);
     // Each of the two green threads yields N/2 times: N hand-offs in all.
     let per_thread = handoffs / 2;
