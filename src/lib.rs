@@ -50,8 +50,10 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+pub mod pool;
 pub(crate) mod reactor;
 pub mod stack;
+pub mod sync;
 pub(crate) mod sys;
 pub mod time;
 pub(crate) mod timer;
@@ -60,6 +62,8 @@ pub use hub::{
     current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
     JoinError, JoinHandle, Killed, WaitError,
 };
+pub use pool::{Group, Pool};
+pub use sync::{Channel, Queue};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 
 /// The README's examples, compiled and run as doctests.
