@@ -118,7 +118,11 @@ impl Inner {
         };
         loop {
             let woke = park_for(deadline);
-            let granted = self.slot_waiters.borrow().iter().any(|w| w.id == id && w.granted);
+            let granted = self
+                .slot_waiters
+                .borrow()
+                .iter()
+                .any(|w| w.id == id && w.granted);
             if granted {
                 leave.keep = true;
                 return Ok(true);
@@ -146,7 +150,12 @@ impl Inner {
         }
         self.active.set(self.active.get() - 1);
         if self.active.get() == 0 {
-            let idle: Vec<TaskRef> = self.idle_waiters.borrow().iter().map(|(_, t)| t.clone()).collect();
+            let idle: Vec<TaskRef> = self
+                .idle_waiters
+                .borrow()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect();
             for task in idle {
                 task.wake();
             }
@@ -261,7 +270,10 @@ struct LeaveIdleQueue<'a> {
 
 impl Drop for LeaveIdleQueue<'_> {
     fn drop(&mut self) {
-        self.inner.idle_waiters.borrow_mut().retain(|(id, _)| *id != self.id);
+        self.inner
+            .idle_waiters
+            .borrow_mut()
+            .retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -409,7 +421,10 @@ where
         let f = self.f.clone();
         let done = self.done.clone();
         let body = move || {
-            let mut deliver = Deliver { to: done, delivered: false };
+            let mut deliver = Deliver {
+                to: done,
+                delivered: false,
+            };
             let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
                 Ok(value) => Ok(value),
                 Err(p) if p.is::<Killed>() => panic::resume_unwind(p),
@@ -510,7 +525,9 @@ impl Default for Group {
 impl Group {
     /// An empty group.
     pub fn new() -> Group {
-        Group { inner: Inner::new(None) }
+        Group {
+            inner: Inner::new(None),
+        }
     }
 
     /// Spawns `f` as a member of the group (see [`crate::spawn`]).
@@ -631,7 +648,10 @@ impl Pool {
     /// # Panics
     /// If `size` is 0 (nothing could ever run).
     pub fn new(size: usize) -> Pool {
-        assert!(size > 0, "verdant::Pool::new(0): a pool needs at least one slot");
+        assert!(
+            size > 0,
+            "verdant::Pool::new(0): a pool needs at least one slot"
+        );
         Pool {
             group: Group {
                 inner: Inner::new(Some(size)),

@@ -65,7 +65,9 @@ fn blocked_spawners_are_served_in_fifo_order() {
         .map(|i| {
             let (pool, order) = (pool.clone(), order.clone());
             verdant::spawn(move || {
-                pool.spawn(move || order.borrow_mut().push(i)).join().unwrap();
+                pool.spawn(move || order.borrow_mut().push(i))
+                    .join()
+                    .unwrap();
             })
         })
         .collect();

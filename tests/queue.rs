@@ -52,7 +52,11 @@ fn bounded_put_blocks_until_a_get() {
         })
     };
     settle();
-    assert_eq!(*log.borrow(), ["putting 2"], "the putter must block while the queue is full");
+    assert_eq!(
+        *log.borrow(),
+        ["putting 2"],
+        "the putter must block while the queue is full"
+    );
     assert_eq!(q.get(), Ok(1));
     // The get moved the blocked putter's item in: the queue is full again.
     assert_eq!(q.len(), 1);
@@ -100,7 +104,10 @@ fn waiting_putters_are_served_in_fifo_order() {
 #[test]
 fn a_getter_that_times_out_leaves_nothing_registered() {
     let q: Queue<u32> = Queue::new();
-    assert_eq!(q.get_timeout(Duration::from_millis(2)), Err(RecvError::TimedOut));
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(2)),
+        Err(RecvError::TimedOut)
+    );
     {
         let _t = Timeout::start(Duration::from_millis(2));
         assert_eq!(q.get(), Err(RecvError::TimedOut));
@@ -281,7 +288,10 @@ fn a_std_thread_produces_for_green_consumers() {
             verdant::spawn(move || q.iter().collect::<Vec<u32>>())
         })
         .collect();
-    let mut all: Vec<u32> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let mut all: Vec<u32> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     producer.join().unwrap();
     all.sort_unstable();
     assert_eq!(all, (0..2000).collect::<Vec<_>>());
@@ -337,12 +347,18 @@ fn channel_put_returns_once_a_getter_has_the_item() {
         })
     };
     settle();
-    assert!(log.borrow().is_empty(), "put must block until a get takes the item");
+    assert!(
+        log.borrow().is_empty(),
+        "put must block until a get takes the item"
+    );
     assert_eq!(ch.try_put(2), Err(TrySendError::Full(2)));
     assert_eq!(ch.get(), Ok(1));
     putter.join().unwrap();
     assert_eq!(*log.borrow(), ["put returned"]);
-    assert_eq!(ch.get_timeout(Duration::from_millis(2)), Err(RecvError::TimedOut));
+    assert_eq!(
+        ch.get_timeout(Duration::from_millis(2)),
+        Err(RecvError::TimedOut)
+    );
 }
 
 #[test]

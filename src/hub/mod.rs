@@ -166,7 +166,9 @@ impl Drop for RemoteToken {
         // posting would cost a lock, an eventfd write and a spurious poller wake-up per wait.
         let forgotten_here = HUB
             .try_with(|slot| match slot.0.try_borrow().as_deref() {
-                Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => hub.forget_remote(self.task),
+                Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
+                    hub.forget_remote(self.task)
+                }
                 _ => false,
             })
             .unwrap_or(false);

@@ -121,7 +121,9 @@ impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TryRecvError::Empty => f.write_str("the queue is empty; use get() to wait for an item"),
-            TryRecvError::Closed => f.write_str("the queue is closed and drained; no item will ever arrive"),
+            TryRecvError::Closed => {
+                f.write_str("the queue is closed and drained; no item will ever arrive")
+            }
         }
     }
 }
@@ -129,7 +131,9 @@ impl fmt::Display for TryRecvError {
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecvError::Closed => f.write_str("the queue is closed and drained; no item will ever arrive"),
+            RecvError::Closed => {
+                f.write_str("the queue is closed and drained; no item will ever arrive")
+            }
             RecvError::TimedOut => f.write_str("timed out waiting for an item from the queue"),
             RecvError::WouldBlockForever => WaitError::WouldBlockForever.fmt(f),
         }
@@ -359,7 +363,9 @@ impl<T> Core<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // No invariant is left half-updated by a panic under the lock (only `T`'s own
         // code could panic there, in a drop), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn capacity(&self) -> Option<usize> {
