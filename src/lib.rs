@@ -50,6 +50,7 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+pub mod pool;
 pub(crate) mod reactor;
 pub mod stack;
 pub mod sync;
@@ -62,6 +63,7 @@ pub use hub::{
     current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
     JoinError, JoinHandle, Killed, WaitError,
 };
+pub use pool::{Group, Pool};
 pub use sync::AsyncResult;
 pub use sync::BoundedSemaphore;
 pub use sync::Condvar;
@@ -71,6 +73,7 @@ pub use sync::MutexGuard;
 pub use sync::ReleaseError;
 pub use sync::Semaphore;
 pub use sync::SemaphorePermit;
+pub use sync::{Channel, Queue};
 pub use threadpool::{spawn_blocking, BlockingError, BlockingHandle, ThreadPool};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
 

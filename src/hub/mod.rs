@@ -162,7 +162,19 @@ impl RemoteWaker {
 
 impl Drop for RemoteToken {
     fn drop(&mut self) {
-        self.inbox.post(RemoteMsg::Forget(self.task));
+        // Dropped on the hub's own thread (the usual case: a wait ends), forget at once:
+        // posting would cost a lock, an eventfd write and a spurious poller wake-up per wait.
+        let forgotten_here = HUB
+            .try_with(|slot| match slot.0.try_borrow().as_deref() {
+                Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
+                    hub.forget_remote(self.task)
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+        if !forgotten_here {
+            self.inbox.post(RemoteMsg::Forget(self.task));
+        }
     }
 }
 
@@ -388,6 +400,25 @@ impl Hub {
                 TimerAction::Start(task) => self.schedule(task),
             }
         }
+    }
+
+    /// Drops one remote-waker token of task `id`; `false` if the map is busy (re-entrant
+    /// drop), in which case the caller posts the message instead.
+    fn forget_remote(&self, id: u64) -> bool {
+        let Ok(mut map) = self.remote_tasks.try_borrow_mut() else {
+            return false;
+        };
+        let mut removed = None;
+        if let Some(entry) = map.get_mut(&id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                removed = map.remove(&id);
+            }
+        }
+        drop(map);
+        // The task record is released outside the borrow.
+        drop(removed);
+        true
     }
 
     fn drain_inbox(&self) {

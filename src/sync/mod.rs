@@ -9,6 +9,8 @@
 //! | `gevent.lock.BoundedSemaphore`  | [`BoundedSemaphore`], [`ReleaseError`]    | no (one hub)      |
 //! | `gevent.lock.Lock`              | [`Mutex`], [`MutexGuard`] (std's names)   | no (one hub)      |
 //! | `threading.Condition` (patched) | [`Condvar`] (std's name)                  | no (one hub)      |
+//! | `gevent.queue.Queue`/`JoinableQueue` | [`Queue`] (bounded, joinable, closable) | yes (`Send+Sync`) |
+//! | `gevent.queue.Channel`          | [`Channel`] (rendezvous)                  | yes (`Send+Sync`) |
 //!
 //! ## Common rules
 //! * Blocking calls block the green thread, never the OS thread, and return
@@ -96,3 +98,10 @@ pub use semaphore::SemaphorePermit;
 
 #[cfg(test)]
 mod tests;
+
+mod channel;
+mod queue;
+mod shared_waker;
+
+pub use channel::Channel;
+pub use queue::{Iter, Queue, RecvError, SendError, TryRecvError, TrySendError};

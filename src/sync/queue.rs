@@ -1,0 +1,879 @@
+//! [`Queue`]: a FIFO queue between green threads (gevent's `Queue` and `JoinableQueue`) that
+//! also works between OS threads, plus the error types it shares with
+//! [`Channel`](super::Channel).
+//!
+//! ## Design
+//! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
+//! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
+//! finds a getter waiting writes the item into that getter's entry and wakes it; a `get`
+//! that frees a slot moves the first blocked putter's item into the buffer and wakes it. So
+//! a woken waiter never competes with a newcomer (strict FIFO, no barging), and these
+//! invariants hold whenever the lock is free:
+//!
+//! ```text
+//!   a getter is still waiting  ⇒  the buffer is empty
+//!   a putter is still waiting  ⇒  the buffer is full (capacity 0: always)
+//!
+//!   entry { id, item, done, waker }   getters: item = None until done (then the hand-off)
+//!                                      putters: item = Some until done (then taken)
+//! ```
+//!
+//! A waiter leaves its wait list itself, whatever ended its wait (success, deadline,
+//! `Timeout`, `close`, a kill unwinding it): nothing stays registered. An item handed to a
+//! waiter that departs anyway is not lost: on a deadline or `Timeout` the call returns the
+//! item (`Ok`), since it did arrive; on a kill it goes back to the *front* of the queue and
+//! on to the next waiter (so the queue may briefly hold one item over its capacity).
+//!
+//! Waiters are woken through a [`SharedWaker`]: directly when the wake comes from the same
+//! OS thread, through the hub's `RemoteWaker` otherwise. A green thread blocked on a queue
+//! is therefore never reported as `WouldBlockForever` (another OS thread might still put):
+//! bound such waits with a timeout, or [`close`](Queue::close) the queue.
+//!
+//! ## Closing
+//! [`Queue::close`] (Python 3.13's `Queue.shutdown()`, the disconnection of std's channels)
+//! wakes every blocked caller: putters get their item back in [`SendError::Closed`], later
+//! puts fail the same way, getters drain what is buffered and then get
+//! [`RecvError::Closed`]. It is the usual way to stop a pool of consumers.
+
+use super::shared_waker::{self, SharedWaker, Wakeup};
+use crate::hub::{self, WaitError};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Why a non-blocking [`try_get`](Queue::try_get) returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is available right now.
+    Empty,
+    /// The queue is closed and drained: nothing will ever arrive.
+    Closed,
+}
+
+/// Why a blocking [`get`](Queue::get) returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// The queue is closed and drained: nothing will ever arrive.
+    Closed,
+    /// The time limit (`get_timeout`'s, or a [`Timeout`](crate::Timeout) in scope) passed.
+    TimedOut,
+    /// Nothing could ever complete the call ([`WaitError::WouldBlockForever`]).
+    WouldBlockForever,
+}
+
+/// Why a non-blocking [`try_put`](Queue::try_put) did not enqueue; the item is returned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The queue is at capacity (for a [`Channel`](super::Channel): no getter is waiting).
+    Full(T),
+    /// The queue is closed.
+    Closed(T),
+}
+
+/// Why a blocking [`put`](Queue::put) did not enqueue; the item is returned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The queue is closed (before the call, or while it waited for room).
+    Closed(T),
+    /// The time limit (`put_timeout`'s, or a [`Timeout`](crate::Timeout) in scope) passed.
+    TimedOut(T),
+    /// Nothing could ever complete the call ([`WaitError::WouldBlockForever`]).
+    WouldBlockForever(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The item that was not enqueued.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(t) | TrySendError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> SendError<T> {
+    /// The item that was not enqueued.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(t) | SendError::TimedOut(t) | SendError::WouldBlockForever(t) => t,
+        }
+    }
+
+    fn from_wait(e: WaitError, item: T) -> SendError<T> {
+        match e {
+            WaitError::TimedOut => SendError::TimedOut(item),
+            WaitError::WouldBlockForever => SendError::WouldBlockForever(item),
+        }
+    }
+}
+
+impl From<WaitError> for RecvError {
+    fn from(e: WaitError) -> RecvError {
+        match e {
+            WaitError::TimedOut => RecvError::TimedOut,
+            WaitError::WouldBlockForever => RecvError::WouldBlockForever,
+        }
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("the queue is empty; use get() to wait for an item"),
+            TryRecvError::Closed => {
+                f.write_str("the queue is closed and drained; no item will ever arrive")
+            }
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Closed => {
+                f.write_str("the queue is closed and drained; no item will ever arrive")
+            }
+            RecvError::TimedOut => f.write_str("timed out waiting for an item from the queue"),
+            RecvError::WouldBlockForever => WaitError::WouldBlockForever.fmt(f),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str(
+                "the queue is full (or, for a channel, no getter is waiting); use put() to wait for room",
+            ),
+            TrySendError::Closed(_) => f.write_str("the queue is closed; the item was not enqueued"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("the queue is closed; the item was not enqueued"),
+            SendError::TimedOut(_) => {
+                f.write_str("timed out waiting for room in the queue; the item was not enqueued")
+            }
+            SendError::WouldBlockForever(_) => WaitError::WouldBlockForever.fmt(f),
+        }
+    }
+}
+
+// Like std's channel errors: `Debug` does not require `T: Debug`.
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::TimedOut(_) => f.write_str("TimedOut(..)"),
+            SendError::WouldBlockForever(_) => f.write_str("WouldBlockForever(..)"),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+impl std::error::Error for RecvError {}
+impl<T> std::error::Error for TrySendError<T> {}
+impl<T> std::error::Error for SendError<T> {}
+
+impl From<RecvError> for io::Error {
+    fn from(e: RecvError) -> io::Error {
+        let kind = match e {
+            RecvError::Closed => io::ErrorKind::BrokenPipe,
+            RecvError::TimedOut => io::ErrorKind::TimedOut,
+            RecvError::WouldBlockForever => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A blocked getter or putter (see the module docs for `item` and `done`).
+struct Entry<T> {
+    id: u64,
+    item: Option<T>,
+    done: bool,
+    waker: SharedWaker,
+}
+
+struct State<T> {
+    buf: VecDeque<T>,
+    getters: VecDeque<Entry<T>>,
+    putters: VecDeque<Entry<T>>,
+    joiners: Vec<(u64, SharedWaker)>,
+    unfinished: usize,
+    closed: bool,
+    next_id: u64,
+}
+
+/// The shared state of a [`Queue`] or [`Channel`](super::Channel).
+pub(crate) struct Core<T> {
+    state: Mutex<State<T>>,
+    /// `None`: unbounded. `Some(0)`: rendezvous.
+    capacity: Option<usize>,
+}
+
+/// Blocks until woken; `Ok(true)` once `deadline` has passed.
+fn park_for(deadline: Option<Instant>) -> Result<bool, WaitError> {
+    match deadline {
+        Some(d) => hub::park_until(d),
+        None => hub::park().map(|()| false),
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    // A timeout too large to represent is no timeout.
+    Instant::now().checked_add(timeout)
+}
+
+impl<T> State<T> {
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Enqueues without blocking: to the first waiting getter, else into the buffer.
+    fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
+        if let Some(e) = self.getters.iter_mut().find(|e| !e.done) {
+            e.item = Some(item);
+            e.done = true;
+            self.unfinished += 1;
+            return Ok(Some(e.waker.wakeup()));
+        }
+        if capacity.is_none_or(|c| self.buf.len() < c) {
+            self.buf.push_back(item);
+            self.unfinished += 1;
+            return Ok(None);
+        }
+        Err(item)
+    }
+
+    /// Dequeues without blocking: from the buffer (refilled from the first waiting putter),
+    /// else straight from the first waiting putter (capacity 0).
+    fn take(&mut self) -> Option<(T, Option<Wakeup>)> {
+        let first = self.buf.pop_front();
+        let closed = self.closed;
+        let putter = self.putters.iter_mut().find(|e| !e.done && !closed);
+        let (item, wakeup) = match (first, putter) {
+            (Some(item), None) => (item, None),
+            (Some(item), Some(p)) => {
+                let theirs = p.item.take().expect("a waiting putter holds its item");
+                p.done = true;
+                self.buf.push_back(theirs);
+                self.unfinished += 1;
+                (item, Some(p.waker.wakeup()))
+            }
+            (None, Some(p)) => {
+                let theirs = p.item.take().expect("a waiting putter holds its item");
+                p.done = true;
+                self.unfinished += 1;
+                (theirs, Some(p.waker.wakeup()))
+            }
+            (None, None) => return None,
+        };
+        Some((item, wakeup))
+    }
+}
+
+/// Which wait list a [`Leave`] guard removes its entry from.
+#[derive(Clone, Copy)]
+enum List {
+    Getters,
+    Putters,
+    Joiners,
+}
+
+/// Removes a waiter's entry when its wait ends, however it ends (including a kill
+/// unwinding the green thread). An item handed to a departing getter is passed on.
+struct Leave<'a, T> {
+    core: &'a Core<T>,
+    list: List,
+    id: u64,
+}
+
+impl<T> Drop for Leave<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.core.lock();
+        let id = self.id;
+        let mut wakeup = None;
+        let removed = match self.list {
+            List::Getters => {
+                let st = &mut *st;
+                let pos = st.getters.iter().position(|e| e.id == id);
+                let entry = pos.and_then(|p| st.getters.remove(p));
+                entry.map(|mut e| {
+                    if let Some(item) = e.item.take() {
+                        // Handed to us but never returned: back to the front, and on to
+                        // the next waiting getter if there is one.
+                        st.buf.push_front(item);
+                        if let Some(next) = st.getters.iter_mut().find(|e| !e.done) {
+                            next.item = st.buf.pop_front();
+                            next.done = true;
+                            wakeup = Some(next.waker.wakeup());
+                        }
+                    }
+                    e.waker
+                })
+            }
+            List::Putters => {
+                let pos = st.putters.iter().position(|e| e.id == id);
+                pos.and_then(|p| st.putters.remove(p)).map(|e| e.waker)
+            }
+            List::Joiners => {
+                let pos = st.joiners.iter().position(|(i, _)| *i == id);
+                pos.map(|p| st.joiners.swap_remove(p).1)
+            }
+        };
+        drop(st);
+        // Dropped outside the lock: it releases the hub's remote registration.
+        drop(removed);
+        if let Some(w) = wakeup {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Core<T> {
+    pub(crate) fn new(capacity: Option<usize>) -> Core<T> {
+        Core {
+            state: Mutex::new(State {
+                buf: VecDeque::new(),
+                getters: VecDeque::new(),
+                putters: VecDeque::new(),
+                joiners: Vec::new(),
+                unfinished: 0,
+                closed: false,
+                next_id: 0,
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // No invariant is left half-updated by a panic under the lock (only `T`'s own
+        // code could panic there, in a drop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    pub(crate) fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(TrySendError::Closed(item));
+        }
+        match st.offer(item, self.capacity) {
+            Ok(wakeup) => {
+                drop(st);
+                if let Some(w) = wakeup {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Err(item) => Err(TrySendError::Full(item)),
+        }
+    }
+
+    pub(crate) fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed(item));
+        }
+        let item = match st.offer(item, self.capacity) {
+            Ok(wakeup) => {
+                drop(st);
+                if let Some(w) = wakeup {
+                    w.wake();
+                }
+                return Ok(());
+            }
+            Err(item) => item,
+        };
+        let (_registration, waker) = shared_waker::register();
+        let id = st.new_id();
+        st.putters.push_back(Entry {
+            id,
+            item: Some(item),
+            done: false,
+            waker,
+        });
+        drop(st);
+        let _leave = Leave {
+            core: self,
+            list: List::Putters,
+            id,
+        };
+        loop {
+            let woke = park_for(deadline);
+            let mut st = self.lock();
+            let closed = st.closed;
+            let entry = st
+                .putters
+                .iter_mut()
+                .find(|e| e.id == id)
+                .expect("a waiting putter's entry stays until it leaves");
+            if entry.done {
+                return Ok(());
+            }
+            let wait_error = match woke {
+                _ if closed => None,
+                Ok(false) => continue,
+                Ok(true) => Some(WaitError::TimedOut),
+                Err(e) => Some(e),
+            };
+            let item = entry.item.take().expect("a waiting putter holds its item");
+            return Err(match wait_error {
+                None => SendError::Closed(item),
+                Some(e) => SendError::from_wait(e, item),
+            });
+        }
+    }
+
+    pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
+        let mut st = self.lock();
+        match st.take() {
+            Some((item, wakeup)) => {
+                drop(st);
+                if let Some(w) = wakeup {
+                    w.wake();
+                }
+                Ok(item)
+            }
+            None if st.closed => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        let mut st = self.lock();
+        if let Some((item, wakeup)) = st.take() {
+            drop(st);
+            if let Some(w) = wakeup {
+                w.wake();
+            }
+            return Ok(item);
+        }
+        if st.closed {
+            return Err(RecvError::Closed);
+        }
+        let (_registration, waker) = shared_waker::register();
+        let id = st.new_id();
+        st.getters.push_back(Entry {
+            id,
+            item: None,
+            done: false,
+            waker,
+        });
+        drop(st);
+        let _leave = Leave {
+            core: self,
+            list: List::Getters,
+            id,
+        };
+        loop {
+            let woke = park_for(deadline);
+            let mut st = self.lock();
+            let entry = st
+                .getters
+                .iter_mut()
+                .find(|e| e.id == id)
+                .expect("a waiting getter's entry stays until it leaves");
+            if entry.done {
+                // Whatever else happened (a deadline, a Timeout), the item did arrive.
+                return Ok(entry.item.take().expect("a done getter holds its item"));
+            }
+            if st.closed {
+                return Err(RecvError::Closed);
+            }
+            match woke {
+                Ok(false) => {}
+                Ok(true) => return Err(RecvError::TimedOut),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.closed = true;
+        let wakeups: Vec<Wakeup> = st
+            .getters
+            .iter()
+            .chain(st.putters.iter())
+            .filter(|e| !e.done)
+            .map(|e| e.waker.wakeup())
+            .collect();
+        drop(st);
+        for w in wakeups {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn unfinished(&self) -> usize {
+        self.lock().unfinished
+    }
+
+    pub(crate) fn task_done(&self) {
+        let mut st = self.lock();
+        if st.unfinished == 0 {
+            drop(st);
+            panic!("Queue::task_done called more times than items were put");
+        }
+        st.unfinished -= 1;
+        if st.unfinished > 0 {
+            return;
+        }
+        let wakeups: Vec<Wakeup> = st.joiners.iter().map(|(_, w)| w.wakeup()).collect();
+        drop(st);
+        for w in wakeups {
+            w.wake();
+        }
+    }
+
+    /// Waits until every item put has been marked done: `Ok(true)`, or `Ok(false)` at
+    /// `deadline`.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<bool, WaitError> {
+        let mut st = self.lock();
+        if st.unfinished == 0 {
+            return Ok(true);
+        }
+        let (_registration, waker) = shared_waker::register();
+        let id = st.new_id();
+        st.joiners.push((id, waker));
+        drop(st);
+        let _leave = Leave {
+            core: self,
+            list: List::Joiners,
+            id,
+        };
+        loop {
+            let woke = park_for(deadline);
+            if self.lock().unfinished == 0 {
+                return Ok(true);
+            }
+            match woke {
+                Ok(false) => {}
+                Ok(true) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A FIFO queue for green threads that also works between OS threads (gevent's
+/// `gevent.queue.JoinableQueue`).
+///
+/// Unbounded ([`Queue::new`]) or bounded ([`Queue::bounded`]: `put` blocks while it is
+/// full). Blocked getters and putters are served in FIFO order. A clone is another handle
+/// to the same queue (an `Arc` inside); with `T: Send` the queue is `Send + Sync`, and a
+/// `put` from another OS thread (a plain `std::thread`, or a green thread of another hub)
+/// wakes the green thread blocked in `get`. Every blocking call can be bounded by its
+/// `_timeout` variant or a [`Timeout`](crate::Timeout) and ends with nothing left
+/// registered; [`close`](Queue::close) wakes everyone with an error.
+///
+/// Items are handed off: a `put` that finds a getter waiting gives it the item directly,
+/// and a `get` that frees a slot moves the first blocked putter's item in, so a newcomer
+/// never overtakes a woken waiter. An item handed to a getter that is then killed goes
+/// back to the front of the queue (which may briefly hold one item over its capacity);
+/// one handed to a getter whose timeout fires meanwhile is returned to it. A green thread
+/// blocked on a queue is never reported as `WouldBlockForever`, since another OS thread
+/// may still put: bound such waits, or close the queue.
+///
+/// ```
+/// use verdant::Queue;
+///
+/// let q = Queue::bounded(2);
+/// let producer = {
+///     let q = q.clone();
+///     verdant::spawn(move || {
+///         for i in 0..5 {
+///             q.put(i).unwrap(); // blocks while two items wait
+///         }
+///         q.close();
+///     })
+/// };
+/// let mut got = Vec::new();
+/// while let Ok(i) = q.get() {
+///     got.push(i);
+///     q.task_done();
+/// }
+/// producer.join().unwrap();
+/// assert_eq!(got, [0, 1, 2, 3, 4]);
+/// q.join().unwrap(); // every item was marked done
+/// ```
+pub struct Queue<T> {
+    core: Arc<Core<T>>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue::new()
+    }
+}
+
+impl<T> Queue<T> {
+    /// An unbounded queue: `put` never blocks.
+    ///
+    /// ```
+    /// let q = verdant::Queue::new();
+    /// q.put("hello").unwrap();
+    /// assert_eq!(q.get(), Ok("hello"));
+    /// ```
+    pub fn new() -> Queue<T> {
+        Queue {
+            core: Arc::new(Core::new(None)),
+        }
+    }
+
+    /// A queue holding at most `capacity` items: `put` blocks while it is full.
+    /// `bounded(0)` is a rendezvous queue, like a [`Channel`](super::Channel).
+    ///
+    /// ```
+    /// use verdant::sync::TrySendError;
+    /// let q = verdant::Queue::bounded(1);
+    /// q.try_put(1).unwrap();
+    /// assert_eq!(q.try_put(2), Err(TrySendError::Full(2)));
+    /// assert!(q.is_full());
+    /// ```
+    pub fn bounded(capacity: usize) -> Queue<T> {
+        Queue {
+            core: Arc::new(Core::new(Some(capacity))),
+        }
+    }
+
+    /// Enqueues `item`, blocking the green thread while the queue is full.
+    ///
+    /// Fails with [`SendError::Closed`] if the queue is (or gets) closed, and with
+    /// `TimedOut` if a [`Timeout`](crate::Timeout) covering the call fires; the error holds
+    /// the item. A kill unwinds out of it and drops the item, which was not enqueued.
+    pub fn put(&self, item: T) -> Result<(), SendError<T>> {
+        self.core.put(item, None)
+    }
+
+    /// Like [`put`](Self::put), giving up after `timeout` with [`SendError::TimedOut`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use verdant::sync::SendError;
+    /// let q = verdant::Queue::bounded(1);
+    /// q.put(1).unwrap();
+    /// let r = q.put_timeout(2, Duration::from_millis(5));
+    /// assert!(matches!(r, Err(SendError::TimedOut(2))));
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.core.put(item, deadline_after(timeout))
+    }
+
+    /// Enqueues `item` if there is room now, without blocking.
+    pub fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.core.try_put(item)
+    }
+
+    /// Dequeues the oldest item, blocking the green thread while the queue is empty.
+    ///
+    /// Fails with [`RecvError::Closed`] once the queue is closed and drained, and with
+    /// `TimedOut` if a [`Timeout`](crate::Timeout) covering the call fires. A kill unwinds
+    /// out of it; an item already handed to the killed getter goes back to the queue.
+    pub fn get(&self) -> Result<T, RecvError> {
+        self.core.get(None)
+    }
+
+    /// Like [`get`](Self::get), giving up after `timeout` with [`RecvError::TimedOut`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use verdant::sync::RecvError;
+    /// let q: verdant::Queue<u8> = verdant::Queue::new();
+    /// assert_eq!(q.get_timeout(Duration::from_millis(5)), Err(RecvError::TimedOut));
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.core.get(deadline_after(timeout))
+    }
+
+    /// Dequeues the oldest item if there is one, without blocking.
+    ///
+    /// ```
+    /// use verdant::sync::TryRecvError;
+    /// let q = verdant::Queue::new();
+    /// assert_eq!(q.try_get(), Err(TryRecvError::Empty));
+    /// q.put(7).unwrap();
+    /// assert_eq!(q.try_get(), Ok(7));
+    /// q.close();
+    /// assert_eq!(q.try_get(), Err(TryRecvError::Closed));
+    /// ```
+    pub fn try_get(&self) -> Result<T, TryRecvError> {
+        self.core.try_get()
+    }
+
+    /// Items buffered now (blocked putters' items are not counted).
+    pub fn len(&self) -> usize {
+        self.core.len()
+    }
+
+    /// Whether no item is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a `put` would block now (always `false` for an unbounded queue).
+    pub fn is_full(&self) -> bool {
+        self.core.capacity().is_some_and(|c| self.len() >= c)
+    }
+
+    /// The bound given to [`bounded`](Self::bounded); `None` if unbounded.
+    pub fn capacity(&self) -> Option<usize> {
+        self.core.capacity()
+    }
+
+    /// Marks one item taken from the queue as processed (for [`join`](Self::join)).
+    ///
+    /// # Panics
+    /// If called more times than items were put (Python's `ValueError`).
+    pub fn task_done(&self) {
+        self.core.task_done()
+    }
+
+    /// Items put and not yet marked done with [`task_done`](Self::task_done).
+    pub fn unfinished_tasks(&self) -> usize {
+        self.core.unfinished()
+    }
+
+    /// Blocks until every item ever put has been marked done with
+    /// [`task_done`](Self::task_done) (gevent's `JoinableQueue.join`).
+    ///
+    /// ```
+    /// let q = verdant::Queue::new();
+    /// for job in 0..3 {
+    ///     q.put(job).unwrap();
+    /// }
+    /// let worker = {
+    ///     let q = q.clone();
+    ///     verdant::spawn(move || while let Ok(_job) = q.get() {
+    ///         q.task_done();
+    ///     })
+    /// };
+    /// q.join().unwrap();
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// q.close();
+    /// worker.join().unwrap();
+    /// ```
+    pub fn join(&self) -> Result<(), WaitError> {
+        self.core.join(None).map(|_| ())
+    }
+
+    /// Like [`join`](Self::join), giving up after `timeout`: `Ok(true)` if every item was
+    /// marked done, `Ok(false)` if the time ran out.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool, WaitError> {
+        self.core.join(deadline_after(timeout))
+    }
+
+    /// Closes the queue: wakes every blocked `put` (which returns its item in
+    /// [`SendError::Closed`]) and fails later puts; getters still drain the buffered items,
+    /// then get [`RecvError::Closed`]. Idempotent.
+    ///
+    /// ```
+    /// use verdant::sync::RecvError;
+    /// let q = verdant::Queue::new();
+    /// let consumer = {
+    ///     let q = q.clone();
+    ///     verdant::spawn(move || q.get())
+    /// };
+    /// verdant::yield_now(); // the consumer blocks in get()
+    /// q.close();
+    /// assert_eq!(consumer.join().unwrap(), Err::<(), _>(RecvError::Closed));
+    /// ```
+    pub fn close(&self) {
+        self.core.close()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// A blocking iterator over the items, ending when the queue is closed and drained (or
+    /// a blocking `get` fails otherwise).
+    ///
+    /// ```
+    /// let q = verdant::Queue::new();
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// q.close();
+    /// assert_eq!(q.iter().collect::<Vec<_>>(), [1, 2]);
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { queue: self }
+    }
+}
+
+/// The iterator of [`Queue::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.queue.get().ok()
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.core.lock();
+        f.debug_struct("Queue")
+            .field("len", &st.buf.len())
+            .field("capacity", &self.core.capacity)
+            .field("getters", &st.getters.iter().filter(|e| !e.done).count())
+            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+            .field("unfinished_tasks", &st.unfinished)
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
+impl<T> Core<T> {
+    pub(crate) fn debug_fields(&self, s: &mut fmt::DebugStruct<'_, '_>) {
+        let st = self.lock();
+        s.field("getters", &st.getters.iter().filter(|e| !e.done).count())
+            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+            .field("closed", &st.closed);
+    }
+}
