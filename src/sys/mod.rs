@@ -44,6 +44,8 @@
 pub(crate) mod memory;
 /// Fault signals: stack-overflow reporting.
 pub(crate) mod signal;
+/// Non-blocking socket creation, connect and listen backlog for `net`.
+pub(crate) mod socket;
 
 use std::io;
 use std::ops::BitOr;
