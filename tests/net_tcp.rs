@@ -125,7 +125,10 @@ fn read_timeout_fails_the_read_and_the_stream_stays_usable() {
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (mut conn, _) = listener.accept().unwrap();
     assert_eq!(
-        client.set_read_timeout(Some(Duration::ZERO)).unwrap_err().kind(),
+        client
+            .set_read_timeout(Some(Duration::ZERO))
+            .unwrap_err()
+            .kind(),
         io::ErrorKind::InvalidInput
     );
     client
@@ -261,7 +264,10 @@ fn clones_share_the_socket_one_reads_while_another_writes() {
     (&stream).read_to_end(&mut back).unwrap();
     writer.join().unwrap();
     assert_eq!(back.len(), 200 * 500);
-    assert!(back.chunks(500).enumerate().all(|(i, c)| c == [i as u8; 500]));
+    assert!(back
+        .chunks(500)
+        .enumerate()
+        .all(|(i, c)| c == [i as u8; 500]));
     server.join().unwrap();
 }
 
@@ -300,7 +306,10 @@ fn dropping_a_clone_does_not_close_but_shutdown_wakes_the_reader() {
     let closer = clone.try_clone().unwrap();
     drop(clone);
     settle();
-    assert!(!reader.is_finished(), "dropping a clone must not close the socket");
+    assert!(
+        !reader.is_finished(),
+        "dropping a clone must not close the socket"
+    );
     conn.write_all(b"still open").unwrap();
     settle();
     // The reader now blocks in its second read; shutdown through another handle wakes it.
@@ -357,10 +366,7 @@ fn host_names_resolve_without_blocking_the_hub() {
     acceptor.join().unwrap().unwrap();
     ticker.kill();
     assert!(ticker.join().unwrap_err().is_killed());
-    assert!(
-        ticks.get() > 0,
-        "other green threads run during the lookup"
-    );
+    assert!(ticks.get() > 0, "other green threads run during the lookup");
     let err = TcpStream::connect("no-port-here").unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }

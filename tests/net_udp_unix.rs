@@ -58,7 +58,10 @@ fn udp_connected_send_recv_and_read_timeout() {
     b.connect(a.local_addr().unwrap()).unwrap();
     b.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
     let mut buf = [0u8; 8];
-    assert_eq!(b.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
+    assert_eq!(
+        b.recv(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::TimedOut
+    );
     a.send(b"hello").unwrap();
     assert_eq!(b.peek(&mut buf).unwrap(), 5);
     assert_eq!(b.recv(&mut buf).unwrap(), 5);
@@ -129,7 +132,10 @@ fn unix_stream_pair_read_timeout_and_clone_shutdown() {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
     let mut buf = [0u8; 4];
-    assert_eq!(b.read(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
+    assert_eq!(
+        b.read(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::TimedOut
+    );
     b.set_read_timeout(None).unwrap();
     let closer = b.try_clone().unwrap();
     let reader = verdant::spawn(move || b.read(&mut [0u8; 4]));
@@ -179,7 +185,8 @@ fn wait_readable_on_a_pipe() {
     let mut to_cat = child.stdin.take().unwrap();
     let mut from_cat = child.stdout.take().unwrap();
     // Nothing written yet: a bounded wait times out and leaves nothing registered.
-    let err = verdant::net::wait_readable(from_cat.as_raw_fd(), Some(Duration::from_millis(10))).unwrap_err();
+    let err = verdant::net::wait_readable(from_cat.as_raw_fd(), Some(Duration::from_millis(10)))
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     let waiter = verdant::spawn(move || {
         verdant::net::wait_readable(from_cat.as_raw_fd(), None).unwrap();

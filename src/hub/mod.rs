@@ -45,11 +45,11 @@
 
 mod task;
 
+pub(crate) use task::TaskRef;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
-pub(crate) use task::TaskRef;
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
@@ -601,11 +601,7 @@ pub(crate) fn wait_fd(
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
     // Removes the waiter on every exit, including the unwind of a kill.
-    let _registered = FdWaiterGuard {
-        hub: &hub,
-        id,
-        dir,
-    };
+    let _registered = FdWaiterGuard { hub: &hub, id, dir };
     let reached = match deadline {
         Some(d) => park_until(d)?,
         None => park_task(&task).map(|_| false)?,
@@ -627,7 +623,11 @@ struct FdWaiterGuard<'a> {
 
 impl Drop for FdWaiterGuard<'_> {
     fn drop(&mut self) {
-        let removed = self.hub.reactor.borrow_mut().remove_waiter(self.id, self.dir);
+        let removed = self
+            .hub
+            .reactor
+            .borrow_mut()
+            .remove_waiter(self.id, self.dir);
         if removed.is_some() {
             self.hub.io_waiters.set(self.hub.io_waiters.get() - 1);
         }

@@ -19,7 +19,10 @@ fn a_writer_blocked_on_a_slow_reader_waits_instead_of_spinning() {
         while got < TOTAL {
             let n = conn.read(&mut buf).unwrap();
             assert!(n > 0, "early end of stream");
-            assert!(buf[..n].iter().enumerate().all(|(i, &b)| b == ((got + i) % 251) as u8));
+            assert!(buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == ((got + i) % 251) as u8));
             got += n;
             reads += 1;
             // Slow: let the writer fill the socket buffers between reads.
@@ -37,7 +40,10 @@ fn a_writer_blocked_on_a_slow_reader_waits_instead_of_spinning() {
     // too; each reader wait and each writer wait needs the other side to make progress.
     let waits = FD_WAITS.with(|n| n.get()) - before;
     let reads = reader.join().unwrap();
-    assert!(waits > 0, "8 MiB must have filled the socket buffers at least once");
+    assert!(
+        waits > 0,
+        "8 MiB must have filled the socket buffers at least once"
+    );
     assert!(
         waits <= 4 * reads + 64,
         "{waits} fd waits for {reads} reads: the writer is spinning"

@@ -6,10 +6,10 @@
 //! Addresses are converted to their C layout here (`sockaddr_in`, `sockaddr_in6`,
 //! `sockaddr_un`), including the BSD `*_len` field where the OS has one.
 
+use super::syscall;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use super::syscall;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -151,7 +151,9 @@ impl RawAddr {
     fn from_v4(addr: &SocketAddrV4) -> RawAddr {
         let mut raw = RawAddr::zeroed();
         // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-        let sin = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        let sin = unsafe {
+            &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+        };
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
         sin.sin_port = addr.port().to_be();
         sin.sin_addr = libc::in_addr {
@@ -165,7 +167,9 @@ impl RawAddr {
     fn from_v6(addr: &SocketAddrV6) -> RawAddr {
         let mut raw = RawAddr::zeroed();
         // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-        let sin6 = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+        let sin6 = unsafe {
+            &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+        };
         sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         sin6.sin6_port = addr.port().to_be();
         sin6.sin6_flowinfo = addr.flowinfo();
@@ -180,7 +184,9 @@ impl RawAddr {
         let bytes = path.as_os_str().as_bytes();
         let mut raw = RawAddr::zeroed();
         // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-        let sun = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+        let sun = unsafe {
+            &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>()
+        };
         if bytes.contains(&0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
