@@ -120,6 +120,16 @@ impl TcpListener {
 }
 
 /// The iterator of [`TcpListener::incoming`]: never returns `None`.
+///
+/// ```
+/// use verdant::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+/// let addr = listener.local_addr().unwrap();
+/// let clients = verdant::spawn(move || (0..3).map(|_| TcpStream::connect(addr).unwrap()).count());
+/// let accepted = listener.incoming().take(3).filter(|c| c.is_ok()).count();
+/// assert_eq!((accepted, clients.join().unwrap()), (3, 3));
+/// ```
 #[derive(Debug)]
 pub struct Incoming<'a> {
     listener: &'a TcpListener,

@@ -93,6 +93,19 @@ impl UnixListener {
 }
 
 /// The iterator of [`UnixListener::incoming`]: never returns `None`.
+///
+/// ```
+/// use verdant::net::{UnixListener, UnixStream};
+///
+/// let path = std::env::temp_dir().join(format!("verdant-incoming-{}.sock", std::process::id()));
+/// let _ = std::fs::remove_file(&path);
+/// let listener = UnixListener::bind(&path).unwrap();
+/// let p = path.clone();
+/// let client = verdant::spawn(move || UnixStream::connect(&p).is_ok());
+/// assert!(listener.incoming().next().unwrap().is_ok());
+/// assert!(client.join().unwrap());
+/// std::fs::remove_file(&path).unwrap();
+/// ```
 #[derive(Debug)]
 pub struct UnixIncoming<'a> {
     listener: &'a UnixListener,
