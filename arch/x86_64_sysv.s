@@ -4,15 +4,20 @@
 # prepends a prelude that defines the `verdant_func` / `verdant_endfunc` macros for the
 # object format (ELF: .hidden/.type/.size; Mach-O: leading underscore, .private_extern).
 #
+# This file holds the entry trampoline. The switch itself is seven instructions that are
+# inlined at every call site (`context::x86_64::switch`), listed and explained below: an
+# out-of-line switch costs a `call`+`ret` or `jmp`+`jmp` more per switch, and a `ret` that
+# returns into another stack mispredicts on every switch.
+#
 # Who saves what
 # --------------
 # The System V ABI makes rbx, rbp, r12-r15 and rsp callee-saved (plus the control bits of
 # MXCSR and the x87 control word). A switch must preserve all of them for the context that
-# switches away. This file saves only rbx and rbp, the two registers Rust inline asm may not
-# name as clobbered (LLVM reserves rbx; rbp is the frame pointer). The Rust call site
-# (`context::x86_64::switch`) declares r12-r15 and every caller-saved register clobbered, so
-# the compiler spills only the values that are actually live across that particular call
-# site -- usually none or one. That is what makes the switch cost a handful of cycles.
+# switches away. The switch saves only rbx and rbp, the two registers Rust inline asm may not
+# name as clobbered (LLVM reserves rbx; rbp is the frame pointer). The call site declares
+# r12-r15 and every caller-saved register clobbered, so the compiler spills only the values
+# that are actually live across that particular call site -- usually none or one. That is
+# what makes the switch cost a handful of cycles.
 #
 # MXCSR and the x87 control word are NOT saved: like the rounding mode of an OS thread, they
 # belong to the OS thread, and a green thread that changes them changes them for every green
@@ -24,7 +29,29 @@
 #
 #     sp + 16   saved rbp
 #     sp +  8   saved rbx
-#     sp +  0   resume address (where `jmp` continues this context)
+#     sp +  0   resume address (pushed by the switch's `call`)
+#
+# The switch, inlined at each call site
+# -------------------------------------
+#   in:  rsi = StackPointer of the target context, rdi = data word for the target
+#   out: rax = StackPointer of the context that switched back to us, rdi = its data word
+#
+#     push rbp                  # save rbp on our stack
+#     push rbx                  # save rbx on our stack
+#     call [rsi]                # push our resume address (completing our saved frame, so
+#                               # rsp is now our StackPointer) and jump to the target's
+#                               # resume address, read from the top of its saved frame
+#   -- resume address: reached by some context's `call [rsi]` with rsi = our StackPointer,
+#   -- while rsp still points at that context's freshly pushed frame
+#     mov rax, rsp              # rax = StackPointer of the context that switched to us
+#     lea rsp, [rsi + 8]        # back on our own stack, past our consumed resume address
+#     pop rbx                   # restore our rbx
+#     pop rbp                   # restore our rbp; rsp is back where the call site left it
+#
+# No `ret` is used: the `call` pushes a return-stack-predictor entry that is never popped
+# (the circular predictor just overwrites old entries), and the indirect `call` is predicted
+# per call site by the branch target predictor, which learns the target of a ping-pong
+# perfectly. A `ret` into another stack would mispredict on every switch instead.
 #
 # A freshly initialised context (src/context/x86_64.rs `init`) uses the same layout, with
 # the resume address pointing at verdant_trampoline, rbx holding the entry function and rbp
@@ -35,46 +62,27 @@
 #     top - 32  rbx = entry function
 #     top - 40  resume address = verdant_trampoline      <- initial sp
 #
-# After the three pops in verdant_switch, rsp = top - 16, which is 16-byte aligned, so the
+# After the two pops in verdant_trampoline, rsp = top - 16, which is 16-byte aligned, so the
 # trampoline's `call` gives the entry function the stack alignment the ABI demands.
 
     .text
 
-# verdant_switch: save the current context, restore `rsi`'s.
-#   entry (reached by `jmp`, not `call`):
-#     rax = resume address of the current context (a label right after the call site's jmp)
-#     rsi = StackPointer of the target context
-#     rdi = data word passed to the target (left untouched)
-#   exit (in the target context, at its resume address):
-#     rsi = StackPointer of the context that switched away
-#     rdi = the data word
-#     rbx, rbp = the target's saved values; everything else is dead per the call-site clobbers
-# No `call`/`ret` is used: a `ret` here would pop the return-stack predictor entry of a
-# different context and mispredict on every switch. Two indirect `jmp`s use the branch
-# target predictor instead.
-verdant_func verdant_switch
-    push rbp                    # save frame pointer of the current context
-    push rbx                    # save rbx (LLVM-reserved, not declarable as clobbered)
-    push rax                    # save resume address: the frame is now [ret][rbx][rbp]
-    mov rax, rsp                # rax = StackPointer of the current context
-    mov rsp, rsi                # switch stacks: now on the target's saved frame
-    mov rsi, rax                # hand the old StackPointer to the target
-    pop rax                     # rax = target's resume address
-    pop rbx                     # restore target's rbx
-    pop rbp                     # restore target's rbp; rsp is back where the target left it
-    jmp rax                     # continue the target (indirect branch, BTB-predicted)
-verdant_endfunc verdant_switch
-
-# verdant_trampoline: first code run on a fresh stack.
-#   entry: rbx = entry function, rbp = 0, rsp 16-byte aligned,
-#          rdi = data word, rsi = StackPointer of the context that started us
-#   The entry function has type `extern "C" fn(data: usize, from: StackPointer) -> !`,
-#   so rdi/rsi are already its arguments.
+# verdant_trampoline: first code run on a fresh stack, reached by the switch's `call [rsi]`
+# like any resume address, so it starts with the same four instructions.
+#   entry: rsp = the switching context's StackPointer, rsi = our initial sp,
+#          rdi = data word
+#   The entry function has type `extern "C" fn(data: usize, from: StackPointer) -> !`:
+#   rdi is already its first argument, `from` is moved into rsi.
 # The CFI marks the return address as undefined: debuggers, backtraces and profilers stop
 # cleanly here instead of walking into the garbage above the stack's top.
 verdant_func verdant_trampoline
     .cfi_startproc
     .cfi_undefined rip          # no caller: this is the root of the coroutine's stack
+    mov rax, rsp                # rax = StackPointer of the context that started us
+    lea rsp, [rsi + 8]          # onto our fresh stack, past the trampoline's address
+    pop rbx                     # rbx = entry function
+    pop rbp                     # rbp = 0; rsp = top - 16, 16-byte aligned
+    mov rsi, rax                # second argument: `from`
     call rbx                    # entry(data, from); pushes a return address for unwinders
     ud2                         # the entry function never returns
     .cfi_endproc

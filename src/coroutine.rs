@@ -21,20 +21,26 @@
 //!
 //! ## How a resume travels
 //!
-//! Values never live in registers across the switch: each side puts its message in a slot
-//! on its own stack and passes the slot's address as the switch's data word; the other side
-//! takes the value out of the slot before anything switches again. The word coming back
-//! from the coroutine is tagged in its low bit: 0 = the address of a yielded value, 1 = the
-//! address of how the body ended (returned, panicked, or unwound).
+//! Values never live in registers across the switch: each side moves its value into an
+//! uninitialised-on-drop slot on its own stack and passes the slot's address as the
+//! switch's data word; the other side moves the value out (`ptr::read`, exactly once) before
+//! anything switches again, so neither side writes a discriminant or an "emptied" marker.
+//! The word going in is 0 to ask a suspended body to unwind (drop), else the address of
+//! the input. The word coming back is tagged in its low bit: 0 = the address of a yielded
+//! value, 1 = the address of how the body ended (returned, panicked, or unwound).
 //!
 //! ```text
 //!   resumer stack                        coroutine stack
 //!   ─────────────                        ───────────────
-//!   Some(Resume(input)) ───switch(&in)──▶ take() → input
+//!   Slot(input) ────────switch(&in)─────▶ read → input     (0 instead: unwind)
 //!                                          body runs ...
-//!   take() → y ◀─────switch(&slot | 0)─── Slot(Some(y))
-//!   take() → end ◀───switch(&end  | 1)─── Slot(Some(Return(r)))   (final switch)
+//!   read → y ◀──────switch(&slot | 0)──── Slot(y)
+//!   read → end ◀────switch(&end  | 1)──── Slot(Return(r))  (final switch)
 //! ```
+//!
+//! The resumer's fast path tests one field: `sp` is `Some` exactly while the body is
+//! suspended at a `suspend` call. Starting the body and everything after it ended are
+//! out-of-line cold paths.
 //!
 //! ## Panics and drop
 //! A panic in the body is caught at the root of the coroutine's stack, carried across the
@@ -55,6 +61,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,12 +92,6 @@ impl<Y, R> CoroutineResult<Y, R> {
     }
 }
 
-/// What the resumer asks of the coroutine.
-enum ToCoroutine<I> {
-    Resume(I),
-    Unwind,
-}
-
 /// How a coroutine ended.
 enum Finish<R> {
     Return(R),
@@ -98,21 +99,52 @@ enum Finish<R> {
     Unwound,
 }
 
-/// A value handed across a switch by address. The alignment of at least 2 leaves the low
-/// bit of the address free for the yield/finish tag.
+/// A value handed across a switch by address: written by the sender, moved out exactly
+/// once by the receiver, never dropped in place. The alignment of at least 2 leaves the low
+/// bit of the address free for the yield/finish tag; a slot's address is never 0 (the
+/// "unwind" word), not even for a zero-sized `T`.
 #[repr(C, align(2))]
-struct Slot<T>(Option<T>);
+struct Slot<T>(MaybeUninit<T>);
+
+impl<T> Slot<T> {
+    #[inline(always)]
+    fn new(value: T) -> Self {
+        Slot(MaybeUninit::new(value))
+    }
+
+    #[inline(always)]
+    fn addr(&mut self) -> usize {
+        self as *mut Slot<T> as usize
+    }
+
+    /// Moves the value out of the slot at `addr`.
+    ///
+    /// # Safety
+    /// `addr` must be the address of a live `Slot<T>` whose value has not been moved out.
+    #[inline(always)]
+    unsafe fn take(addr: usize) -> T {
+        // SAFETY: per the contract; the sender never touches the value again.
+        unsafe { (*(addr as *const Slot<T>)).0.assume_init_read() }
+    }
+}
 
 /// Tag bit of the data word a coroutine switches back with: set = it finished.
 const FINISHED: usize = 1;
 
+/// Data word of a switch into a suspended body asking it to unwind (the coroutine is being
+/// dropped). Every other word is the address of a `Slot<I>`.
+const UNWIND: usize = 0;
+
 /// What the first resume passes: the input and the body.
 struct Start<I, Y, R> {
-    input: Option<ToCoroutine<I>>,
-    body: Option<Body<I, Y, R>>,
+    input: I,
+    body: Body<I, Y, R>,
 }
 
 type Body<I, Y, R> = Box<dyn FnOnce(&Yielder<I, Y>, I) -> R>;
+
+/// A body not started yet, with the fresh context `init` made for it.
+type Fresh<I, Y, R> = (Body<I, Y, R>, StackPointer);
 
 /// Panic payload used to unwind a suspended coroutine that is being dropped.
 struct ForcedUnwind;
@@ -121,10 +153,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Handle given to a coroutine's body to suspend it.
 ///
-/// It only exists on the coroutine's own stack, borrowed by the body, so it can only be
-/// used from inside that coroutine.
+/// It only exists on the coroutine's own stack, borrowed by the body (which is `'static`
+/// and so cannot hand the borrow to anything that outlives the call or runs on another
+/// stack), so it can only be used from inside that coroutine, while it runs. Code runs on
+/// the coroutine's stack only after a resume, so `resumer` then always holds the context of
+/// the resumer, not resumed since.
 pub struct Yielder<I, Y> {
-    resumer: Cell<Option<StackPointer>>,
+    resumer: Cell<StackPointer>,
     _types: PhantomData<YielderTypes<I, Y>>,
 }
 
@@ -137,27 +172,19 @@ impl<I, Y> Yielder<I, Y> {
     /// [`CoroutineResult::Yield`]; returns the input of the next `resume`.
     #[inline]
     pub fn suspend(&self, value: Y) -> I {
-        let Some(resumer) = self.resumer.take() else {
-            not_running()
-        };
-        let mut slot = Slot(Some(value));
-        // SAFETY: `resumer` is the suspended context that resumed us, not resumed since.
-        // `slot` stays alive on this stack until we are resumed; the resumer takes the value
-        // out before anything switches back here.
-        let (from, data) = unsafe { context::switch(resumer, &mut slot as *mut Slot<Y> as usize) };
-        self.resumer.set(Some(from));
-        // SAFETY: whoever resumes a started coroutine passes the address of its live
-        // `Option<ToCoroutine<I>>`.
-        match unsafe { (*(data as *mut Option<ToCoroutine<I>>)).take() } {
-            Some(ToCoroutine::Resume(input)) => input,
-            _ => forced_unwind(),
+        let mut slot = Slot::new(value);
+        // SAFETY: `resumer` is the suspended context that resumed us, not resumed since (see
+        // the type's docs). `slot` stays alive on this stack until we are resumed; the
+        // resumer moves the value out before anything switches back here.
+        let (from, data) = unsafe { context::switch(self.resumer.get(), slot.addr()) };
+        self.resumer.set(from);
+        if data == UNWIND {
+            forced_unwind()
         }
+        // SAFETY: whoever resumes a suspended body passes UNWIND or the address of a live
+        // `Slot<I>`, which we are the only ones to read.
+        unsafe { Slot::take(data) }
     }
-}
-
-#[cold]
-fn not_running() -> ! {
-    panic!("Yielder::suspend called while the coroutine is not running")
 }
 
 #[cold]
@@ -229,8 +256,8 @@ impl Builder {
             )
         };
         Ok(Coroutine {
-            state: State::NotStarted(Some(Box::new(body))),
-            sp: Some(sp),
+            sp: None,
+            state: State::NotStarted(Some((Box::new(body), sp))),
             stack: Some(stack),
             storage,
             id,
@@ -241,8 +268,10 @@ impl Builder {
 }
 
 enum State<I, Y, R> {
-    NotStarted(Option<Body<I, Y, R>>),
-    Suspended,
+    /// The body and the fresh context `init` made for it (taken by the first resume).
+    NotStarted(Option<Fresh<I, Y, R>>),
+    /// Started and not finished: suspended (with `sp` set) or running.
+    Started,
     Finished,
 }
 
@@ -250,8 +279,11 @@ enum State<I, Y, R> {
 ///
 /// See the [module docs](self) for the protocol and an example.
 pub struct Coroutine<I, Y, R> {
-    state: State<I, Y, R>,
+    /// The suspended body's context: `Some` exactly while the body waits in `suspend`.
+    /// Left stale while it runs, which is harmless: `resume` needs `&mut self`, so nothing
+    /// can resume it again until the switch has come back and replaced it.
     sp: Option<StackPointer>,
+    state: State<I, Y, R>,
     stack: Option<Stack>,
     /// The backend's per-context state (empty for the asm backends), held for exactly as
     /// long as the context can run.
@@ -264,38 +296,21 @@ pub struct Coroutine<I, Y, R> {
 
 unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -> ! {
     let yielder = Yielder::<I, Y> {
-        resumer: Cell::new(Some(from)),
+        resumer: Cell::new(from),
         _types: PhantomData,
     };
-    // SAFETY: the first resume passes the address of its live `Start<I, Y, R>`.
-    let (input, body) = unsafe {
-        let start = &mut *(data as *mut Start<I, Y, R>);
-        (start.input.take(), start.body.take())
-    };
-    let result = match (body, input) {
-        (Some(body), Some(ToCoroutine::Resume(input))) => {
-            panic::catch_unwind(AssertUnwindSafe(|| body(&yielder, input)))
-        }
-        _ => Err(Box::new(ForcedUnwind) as Box<dyn Any + Send>),
-    };
-    let mut end = Slot(Some(match result {
+    // SAFETY: the first resume passes the address of its live `Slot<Start<I, Y, R>>`.
+    let Start { input, body } = unsafe { Slot::<Start<I, Y, R>>::take(data) };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| body(&yielder, input)));
+    let mut end = Slot::new(match result {
         Ok(value) => Finish::Return(value),
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panic(payload),
-    }));
-    let resumer = yielder
-        .resumer
-        .take()
-        .expect("verdant: coroutine finished while not running");
+    });
     // SAFETY: final switch to our resumer. `end` stays on this dead stack, which is only
-    // released after the resumer has taken the value out; nothing else on this stack needs
+    // released after the resumer has moved the value out; nothing else on this stack needs
     // dropping (`yielder` has no destructor), and a dead context is never resumed.
-    unsafe {
-        context::switch(
-            resumer,
-            (&mut end as *mut Slot<Finish<R>> as usize) | FINISHED,
-        )
-    };
+    unsafe { context::switch(yielder.resumer.get(), end.addr() | FINISHED) };
     crate::sys::signal::abort()
 }
 
@@ -322,14 +337,36 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// If the coroutine has already finished (check [`is_finished`](Self::is_finished)).
     #[inline]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
-        match self.transfer(ToCoroutine::Resume(input)) {
-            Ok(y) => CoroutineResult::Yield(y),
-            Err(end) => self.ended(end),
+        let Some(sp) = self.sp else {
+            return self.resume_cold(input);
+        };
+        let mut slot = Slot::new(input);
+        // SAFETY: `sp` is our suspended body, resumed only now (it is replaced below by the
+        // fresh handle the body hands back). `slot` lives in this frame until the body
+        // switches back, which is the only way this call returns.
+        let (from, data) = unsafe { context::switch(sp, slot.addr()) };
+        if data & FINISHED == 0 {
+            self.sp = Some(from);
+            // SAFETY: untagged: the address of the body's live `Slot<Y>`.
+            CoroutineResult::Yield(unsafe { Slot::take(data) })
+        } else {
+            // SAFETY: tagged: how the body ended, as documented.
+            unsafe { self.ended(data) }
         }
     }
 
+    /// The body switched back for the last time with `data`: release the stack and turn
+    /// the way it ended into a result or a panic.
+    ///
+    /// # Safety
+    /// `data` must be the tagged address of the finished body's `Slot<Finish<R>>`.
     #[cold]
-    fn ended(&mut self, end: Finish<R>) -> CoroutineResult<Y, R> {
+    #[inline(never)]
+    unsafe fn ended(&mut self, data: usize) -> CoroutineResult<Y, R> {
+        // SAFETY: per the contract; the slot is on the dead stack, which `finish` releases
+        // only after this read.
+        let end = unsafe { Slot::<Finish<R>>::take(data & !FINISHED) };
+        self.finish();
         match end {
             Finish::Return(r) => CoroutineResult::Return(r),
             Finish::Panic(payload) => panic::resume_unwind(payload),
@@ -337,75 +374,34 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
     }
 
-    /// Switches into the coroutine with `request`; `Ok` if it yielded, `Err` if it ended.
-    #[inline(always)]
-    fn transfer(&mut self, request: ToCoroutine<I>) -> Result<Y, Finish<R>> {
-        let (Some(sp), State::Suspended) = (self.sp, &self.state) else {
-            return self.transfer_cold(request);
-        };
-        let mut input = Some(request);
-        // SAFETY: `sp` is our suspended context, resumed only now (it is replaced below by
-        // the fresh handle the coroutine hands back). `input` lives in this frame until the
-        // coroutine switches back, which is the only way this call returns.
-        let (from, data) =
-            unsafe { context::switch(sp, &mut input as *mut Option<ToCoroutine<I>> as usize) };
-        // SAFETY: the coroutine passed the address of its live slot, tagged as documented.
-        unsafe { self.received(from, data) }
-    }
-
-    /// Takes the value the coroutine handed back.
-    ///
-    /// # Safety
-    /// `data` must be the tagged slot address the coroutine switched back with.
-    #[inline(always)]
-    unsafe fn received(&mut self, from: StackPointer, data: usize) -> Result<Y, Finish<R>> {
-        if data & FINISHED == 0 {
-            self.sp = Some(from);
-            // SAFETY: untagged: the address of the coroutine's live `Slot<Y>`.
-            match unsafe { (*(data as *mut Slot<Y>)).0.take() } {
-                Some(y) => Ok(y),
-                None => unreachable!("verdant: coroutine yielded an empty slot"),
-            }
-        } else {
-            // SAFETY: tagged: the address of the finished coroutine's `Slot<Finish<R>>`,
-            // on its dead stack, which `finish_with` releases only after the take.
-            let end = unsafe { (*((data & !FINISHED) as *mut Slot<Finish<R>>)).0.take() };
-            Err(self.finish_with(end))
-        }
-    }
-
     /// The first resume, and resumes of a finished coroutine.
     #[cold]
     #[inline(never)]
-    fn transfer_cold(&mut self, request: ToCoroutine<I>) -> Result<Y, Finish<R>> {
-        let body = match (&mut self.state, self.sp) {
-            (State::NotStarted(body), Some(_)) => body.take(),
-            _ => panic!(
+    fn resume_cold(&mut self, input: I) -> CoroutineResult<Y, R> {
+        let Some((body, sp)) = (match &mut self.state {
+            State::NotStarted(start) => start.take(),
+            _ => None,
+        }) else {
+            panic!(
                 "Coroutine::resume called on a finished coroutine (#{}{}); check is_finished() first",
                 self.id,
                 self.name.as_deref().map(|n| format!(" '{n}'")).unwrap_or_default()
-            ),
+            )
         };
-        let sp = self.sp.take().expect("checked above");
-        self.state = State::Suspended;
-        let mut start = Start {
-            input: Some(request),
-            body,
-        };
-        // SAFETY: `sp` is the fresh context `init` made for this coroutine's types; the entry
-        // function takes the body and input out of `start`, which lives in this frame until
-        // the coroutine switches back.
-        let (from, data) =
-            unsafe { context::switch(sp, &mut start as *mut Start<I, Y, R> as usize) };
-        // SAFETY: the coroutine passed the address of its live slot, tagged as documented.
-        unsafe { self.received(from, data) }
-    }
-
-    #[cold]
-    fn finish_with(&mut self, end: Option<Finish<R>>) -> Finish<R> {
-        let end = end.expect("verdant: coroutine finished without a value");
-        self.finish();
-        end
+        self.state = State::Started;
+        let mut start = Slot::new(Start { input, body });
+        // SAFETY: `sp` is the fresh context `init` made for this coroutine's types, taken
+        // out of `state` so it is resumed once; the entry function moves the body and input
+        // out of `start`, which lives in this frame until the body switches back.
+        let (from, data) = unsafe { context::switch(sp, start.addr()) };
+        if data & FINISHED == 0 {
+            self.sp = Some(from);
+            // SAFETY: untagged: the address of the body's live `Slot<Y>`.
+            CoroutineResult::Yield(unsafe { Slot::take(data) })
+        } else {
+            // SAFETY: tagged: how the body ended, as documented.
+            unsafe { self.ended(data) }
+        }
     }
 
     /// The context is dead: release the stack to the pool.
@@ -449,12 +445,22 @@ impl<I, Y, R> Drop for Coroutine<I, Y, R> {
     fn drop(&mut self) {
         // Unwind a suspended body so its destructors run; loop in case the body catches the
         // unwind and suspends again.
-        while matches!(self.state, State::Suspended) {
-            match self.transfer(ToCoroutine::Unwind) {
-                Ok(_) => continue,
-                // A panic while unwinding (a destructor that panics after catching): the
-                // coroutine is finished; dropping must not panic, so the payload is dropped.
-                _ => break,
+        while let Some(sp) = self.sp.take() {
+            // SAFETY: `sp` is our suspended body, taken out so it is resumed once; UNWIND
+            // makes its pending `suspend` unwind its stack.
+            let (from, data) = unsafe { context::switch(sp, UNWIND) };
+            if data & FINISHED == 0 {
+                self.sp = Some(from);
+                // SAFETY: untagged: the address of the body's live `Slot<Y>`; the yielded
+                // value is dropped.
+                drop(unsafe { Slot::<Y>::take(data) });
+            } else {
+                // SAFETY: tagged: how the body ended. Finished either way; a panic while
+                // unwinding (a destructor that panics after catching) is dropped, since
+                // dropping must not panic.
+                let end = unsafe { Slot::<Finish<R>>::take(data & !FINISHED) };
+                self.finish();
+                drop(end);
             }
         }
         if let Some(stack) = self.stack.take() {
@@ -468,7 +474,8 @@ impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::NotStarted(_) => "not started",
-            State::Suspended => "suspended",
+            State::Started if self.sp.is_some() => "suspended",
+            State::Started => "running",
             State::Finished => "finished",
         };
         f.debug_struct("Coroutine")

@@ -53,7 +53,9 @@ pub mod hub;
 pub mod net;
 pub(crate) mod reactor;
 pub mod stack;
+pub mod sync;
 pub(crate) mod sys;
+pub mod threadpool;
 pub mod time;
 pub(crate) mod timer;
 
@@ -61,7 +63,26 @@ pub use hub::{
     current, iwait, joinall, spawn, spawn_later, yield_now, AsCompleted, Builder, CurrentThread,
     JoinError, JoinHandle, Killed, WaitError,
 };
+pub use sync::AsyncResult;
+pub use sync::BoundedSemaphore;
+pub use sync::Condvar;
+pub use sync::Event;
+pub use sync::Mutex;
+pub use sync::MutexGuard;
+pub use sync::ReleaseError;
+pub use sync::Semaphore;
+pub use sync::SemaphorePermit;
+pub use threadpool::{spawn_blocking, BlockingError, BlockingHandle, ThreadPool};
 pub use time::{sleep, sleep_until, with_timeout, Elapsed, Timeout};
+
+/// The context-switch backend compiled into this build, for benchmarks and diagnostics:
+/// `"x86_64 System V asm"`, `"aarch64 AAPCS64 asm"`, or the corosensei fallback.
+///
+/// ```
+/// println!("verdant switches contexts with: {}", verdant::CONTEXT_BACKEND);
+/// assert!(!verdant::CONTEXT_BACKEND.is_empty());
+/// ```
+pub const CONTEXT_BACKEND: &str = context::BACKEND;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

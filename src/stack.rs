@@ -94,7 +94,7 @@ impl fmt::Display for StackError {
             self.size, self.error
         )?;
         match (self.map_count, self.map_limit) {
-            (Some(count), Some(limit)) if count + 16 >= limit => write!(
+            (Some(count), Some(limit)) if count + 64 >= limit => write!(
                 f,
                 "; the process has {count} memory mappings and vm.max_map_count is {limit} \
                  (each stack takes two: the stack and its guard page): raise the limit \
@@ -373,7 +373,8 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
         .flatten();
     match pooled {
         Some(stack) => Ok(stack),
-        None => Stack::new(want),
+        // Report the size the caller asked for, not the rounded one.
+        None => Stack::new(want).map_err(|e| StackError { size, ..e }),
     }
 }
 

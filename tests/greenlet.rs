@@ -262,3 +262,28 @@ fn values_that_are_already_boxed_are_not_boxed_twice() {
     let boxed: Value = Box::new(17i64);
     assert_eq!(num(g.switch(boxed)), 17);
 }
+
+thread_local!(static PARKED: RefCell<Vec<Greenlet>> = const { RefCell::new(Vec::new()) });
+
+#[test]
+fn a_thread_can_exit_with_greenlets_still_suspended() {
+    std::thread::spawn(|| {
+        // Registered before the greenlet machinery, so torn down after it: these
+        // greenlets can no longer run when their last handles go.
+        PARKED.with(|_| ());
+        let suspended: Vec<Greenlet> = (0..3)
+            .map(|_| {
+                Greenlet::new(|_| {
+                    Greenlet::main().switch(());
+                    Box::new(())
+                })
+            })
+            .collect();
+        for g in &suspended {
+            g.switch(());
+        }
+        PARKED.with(|p| p.borrow_mut().extend(suspended));
+    })
+    .join()
+    .expect("the thread exits cleanly");
+}

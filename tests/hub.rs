@@ -26,13 +26,15 @@ fn spawned_threads_run_only_when_the_spawner_blocks() {
 
 #[test]
 fn sleepers_wake_in_deadline_order() {
+    // Deadlines from one common instant, so scheduling delays cannot reorder them.
+    let base = std::time::Instant::now();
     let order = Rc::new(RefCell::new(Vec::new()));
     let handles: Vec<JoinHandle<()>> = [30u64, 10, 20, 0]
         .into_iter()
         .map(|ms| {
             let o = order.clone();
             verdant::spawn(move || {
-                verdant::sleep(Duration::from_millis(ms)).unwrap();
+                verdant::sleep_until(base + Duration::from_millis(ms)).unwrap();
                 o.borrow_mut().push(ms);
             })
         })
@@ -216,11 +218,12 @@ fn current_reports_names_and_main() {
 
 #[test]
 fn iwait_yields_in_completion_order() {
+    let base = std::time::Instant::now();
     let hs: Vec<JoinHandle<u64>> = [20u64, 1, 10]
         .into_iter()
         .map(|ms| {
             verdant::spawn(move || {
-                verdant::sleep(Duration::from_millis(ms)).unwrap();
+                verdant::sleep_until(base + Duration::from_millis(ms)).unwrap();
                 ms
             })
         })

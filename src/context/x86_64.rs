@@ -1,8 +1,9 @@
 //! x86_64 System V backend: `arch/x86_64_sysv.s` plus the inline-asm call site.
 //!
+//! The switch is inlined at every call site (seven instructions, documented with the saved
+//! frame in the header of `arch/x86_64_sysv.s`); the .s file holds the entry trampoline.
 //! The call site declares every register the switch does not save as clobbered, so the
-//! compiler saves exactly the callee-saved registers that are live at each call site. See
-//! the header of `arch/x86_64_sysv.s` for the saved frame and register state.
+//! compiler saves exactly the callee-saved registers that are live at each call site.
 
 use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
 use core::arch::{asm, global_asm};
@@ -14,8 +15,7 @@ global_asm!(concat!(
 ));
 
 extern "C" {
-    // Not callable as Rust functions: custom register conventions, see the .s header.
-    fn verdant_switch();
+    // Not callable as a Rust function: custom register convention, see the .s header.
     fn verdant_trampoline();
 }
 
@@ -67,19 +67,24 @@ pub(crate) unsafe fn init(
 pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usize) {
     let from: usize;
     let data_out: usize;
-    // SAFETY: `verdant_switch` saves rbx, rbp and the resume address on this stack, switches
-    // to `to` (valid per the caller's contract) and comes back here, at label 2, only when
-    // some context switches to the StackPointer it produced, with rsi/rdi set as declared.
-    // Every other register is declared clobbered; the asm pushes to the stack, so `nostack`
-    // is not given and the red zone is not in use.
+    // SAFETY: the sequence documented in arch/x86_64_sysv.s: it saves rbx, rbp and the
+    // resume address on this stack, jumps to `to`'s resume address (valid per the caller's
+    // contract) and continues after the `call` only when some context switches to the
+    // StackPointer it produced, with rsi = that StackPointer, rdi = the data word and rax =
+    // the switcher's StackPointer. Every other register is declared clobbered; the asm
+    // pushes to the stack, so `nostack` is not given and the red zone is not in use.
     unsafe {
         asm!(
-            "lea rax, [rip + 2f]",
-            "jmp {switch}",
-            "2:",
-            switch = sym verdant_switch,
+            "push rbp",           // save rbp on our stack
+            "push rbx",           // save rbx on our stack
+            "call [rsi]",         // push our resume address, jump to the target's
+            "mov rax, rsp",       // (resumed) rax = StackPointer of the context that switched
+            "lea rsp, [rsi + 8]", // back on our stack, past our consumed resume address
+            "pop rbx",            // restore rbx
+            "pop rbp",            // restore rbp
             inout("rdi") data => data_out,
-            inout("rsi") to.0.get() => from,
+            inout("rsi") to.0.get() => _,
+            out("rax") from,
             out("r12") _, out("r13") _, out("r14") _, out("r15") _,
             clobber_abi("C"),
         );

@@ -40,13 +40,19 @@
 //!   current greenlet C                     target T
 //!   ─────────────────                      ────────
 //!   CURRENT := T; T.state := running
-//!   msg { from: C (owned handle), payload } ──switch──▶ takes msg:
-//!                                                      C.sp := from (or, if C died,
-//!                                                      free C's stack), drop handle
+//!   msg { from: C, payload } ───switch(&msg | thrown?)──▶ moves msg out:
+//!                                                      C.sp := from, or, if C died, free
+//!                                                      C's stack and C's own reference
 //! ```
-//! The switching greenlet hands *its own handle* to the target in the message, so a
-//! greenlet is never freed while code still runs on its stack: the receiver drops that
-//! handle after the switch is complete.
+//! Every greenlet that has started and is not dead owns one strong reference to itself
+//! (taken when it starts, given up by whoever receives its final switch), so a greenlet is
+//! never freed while code still runs on its stack, and a switch touches no reference
+//! count. The last *handle* of a suspended greenlet is therefore the one that leaves the
+//! count at 2 when dropped (or at 1 when the greenlet switches away with no handle left):
+//! that is what kills it. `CURRENT` is a raw, non-owning pointer to the running greenlet
+//! (const-initialised, no destructor: the cheapest thread-local there is). A switch to a
+//! suspended greenlet is the inline fast path; starting a greenlet, switching to a dead
+//! one or to oneself, and the first use on a thread are out of line.
 //!
 //! Greenlets are `!Send` and `!Sync`: they never leave the OS thread that made them.
 //!
@@ -61,7 +67,9 @@ use crate::stack::{self, Stack, StackError, DEFAULT_STACK_SIZE};
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,7 +109,8 @@ struct Inner {
     name: Option<String>,
     is_main: bool,
     state: Cell<State>,
-    /// Saved context while suspended (or fresh, before the first switch).
+    /// Saved context while suspended (or fresh, before the first switch). Always `Some`
+    /// while the state is `Suspended` or `NotStarted`; stale while running.
     sp: Cell<Option<StackPointer>>,
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
@@ -120,11 +129,45 @@ enum Payload {
     Throw(Box<dyn Any + Send>),
 }
 
+/// A [`Payload`] inside a [`Message`]; which field is live is the [`THROWN`] bit of the
+/// switch's data word.
+union PayloadBox {
+    value: ManuallyDrop<Value>,
+    thrown: ManuallyDrop<Box<dyn Any + Send>>,
+}
+
+/// Tag bit of a greenlet switch's data word: set = the message carries a panic to raise.
+const THROWN: usize = 1;
+
 /// What every switch between greenlets carries (by address, in the switcher's frame or on
-/// the dead greenlet's stack for a final switch).
+/// the dead greenlet's stack for a final switch). The receiver moves it out exactly once
+/// (`ptr::read`); the sender never touches it again. Its alignment leaves the tag bit free.
 struct Message {
-    from: Option<Greenlet>,
-    payload: Option<Payload>,
+    /// The greenlet that switched (kept alive by its own reference).
+    from: *const Inner,
+    payload: PayloadBox,
+}
+
+impl Message {
+    /// The message and the tag bits of its data word.
+    #[inline(always)]
+    fn new(from: *const Inner, payload: Payload) -> (ManuallyDrop<Message>, usize) {
+        let (payload, tag) = match payload {
+            Payload::Value(v) => (
+                PayloadBox {
+                    value: ManuallyDrop::new(v),
+                },
+                0,
+            ),
+            Payload::Throw(p) => (
+                PayloadBox {
+                    thrown: ManuallyDrop::new(p),
+                },
+                THROWN,
+            ),
+        };
+        (ManuallyDrop::new(Message { from, payload }), tag)
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -133,8 +176,42 @@ thread_local! {
     /// Set once the thread is exiting: suspended greenlets are then released without being
     /// unwound (nothing may run any more).
     static TEARDOWN: Cell<bool> = const { Cell::new(false) };
-    static CURRENT: Cell<Option<Greenlet>> = const { Cell::new(None) };
-    static MAIN: Cell<Option<Greenlet>> = const { Cell::new(None) };
+    /// The running greenlet (`Rc::as_ptr`; kept alive by its own reference), null before
+    /// first use on this thread and after thread teardown.
+    static CURRENT: Cell<*const Inner> = const { Cell::new(ptr::null()) };
+    /// Owns the main greenlet; its destructor (thread exit) also releases the running
+    /// greenlet's own reference. Once it is destroyed, greenlets of this thread can no
+    /// longer run.
+    static ROOT: ThreadRoot = const { ThreadRoot { main: Cell::new(None) } };
+}
+
+struct ThreadRoot {
+    main: Cell<Option<Greenlet>>,
+}
+
+impl Drop for ThreadRoot {
+    fn drop(&mut self) {
+        let cur = CURRENT.with(|c| c.replace(ptr::null()));
+        if !cur.is_null() {
+            // SAFETY: the running greenlet owns a reference to itself, given up here (it
+            // can never run again). Dropped as an `Rc`, not a `Greenlet`: nothing may run
+            // any more on this thread. Suspended greenlets give up theirs when their last
+            // handle is dropped (see `Drop for Greenlet`).
+            drop(unsafe { Rc::from_raw(cur) });
+        }
+        drop(self.main.take());
+    }
+}
+
+/// Whether this thread's greenlets can still run (false during thread teardown).
+fn can_run() -> bool {
+    ROOT.try_with(|_| ()).is_ok() && !TEARDOWN.with(Cell::get)
+}
+
+/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
+/// greenlet releases its stack without unwinding it.
+pub(crate) fn begin_thread_teardown() {
+    TEARDOWN.with(|t| t.set(true));
 }
 
 fn new_main() -> Greenlet {
@@ -153,24 +230,41 @@ fn new_main() -> Greenlet {
     }
 }
 
-/// Marks this thread as exiting: from now on, dropping the last handle of a suspended
-/// greenlet releases its stack without unwinding it.
-pub(crate) fn begin_thread_teardown() {
-    TEARDOWN.with(|t| t.set(true));
+/// The running greenlet of this thread, as a raw pointer (creating the main greenlet on
+/// first use). Valid until the next switch.
+#[inline]
+fn current_raw() -> *const Inner {
+    let cur = CURRENT.get();
+    if cur.is_null() {
+        init_current()
+    } else {
+        cur
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_current() -> *const Inner {
+    let main = new_main();
+    // The main greenlet is running: it owns a reference to itself.
+    let raw = Rc::into_raw(main.inner.clone());
+    // Panics (cannot access a TLS value during or after destruction) during teardown.
+    ROOT.with(|r| r.main.set(Some(main)));
+    CURRENT.set(raw);
+    raw
 }
 
 /// The running greenlet of this thread (creating the main greenlet on first use).
 fn current() -> Greenlet {
-    CURRENT.with(|c| {
-        let cur = c.take().unwrap_or_else(|| {
-            let main = new_main();
-            MAIN.with(|m| m.set(Some(main.clone())));
-            main
-        });
-        let out = cur.clone();
-        c.set(Some(cur));
-        out
-    })
+    let cur = current_raw();
+    // SAFETY: `cur` is the running greenlet, kept alive by its own reference; the
+    // increment gives the new handle its own.
+    unsafe {
+        Rc::increment_strong_count(cur);
+        Greenlet {
+            inner: Rc::from_raw(cur),
+        }
+    }
 }
 
 /// Configures a greenlet before it is created.
@@ -243,12 +337,15 @@ impl Builder {
     }
 }
 
-/// Boxes a value for a switch, without boxing twice if it already is a [`Value`].
+/// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
+/// test is on the static type, so it folds away at compile time (and `()` is not boxed at
+/// all: a box of a zero-sized type does not allocate).
+#[inline(always)]
 fn into_value<T: Any>(value: T) -> Value {
-    let boxed: Value = Box::new(value);
-    match boxed.downcast::<Value>() {
-        Ok(inner) => *inner,
-        Err(boxed) => boxed,
+    let mut value = Some(value);
+    match (&mut value as &mut dyn Any).downcast_mut::<Option<Value>>() {
+        Some(already) => already.take().expect("just set"),
+        None => Box::new(value.take().expect("just set")),
     }
 }
 
@@ -275,11 +372,14 @@ impl Greenlet {
 
     /// This thread's main greenlet: the thread's own stack.
     pub fn main() -> Greenlet {
-        let _ = current();
-        MAIN.with(|m| {
-            let main = m.take().expect("main greenlet exists once CURRENT is set");
+        current_raw();
+        ROOT.with(|r| {
+            let main = r
+                .main
+                .take()
+                .expect("main greenlet exists once CURRENT is set");
             let out = main.clone();
-            m.set(Some(main));
+            r.main.set(Some(main));
             out
         })
     }
@@ -291,6 +391,7 @@ impl Greenlet {
     /// dead, control goes to its nearest live ancestor instead. Switching to the current
     /// greenlet returns `value` at once. A panic that reaches the caller (a child that
     /// panicked, or a [`throw`](Self::throw) aimed at the caller) resumes here.
+    #[inline]
     pub fn switch<T: Any>(&self, value: T) -> Value {
         switch_to(self, Payload::Value(into_value(value)))
     }
@@ -382,20 +483,25 @@ impl fmt::Debug for Greenlet {
 
 impl Drop for Greenlet {
     fn drop(&mut self) {
-        // The last handle of a suspended greenlet: kill it so its stack unwinds. (A running
-        // greenlet is held by CURRENT, so this cannot be the running one.)
-        // During thread teardown (CURRENT already destroyed) nothing can run any more: the
-        // stack is released without unwinding.
-        if Rc::strong_count(&self.inner) == 1
-            && self.inner.state.get() == State::Suspended
-            && CURRENT.try_with(|_| ()).is_ok()
-            && !TEARDOWN.with(Cell::get)
-        {
-            kill_on_drop(self);
+        // The last handle of a suspended greenlet (the other reference is its own): kill it
+        // so its stack unwinds. During thread teardown (ROOT destroyed, or TEARDOWN set)
+        // nothing can run any more: its own reference is given up and the stack is released
+        // without unwinding.
+        if self.inner.state.get() == State::Suspended && Rc::strong_count(&self.inner) == 2 {
+            if can_run() {
+                kill_on_drop(self);
+            }
+            if self.inner.state.get() == State::Suspended {
+                // SAFETY: a suspended greenlet owns one reference to itself; this handle
+                // keeps it alive until the end of this drop.
+                unsafe { Rc::decrement_strong_count(Rc::as_ptr(&self.inner)) };
+            }
         }
     }
 }
 
+/// Unwinds a suspended greenlet whose last handle is being dropped. If it refuses to die
+/// (catches `GreenletExit` eight times), it is left suspended and freed without unwinding.
 #[cold]
 fn kill_on_drop(g: &Greenlet) {
     let me = current();
@@ -424,10 +530,32 @@ fn live_target(g: &Greenlet) -> Greenlet {
     t
 }
 
+/// Switches to `target` with `payload`; returns (or raises) what the next switch back to
+/// the caller carries. Always inlined: the fast path is a few dozen instructions, and
+/// having the switch at the caller's call site keeps `ret`s out of the way between
+/// switches (a `ret` after a stack change mispredicts).
+#[inline(always)]
 fn switch_to(target: &Greenlet, payload: Payload) -> Value {
+    let cur = CURRENT.get();
+    // A suspended target is live, not the caller and has a saved context; a non-null
+    // CURRENT means this thread's greenlets can run. Everything else is the cold path.
+    if target.inner.state.get() == State::Suspended && !cur.is_null() {
+        // SAFETY: `cur` is the running greenlet; `target` is a suspended greenlet of this
+        // thread (greenlets are !Send).
+        unsafe { switch_raw(cur, &target.inner, payload) }
+    } else {
+        switch_cold(target, payload)
+    }
+}
+
+/// Switching to an unstarted, dead or running (our own) greenlet, or the first use on a
+/// thread.
+#[cold]
+#[inline(never)]
+fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
     let target = live_target(target);
-    let me = current();
-    if target.ptr_eq(&me) {
+    let cur = current_raw();
+    if ptr::eq(cur, Rc::as_ptr(&target.inner)) {
         return match payload {
             Payload::Value(v) => v,
             Payload::Throw(p) => panic::resume_unwind(p),
@@ -437,51 +565,124 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
         if let Payload::Throw(p) = payload {
             return throw_unstarted(&target, p);
         }
+        // It starts: from now until it dies it owns a reference to itself.
+        let _ = Rc::into_raw(Rc::clone(&target.inner));
     }
-    let sp = target
-        .inner
-        .sp
-        .take()
-        .expect("a suspended greenlet has a saved context");
-    me.inner.state.set(State::Suspended);
-    target.inner.state.set(State::Running);
-    CURRENT.with(|c| c.set(Some(target)));
-    let mut msg = Message {
-        from: Some(me),
-        payload: Some(payload),
-    };
-    // SAFETY: `sp` is the target's saved (or fresh) context, taken out of its record so it
-    // is resumed once. `msg` lives in this frame until something switches back here.
-    let (from, data) = unsafe { context::switch(sp, &mut msg as *mut Message as usize) };
+    // SAFETY: `cur` is the running greenlet; `target` is live (suspended, or not started
+    // and holding its own reference now), not the caller, and of this thread.
+    unsafe { switch_raw(cur, &target.inner, payload) }
+}
+
+/// The switch proper: `cur` (running) becomes suspended, `target` running.
+///
+/// # Safety
+/// `cur` must be CURRENT's (non-null) value; `target` a greenlet of this thread other than
+/// `cur`, suspended, or not started but already holding its own reference.
+#[inline(always)]
+unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Value {
+    // SAFETY: per the contract, `cur` is running, so it holds its own reference.
+    let me = unsafe { &*cur };
+    // SAFETY: suspended and not-started greenlets always have a saved context.
+    let sp = unsafe { target.sp.get().unwrap_unchecked() };
+    me.state.set(State::Suspended);
+    target.state.set(State::Running);
+    CURRENT.set(Rc::as_ptr(target));
+    // Moved out by the receiver, so never dropped here.
+    let (mut msg, tag) = Message::new(cur, payload);
+    // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked
+    // running, so nothing resumes `sp` again. `msg` lives in this frame until something
+    // switches back here, and the receiver moves it out before that.
+    let (from, data) = unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
     // SAFETY: every switch to a greenlet passes the address of a live `Message`.
     unsafe { receive(from, data) }
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or free its stack if it died), then take the payload.
+/// (or, if it died, free its stack and its own reference; if it has no handle left, kill
+/// it), then take the payload.
 ///
 /// # Safety
-/// `data` must be the address of the live `Message` of the greenlet that switched to us.
+/// `data` must be the tagged address of the live, not yet received `Message` of the
+/// greenlet that switched to us, and `from` the context it switched from.
+#[inline(always)]
 unsafe fn receive(from: StackPointer, data: usize) -> Value {
-    // SAFETY: per the contract.
-    let msg = unsafe { &mut *(data as *mut Message) };
-    let payload = msg.payload.take();
-    if let Some(prev) = msg.from.take() {
-        if prev.inner.state.get() == State::Dead {
-            release(&prev);
-        } else {
-            prev.inner.sp.set(Some(from));
+    // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
+    let Message {
+        from: prev,
+        payload,
+    } = unsafe { ptr::read((data & !THROWN) as *const Message) };
+    // SAFETY: `prev` is alive: a greenlet holds its own reference until it is dead and
+    // received, which is below.
+    let prev_inner = unsafe { &*prev };
+    if prev_inner.state.get() == State::Dead {
+        // SAFETY: as above; `prev` is dead and this is the receipt of its final switch.
+        unsafe { release_dead(prev) };
+    } else {
+        prev_inner.sp.set(Some(from));
+        // SAFETY: as above; this only reads the count.
+        let rc = ManuallyDrop::new(unsafe { Rc::from_raw(prev) });
+        if Rc::strong_count(&rc) == 1 {
+            // SAFETY: as above.
+            unsafe { kill_unreferenced(prev) };
         }
-        drop(prev);
     }
-    match payload {
-        Some(Payload::Value(v)) => v,
-        Some(Payload::Throw(p)) => panic::resume_unwind(p),
-        None => unreachable!("verdant: greenlet switch without a payload"),
+    if data & THROWN == 0 {
+        // SAFETY: untagged: the value field is live.
+        ManuallyDrop::into_inner(unsafe { payload.value })
+    } else {
+        // SAFETY: tagged: the thrown field is live.
+        raise(ManuallyDrop::into_inner(unsafe { payload.thrown }))
     }
 }
 
+/// A new handle to the greenlet at `raw` (strong count + 1).
+///
+/// # Safety
+/// `raw` must be the `Rc::as_ptr` of a live `Rc<Inner>`.
+unsafe fn new_handle(raw: *const Inner) -> Greenlet {
+    // SAFETY: per the contract.
+    unsafe {
+        Rc::increment_strong_count(raw);
+        Greenlet {
+            inner: Rc::from_raw(raw),
+        }
+    }
+}
+
+/// The final switch of `raw` has been received: free its stack and drop the reference it
+/// held to itself.
+///
+/// # Safety
+/// `raw` must be a dead greenlet whose own reference has not been given up yet.
+#[cold]
+#[inline(never)]
+unsafe fn release_dead(raw: *const Inner) {
+    // SAFETY: per the contract: the handle takes over the greenlet's own reference.
+    let g = Greenlet {
+        inner: unsafe { Rc::from_raw(raw) },
+    };
+    release(&g);
+}
+
+/// A greenlet switched away with no handle left (only its own reference): dropping a new
+/// last handle kills it (see `Drop for Greenlet`).
+///
+/// # Safety
+/// `raw` must be a suspended greenlet of this thread.
+#[cold]
+#[inline(never)]
+unsafe fn kill_unreferenced(raw: *const Inner) {
+    // SAFETY: per the contract, alive by its own reference.
+    drop(unsafe { new_handle(raw) });
+}
+
+#[cold]
+fn raise(payload: Box<dyn Any + Send>) -> ! {
+    panic::resume_unwind(payload)
+}
+
 /// Frees a dead greenlet's stack (it is never resumed again).
+#[cold]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
@@ -511,37 +712,47 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
-    let body = current()
-        .inner
-        .body
-        .take()
-        .expect("a fresh greenlet has a body");
+    // SAFETY: the switcher made CURRENT point at us before switching here.
+    let body = unsafe { (*CURRENT.get()).body.take() }.expect("a fresh greenlet has a body");
     let result = match first {
         Ok(arg) => panic::catch_unwind(AssertUnwindSafe(move || body(arg))),
         Err(payload) => Err(payload),
     };
-    let me = current();
     let payload = match result {
         Ok(v) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
     };
-    me.inner.state.set(State::Dead);
-    let parent = live_target(&me.parent().expect("non-main greenlets have a parent"));
+    // We are still the running greenlet.
+    let me = CURRENT.get();
+    // SAFETY: our own reference keeps us alive until the receiver of the final message
+    // gives it up.
+    let me_ref = unsafe { &*me };
+    me_ref.state.set(State::Dead);
+    // Nothing that needs dropping may stay in this frame: it never returns.
+    let parent = live_target(
+        me_ref
+            .parent
+            .borrow()
+            .as_ref()
+            .expect("non-main greenlets have a parent"),
+    );
     let sp = parent
         .inner
         .sp
         .take()
         .expect("a live parent has a saved context");
+    if parent.inner.state.get() == State::NotStarted {
+        // It starts: from now until it dies it owns a reference to itself.
+        let _ = Rc::into_raw(Rc::clone(&parent.inner));
+    }
     parent.inner.state.set(State::Running);
-    CURRENT.with(|c| c.set(Some(parent)));
+    CURRENT.set(Rc::as_ptr(&parent.inner));
+    drop(parent);
     // The message lives on this (dying) stack; the receiver frees the stack only after
-    // taking everything out of it, and `me` travels inside it, so nothing is left here.
-    let mut msg = Message {
-        from: Some(me),
-        payload: Some(payload),
-    };
+    // moving everything out of it, and nothing that needs dropping is left here.
+    let (mut msg, tag) = Message::new(me, payload);
     // SAFETY: final switch to the parent's saved context; this context is never resumed.
-    unsafe { context::switch(sp, &mut msg as *mut Message as usize) };
+    unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
     crate::sys::signal::abort()
 }

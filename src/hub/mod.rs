@@ -269,7 +269,8 @@ impl Hub {
         task.running.set(true);
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
-        let greenlet = task.greenlet.clone();
+        // `task` owns the greenlet for the whole switch: no extra handle is needed.
+        let greenlet = &task.greenlet;
         // A kill for a task that already runs is delivered as a panic at its blocking
         // point; one that never started is handled by the task's own wrapper.
         if task.kill.get() && greenlet.is_started() && !task.is_adhoc {

@@ -196,14 +196,20 @@ impl From<WaitError> for JoinError {
 struct JoinState<T> {
     result: RefCell<Option<Result<T, JoinError>>>,
     done: Cell<bool>,
+    /// When it finished, in this process's completion order (for `iwait`).
+    finished_seq: Cell<u64>,
     waiters: RefCell<Vec<TaskRef>>,
 }
+
+static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
 
 impl<T> JoinState<T> {
     fn complete(&self, result: Result<T, JoinError>) {
         if self.done.replace(true) {
             return;
         }
+        self.finished_seq
+            .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
         *self.result.borrow_mut() = Some(result);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters {
@@ -383,6 +389,7 @@ impl Builder {
         let state = Rc::new(JoinState {
             result: RefCell::new(None),
             done: Cell::new(false),
+            finished_seq: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
         });
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
@@ -516,9 +523,10 @@ where
 /// `iwait`).
 ///
 /// ```
-/// use std::time::Duration;
-/// let slow = verdant::spawn(|| { verdant::sleep(Duration::from_millis(30)); "slow" });
-/// let fast = verdant::spawn(|| { verdant::sleep(Duration::from_millis(1)); "fast" });
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// let slow = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(30)); "slow" });
+/// let fast = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(1)); "fast" });
 /// let order: Vec<&str> = verdant::iwait(vec![slow, fast]).map(|(_, r)| r.unwrap()).collect();
 /// assert_eq!(order, ["fast", "slow"]);
 /// ```
@@ -551,10 +559,18 @@ impl<T> Iterator for AsCompleted<T> {
             return None;
         }
         loop {
+            // The earliest to finish among those that have (several may have finished
+            // before this green thread ran again).
             let done = self
                 .pending
                 .iter()
-                .position(|h| h.as_ref().is_some_and(JoinHandle::is_finished));
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let h = h.as_ref()?;
+                    h.is_finished().then(|| (h.state.finished_seq.get(), i))
+                })
+                .min()
+                .map(|(_, i)| i);
             if let Some(i) = done {
                 let handle = self.pending[i].take().expect("position found a handle");
                 self.remaining -= 1;

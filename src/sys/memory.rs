@@ -86,12 +86,26 @@ pub(crate) fn max_map_count() -> Option<usize> {
 }
 
 /// The number of mappings the process has now, where the OS can tell (Linux).
+///
+/// Called when a stack could not be mapped, so it must not need memory itself: it counts
+/// the lines of `/proc/self/maps` through a buffer on the stack. (Reading the file into a
+/// `String` needs several MiB at 65,000 mappings, and that allocation fails exactly when
+/// the mapping limit is reached.)
 pub(crate) fn map_count() -> Option<usize> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        std::fs::read_to_string("/proc/self/maps")
-            .ok()
-            .map(|s| s.lines().count())
+        use std::io::Read;
+        let mut maps = std::fs::File::open("/proc/self/maps").ok()?;
+        let mut buf = [0u8; 4096];
+        let mut lines = 0;
+        loop {
+            match maps.read(&mut buf) {
+                Ok(0) => return Some(lines),
+                Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {

@@ -1,0 +1,138 @@
+//! White-box checks that interrupted waits (a `Timeout`, a deadline, a kill) leave nothing
+//! registered in any primitive.
+
+use super::*;
+use crate::{Timeout, WaitError};
+use std::rc::Rc;
+use std::time::Duration;
+
+const SHORT: Duration = Duration::from_millis(1);
+
+fn async_waiters<T, E>(r: &AsyncResult<T, E>) -> usize {
+    r.shared.lock().unwrap().waiters.len()
+}
+
+#[test]
+fn a_fired_timeout_unregisters_every_kind_of_waiter() {
+    let event = Rc::new(Event::new());
+    let sem = Rc::new(Semaphore::new(0));
+    let mutex = Rc::new(Mutex::new(()));
+    let condvar = Rc::new(Condvar::new());
+    let result: AsyncResult<(), ()> = AsyncResult::new();
+    let held = mutex.lock().unwrap();
+    let (e, s, m, r) = (event.clone(), sem.clone(), mutex.clone(), result.clone());
+    let waiter = crate::spawn(move || {
+        let _t = Timeout::start(SHORT);
+        [
+            e.wait().err(),
+            s.acquire().err(),
+            m.lock().err(),
+            r.wait().err(),
+            e.wait_timeout(Duration::from_secs(60)).err(),
+        ]
+    });
+    assert_eq!(waiter.join().unwrap(), [Some(WaitError::TimedOut); 5]);
+    drop(held);
+    let (m, cv) = (mutex.clone(), condvar.clone());
+    let cv_waiter = crate::spawn(move || {
+        let _t = Timeout::start(SHORT);
+        cv.wait(m.lock().unwrap()).err()
+    });
+    assert_eq!(cv_waiter.join().unwrap(), Some(WaitError::TimedOut));
+    assert_eq!(event.waiters.len(), 0);
+    assert_eq!(sem.waiters.len(), 0);
+    assert_eq!(mutex.waiters.len(), 0);
+    assert_eq!(condvar.waiters.len(), 0);
+    assert_eq!(async_waiters(&result), 0);
+    assert!(!mutex.is_locked());
+    assert_eq!(sem.available_permits(), 0);
+}
+
+#[test]
+fn a_passed_deadline_unregisters_every_kind_of_waiter() {
+    let event = Event::new();
+    let sem = Semaphore::new(0);
+    let mutex = Mutex::new(());
+    let condvar = Condvar::new();
+    let result: AsyncResult<(), ()> = AsyncResult::new();
+    assert_eq!(event.wait_timeout(SHORT), Ok(false));
+    assert!(sem.acquire_timeout(SHORT).unwrap().is_none());
+    let guard = mutex.lock().unwrap();
+    let (guard, timed_out) = condvar.wait_timeout(guard, SHORT).unwrap();
+    assert!(timed_out);
+    let m = Rc::new(Mutex::new(()));
+    let held = m.lock().unwrap();
+    assert!(m.lock_timeout(SHORT).unwrap().is_none());
+    assert_eq!(result.wait_timeout(SHORT), Ok(false));
+    assert_eq!(event.waiters.len(), 0);
+    assert_eq!(sem.waiters.len(), 0);
+    assert_eq!(m.waiters.len(), 0);
+    assert_eq!(condvar.waiters.len(), 0);
+    assert_eq!(async_waiters(&result), 0);
+    drop((guard, held));
+    assert!(!m.is_locked() && !mutex.is_locked());
+}
+
+#[test]
+fn a_kill_unregisters_every_kind_of_waiter() {
+    let event = Rc::new(Event::new());
+    let sem = Rc::new(Semaphore::new(0));
+    let mutex = Rc::new(Mutex::new(()));
+    let condvar = Rc::new(Condvar::new());
+    let result: AsyncResult<(), ()> = AsyncResult::new();
+    let held = mutex.lock().unwrap();
+    let victims = vec![
+        crate::spawn({
+            let e = event.clone();
+            move || {
+                let _ = e.wait();
+            }
+        }),
+        crate::spawn({
+            let s = sem.clone();
+            move || drop(s.acquire())
+        }),
+        crate::spawn({
+            let m = mutex.clone();
+            move || drop(m.lock())
+        }),
+        crate::spawn({
+            let r = result.clone();
+            move || {
+                let _ = r.wait();
+            }
+        }),
+    ];
+    crate::yield_now();
+    assert_eq!(
+        (
+            event.waiters.len(),
+            sem.waiters.len(),
+            mutex.waiters.len(),
+            async_waiters(&result)
+        ),
+        (1, 1, 1, 1)
+    );
+    for v in &victims {
+        v.kill();
+    }
+    for r in crate::joinall(victims) {
+        assert!(r.unwrap_err().is_killed());
+    }
+    drop(held);
+    let cv_victim = crate::spawn({
+        let (m, cv) = (mutex.clone(), condvar.clone());
+        move || drop(cv.wait(m.lock().unwrap()))
+    });
+    crate::yield_now();
+    assert_eq!(condvar.waiters.len(), 1);
+    cv_victim.kill();
+    assert!(cv_victim.join().unwrap_err().is_killed());
+    assert_eq!(event.waiters.len(), 0);
+    assert_eq!(sem.waiters.len(), 0);
+    assert_eq!(mutex.waiters.len(), 0);
+    assert_eq!(condvar.waiters.len(), 0);
+    assert_eq!(async_waiters(&result), 0);
+    assert!(!mutex.is_locked());
+    assert_eq!(sem.available_permits(), 0);
+}

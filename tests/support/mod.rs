@@ -1,0 +1,80 @@
+//! Running a test's crashing half in a child process.
+//!
+//! A test that may crash the process (a guard-page hit, an abort) re-executes the test
+//! binary with `--exact <test name>` and [`SCENARIO_VAR`] set; in the child, the same test
+//! function sees [`is_child`] return true, runs the dangerous part and dies (or exits). The
+//! parent asserts on the child's exit status and output.
+//!
+//! Under qemu-user without binfmt_misc the kernel cannot execute the foreign test binary
+//! directly; the child is then started through the emulator, named by
+//! `VERDANT_TEST_RUNNER` or else `qemu-<arch>-static`.
+
+use std::io;
+use std::process::{Command, ExitStatus, Output};
+
+/// Environment variable naming the scenario a child process runs.
+pub const SCENARIO_VAR: &str = "VERDANT_TEST_CHILD";
+
+/// Whether this process is the child started to run `scenario`.
+pub fn is_child(scenario: &str) -> bool {
+    std::env::var(SCENARIO_VAR).is_ok_and(|s| s == scenario)
+}
+
+/// What a child process did.
+pub struct Child {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Child {
+    /// The signal that killed the child, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.signal()
+    }
+
+    /// Everything the child printed, for assertion messages.
+    pub fn transcript(&self) -> String {
+        format!(
+            "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the test `test_name` of this test binary in a child process with `scenario` set.
+pub fn run_child(test_name: &str, scenario: &str) -> Child {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let args = [test_name, "--exact", "--nocapture", "--test-threads=1"];
+    let run = |program: &std::ffi::OsStr, prefix: Option<&std::path::Path>| -> io::Result<Output> {
+        let mut cmd = Command::new(program);
+        if let Some(exe) = prefix {
+            cmd.arg(exe);
+        }
+        cmd.args(args)
+            .env(SCENARIO_VAR, scenario)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+    };
+    // Under qemu-user the failed exec shows either as ENOEXEC or, when glibc's posix_spawn
+    // child cannot report it, as exit status 127 with no output.
+    let not_executable = |r: &io::Result<Output>| match r {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty(),
+    };
+    let output = match run(exe.as_os_str(), None) {
+        r if not_executable(&r) => {
+            let runner = std::env::var("VERDANT_TEST_RUNNER")
+                .unwrap_or_else(|_| format!("qemu-{}-static", std::env::consts::ARCH));
+            run(runner.as_ref(), Some(&exe))
+        }
+        other => other,
+    }
+    .expect("start the child process");
+    Child {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
