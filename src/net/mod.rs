@@ -74,8 +74,8 @@
 //! * **Listen backlog**: listeners use [`LISTEN_BACKLOG`] (4096, capped by the kernel),
 //!   not std's 128, which makes a burst of 10,000 connections take a minute to accept.
 //! * **Name resolution** never blocks the hub: numeric addresses are parsed on the spot,
-//!   host names are looked up on a helper OS thread while the green thread waits (see
-//!   [`ToSocketAddrs`]).
+//!   host names are looked up on the blocking thread pool while the green thread waits
+//!   (see [`ToSocketAddrs`]).
 //!
 //! [`wait_readable`] and [`wait_writable`] wait for *any* fd: a pipe, stdin, the socket of
 //! a C library (gevent's `wait_read`/`wait_write`).

@@ -3,19 +3,14 @@
 //! [`ToSocketAddrs`] has std's implementors. Literal addresses (`SocketAddr`, `(IpAddr,
 //! port)`, `"127.0.0.1:80"`, `"[::1]:80"`) are parsed on the spot. A host name
 //! (`"localhost:80"`, `("example.com", 443)`) needs `getaddrinfo`, which blocks its OS
-//! thread for as long as DNS takes; it runs on a short-lived helper OS thread
-//! ([`lookup_on_thread`]) while the green thread waits for the answer through the hub's
-//! cross-thread waker, so other green threads keep running. The wait honours a
-//! [`Timeout`](crate::Timeout) and a kill (the helper thread then finishes on its own and
+//! thread for as long as DNS takes; it runs on the blocking thread pool
+//! ([`threadpool::resolve`](crate::threadpool::resolve)) while the green thread waits for
+//! the answer, so other green threads keep running. The wait honours a
+//! [`Timeout`](crate::Timeout) and a kill (the look-up then finishes in the background and
 //! its answer is dropped).
-//!
-//! This helper stands in until `verdant::threadpool::resolve` (a bounded resolver pool)
-//! lands; then `lookup_on_thread` forwards to it.
 
-use crate::hub;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::{Arc, Mutex};
 
 /// What an address needs before a socket can use it.
 pub(crate) enum Addrs {
@@ -152,7 +147,7 @@ fn invalid(msg: &'static str) -> io::Error {
 pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
     let addrs = match addr.verdant_addrs()? {
         Addrs::Resolved(v) => v,
-        Addrs::Lookup(host, port) => lookup_on_thread(host, port)?,
+        Addrs::Lookup(host, port) => lookup(host, port)?,
     };
     if addrs.is_empty() {
         return Err(invalid("could not resolve to any addresses"));
@@ -160,26 +155,7 @@ pub(crate) fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<Soc
     Ok(addrs)
 }
 
-/// Runs `getaddrinfo` for `host` on a new OS thread and parks the current green thread
-/// until the answer arrives (woken through [`hub::remote_waker`]).
-fn lookup_on_thread(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    type Answer = Mutex<Option<io::Result<Vec<SocketAddr>>>>;
-    let answer: Arc<Answer> = Arc::new(Mutex::new(None));
-    let waker = hub::remote_waker();
-    let slot = Arc::clone(&answer);
-    std::thread::Builder::new()
-        .name("verdant-resolve".into())
-        .spawn(move || {
-            let r = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map(|it| it.collect());
-            // Publish first, then wake (the hub's cross-thread contract).
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            waker.wake();
-        })?;
-    loop {
-        if let Some(r) = answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return r;
-        }
-        hub::park()?;
-    }
+/// Runs `getaddrinfo` for `host` on the blocking thread pool.
+fn lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+    crate::threadpool::resolve((host, port))
 }
