@@ -82,7 +82,9 @@ pub(crate) trait StdSocket: AsRawFd + From<OwnedFd> + Sized {
     /// `dup` the descriptor (std's `try_clone`).
     fn dup(&self) -> io::Result<Self>;
     /// Puts the socket in (or out of) non-blocking mode.
-    fn nonblocking(&self, on: bool) -> io::Result<()>;
+    fn nonblocking(&self, on: bool) -> io::Result<()> {
+        crate::sys::set_nonblocking(self.as_raw_fd(), on)
+    }
 }
 
 macro_rules! std_socket {
@@ -90,9 +92,6 @@ macro_rules! std_socket {
         impl StdSocket for $ty {
             fn dup(&self) -> io::Result<Self> {
                 self.try_clone()
-            }
-            fn nonblocking(&self, on: bool) -> io::Result<()> {
-                self.set_nonblocking(on)
             }
         }
     )*};
