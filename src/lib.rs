@@ -50,6 +50,7 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+pub mod net;
 pub mod pool;
 pub(crate) mod reactor;
 pub mod stack;

@@ -523,9 +523,21 @@ pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
     let hub = hub();
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
-    let result = park_task(&task);
-    hub.cancel_timer(key);
-    result.map(|reason| reason == WakeReason::Deadline || Instant::now() >= deadline)
+    // Cancels the timer on every exit, including the unwind of a kill.
+    let _timer = TimerGuard { hub: &hub, key };
+    let reason = park_task(&task)?;
+    Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
+}
+
+struct TimerGuard<'a> {
+    hub: &'a Hub,
+    key: TimerKey,
+}
+
+impl Drop for TimerGuard<'_> {
+    fn drop(&mut self) {
+        self.hub.cancel_timer(self.key);
+    }
 }
 
 /// Puts the current green thread at the back of the run queue and lets the others run
@@ -566,9 +578,10 @@ pub(crate) fn register_fd(fd: RawFd) -> io::Result<SourceId> {
 }
 
 /// Deregisters a source, waking (with an error on their next attempt) whoever waits on it.
-/// Call it before closing the fd.
+/// Call it before closing the fd. A no-op once this thread's hub is gone (thread exit: the
+/// selector, and every kernel registration with it, is closed already).
 pub(crate) fn deregister_fd(id: SourceId) {
-    let hub = hub();
+    let Some(hub) = existing_hub() else { return };
     let (r, w) = hub.reactor.borrow_mut().deregister(id);
     for task in [r, w].into_iter().flatten() {
         hub.io_waiters.set(hub.io_waiters.get() - 1);
@@ -577,41 +590,80 @@ pub(crate) fn deregister_fd(id: SourceId) {
     }
 }
 
+/// This thread's hub if it exists and the thread is not tearing its locals down.
+fn existing_hub() -> Option<Rc<Hub>> {
+    HUB.try_with(|slot| slot.0.try_borrow().ok().and_then(|h| h.clone()))
+        .ok()
+        .flatten()
+}
+
+/// How a [`wait_fd`] ended (interruptions are its `Err`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdWait {
+    /// The fd may be ready (or a wake-up was spurious): retry the operation.
+    Ready,
+    /// The source was deregistered (closed) while waiting.
+    Closed,
+    /// The `deadline` passed before the fd became ready.
+    Deadline,
+    /// Another green thread already waits on this source in this direction; nothing was
+    /// registered (one waiter per fd and direction is the reactor's contract).
+    Busy,
+}
+
 /// After an operation on a registered fd returned `WouldBlock`: waits until the fd is
-/// ready in `dir` (or the source is deregistered, or the wait is interrupted).
-///
-/// Returns `Ok(true)` when it is worth retrying the operation, `Ok(false)` when the source
-/// was deregistered (closed) while waiting.
+/// ready in `dir`, the source is deregistered, `deadline` passes, or the wait is
+/// interrupted (`Err`: a fired `Timeout`; a kill unwinds). Whatever ends it, the waiter
+/// is removed: nothing stays registered.
 pub(crate) fn wait_fd(
     id: SourceId,
     dir: Direction,
     deadline: Option<Instant>,
-) -> Result<bool, WaitError> {
+) -> Result<FdWait, WaitError> {
     let task = current_task();
     let hub = hub();
     hub.reactor.borrow_mut().clear_ready(id, dir);
     let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
     match set {
         Ok(()) => {}
-        Err(WaiterError::Ready(_)) => return Ok(true),
-        Err(WaiterError::Stale(_)) => return Ok(false),
-        Err(e @ WaiterError::Busy(_)) => {
-            drop(e);
-            panic!("verdant: two green threads wait on the same file descriptor in the same direction; share it through a lock or give each its own descriptor");
-        }
+        Err(WaiterError::Ready(_)) => return Ok(FdWait::Ready),
+        Err(WaiterError::Stale(_)) => return Ok(FdWait::Closed),
+        Err(WaiterError::Busy(_)) => return Ok(FdWait::Busy),
     }
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
-    let result = match deadline {
-        Some(d) => park_until(d).map(|_| ()),
-        None => park_task(&task).map(|_| ()),
+    // Removes the waiter on every exit, including the unwind of a kill.
+    let _registered = FdWaiterGuard { hub: &hub, id, dir };
+    let reached = match deadline {
+        Some(d) => park_until(d)?,
+        None => park_task(&task).map(|_| false)?,
     };
-    // Whatever woke us, leave nothing registered.
-    if hub.reactor.borrow_mut().remove_waiter(id, dir).is_some() {
-        hub.io_waiters.set(hub.io_waiters.get() - 1);
+    if task.closed.replace(false) {
+        Ok(FdWait::Closed)
+    } else if reached && !hub.reactor.borrow().is_ready(id, dir) {
+        Ok(FdWait::Deadline)
+    } else {
+        Ok(FdWait::Ready)
     }
-    result?;
-    Ok(!task.closed.replace(false))
+}
+
+struct FdWaiterGuard<'a> {
+    hub: &'a Hub,
+    id: SourceId,
+    dir: Direction,
+}
+
+impl Drop for FdWaiterGuard<'_> {
+    fn drop(&mut self) {
+        let removed = self
+            .hub
+            .reactor
+            .borrow_mut()
+            .remove_waiter(self.id, self.dir);
+        if removed.is_some() {
+            self.hub.io_waiters.set(self.hub.io_waiters.get() - 1);
+        }
+    }
 }
 
 #[cfg(test)]

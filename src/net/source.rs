@@ -1,0 +1,301 @@
+//! One registered socket, shared by a verdant socket and its `try_clone`s.
+//!
+//! ```text
+//!   TcpStream ──┐                 Inner (one per fd, per hub thread)
+//!   try_clone ──┼── Rc<Inner> ──▶ ┌───────────────────────────────────────────┐
+//!   try_clone ──┘                 │ reg: Registration { SourceId, fd }  (1st) │  dropped first:
+//!                                 │ io:  std socket (owns the fd)       (2nd) │  deregister, then close
+//!                                 │ read_timeout, write_timeout (Cell)        │
+//!                                 └───────────────────────────────────────────┘
+//! ```
+//!
+//! The reactor parks at most one green thread per fd and direction, and an fd can be
+//! registered once per epoll/kqueue set, so clones cannot each register a `dup` of their
+//! own without racing on one kernel object: they share the one registration instead. The
+//! fd is deregistered (waking any `wait_readable` user of it with an error) and closed
+//! when the last clone is dropped.
+//!
+//! Every operation follows the reactor's protocol: try it first; on `WouldBlock` wait in
+//! the hub (which clears the cached readiness) and retry.
+
+use crate::hub::{self, FdWait};
+use crate::reactor::{Direction, SourceId};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// The fds `net` registered with this thread's hub, so that [`super::wait_readable`]
+    /// on one of them shares its registration instead of failing with `EEXIST`.
+    static REGISTERED: RefCell<HashMap<RawFd, Shared>> = RefCell::new(HashMap::new());
+}
+
+/// An entry of [`REGISTERED`].
+struct Shared {
+    id: SourceId,
+    /// `None`: owned by a socket (it deregisters when its last clone drops). `Some`: a
+    /// temporary registration of `wait_readable`/`wait_writable`, alive while one of its
+    /// waiters holds it.
+    temp: Option<Weak<Registration>>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread waited on an fd through `net` (tests check that a
+    /// blocked writer waits instead of spinning).
+    pub(crate) static FD_WAITS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How to wait on `fd`: the registration of a socket of this thread (the `Option` is
+/// then `None`: the socket owns it), else a temporary one shared with other green threads
+/// waiting on `fd` (deregistered when the last of them drops it).
+pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Registration>>)> {
+    let found = REGISTERED.with(|m| m.borrow().get(&fd).map(|s| (s.id, s.temp.clone())));
+    match found {
+        Some((id, None)) => return Ok((id, None)),
+        Some((id, Some(weak))) => {
+            if let Some(reg) = weak.upgrade() {
+                return Ok((id, Some(reg)));
+            }
+        }
+        None => {}
+    }
+    let reg = Rc::new(Registration::new(fd)?);
+    REGISTERED.with(|m| {
+        m.borrow_mut().insert(
+            fd,
+            Shared {
+                id: reg.id,
+                temp: Some(Rc::downgrade(&reg)),
+            },
+        )
+    });
+    Ok((reg.id, Some(reg)))
+}
+
+/// A std socket type verdant wraps: built from an `OwnedFd`, and duplicable.
+pub(crate) trait StdSocket: AsRawFd + From<OwnedFd> + Sized {
+    /// `dup` the descriptor (std's `try_clone`).
+    fn dup(&self) -> io::Result<Self>;
+    /// Puts the socket in (or out of) non-blocking mode.
+    fn nonblocking(&self, on: bool) -> io::Result<()> {
+        crate::sys::set_nonblocking(self.as_raw_fd(), on)
+    }
+}
+
+macro_rules! std_socket {
+    ($($ty:ty),*) => {$(
+        impl StdSocket for $ty {
+            fn dup(&self) -> io::Result<Self> {
+                self.try_clone()
+            }
+        }
+    )*};
+}
+
+std_socket!(
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixDatagram
+);
+
+/// An fd registered with this thread's hub; deregistered on drop.
+pub(crate) struct Registration {
+    id: SourceId,
+    fd: RawFd,
+}
+
+impl Registration {
+    /// Registers `fd` with this thread's hub.
+    fn new(fd: RawFd) -> io::Result<Registration> {
+        let id = hub::register_fd(fd)?;
+        Ok(Registration { id, fd })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Thread teardown may have destroyed the map already; then there is nothing to do.
+        let _ = REGISTERED.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if m.get(&self.fd).is_some_and(|s| s.id == self.id) {
+                m.remove(&self.fd);
+            }
+        });
+        hub::deregister_fd(self.id);
+    }
+}
+
+struct Inner<T> {
+    // Field order is drop order: deregister before the socket closes the fd.
+    reg: Registration,
+    io: T,
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
+}
+
+/// A std socket registered with this thread's hub; clones share it (see the module docs).
+pub(crate) struct Source<T> {
+    inner: Rc<Inner<T>>,
+}
+
+impl<T: StdSocket> Source<T> {
+    /// Puts `io` in non-blocking mode and registers it.
+    pub(crate) fn new(io: T) -> io::Result<Source<T>> {
+        io.nonblocking(true)?;
+        let fd = io.as_raw_fd();
+        let reg = Registration::new(fd)?;
+        let id = reg.id;
+        REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, temp: None }));
+        Ok(Source {
+            inner: Rc::new(Inner {
+                reg,
+                io,
+                read_timeout: Cell::new(None),
+                write_timeout: Cell::new(None),
+            }),
+        })
+    }
+
+    /// The std socket (for calls that never block).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner.io
+    }
+
+    /// Another handle to the same socket and registration.
+    pub(crate) fn share(&self) -> Source<T> {
+        Source {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+
+    /// Gives the std socket back, deregistered and in blocking mode. While other clones
+    /// are alive it is a `dup` instead, which shares the clones' file status flags and so
+    /// stays non-blocking.
+    pub(crate) fn into_std(self) -> io::Result<T> {
+        match Rc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let Inner { reg, io, .. } = inner;
+                drop(reg);
+                io.nonblocking(false)?;
+                Ok(io)
+            }
+            Err(shared) => shared.io.dup(),
+        }
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.inner.read_timeout.get()
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.inner.write_timeout.get()
+    }
+
+    /// std's rule: `Some(Duration::ZERO)` is an error.
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.read_timeout.set(check_timeout(t)?);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.write_timeout.set(check_timeout(t)?);
+        Ok(())
+    }
+
+    /// Runs a reading operation (read, recv, accept) until it does not `WouldBlock`,
+    /// waiting for readability in between, bounded by the read timeout.
+    pub(crate) fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io_loop(Direction::Read, self.read_timeout(), op)
+    }
+
+    /// Like [`read_with`](Self::read_with) for writing operations and the write timeout.
+    pub(crate) fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io_loop(Direction::Write, self.write_timeout(), op)
+    }
+
+    /// Waits until the socket may be ready in `dir` (see [`wait`]).
+    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+        wait(self.inner.reg.id, dir, deadline)
+    }
+
+    fn io_loop<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        // The deadline starts at the first WouldBlock: a call that never waits costs no clock.
+        let mut deadline: Option<Option<Instant>> = None;
+        loop {
+            match op(&self.inner.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            self.wait(dir, deadline)?;
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Source<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner.io, f)
+    }
+}
+
+fn check_timeout(t: Option<Duration>) -> io::Result<Option<Duration>> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(t)
+}
+
+/// Waits in the hub until the registered source `id` may be ready in `dir`: `Ok` means
+/// "retry the operation". A passed `deadline` or a fired `Timeout` is `TimedOut`; the
+/// source being deregistered under the waiter is `NotConnected`; a second green thread
+/// waiting in the same direction is `ResourceBusy`. A kill unwinds. Nothing stays
+/// registered for the waiter afterwards.
+pub(crate) fn wait(id: SourceId, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+    #[cfg(test)]
+    FD_WAITS.with(|n| n.set(n.get() + 1));
+    match hub::wait_fd(id, dir, deadline) {
+        Ok(FdWait::Ready) => Ok(()),
+        Ok(FdWait::Deadline) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            match dir {
+                Direction::Read => "the socket's read timeout elapsed",
+                Direction::Write => "the socket's write timeout elapsed",
+            },
+        )),
+        Ok(FdWait::Closed) => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "the file descriptor was closed (deregistered) while this green thread waited on it",
+        )),
+        Ok(FdWait::Busy) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            match dir {
+                Direction::Read => {
+                    "another green thread is already blocked reading this socket \
+                     (one reader and one writer at a time per socket, clones included)"
+                }
+                Direction::Write => {
+                    "another green thread is already blocked writing this socket \
+                     (one reader and one writer at a time per socket, clones included)"
+                }
+            },
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,51 @@
+//! `net` behaviour that needs crate internals: the count of fd waits.
+
+use super::source::FD_WAITS;
+use super::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// A writer far ahead of a slow reader waits in the hub instead of retrying its write in
+/// a loop: each of its waits is matched by reads that made room.
+#[test]
+fn a_writer_blocked_on_a_slow_reader_waits_instead_of_spinning() {
+    const TOTAL: usize = 8 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = crate::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut got, mut reads) = (0usize, 0u64);
+        while got < TOTAL {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "early end of stream");
+            assert!(buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == ((got + i) % 251) as u8));
+            got += n;
+            reads += 1;
+            // Slow: let the writer fill the socket buffers between reads.
+            if reads % 8 == 0 {
+                crate::sleep(Duration::from_millis(1)).unwrap();
+            }
+        }
+        reads
+    });
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+    let before = FD_WAITS.with(|n| n.get());
+    conn.write_all(&data).unwrap();
+    // Both green threads run on this OS thread, so the counter holds the reader's waits
+    // too; each reader wait and each writer wait needs the other side to make progress.
+    let waits = FD_WAITS.with(|n| n.get()) - before;
+    let reads = reader.join().unwrap();
+    assert!(
+        waits > 0,
+        "8 MiB must have filled the socket buffers at least once"
+    );
+    assert!(
+        waits <= 4 * reads + 64,
+        "{waits} fd waits for {reads} reads: the writer is spinning"
+    );
+}
