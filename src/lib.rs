@@ -50,6 +50,10 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+#[cfg(all(feature = "monkey", target_os = "linux"))]
+pub mod monkey;
+#[cfg(all(feature = "monkey", not(target_os = "linux")))]
+compile_error!("verdant: the `monkey` feature supports Linux (glibc) only so far");
 pub mod net;
 pub mod pool;
 pub(crate) mod reactor;

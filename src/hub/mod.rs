@@ -590,6 +590,19 @@ pub(crate) fn deregister_fd(id: SourceId) {
     }
 }
 
+/// Whether the code running now is a green thread (including the thread's main greenlet)
+/// of this thread's hub: the hub exists, is not being created or torn down, and the hub
+/// greenlet itself is not the one running. Never creates a hub. Used by the monkey shim
+/// to decide whether a libc call may wait on the hub.
+#[cfg(feature = "monkey")]
+pub(crate) fn in_green_thread() -> bool {
+    HUB.try_with(|slot| match slot.0.try_borrow().as_deref() {
+        Ok(Some(hub)) => !hub.greenlet.is_current(),
+        _ => false,
+    })
+    .unwrap_or(false)
+}
+
 /// This thread's hub if it exists and the thread is not tearing its locals down.
 fn existing_hub() -> Option<Rc<Hub>> {
     HUB.try_with(|slot| slot.0.try_borrow().ok().and_then(|h| h.clone()))

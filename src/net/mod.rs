@@ -84,7 +84,7 @@
 //! trait declares `unsafe`: it forwards the caller's ownership promise to std.
 
 mod resolve;
-mod source;
+pub(crate) mod source;
 mod tcp;
 mod udp;
 mod unix;

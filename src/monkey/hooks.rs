@@ -1,0 +1,695 @@
+//! The exported libc definitions (`#[no_mangle] extern "C"`), and the waits behind them.
+//!
+//! Every hook starts with [`cooperative`]: when it says no, the hook's only other action is
+//! a tail call of the original, so return value and errno are the original's. When it says
+//! yes, the hook body runs inside [`run`]: nested hooks pass through ([`Nested`]), a kill
+//! cannot unwind into the (C) caller, and an errno is set only together with a -1 return.
+//!
+//! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
+
+use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
+use crate::hub::{self, FdWait, Killed, WaitError};
+use crate::reactor::Direction;
+use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
+use libc::{ssize_t, timespec, useconds_t};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// The address of the hook called `name`, for [`original`]'s self-lookup check.
+pub(super) fn address_of(name: &str) -> usize {
+    match name {
+        "read" => read as *const () as usize,
+        "write" => write as *const () as usize,
+        "recv" => recv as *const () as usize,
+        "send" => send as *const () as usize,
+        "recvfrom" => recvfrom as *const () as usize,
+        "sendto" => sendto as *const () as usize,
+        "connect" => connect as *const () as usize,
+        "accept" => accept as *const () as usize,
+        "accept4" => accept4 as *const () as usize,
+        "poll" => poll as *const () as usize,
+        "nanosleep" => nanosleep as *const () as usize,
+        "clock_nanosleep" => clock_nanosleep as *const () as usize,
+        "usleep" => usleep as *const () as usize,
+        "sleep" => sleep as *const () as usize,
+        _ => 0,
+    }
+}
+
+/// Why a cooperative call failed: the errno to report with -1.
+type Errno = c_int;
+
+/// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
+/// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
+/// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
+/// blocking call.
+fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+    let _nested = Nested::enter();
+    let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) if payload.is::<Killed>() => Err(libc::ECANCELED),
+        // A bug in verdant: there is no way to report it across the C ABI.
+        Err(payload) => panic::resume_unwind(payload),
+    };
+    match result {
+        Ok(n) => n,
+        Err(e) => {
+            set_errno(e);
+            T::from(-1)
+        }
+    }
+}
+
+/// How long a wait on `fd` may last: `SO_RCVTIMEO`/`SO_SNDTIMEO` for sockets (as blocking
+/// libc honours them), none otherwise.
+fn socket_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
+    let opt = match dir {
+        Direction::Read => libc::SO_RCVTIMEO,
+        Direction::Write => libc::SO_SNDTIMEO,
+    };
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+    // SAFETY: `tv` and `len` are live locals of the sizes passed.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        return None;
+    }
+    let timeout = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    Some(Instant::now() + timeout)
+}
+
+/// `fcntl(F_GETFL)`: `Ok(true)` if the caller made `fd` non-blocking.
+fn is_nonblocking(fd: c_int) -> Result<bool, Errno> {
+    // SAFETY: F_GETFL takes no pointer argument; a bad fd is reported as EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 {
+        return Err(errno());
+    }
+    Ok(flags & libc::O_NONBLOCK != 0)
+}
+
+/// Whether `fd` is a descriptor `poll` reports as always ready (regular file, block
+/// device, directory): waiting on the hub cannot help, the call passes through. A failing
+/// `fstat` (bad fd) also passes through, so the original reports the error.
+fn passes_through(fd: c_int) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
+    }
+    matches!(
+        st.st_mode & libc::S_IFMT,
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR
+    )
+}
+
+/// Whether `fd` is ready in `dir` now (a zero-timeout `poll` through the original).
+fn ready_now(fd: c_int, dir: Direction) -> bool {
+    let events = match dir {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    let mut pfd = pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one live pollfd and the count passed is 1.
+    unsafe { original::poll(&mut pfd, 1, 0) != 0 }
+}
+
+/// How a hooked wait on a descriptor ended, when it did not end with readiness.
+enum Interrupted {
+    /// The deadline (a socket timeout) passed.
+    Deadline,
+    /// A verdant `Timeout` fired, or the hub reported that nothing can wake us.
+    Errno(Errno),
+}
+
+/// Waits on the hub until `fd` may be ready in `dir` (wake-ups can be spurious: retry).
+fn wait(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), Interrupted> {
+    suspended(|| {
+        let (id, _temporary) = crate::net::source::registration_for(fd)
+            .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        match hub::wait_fd(id, dir, deadline) {
+            Ok(FdWait::Ready) => Ok(()),
+            Ok(FdWait::Deadline) => Err(Interrupted::Deadline),
+            Ok(FdWait::Closed) => Err(Interrupted::Errno(libc::EBADF)),
+            // Another green thread waits on this fd in this direction (the reactor keeps
+            // one waiter per fd and direction): look again shortly.
+            Ok(FdWait::Busy) => match crate::time::sleep(Duration::from_millis(1)) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Interrupted::Errno(wait_errno(e))),
+            },
+            Err(e) => Err(Interrupted::Errno(wait_errno(e))),
+        }
+    })
+}
+
+fn wait_errno(e: WaitError) -> Errno {
+    match e {
+        WaitError::TimedOut => libc::ETIMEDOUT,
+        WaitError::WouldBlockForever => libc::EDEADLK,
+    }
+}
+
+/// A socket operation: `op(MSG_DONTWAIT)` until it does not fail with `EAGAIN`, waiting on
+/// the hub in between. `Ok(None)` if `fd` is not a socket (`ENOTSOCK`).
+fn socket_io(
+    fd: c_int,
+    dir: Direction,
+    mut op: impl FnMut(c_int) -> ssize_t,
+) -> Result<Option<ssize_t>, Errno> {
+    let mut deadline = None;
+    loop {
+        let n = op(libc::MSG_DONTWAIT);
+        if n >= 0 {
+            return Ok(Some(n));
+        }
+        match errno() {
+            libc::ENOTSOCK => return Ok(None),
+            libc::EAGAIN => {}
+            e => return Err(e),
+        }
+        if is_nonblocking(fd)? {
+            return Err(libc::EAGAIN);
+        }
+        let deadline = *deadline.get_or_insert_with(|| socket_deadline(fd, dir));
+        match wait(fd, dir, deadline) {
+            Ok(()) => {}
+            Err(Interrupted::Deadline) => return Err(libc::EAGAIN),
+            Err(Interrupted::Errno(e)) => return Err(e),
+        }
+    }
+}
+
+/// A socket send of `len` bytes: continues after partial sends, as blocking `send` does
+/// on a stream socket, and returns the total, or the count so far if an error follows
+/// progress. `op(offset, flags)` sends from `offset`.
+fn socket_send(
+    fd: c_int,
+    len: size_t,
+    mut op: impl FnMut(size_t, c_int) -> ssize_t,
+) -> Result<Option<ssize_t>, Errno> {
+    let mut sent: size_t = 0;
+    loop {
+        match socket_io(fd, Direction::Write, |flags| op(sent, flags)) {
+            Ok(None) => return Ok(None),
+            Ok(Some(n)) => {
+                sent += n as size_t;
+                if sent >= len || n == 0 {
+                    return Ok(Some(sent as ssize_t));
+                }
+            }
+            Err(_) if sent > 0 => return Ok(Some(sent as ssize_t)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A blocking call on a descriptor that has no per-call non-blocking flag (pipes,
+/// terminals, listening sockets): wait on the hub until `poll` says ready, then `call`.
+/// Non-blocking and never-blocking descriptors pass straight through.
+fn poll_then_call<T: From<i8>>(
+    fd: c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+    call: impl Fn() -> T,
+) -> Result<T, Errno> {
+    if passes_through(fd) || is_nonblocking(fd).unwrap_or(true) {
+        return Ok(call());
+    }
+    loop {
+        if ready_now(fd, dir) {
+            return Ok(call());
+        }
+        match wait(fd, dir, deadline) {
+            Ok(()) => {}
+            Err(Interrupted::Deadline) => return Err(libc::EAGAIN),
+            Err(Interrupted::Errno(e)) => return Err(e),
+        }
+    }
+}
+
+/// Hook of `read(2)`.
+///
+/// # Safety
+/// The contract of libc's `read`: `buf` is valid for `count` bytes of writes.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    if !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is read's.
+        return unsafe { original::read(fd, buf, count) };
+    }
+    run(|| {
+        // SAFETY (both calls): the caller's contract is read's; recv on a socket with no
+        // flags is read.
+        match socket_io(fd, Direction::Read, |flags| unsafe {
+            original::recv(fd, buf, count, flags)
+        })? {
+            Some(n) => Ok(n),
+            None => poll_then_call(fd, Direction::Read, None, || unsafe {
+                original::read(fd, buf, count)
+            }),
+        }
+    })
+}
+
+/// Hook of `write(2)`.
+///
+/// # Safety
+/// The contract of libc's `write`: `buf` is valid for `count` bytes of reads.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    if !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is write's.
+        return unsafe { original::write(fd, buf, count) };
+    }
+    run(|| {
+        // SAFETY (both calls): the caller's contract is write's, and `off <= count`; send
+        // on a socket with no flags is write.
+        match socket_send(fd, count, |off, flags| unsafe {
+            original::send(fd, buf.cast::<u8>().add(off).cast(), count - off, flags)
+        })? {
+            Some(n) => Ok(n),
+            None => poll_then_call(fd, Direction::Write, None, || unsafe {
+                original::write(fd, buf, count)
+            }),
+        }
+    })
+}
+
+/// Hook of `recv(2)`.
+///
+/// # Safety
+/// The contract of libc's `recv`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+        // SAFETY: the caller's contract is recv's.
+        return unsafe { original::recv(fd, buf, len, flags) };
+    }
+    run(|| {
+        // SAFETY: the caller's contract is recv's.
+        socket_io(fd, Direction::Read, |extra| unsafe {
+            original::recv(fd, buf, len, flags | extra)
+        })
+        .map(|n| n.unwrap_or(-1))
+    })
+}
+
+/// Hook of `send(2)`.
+///
+/// # Safety
+/// The contract of libc's `send`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+        // SAFETY: the caller's contract is send's.
+        return unsafe { original::send(fd, buf, len, flags) };
+    }
+    run(|| {
+        // SAFETY: the caller's contract is send's, and `off <= len`.
+        socket_send(fd, len, |off, extra| unsafe {
+            original::send(
+                fd,
+                buf.cast::<u8>().add(off).cast(),
+                len - off,
+                flags | extra,
+            )
+        })
+        .map(|n| n.unwrap_or(-1))
+    })
+}
+
+/// Hook of `recvfrom(2)`.
+///
+/// # Safety
+/// The contract of libc's `recvfrom`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+        // SAFETY: the caller's contract is recvfrom's.
+        return unsafe { original::recvfrom(fd, buf, len, flags, addr, addrlen) };
+    }
+    run(|| {
+        // SAFETY: the caller's contract is recvfrom's.
+        socket_io(fd, Direction::Read, |extra| unsafe {
+            original::recvfrom(fd, buf, len, flags | extra, addr, addrlen)
+        })
+        .map(|n| n.unwrap_or(-1))
+    })
+}
+
+/// Hook of `sendto(2)`.
+///
+/// # Safety
+/// The contract of libc's `sendto`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+        // SAFETY: the caller's contract is sendto's.
+        return unsafe { original::sendto(fd, buf, len, flags, addr, addrlen) };
+    }
+    run(|| {
+        // SAFETY: the caller's contract is sendto's, and `off <= len`.
+        socket_send(fd, len, |off, extra| unsafe {
+            let at = buf.cast::<u8>().add(off).cast();
+            original::sendto(fd, at, len - off, flags | extra, addr, addrlen)
+        })
+        .map(|n| n.unwrap_or(-1))
+    })
+}
+
+/// Hook of `connect(2)`.
+///
+/// # Safety
+/// The contract of libc's `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is connect's.
+        return unsafe { original::connect(fd, addr, len) };
+    }
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 || flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: the caller's contract is connect's.
+        return unsafe { original::connect(fd, addr, len) };
+    }
+    run(|| {
+        // Non-blocking for this one call only (see the module docs for the race).
+        // SAFETY: F_SETFL takes an int argument.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+            return Err(errno());
+        }
+        // SAFETY: the caller's contract is connect's.
+        let r = unsafe { original::connect(fd, addr, len) };
+        let e = errno();
+        // SAFETY: F_SETFL takes an int argument; `flags` are the caller's own.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        if r == 0 {
+            return Ok(0);
+        }
+        if e != libc::EINPROGRESS {
+            return Err(e);
+        }
+        let deadline = socket_deadline(fd, Direction::Write);
+        loop {
+            match wait(fd, Direction::Write, deadline) {
+                Ok(()) => {}
+                // A blocking connect that times out (SO_SNDTIMEO) reports EINPROGRESS.
+                Err(Interrupted::Deadline) => return Err(libc::EINPROGRESS),
+                Err(Interrupted::Errno(e)) => return Err(e),
+            }
+            if !ready_now(fd, Direction::Write) {
+                continue;
+            }
+            let mut err: c_int = 0;
+            let mut n = std::mem::size_of::<c_int>() as socklen_t;
+            // SAFETY: `err` and `n` are live locals of the sizes passed.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut c_int).cast(),
+                    &mut n,
+                )
+            };
+            return match (r, err) {
+                (-1, _) => Err(errno()),
+                (_, 0) => Ok(0),
+                (_, e) => Err(e),
+            };
+        }
+    })
+}
+
+/// Hook of `accept(2)`.
+///
+/// # Safety
+/// The contract of libc's `accept`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is accept's.
+        return unsafe { original::accept(fd, addr, len) };
+    }
+    run(|| {
+        let deadline = socket_deadline(fd, Direction::Read);
+        // SAFETY: the caller's contract is accept's.
+        poll_then_call(fd, Direction::Read, deadline, || unsafe {
+            original::accept(fd, addr, len)
+        })
+    })
+}
+
+/// Hook of `accept4(2)`.
+///
+/// # Safety
+/// The contract of libc's `accept4`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is accept4's.
+        return unsafe { original::accept4(fd, addr, len, flags) };
+    }
+    run(|| {
+        let deadline = socket_deadline(fd, Direction::Read);
+        // SAFETY: the caller's contract is accept4's.
+        poll_then_call(fd, Direction::Read, deadline, || unsafe {
+            original::accept4(fd, addr, len, flags)
+        })
+    })
+}
+
+/// Hook of `poll(2)`: with a non-zero timeout and at least one descriptor, the wait
+/// happens on the hub. The descriptors go into a temporary level-triggered epoll set, and
+/// the green thread waits for that set to become readable (an epoll fd is itself
+/// pollable), then asks the original `poll` again with a zero timeout.
+///
+/// # Safety
+/// The contract of libc's `poll`: `fds` is valid for `nfds` entries.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    if timeout == 0 || nfds == 0 || !cooperative(&SOCKETS) {
+        // SAFETY: the caller's contract is poll's.
+        return unsafe { original::poll(fds, nfds, timeout) };
+    }
+    // SAFETY: the caller's contract is poll's: `fds` is valid for `nfds` entries.
+    let now = unsafe { original::poll(fds, nfds, 0) };
+    if now != 0 {
+        return now;
+    }
+    // SAFETY: `fds` is valid for `nfds` entries and nothing else aliases it during the call.
+    let set = unsafe { std::slice::from_raw_parts(fds, nfds as usize) };
+    let Some(epoll) = EpollSet::new(set) else {
+        // SAFETY: the caller's contract is poll's.
+        return unsafe { original::poll(fds, nfds, timeout) };
+    };
+    run(|| {
+        let deadline =
+            (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
+        loop {
+            match wait(epoll.0, Direction::Read, deadline) {
+                Ok(()) => {}
+                Err(Interrupted::Deadline) => return Ok(0),
+                Err(Interrupted::Errno(e)) => return Err(e),
+            }
+            // SAFETY: as above.
+            let n = unsafe { original::poll(fds, nfds, 0) };
+            if n != 0 {
+                return if n < 0 { Err(errno()) } else { Ok(n) };
+            }
+        }
+    })
+}
+
+/// A temporary epoll set over a `poll` array, closed on drop.
+struct EpollSet(c_int);
+
+impl EpollSet {
+    fn new(set: &[pollfd]) -> Option<EpollSet> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep == -1 {
+            return None;
+        }
+        let epoll = EpollSet(ep);
+        let mut merged: Vec<(c_int, u32)> = Vec::with_capacity(set.len());
+        for p in set.iter().filter(|p| p.fd >= 0) {
+            let mut events = 0u32;
+            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
+                events |= libc::EPOLLIN as u32;
+            }
+            if p.events & libc::POLLPRI != 0 {
+                events |= libc::EPOLLPRI as u32;
+            }
+            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
+                events |= libc::EPOLLOUT as u32;
+            }
+            if p.events & libc::POLLRDHUP != 0 {
+                events |= libc::EPOLLRDHUP as u32;
+            }
+            match merged.iter_mut().find(|m| m.0 == p.fd) {
+                Some(m) => m.1 |= events,
+                None => merged.push((p.fd, events)),
+            }
+        }
+        for (fd, events) in merged {
+            let mut ev = libc::epoll_event {
+                events,
+                u64: fd as u64,
+            };
+            // SAFETY: `ev` is a live epoll_event; errors are reported, not UB.
+            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
+                return None;
+            }
+        }
+        Some(epoll)
+    }
+}
+
+impl Drop for EpollSet {
+    fn drop(&mut self) {
+        // SAFETY: the epoll fd is owned by this value and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Sleeps the green thread for `d` on the hub. A fired `Timeout` or a kill ends the sleep
+/// early (it cannot be reported through a sleep's C interface).
+fn green_sleep(d: Duration) {
+    run::<i8>(|| {
+        let _ = suspended(|| crate::time::sleep(d));
+        Ok(0)
+    });
+}
+
+/// `ts` as a duration, if it is a valid `timespec` (else the original reports `EINVAL`).
+fn duration_of(ts: *const timespec) -> Option<Duration> {
+    if ts.is_null() {
+        return None;
+    }
+    // SAFETY: the caller of the hook passes a readable timespec (checked non-null).
+    let ts = unsafe { *ts };
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Hook of `nanosleep(2)`.
+///
+/// # Safety
+/// The contract of libc's `nanosleep`.
+#[no_mangle]
+pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
+    let d = match cooperative(&TIME).then(|| duration_of(req)).flatten() {
+        Some(d) => d,
+        // SAFETY: the caller's contract is nanosleep's.
+        None => return unsafe { original::nanosleep(req, rem) },
+    };
+    green_sleep(d);
+    0
+}
+
+/// Hook of `clock_nanosleep(2)` (what std's `thread::sleep` calls), for the realtime,
+/// monotonic and boottime clocks, relative or `TIMER_ABSTIME`.
+///
+/// # Safety
+/// The contract of libc's `clock_nanosleep`.
+#[no_mangle]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: clockid_t,
+    flags: c_int,
+    req: *const timespec,
+    rem: *mut timespec,
+) -> c_int {
+    let known = matches!(
+        clock,
+        libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME
+    );
+    let d = match (known && cooperative(&TIME))
+        .then(|| duration_of(req))
+        .flatten()
+    {
+        Some(d) => d,
+        // SAFETY: the caller's contract is clock_nanosleep's.
+        None => return unsafe { original::clock_nanosleep(clock, flags, req, rem) },
+    };
+    let d = if flags & libc::TIMER_ABSTIME != 0 {
+        let mut now = timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a live timespec; `clock` is one of the known clocks.
+        unsafe { libc::clock_gettime(clock, &mut now) };
+        let now = Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec as u32);
+        d.saturating_sub(now)
+    } else {
+        d
+    };
+    green_sleep(d);
+    0
+}
+
+/// Hook of `usleep(3)` (glibc's calls `nanosleep` internally, past any hook).
+///
+/// # Safety
+/// None beyond libc's `usleep`: it takes no pointers.
+#[no_mangle]
+pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
+    if !cooperative(&TIME) {
+        // SAFETY: usleep takes no pointers.
+        return unsafe { original::usleep(usec) };
+    }
+    green_sleep(Duration::from_micros(usec.into()));
+    0
+}
+
+/// Hook of `sleep(3)`: returns 0 (no unslept seconds).
+///
+/// # Safety
+/// None beyond libc's `sleep`: it takes no pointers.
+#[no_mangle]
+pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
+    if !cooperative(&TIME) {
+        // SAFETY: sleep takes no pointers.
+        return unsafe { original::sleep(secs) };
+    }
+    green_sleep(Duration::from_secs(secs.into()));
+    0
+}

@@ -1,0 +1,246 @@
+//! Monkey patching at the C library boundary: ordinary blocking code — `std::net`,
+//! `std::thread::sleep`, third-party crates, C code linked into the program — waits on the
+//! hub inside green threads (gevent's `monkey.patch_all()`, one level lower).
+//!
+//! ```no_run
+//! use std::io::Read;
+//! use std::time::Duration;
+//!
+//! verdant::monkey::patch_all();
+//! // Plain std code, no verdant types: these 100 sleeps overlap on one OS thread.
+//! let sleepers: Vec<_> = (0..100)
+//!     .map(|_| verdant::spawn(|| std::thread::sleep(Duration::from_millis(20))))
+//!     .collect();
+//! verdant::joinall(sleepers);
+//! // So do blocking std sockets.
+//! let fetch = verdant::spawn(|| {
+//!     let mut s = std::net::TcpStream::connect("127.0.0.1:8080")?;
+//!     let mut body = Vec::new();
+//!     s.read_to_end(&mut body).map(|_| body)
+//! });
+//! # drop(fetch);
+//! ```
+//!
+//! ## How it works
+//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
+//! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
+//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`. Every call to them in the
+//! process lands in a hook, which decides in a few loads:
+//!
+//! ```text
+//!   hook(args)
+//!     family not patched (one relaxed atomic load) ───────────────▶ original(args)
+//!     nested: called from inside a hook on this thread ───────────▶ original(args)
+//!     not a green thread of a running hub (OS thread without a hub,
+//!       the hub greenlet itself, hub creation or teardown) ───────▶ original(args)
+//!     descriptor the caller made non-blocking, regular file,
+//!       block device, directory, unknown clock ───────────────────▶ original(args)
+//!     otherwise: try without blocking; on EAGAIN wait on the hub (other green
+//!       threads run), retry; return what blocking libc would have returned
+//! ```
+//!
+//! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]). On every
+//! pass-through path errno is exactly what the original set.
+//!
+//! ## When the exported symbols take effect (Linux, glibc; measured with rustc 1.95, GNU ld)
+//! * **Rust code, std included**, in the final executable: yes, with no build changes.
+//!   rustc links the verdant rlib into the executable; the linker resolves std's undefined
+//!   `read`/`recv`/`clock_nanosleep` to the executable's own definitions before looking at
+//!   libc.so (definitions in regular objects win over shared libraries), and keeps them
+//!   even though nothing in Rust names them. Note that std ≥ 1.8x sleeps with
+//!   `clock_nanosleep`, not `nanosleep`.
+//! * **C code compiled into the same executable** (the `cc` crate, a static `.a`): yes, the
+//!   same static resolution.
+//! * **Shared libraries** (linked at build time or `dlopen`ed later): yes, with no build
+//!   changes. GNU ld puts a symbol defined in the executable into its dynamic symbol table
+//!   when a shared library of the link (here libc.so.6) also defines it, so `nm -D` on the
+//!   executable lists `T read`, `T nanosleep`, ...; the dynamic linker searches the
+//!   executable first and every library's `read` binds to the hook. No `-rdynamic`, no
+//!   `--export-dynamic-symbol`, no `.cargo/config.toml` entry is needed.
+//! * **Not reached**: calls glibc makes internally (they bypass the PLT: `sleep` does not go
+//!   through `nanosleep`, `getaddrinfo` does not go through `poll`/`recvfrom` — hence one
+//!   hook per public function); raw `syscall(2)`; fully static executables (no `dlsym`);
+//!   a verdant linked into a `cdylib` reaches only code that resolves symbols through it.
+//!
+//! ## Descriptors the caller believes blocking
+//! The descriptor is left blocking. The choices and their races:
+//! * **Sockets** (`read`, `write`, `recv`, `send`, `recvfrom`, `sendto`): the call is made
+//!   with `MSG_DONTWAIT` (`read`/`write` on a socket are `recv`/`send` with no flags), so
+//!   there is no shared state to race on. Only on `EAGAIN` is `fcntl(F_GETFL)` asked
+//!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer).
+//!   A write on a stream socket continues after a partial send, as blocking `send` does,
+//!   and returns the total (or the count so far if an error follows progress).
+//!   `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured: the wait ends with `EAGAIN` after them.
+//! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
+//!   blocking again at once; then the green thread waits for writability and reports
+//!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
+//!   it non-blocking.
+//! * **`accept`/`accept4`, pipes, terminals, character devices** (`read`, `write`): wait
+//!   until `poll` says ready, then make the blocking call. If another process or OS thread
+//!   takes the data (or the connection) between the two, the call blocks the OS thread as
+//!   it would without the patch; it never returns a wrong result. A pipe write larger than
+//!   the free space blocks the OS thread once the first part fits.
+//! * **Regular files, block devices, directories** are always "ready" for the kernel:
+//!   their reads and writes pass straight through and block the hub for their duration.
+//!
+//! ## Interruptions
+//! A hook cannot unwind into its C or Rust caller. A [`Timeout`](crate::Timeout) that fires
+//! during a hooked wait makes the call fail with `ETIMEDOUT` (sleeps return early, as if
+//! complete); a kill makes it fail with `ECANCELED` (sleeps return at once), and the kill
+//! unwinds at the green thread's next verdant blocking call.
+//!
+//! ## Cost when not patched
+//! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
+//! then a call through a cached function pointer.
+
+mod hooks;
+pub mod original;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A group of hooks that is patched as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
+    /// `accept4`, `poll`.
+    Sockets,
+    /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
+    Time,
+    /// `getaddrinfo`/`getnameinfo`. Not hooked yet: [`patch_dns`] records the request and
+    /// name lookups still block the OS thread (use
+    /// [`threadpool::resolve`](crate::threadpool::resolve) meanwhile).
+    Dns,
+}
+
+static SOCKETS: AtomicBool = AtomicBool::new(false);
+static TIME: AtomicBool = AtomicBool::new(false);
+static DNS: AtomicBool = AtomicBool::new(false);
+
+fn flag(family: Family) -> &'static AtomicBool {
+    match family {
+        Family::Sockets => &SOCKETS,
+        Family::Time => &TIME,
+        Family::Dns => &DNS,
+    }
+}
+
+/// Patches every family: from now on, blocking libc calls made in green threads wait on
+/// the hub. Process-wide and permanent (as in gevent); idempotent. OS threads without a
+/// hub are unaffected.
+///
+/// ```
+/// verdant::monkey::patch_all();
+/// assert!(verdant::monkey::is_patched(verdant::monkey::Family::Time));
+/// ```
+pub fn patch_all() {
+    patch_sockets();
+    patch_time();
+    patch_dns();
+}
+
+/// Patches socket and pipe I/O (see [`Family::Sockets`]).
+///
+/// ```
+/// verdant::monkey::patch_sockets();
+/// assert!(verdant::monkey::is_patched(verdant::monkey::Family::Sockets));
+/// ```
+pub fn patch_sockets() {
+    SOCKETS.store(true, Ordering::Relaxed);
+}
+
+/// Patches the sleeps (see [`Family::Time`]).
+///
+/// ```
+/// verdant::monkey::patch_time();
+/// assert!(verdant::monkey::is_patched(verdant::monkey::Family::Time));
+/// ```
+pub fn patch_time() {
+    TIME.store(true, Ordering::Relaxed);
+}
+
+/// Records that name lookups should be patched (see [`Family::Dns`]: not hooked yet).
+///
+/// ```
+/// verdant::monkey::patch_dns();
+/// assert!(verdant::monkey::is_patched(verdant::monkey::Family::Dns));
+/// ```
+pub fn patch_dns() {
+    DNS.store(true, Ordering::Relaxed);
+}
+
+/// Whether `family` has been patched in this process.
+///
+/// ```
+/// use verdant::monkey::{is_patched, patch_time, Family};
+/// patch_time();
+/// assert!(is_patched(Family::Time));
+/// ```
+pub fn is_patched(family: Family) -> bool {
+    flag(family).load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// How many hooks are running on this thread's current green thread. Zero at every
+    /// switch: a hook that waits sets it to zero for the wait ([`suspended`]).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether a hook of `family` should do its cooperative version now: patched, not nested in
+/// another hook, and running in a green thread of this thread's hub. errno is unchanged.
+#[inline]
+fn cooperative(family: &AtomicBool) -> bool {
+    if !family.load(Ordering::Relaxed) {
+        return false;
+    }
+    cooperative_slow()
+}
+
+#[cold]
+fn cooperative_slow() -> bool {
+    let errno = errno();
+    let yes = DEPTH.with(Cell::get) == 0 && crate::hub::in_green_thread();
+    set_errno(errno);
+    yes
+}
+
+/// Marks the current green thread as inside a hook until dropped: calls the hook makes
+/// (directly or through verdant's own code) pass straight through.
+struct Nested;
+
+impl Nested {
+    fn enter() -> Nested {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Nested
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Runs `wait` (which may switch to the hub) with the nesting depth at zero, so the other
+/// green threads that run meanwhile see their own hooks, and restores it afterwards (also
+/// when a kill unwinds).
+fn suspended<R>(wait: impl FnOnce() -> R) -> R {
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEPTH.with(|d| d.replace(0)));
+    wait()
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}

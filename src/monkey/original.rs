@@ -1,0 +1,110 @@
+//! The real libc functions behind verdant's hooks (gevent's `get_original`).
+//!
+//! With the `monkey` feature the program's own definitions of `read`, `nanosleep`, ... are
+//! verdant's hooks, so calling `libc::read` reaches the hook. These functions reach the C
+//! library's definition instead: each is looked up once, on first use, with
+//! `dlsym(RTLD_NEXT, name)` (the next definition after the object verdant is linked into,
+//! i.e. glibc's) and cached in an atomic. errno is preserved across the lookup.
+//!
+//! ```
+//! // Always the C library's read, patched or not, green thread or not.
+//! let n = unsafe { verdant::monkey::original::read(-1, std::ptr::null_mut(), 0) };
+//! assert_eq!(n, -1);
+//! assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
+//! ```
+//!
+//! Each function has the C signature and the contract of the libc function of the same
+//! name (see its man page).
+
+use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
+use libc::{ssize_t, timespec, useconds_t};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Resolves `name` (NUL-terminated) with `dlsym(RTLD_NEXT, ..)`, aborting if the C library
+/// does not define it (nothing sensible could be returned to the caller).
+#[cold]
+fn resolve(slot: &AtomicUsize, name: &'static str) -> usize {
+    let errno = super::errno();
+    // SAFETY: `name` is a NUL-terminated literal (the macro below appends the NUL);
+    // RTLD_NEXT is a valid pseudo-handle for dlsym.
+    let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    if p == 0 {
+        // Linked into something that is itself last in the search order: take any.
+        // SAFETY: as above, with the RTLD_DEFAULT pseudo-handle.
+        p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast()) } as usize;
+    }
+    if p == 0 || p == own_definition(name) {
+        let msg =
+            b"verdant::monkey: the C library's definition of a hooked function was not found\n";
+        // SAFETY: a raw write(2) syscall of a static buffer; it cannot recurse into a hook.
+        unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+        std::process::abort();
+    }
+    slot.store(p, Ordering::Relaxed);
+    super::set_errno(errno);
+    p
+}
+
+/// The address of verdant's own hook of that name, so a lookup that found it (instead of
+/// the C library's) is caught rather than recursing forever.
+fn own_definition(name: &str) -> usize {
+    super::hooks::address_of(name.trim_end_matches('\0'))
+}
+
+macro_rules! originals {
+    ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {$(
+        #[doc = concat!("The C library's `", stringify!($name), "`.")]
+        ///
+        /// # Safety
+        /// The contract of the libc function of the same name: pointer arguments must be
+        /// valid for the sizes passed, as its man page says.
+        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+            static SLOT: AtomicUsize = AtomicUsize::new(0);
+            let mut p = SLOT.load(Ordering::Relaxed);
+            if p == 0 {
+                p = resolve(&SLOT, concat!(stringify!($name), "\0"));
+            }
+            // SAFETY: `p` is the address dlsym returned for this very symbol, whose C
+            // signature is the one written here (the libc crate's declaration).
+            let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+            // SAFETY: the caller upholds the libc contract (this function's # Safety).
+            unsafe { f($($arg),*) }
+        }
+    )*};
+}
+
+originals! {
+    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t;
+    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t;
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn recvfrom(
+        fd: c_int,
+        buf: *mut c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        addrlen: *mut socklen_t,
+    ) -> ssize_t;
+    fn sendto(
+        fd: c_int,
+        buf: *const c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        addrlen: socklen_t,
+    ) -> ssize_t;
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int;
+    fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int;
+    fn clock_nanosleep(
+        clock: clockid_t,
+        flags: c_int,
+        req: *const timespec,
+        rem: *mut timespec,
+    ) -> c_int;
+    fn usleep(usec: useconds_t) -> c_int;
+    fn sleep(secs: c_uint) -> c_uint;
+}

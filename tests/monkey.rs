@@ -1,0 +1,327 @@
+//! The monkey shim with code nobody here wrote: std's blocking sleeps and sockets, and libc
+//! called directly, inside green threads, before and after `patch_all()`.
+//!
+//! Patching is process-wide and permanent, so every test runs in a child process of its
+//! own (this binary re-run with `--exact <name>`): the "before patching" tests cannot see
+//! another test's `patch_all()`.
+#![cfg(all(feature = "monkey", target_os = "linux"))]
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use verdant::monkey::{self, Family};
+
+const CHILD: &str = "VERDANT_MONKEY_TEST_CHILD";
+
+/// Runs each test's body in a child process of its own.
+macro_rules! isolated {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$m])*
+        #[test]
+        fn $name() {
+            if std::env::var(CHILD).as_deref() == Ok(stringify!($name)) {
+                $body
+            } else {
+                run_in_child(stringify!($name));
+            }
+        }
+    )*};
+}
+
+fn run_in_child(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .output()
+        .expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} failed in its child process ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+/// An event log shared by the green threads of one OS thread.
+#[derive(Clone, Default)]
+struct Log(Rc<RefCell<Vec<(usize, &'static str)>>>);
+
+impl Log {
+    fn push(&self, id: usize, what: &'static str) {
+        self.0.borrow_mut().push((id, what));
+    }
+
+    fn events(&self) -> Vec<(usize, &'static str)> {
+        self.0.borrow().clone()
+    }
+
+    /// Whether every "start" came before every "end": the waits overlapped.
+    fn all_started_before_any_ended(&self) -> bool {
+        let ev = self.events();
+        let last_start = ev.iter().rposition(|e| e.1 == "start");
+        let first_end = ev.iter().position(|e| e.1 == "end");
+        matches!((last_start, first_end), (Some(s), Some(e)) if s < e)
+    }
+
+    /// Whether each green thread's start was followed at once by its end: no overlap.
+    fn strictly_sequential(&self) -> bool {
+        self.events()
+            .chunks(2)
+            .all(|p| p.len() == 2 && p[0] == (p[0].0, "start") && p[1] == (p[0].0, "end"))
+    }
+}
+
+/// `n` green threads that log "start", run `wait`, log "end"; joins them all.
+fn run_green(n: usize, wait: impl Fn(usize) + Clone + 'static) -> Log {
+    let log = Log::default();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (log, wait) = (log.clone(), wait.clone());
+            verdant::spawn(move || {
+                log.push(i, "start");
+                wait(i);
+                log.push(i, "end");
+            })
+        })
+        .collect();
+    for r in verdant::joinall(handles) {
+        r.unwrap();
+    }
+    log
+}
+
+fn last_errno() -> Option<i32> {
+    io::Error::last_os_error().raw_os_error()
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just created both descriptors and nothing else owns them.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+isolated! {
+    fn std_sleep_runs_sequentially_before_patching() {
+        assert!(!monkey::is_patched(Family::Time));
+        let log = run_green(100, |_| std::thread::sleep(Duration::from_millis(2)));
+        assert!(log.strictly_sequential(), "{:?}", log.events());
+    }
+
+    fn std_sleep_overlaps_after_patch_all() {
+        monkey::patch_all();
+        let start = Instant::now();
+        let log = run_green(100, |_| std::thread::sleep(Duration::from_millis(20)));
+        assert!(log.all_started_before_any_ended(), "{:?}", log.events());
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    }
+
+    fn libc_sleeps_overlap_after_patch_time() {
+        monkey::patch_time();
+        assert!(!monkey::is_patched(Family::Sockets));
+        let log = run_green(30, |i| match i % 3 {
+            // SAFETY: usleep takes no pointers.
+            0 => assert_eq!(unsafe { libc::usleep(20_000) }, 0),
+            1 => {
+                let ts = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+                // SAFETY: `ts` is a valid timespec; a null `rem` is allowed.
+                assert_eq!(unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) }, 0);
+            }
+            // SAFETY: sleep takes no pointers. sleep(0) returns 0 unslept seconds.
+            _ => assert_eq!(unsafe { libc::sleep(0) }, 0),
+        });
+        // sleep(0) only yields: check the two real sleeps overlapped.
+        let ev: Vec<_> = log.events().into_iter().filter(|e| e.0 % 3 != 2).collect();
+        let last_start = ev.iter().rposition(|e| e.1 == "start").unwrap();
+        let first_end = ev.iter().position(|e| e.1 == "end").unwrap();
+        assert!(last_start < first_end, "{ev:?}");
+    }
+
+    fn invalid_sleep_arguments_pass_through_with_errno() {
+        monkey::patch_all();
+        let bad = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000_000 };
+        let got = verdant::spawn(move || {
+            // SAFETY: `bad` is a readable timespec (with an out-of-range field).
+            let r = unsafe { libc::nanosleep(&bad, std::ptr::null_mut()) };
+            (r, last_errno())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (-1, Some(libc::EINVAL)));
+    }
+
+    fn std_tcp_in_green_threads_interleaves_after_patch_all() {
+        monkey::patch_all();
+        // A plain std server and plain std clients, all green threads of this OS thread.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = verdant::spawn(move || {
+            let mut handlers = Vec::new();
+            for _ in 0..20 {
+                let (mut conn, _) = listener.accept().unwrap();
+                handlers.push(verdant::spawn(move || {
+                    let mut req = [0u8; 1];
+                    conn.read_exact(&mut req).unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                    conn.write_all(&[req[0]; 100_000]).unwrap();
+                }));
+            }
+            for r in verdant::joinall(handlers) {
+                r.unwrap();
+            }
+        });
+        let start = Instant::now();
+        let log = run_green(20, move |i| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(&[i as u8]).unwrap();
+            let mut reply = Vec::new();
+            s.read_to_end(&mut reply).unwrap();
+            assert_eq!(reply.len(), 100_000);
+            assert!(reply.iter().all(|&b| b == i as u8));
+        });
+        server.join().unwrap();
+        assert!(log.all_started_before_any_ended(), "{:?}", log.events());
+        // 20 sequential 50 ms handlers would take a second.
+        assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
+    }
+
+    fn read_on_a_bad_fd_gives_ebadf_everywhere() {
+        // SAFETY (all reads here): a zero-length read into a null buffer touches no memory.
+        let before = unsafe { libc::read(-1, std::ptr::null_mut(), 0) };
+        assert_eq!((before, last_errno()), (-1, Some(libc::EBADF)));
+        monkey::patch_all();
+        let os_thread = std::thread::spawn(|| {
+            let r = unsafe { libc::read(-1, std::ptr::null_mut(), 0) };
+            (r, last_errno())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(os_thread, (-1, Some(libc::EBADF)));
+        let green = verdant::spawn(|| {
+            let r = unsafe { libc::read(-1, std::ptr::null_mut(), 0) };
+            (r, last_errno())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(green, (-1, Some(libc::EBADF)));
+        let original = unsafe { monkey::original::read(-1, std::ptr::null_mut(), 0) };
+        assert_eq!((original, last_errno()), (-1, Some(libc::EBADF)));
+    }
+
+    fn errors_match_blocking_libc_in_green_threads() {
+        // Each case run unpatched, then patched in a green thread: same result, same errno.
+        fn cases() -> Vec<(isize, Option<i32>)> {
+            let (r, _w) = pipe();
+            let mut buf = [0u8; 4];
+            // SAFETY: `buf` is writable for its length.
+            let recv_on_pipe = unsafe { libc::recv(r.as_raw_fd(), buf.as_mut_ptr().cast(), 4, 0) };
+            let e1 = last_errno();
+            // A port nobody listens on: bind one, learn it, close it.
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let refused = std::net::TcpStream::connect(port).unwrap_err().raw_os_error();
+            let file = std::fs::read("/proc/self/stat").map(|b| b.is_empty() as isize).unwrap();
+            vec![(recv_on_pipe, e1), (-1, refused), (file, None)]
+        }
+        let before = cases();
+        monkey::patch_all();
+        let after = verdant::spawn(cases).join().unwrap();
+        assert_eq!(before, after);
+        assert_eq!(after[0], (-1, Some(libc::ENOTSOCK)));
+        assert_eq!(after[1], (-1, Some(libc::ECONNREFUSED)));
+    }
+
+    fn a_nonblocking_socket_stays_nonblocking() {
+        monkey::patch_all();
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = verdant::spawn(move || {
+            a.set_nonblocking(true).unwrap();
+            a.read(&mut [0u8; 8]).unwrap_err().kind()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(err, io::ErrorKind::WouldBlock);
+    }
+
+    fn a_socket_read_timeout_is_honoured_while_others_run() {
+        monkey::patch_all();
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ticks = Rc::new(RefCell::new(0));
+        let t = ticks.clone();
+        let ticker = verdant::spawn(move || {
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(5));
+                *t.borrow_mut() += 1;
+            }
+        });
+        let start = Instant::now();
+        let err = verdant::spawn(move || {
+            a.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            a.read(&mut [0u8; 8]).unwrap_err().kind()
+        })
+        .join()
+        .unwrap();
+        ticker.join().unwrap();
+        assert_eq!(err, io::ErrorKind::WouldBlock);
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert_eq!(*ticks.borrow(), 5);
+    }
+
+    fn a_verdant_timeout_ends_a_hooked_read_with_etimedout() {
+        monkey::patch_all();
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(30));
+            a.read(&mut [0u8; 8]).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
+    }
+
+    fn pipe_reads_and_poll_wait_on_the_hub() {
+        monkey::patch_all();
+        let (r, w) = pipe();
+        let (r2, w2) = pipe();
+        let log = Log::default();
+        let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+        let reader = verdant::spawn(move || {
+            let mut f = std::fs::File::from(r);
+            let mut buf = [0u8; 5];
+            l1.push(0, "start");
+            f.read_exact(&mut buf).unwrap();
+            l1.push(0, "end");
+            buf
+        });
+        let poller = verdant::spawn(move || {
+            let mut p = libc::pollfd { fd: r2.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            l2.push(1, "start");
+            // SAFETY: `p` is one live pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, 5_000) };
+            l2.push(1, "end");
+            (n, p.revents & libc::POLLIN != 0)
+        });
+        let writer = verdant::spawn(move || {
+            l3.push(2, "start");
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::File::from(w).write_all(b"hello").unwrap();
+            std::fs::File::from(w2).write_all(b"x").unwrap();
+            l3.push(2, "end");
+        });
+        writer.join().unwrap();
+        assert_eq!(&reader.join().unwrap(), b"hello");
+        assert_eq!(poller.join().unwrap(), (1, true));
+        assert!(log.all_started_before_any_ended(), "{:?}", log.events());
+        // And a poll that times out returns 0 after its timeout.
+        let (r3, _w3) = pipe();
+        let timed_out = verdant::spawn(move || {
+            let mut p = libc::pollfd { fd: r3.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: `p` is one live pollfd.
+            unsafe { libc::poll(&mut p, 1, 20) }
+        });
+        assert_eq!(timed_out.join().unwrap(), 0);
+    }
+}
