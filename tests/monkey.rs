@@ -31,11 +31,24 @@ macro_rules! isolated {
 }
 
 fn run_in_child(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .output()
-        .expect("re-run the test binary");
+    let exe = std::env::current_exe().unwrap();
+    let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
+        std::process::Command::new(program)
+            .args(pre)
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHILD, name)
+            .output()
+    };
+    let out = match child(&exe, &[]) {
+        // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
+        // step): run the child under the same emulator.
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+            child(qemu.as_ref(), &[exe.as_os_str()])
+        }
+        other => other,
+    }
+    .expect("re-run the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -323,5 +336,125 @@ isolated! {
             unsafe { libc::poll(&mut p, 1, 20) }
         });
         assert_eq!(timed_out.join().unwrap(), 0);
+    }
+
+    fn a_kill_ends_a_hooked_read_with_ecanceled_then_unwinds() {
+        monkey::patch_all();
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let seen = Rc::new(RefCell::new(None));
+        let s = seen.clone();
+        let victim = verdant::spawn(move || {
+            // A kill cannot unwind through the C ABI: the read fails instead...
+            *s.borrow_mut() = a.read(&mut [0u8; 8]).unwrap_err().raw_os_error();
+            // ...and the kill unwinds at the next verdant blocking call.
+            verdant::sleep(Duration::from_secs(5)).unwrap();
+            unreachable!("the kill unwinds out of sleep");
+        });
+        verdant::sleep(Duration::from_millis(10)).unwrap();
+        victim.kill();
+        assert!(victim.join().unwrap_err().is_killed());
+        assert_eq!(*seen.borrow(), Some(libc::ECANCELED));
+    }
+
+    fn a_dlopened_c_library_sleeps_and_reads_on_the_hub() {
+        let Some(lib) = CLibrary::build() else { return };
+        monkey::patch_all();
+        let sleep_ms = lib.sleep_ms;
+        let start = Instant::now();
+        let log = run_green(20, move |_| assert_eq!(sleep_ms(30), 0));
+        assert!(log.all_started_before_any_ended(), "{:?}", log.events());
+        assert!(start.elapsed() < Duration::from_millis(550), "{:?}", start.elapsed());
+        // C's read on a blocking pipe waits on the hub while a writer green thread runs.
+        let (r, w) = pipe();
+        let read = lib.read;
+        let reader = verdant::spawn(move || {
+            let mut buf = [0u8; 8];
+            let n = read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+            buf[..n as usize].to_vec()
+        });
+        verdant::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            std::fs::File::from(w).write_all(b"from C").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(reader.join().unwrap(), b"from C");
+    }
+}
+
+/// A C shared library compiled at test time with the system's C compiler and `dlopen`ed:
+/// its `nanosleep` and `read` resolve through the dynamic symbol table to the hooks.
+struct CLibrary {
+    sleep_ms: extern "C" fn(libc::c_int) -> libc::c_int,
+    read: extern "C" fn(libc::c_int, *mut libc::c_void, usize) -> isize,
+}
+
+const C_SOURCE: &str = r#"
+#include <time.h>
+#include <unistd.h>
+int vt_sleep_ms(int ms) {
+    struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+    return nanosleep(&t, 0);
+}
+long vt_read(int fd, void *buf, unsigned long n) { return read(fd, buf, n); }
+"#;
+
+impl CLibrary {
+    /// `None` (with a note on stderr) when no C compiler for this target is installed.
+    fn build() -> Option<CLibrary> {
+        let dir = std::env::temp_dir().join(format!("verdant-monkey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("vt.c");
+        let so = dir.join("libvt.so");
+        std::fs::write(&src, C_SOURCE).unwrap();
+        let cross = format!("{}-linux-gnu-gcc", std::env::consts::ARCH);
+        let compilers = [std::env::var("CC").ok(), Some(cross), Some("cc".into())];
+        let built = compilers.iter().flatten().any(|cc| {
+            std::process::Command::new(cc)
+                .args(["-shared", "-fPIC", "-O1", "-o"])
+                .arg(&so)
+                .arg(&src)
+                .status()
+                .is_ok_and(|s| s.success())
+                && Self::open(&so).is_some()
+        });
+        // The mapping outlives the file: nothing is left in the temporary directory.
+        let lib = if built { Self::open(&so) } else { None };
+        let _ = std::fs::remove_dir_all(&dir);
+        if lib.is_none() {
+            eprintln!("skipped: no C compiler that builds a loadable library for this target");
+        }
+        lib
+    }
+
+    fn open(so: &std::path::Path) -> Option<CLibrary> {
+        let path = std::ffi::CString::new(so.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `path` is a NUL-terminated string; the library has no constructors.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+        if handle.is_null() {
+            return None;
+        }
+        // SAFETY: `handle` is a live dlopen handle; the names are NUL-terminated.
+        let (s, r) = unsafe {
+            (
+                libc::dlsym(handle, c"vt_sleep_ms".as_ptr()),
+                libc::dlsym(handle, c"vt_read".as_ptr()),
+            )
+        };
+        assert!(!s.is_null() && !r.is_null());
+        // SAFETY: both symbols are the functions of C_SOURCE, whose C signatures these are;
+        // the handle is never closed, so they stay valid.
+        unsafe {
+            Some(CLibrary {
+                sleep_ms: std::mem::transmute::<
+                    *mut libc::c_void,
+                    extern "C" fn(libc::c_int) -> libc::c_int,
+                >(s),
+                read: std::mem::transmute::<
+                    *mut libc::c_void,
+                    extern "C" fn(libc::c_int, *mut libc::c_void, usize) -> isize,
+                >(r),
+            })
+        }
     }
 }
