@@ -338,6 +338,27 @@ isolated! {
         assert_eq!(timed_out.join().unwrap(), 0);
     }
 
+    fn recv_waitall_waits_for_all_the_bytes_on_the_hub() {
+        monkey::patch_all();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let receiver = verdant::spawn(move || {
+            let mut buf = [0u8; 10];
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(a.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_WAITALL)
+            };
+            (n, buf)
+        });
+        verdant::spawn(move || {
+            b.write_all(b"01234").unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+            b.write_all(b"56789").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(receiver.join().unwrap(), (10, *b"0123456789"));
+    }
+
     fn a_kill_ends_a_hooked_read_with_ecanceled_then_unwinds() {
         monkey::patch_all();
         let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();

@@ -8,6 +8,7 @@
 //! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
 
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
+use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
 use crate::reactor::Direction;
 use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
@@ -47,7 +48,11 @@ fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
-        Err(payload) if payload.is::<Killed>() => Err(libc::ECANCELED),
+        // A kill, or the last handle of a suspended greenlet dropped (greenlet's
+        // `GreenletExit`, thrown once).
+        Err(payload) if payload.is::<Killed>() || payload.is::<GreenletExit>() => {
+            Err(libc::ECANCELED)
+        }
         // A bug in verdant: there is no way to report it across the C ABI.
         Err(payload) => panic::resume_unwind(payload),
     };
@@ -301,6 +306,10 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
         // SAFETY: the caller's contract is recv's.
         return unsafe { original::recv(fd, buf, len, flags) };
     }
+    if flags & libc::MSG_WAITALL != 0 {
+        // SAFETY: the caller's contract is recv's.
+        return run(|| unsafe { recv_all(fd, buf, len, flags & !libc::MSG_WAITALL) });
+    }
     run(|| {
         // SAFETY: the caller's contract is recv's.
         socket_io(fd, Direction::Read, |extra| unsafe {
@@ -308,6 +317,43 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
         })
         .map(|n| n.unwrap_or(-1))
     })
+}
+
+/// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
+/// bytes, end of stream, or an error (reported only if nothing was received), as the
+/// blocking call does.
+///
+/// # Safety
+/// The contract of libc's `recv`.
+unsafe fn recv_all(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+) -> Result<ssize_t, Errno> {
+    let mut got: size_t = 0;
+    loop {
+        // SAFETY: `got < len` or this is the first call, so the range is inside `buf`.
+        let r = socket_io(fd, Direction::Read, |extra| unsafe {
+            original::recv(
+                fd,
+                buf.cast::<u8>().add(got).cast(),
+                len - got,
+                flags | extra,
+            )
+        });
+        match r {
+            Ok(None) => return Ok(-1),
+            Ok(Some(n)) => {
+                got += n as size_t;
+                if n == 0 || got >= len {
+                    return Ok(got as ssize_t);
+                }
+            }
+            Err(_) if got > 0 => return Ok(got as ssize_t),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Hook of `send(2)`.
