@@ -42,12 +42,16 @@
 //! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]). On every
 //! pass-through path errno is exactly what the original set.
 //!
-//! ## When the exported symbols take effect (Linux, glibc; measured with rustc 1.95, GNU ld)
+//! ## When the exported symbols take effect
+//! Measured on Linux/glibc with rustc 1.95 and each of its default linker (rust-lld), GNU
+//! ld.bfd and gold (`-C link-arg=-fuse-ld=..`), in debug, release and fat-LTO builds, with
+//! a hooked crate that the program depends on but never calls (`tests/monkey.rs` checks
+//! std, and a C library built and `dlopen`ed at test time):
 //! * **Rust code, std included**, in the final executable: yes, with no build changes.
 //!   rustc links the verdant rlib into the executable; the linker resolves std's undefined
 //!   `read`/`recv`/`clock_nanosleep` to the executable's own definitions before looking at
 //!   libc.so (definitions in regular objects win over shared libraries), and keeps them
-//!   even though nothing in Rust names them. Note that std ≥ 1.8x sleeps with
+//!   even though nothing in Rust names them. Note that std (1.95) sleeps with
 //!   `clock_nanosleep`, not `nanosleep`.
 //! * **C code compiled into the same executable** (the `cc` crate, a static `.a`): yes, the
 //!   same static resolution.
@@ -56,7 +60,9 @@
 //!   when a shared library of the link (here libc.so.6) also defines it, so `nm -D` on the
 //!   executable lists `T read`, `T nanosleep`, ...; the dynamic linker searches the
 //!   executable first and every library's `read` binds to the hook. No `-rdynamic`, no
-//!   `--export-dynamic-symbol`, no `.cargo/config.toml` entry is needed.
+//!   `--export-dynamic-symbol`, no `.cargo/config.toml` entry is needed (rustc itself
+//!   exports no other `#[no_mangle]` symbol of an executable: it is libc.so's presence in
+//!   the link that does it).
 //! * **Not reached**: calls glibc makes internally (they bypass the PLT: `sleep` does not go
 //!   through `nanosleep`, `getaddrinfo` does not go through `poll`/`recvfrom` — hence one
 //!   hook per public function); raw `syscall(2)`; fully static executables (no `dlsym`);
