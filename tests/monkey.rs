@@ -39,21 +39,25 @@ fn run_in_child(name: &str) {
             .env(CHILD, name)
             .output()
     };
-    let out = match child(&exe, &[]) {
-        // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
-        // step): run the child under the same emulator.
-        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
-            let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-            child(qemu.as_ref(), &[exe.as_os_str()])
-        }
-        other => other,
+    // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
+    // step) cannot exec itself: the kernel says ENOEXEC and libc falls back to running it
+    // as a shell script, which exits 127. Then run the child under the same emulator.
+    let could_not_exec = |out: &io::Result<std::process::Output>| match out {
+        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
+        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
+    };
+    let mut out = child(&exe, &[]);
+    if could_not_exec(&out) {
+        let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
+        out = child(qemu.as_ref(), &[exe.as_os_str()]);
     }
-    .expect("re-run the test binary");
+    let out = out.expect("re-run the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process ({}):\n{stdout}\n{stderr}",
+        "{name} failed in its child process {} ({}):\n{stdout}\n{stderr}",
+        exe.display(),
         out.status
     );
 }
