@@ -363,6 +363,35 @@ isolated! {
         assert_eq!(receiver.join().unwrap(), (10, *b"0123456789"));
     }
 
+    fn os_threads_without_a_hub_and_the_hub_itself_pass_through() {
+        monkey::patch_all();
+        let ticks = Rc::new(RefCell::new(0));
+        let t = ticks.clone();
+        let ticker = verdant::spawn(move || {
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(5));
+                *t.borrow_mut() += 1;
+            }
+        });
+        // A pool thread has no hub: its std sleep and its pipe read block it, as unpatched.
+        // The hub learns of the result through its eventfd, read by the hub greenlet itself
+        // (a hooked `read` that must pass straight through).
+        let (r, w) = pipe();
+        let worker = verdant::spawn_blocking(move || {
+            let start = Instant::now();
+            std::thread::sleep(Duration::from_millis(30));
+            let mut buf = [0u8; 2];
+            std::fs::File::from(r).read_exact(&mut buf).unwrap();
+            (start.elapsed(), buf)
+        });
+        std::fs::File::from(w).write_all(b"ok").unwrap();
+        let (slept, buf) = worker.join().unwrap();
+        ticker.join().unwrap();
+        assert!(slept >= Duration::from_millis(30));
+        assert_eq!(&buf, b"ok");
+        assert_eq!(*ticks.borrow(), 3);
+    }
+
     fn a_kill_ends_a_hooked_read_with_ecanceled_then_unwinds() {
         monkey::patch_all();
         let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
