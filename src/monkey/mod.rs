@@ -56,17 +56,19 @@
 //! * **C code compiled into the same executable** (the `cc` crate, a static `.a`): yes, the
 //!   same static resolution.
 //! * **Shared libraries** (linked at build time or `dlopen`ed later): yes, with no build
-//!   changes. GNU ld puts a symbol defined in the executable into its dynamic symbol table
-//!   when a shared library of the link (here libc.so.6) also defines it, so `nm -D` on the
-//!   executable lists `T read`, `T nanosleep`, ...; the dynamic linker searches the
+//!   changes. The linker (all three alike) puts a symbol defined in the executable into its
+//!   dynamic symbol table when a shared library of the link (here libc.so.6) also defines
+//!   it, so `nm -D` on the executable lists `T read`, `T nanosleep`, ...; the dynamic linker searches the
 //!   executable first and every library's `read` binds to the hook. No `-rdynamic`, no
 //!   `--export-dynamic-symbol`, no `.cargo/config.toml` entry is needed (rustc itself
 //!   exports no other `#[no_mangle]` symbol of an executable: it is libc.so's presence in
 //!   the link that does it).
 //! * **Not reached**: calls glibc makes internally (they bypass the PLT: `sleep` does not go
 //!   through `nanosleep`, `getaddrinfo` does not go through `poll`/`recvfrom` — hence one
-//!   hook per public function); raw `syscall(2)`; fully static executables (no `dlsym`);
-//!   a verdant linked into a `cdylib` reaches only code that resolves symbols through it.
+//!   hook per public function); raw `syscall(2)`; fully static executables (no `dlsym`).
+//!   Not measured, by reasoning from the lookup order: a verdant inside a `cdylib` that a
+//!   non-Rust program `dlopen`s would not take effect (libc comes first in the global
+//!   scope) unless the library is `LD_PRELOAD`ed.
 //!
 //! ## Descriptors the caller believes blocking
 //! The descriptor is left blocking. The choices and their races:
