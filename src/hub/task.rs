@@ -148,7 +148,9 @@ impl JoinError {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> &str {
+/// The message of a panic payload (`&str` or `String`), for `Debug`/`Display` of errors
+/// that carry one.
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
     p.downcast_ref::<&str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))
