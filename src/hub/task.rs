@@ -525,10 +525,9 @@ where
 /// `iwait`).
 ///
 /// ```
-/// use std::time::{Duration, Instant};
-/// let start = Instant::now();
-/// let slow = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(30)); "slow" });
-/// let fast = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(1)); "fast" });
+/// // Green threads take turns: the one that yields fewer times finishes first.
+/// let slow = verdant::spawn(|| { for _ in 0..10 { verdant::yield_now(); } "slow" });
+/// let fast = verdant::spawn(|| { verdant::yield_now(); "fast" });
 /// let order: Vec<&str> = verdant::iwait(vec![slow, fast]).map(|(_, r)| r.unwrap()).collect();
 /// assert_eq!(order, ["fast", "slow"]);
 /// ```
