@@ -13,7 +13,7 @@
 //!   │  [wait for a slot]   │  (max_connections)  │ 2. wait up to `timeout` for handlers
 //!   │  accept()            │                     │ 3. kill the handlers still running
 //!   │   ok ──▶ spawn handler(stream, peer)  ──▶ members (Group or Pool)
-//!   │   EMFILE/ENFILE/ENOBUFS/ENOMEM ──▶ sleep 10 ms, 20, 40 … 1 s, retry
+//!   │   EMFILE/ENFILE/ENOBUFS/ENOMEM ──▶ sleep 10 ms, 20, 40, 80, 100 …, retry
 //!   │   ECONNABORTED/EINTR/EPROTO… ──▶ retry at once
 //!   └─────────────────────┘
 //! ```
@@ -47,8 +47,9 @@ use crate::sync::Event;
 pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The longest pause between accept attempts while accept keeps failing (the pause doubles
-/// from [`MIN_ACCEPT_BACKOFF`] up to this).
-pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// from [`MIN_ACCEPT_BACKOFF`] up to this): at most ten futile attempts a second, and a
+/// server that gets fds back accepts again within this time.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A TCP server that runs `handler(stream, peer_address)` on a green thread of its own for
 /// every connection it accepts.
