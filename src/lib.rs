@@ -53,6 +53,7 @@ pub mod hub;
 pub mod net;
 pub mod pool;
 pub(crate) mod reactor;
+pub mod server;
 pub mod stack;
 pub mod sync;
 pub(crate) mod sys;
@@ -65,6 +66,7 @@ pub use hub::{
     JoinError, JoinHandle, Killed, WaitError,
 };
 pub use pool::{Group, Pool};
+pub use server::StreamServer;
 pub use sync::AsyncResult;
 pub use sync::BoundedSemaphore;
 pub use sync::Condvar;
