@@ -57,6 +57,7 @@ compile_error!("verdant: the `monkey` feature supports Linux (glibc) only so far
 pub mod net;
 pub mod pool;
 pub(crate) mod reactor;
+pub mod server;
 pub mod stack;
 pub mod sync;
 pub(crate) mod sys;
@@ -69,6 +70,7 @@ pub use hub::{
     JoinError, JoinHandle, Killed, WaitError,
 };
 pub use pool::{Group, Pool};
+pub use server::StreamServer;
 pub use sync::AsyncResult;
 pub use sync::BoundedSemaphore;
 pub use sync::Condvar;

@@ -65,6 +65,7 @@
 //! default pool. Any other blocking call follows the same pattern:
 //! `spawn_blocking(move || std::fs::metadata(path)).join()`.
 
+use crate::hub::panic_message;
 use crate::hub::{self, RemoteWaker, WaitError};
 use std::any::Any;
 use std::collections::VecDeque;
@@ -125,13 +126,6 @@ impl BlockingError {
             _ => None,
         }
     }
-}
-
-fn panic_message(p: &(dyn Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic payload>")
 }
 
 impl fmt::Debug for BlockingError {

@@ -26,10 +26,11 @@ fn spawned_threads_run_only_when_the_spawner_blocks() {
 
 #[test]
 fn sleepers_wake_in_deadline_order() {
-    // Deadlines from one common instant, so scheduling delays cannot reorder them.
+    // Deadlines from one common instant, 200 ms apart: a green thread that starts late
+    // (qemu runs this suite many times slower) still cannot overtake an earlier deadline.
     let base = std::time::Instant::now();
     let order = Rc::new(RefCell::new(Vec::new()));
-    let handles: Vec<JoinHandle<()>> = [30u64, 10, 20, 0]
+    let handles: Vec<JoinHandle<()>> = [600u64, 200, 400, 0]
         .into_iter()
         .map(|ms| {
             let o = order.clone();
@@ -42,7 +43,7 @@ fn sleepers_wake_in_deadline_order() {
     for r in verdant::joinall(handles) {
         r.unwrap();
     }
-    assert_eq!(*order.borrow(), [0, 10, 20, 30]);
+    assert_eq!(*order.borrow(), [0, 200, 400, 600]);
 }
 
 #[test]
@@ -219,7 +220,8 @@ fn current_reports_names_and_main() {
 #[test]
 fn iwait_yields_in_completion_order() {
     let base = std::time::Instant::now();
-    let hs: Vec<JoinHandle<u64>> = [20u64, 1, 10]
+    // 200 ms apart, as in sleepers_wake_in_deadline_order.
+    let hs: Vec<JoinHandle<u64>> = [400u64, 0, 200]
         .into_iter()
         .map(|ms| {
             verdant::spawn(move || {
@@ -229,7 +231,7 @@ fn iwait_yields_in_completion_order() {
         })
         .collect();
     let got: Vec<(usize, u64)> = verdant::iwait(hs).map(|(i, r)| (i, r.unwrap())).collect();
-    assert_eq!(got, [(1, 1), (2, 10), (0, 20)]);
+    assert_eq!(got, [(1, 0), (2, 200), (0, 400)]);
 }
 
 #[test]

@@ -45,11 +45,11 @@
 
 mod task;
 
-pub(crate) use task::TaskRef;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
+pub(crate) use task::{panic_message, TaskRef};
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};

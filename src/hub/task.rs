@@ -148,7 +148,9 @@ impl JoinError {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> &str {
+/// The message of a panic payload (`&str` or `String`), for `Debug`/`Display` of errors
+/// that carry one.
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
     p.downcast_ref::<&str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))
@@ -523,10 +525,9 @@ where
 /// `iwait`).
 ///
 /// ```
-/// use std::time::{Duration, Instant};
-/// let start = Instant::now();
-/// let slow = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(30)); "slow" });
-/// let fast = verdant::spawn(move || { verdant::sleep_until(start + Duration::from_millis(1)); "fast" });
+/// // Green threads take turns: the one that yields fewer times finishes first.
+/// let slow = verdant::spawn(|| { for _ in 0..10 { verdant::yield_now(); } "slow" });
+/// let fast = verdant::spawn(|| { verdant::yield_now(); "fast" });
 /// let order: Vec<&str> = verdant::iwait(vec![slow, fast]).map(|(_, r)| r.unwrap()).collect();
 /// assert_eq!(order, ["fast", "slow"]);
 /// ```
