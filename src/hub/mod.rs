@@ -39,17 +39,19 @@
 //!
 //! ## Would block forever
 //! When the main green thread waits and nothing is ready, no timer is pending, no green
-//! thread waits on a file descriptor and no cross-thread waker is outstanding, nothing can
-//! ever wake it: its blocking call fails with [`WaitError::WouldBlockForever`] instead of
-//! hanging.
+//! thread waits on a file descriptor and no cross-thread waker or wait slot is outstanding,
+//! nothing can ever wake it: its blocking call fails with [`WaitError::WouldBlockForever`]
+//! instead of hanging.
 
 mod task;
+mod wait_slots;
 
 pub(crate) use task::TaskRef;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
+pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
@@ -117,6 +119,8 @@ pub(crate) enum TimerAction {
 enum RemoteMsg {
     Wake(u64),
     Forget(u64),
+    /// Wake the task waiting in a wait slot, if that wait (the generation) still goes on.
+    WakeSlot(u32, u32),
 }
 
 /// The cross-thread inbox of one hub.
@@ -194,6 +198,8 @@ pub(crate) struct Hub {
     inbox: Arc<Inbox>,
     /// Tasks with outstanding remote wakers, and how many tokens each has.
     remote_tasks: RefCell<HashMap<u64, (TaskRef, usize)>>,
+    /// Green threads waiting on a shared primitive (see `wait_slots`).
+    slots: RefCell<wait_slots::Slots>,
     /// Green threads parked on a file descriptor.
     io_waiters: Cell<usize>,
     runs_since_poll: Cell<u32>,
@@ -250,6 +256,7 @@ impl Hub {
             reactor: RefCell::new(reactor),
             inbox,
             remote_tasks: RefCell::new(HashMap::new()),
+            slots: RefCell::new(wait_slots::Slots::default()),
             io_waiters: Cell::new(0),
             runs_since_poll: Cell::new(0),
             main_task: RefCell::new(None),
@@ -337,6 +344,7 @@ impl Hub {
             && self.timers.borrow().is_empty()
             && self.io_waiters.get() == 0
             && self.remote_tasks.borrow().is_empty()
+            && self.slots.borrow().in_use == 0
             && !self.inbox.pending.load(Ordering::Acquire)
     }
 
@@ -434,6 +442,12 @@ impl Hub {
             match msg {
                 RemoteMsg::Wake(id) => {
                     let task = self.remote_tasks.borrow().get(&id).map(|(t, _)| t.clone());
+                    if let Some(task) = task {
+                        self.schedule(task);
+                    }
+                }
+                RemoteMsg::WakeSlot(slot, gen) => {
+                    let task = self.slots.borrow().task(slot, gen).cloned();
                     if let Some(task) = task {
                         self.schedule(task);
                     }
