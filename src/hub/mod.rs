@@ -3,8 +3,8 @@
 //! The thread's own code runs in its *main* green thread. A green thread that blocks
 //! (sleeps, joins, waits on a queue or a socket) registers how it wants to be woken and
 //! switches to the hub; the hub runs whatever is ready, fires due timers, polls the reactor,
-//! and switches back to the green threads that were woken. Only the hub switches between
-//! green threads.
+//! and switches back to the green threads that were woken. Only the hub module switches
+//! between green threads.
 //!
 //! ```text
 //!            ┌──────────────── hub greenlet (parent of every spawned green thread) ───────────┐
@@ -17,7 +17,18 @@
 //!            │ }                                                                               │
 //!            └─────────────────────────────────────────────────────────────────────────────────┘
 //!   green thread:  park()  ── switch ──▶ hub ── switch ──▶ (later) back into park()
+//!   or, mid-turn:  park()  ── switch ──▶ the next ready green thread (direct hand-off)
 //! ```
+//!
+//! ## Direct hand-off
+//! A green thread that parks or yields while the hub's turn still has runs left switches
+//! straight to the next ready green thread, doing on its own stack what the hub's loop
+//! would have done next: same queue, same order, same budget, one switch instead of two.
+//! At the end of a turn it also begins the next one itself when the hub would do nothing
+//! in between (the inbox is empty, no timer is due, the reactor is not due for its
+//! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
+//! an empty run queue (the poll and the would-block-forever check), a green thread that
+//! has not started or is being killed, a due timer or poll.
 //!
 //! ## The contract for the layers above (time, sync, net, pool, threadpool)
 //! * [`current_task`] is the green thread running now ([`TaskRef`]: a cheap, clonable,
@@ -203,6 +214,11 @@ pub(crate) struct Hub {
     /// Green threads parked on a file descriptor.
     io_waiters: Cell<usize>,
     runs_since_poll: Cell<u32>,
+    /// Runs left in the current turn (0 outside a turn): while some are left, a green
+    /// thread that parks or yields hands control straight to the next ready one.
+    turn_left: Cell<usize>,
+    /// Runs the current turn began with (0 outside the hub's turn loop).
+    turn_runs: Cell<usize>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
 }
@@ -259,6 +275,8 @@ impl Hub {
             slots: RefCell::new(wait_slots::Slots::default()),
             io_waiters: Cell::new(0),
             runs_since_poll: Cell::new(0),
+            turn_left: Cell::new(0),
+            turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
         })
     }
@@ -285,7 +303,6 @@ impl Hub {
             return;
         }
         CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
-        task.running.set(true);
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
         // `task` owns the greenlet for the whole switch: no extra handle is needed.
@@ -297,7 +314,74 @@ impl Hub {
         } else {
             greenlet.switch(());
         }
-        task.running.set(false);
+    }
+
+    /// The next ready task, taken off the queue, if the current green thread may hand
+    /// control straight to it: the turn has runs left, and it is started, not finished
+    /// and not being killed (those go through [`run`](Self::run)).
+    fn take_direct(&self) -> Option<TaskRef> {
+        let mut left = self.turn_left.get();
+        if left == 0 {
+            if !self.next_turn_inline() {
+                return None;
+            }
+            left = self.turn_left.get();
+        }
+        let mut ready = self.ready.borrow_mut();
+        let next = ready.front()?;
+        if next.kill.get() || next.finished.get() || !next.greenlet.is_started() {
+            return None;
+        }
+        self.turn_left.set(left - 1);
+        ready.pop_front()
+    }
+
+    /// Ends the current turn and begins the next one without switching to the hub, when the
+    /// hub would do nothing between them: it is inside its turn loop, green threads are
+    /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
+    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
+    fn next_turn_inline(&self) -> bool {
+        let ended = self.turn_runs.get();
+        if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let runs = self.runs_since_poll.get().saturating_add(ended as u32);
+        if runs >= POLL_EVERY {
+            return false;
+        }
+        let n = self.ready.borrow().len();
+        if n == 0 {
+            return false;
+        }
+        if let Some(deadline) = self.timers.borrow().next_deadline() {
+            if deadline <= Instant::now() {
+                return false;
+            }
+        }
+        self.runs_since_poll.set(runs);
+        self.turn_runs.set(n);
+        self.turn_left.set(n);
+        true
+    }
+
+    /// Leaves the current green thread, which is already rescheduled or registered for its
+    /// wake-up: straight to the next ready green thread while the turn has runs left (what
+    /// [`run`](Self::run) would do next), else to the hub.
+    fn switch_out(&self) {
+        match self.take_direct() {
+            Some(next) => {
+                next.queued.set(false);
+                next.parked.set(false);
+                let greenlet = next.greenlet.clone();
+                // The record stays alive in CURRENT_TASK; no handle to the next green
+                // thread stays on this stack while it is suspended.
+                CURRENT_TASK.with(|c| *c.borrow_mut() = Some(next));
+                greenlet.switch_into(());
+            }
+            None => {
+                self.greenlet.switch(());
+            }
+        }
     }
 
     fn turn(&self) {
@@ -307,13 +391,22 @@ impl Hub {
         if !self.timers.borrow().is_empty() {
             self.fire_timers(Instant::now());
         }
+        // The runs of this turn: by this loop, or by green threads handing control straight
+        // to the next one (`switch_out`), in the same order, from the same budget.
+        // Green threads may also begin the next turn themselves (`next_turn_inline`), so
+        // the turn that ends here is the last one begun.
         let n = self.ready.borrow().len();
-        for _ in 0..n {
+        self.turn_runs.set(n);
+        self.turn_left.set(n);
+        while self.turn_left.get() > 0 {
+            self.turn_left.set(self.turn_left.get() - 1);
             let Some(task) = self.ready.borrow_mut().pop_front() else {
                 break;
             };
             self.run(task);
         }
+        let n = self.turn_runs.replace(0);
+        self.turn_left.set(0);
         let runs = self.runs_since_poll.get().saturating_add(n as u32);
         let idle = self.ready.borrow().is_empty();
         if idle {
@@ -518,7 +611,7 @@ fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
-    hub.greenlet.switch(());
+    hub.switch_out();
     task.check_kill();
     let reason = task.reason.replace(WakeReason::Normal);
     if task.expired.get() > 0 {
@@ -563,7 +656,7 @@ pub fn yield_now() {
     task.check_kill();
     hub.schedule(task.clone());
     task.parked.set(true);
-    hub.greenlet.switch(());
+    hub.switch_out();
     task.reason.set(WakeReason::Normal);
     task.check_kill();
 }

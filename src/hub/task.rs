@@ -30,7 +30,6 @@ pub(crate) struct Task {
     /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
     pub(crate) is_adhoc: bool,
     pub(crate) queued: Cell<bool>,
-    pub(crate) running: Cell<bool>,
     pub(crate) parked: Cell<bool>,
     pub(crate) finished: Cell<bool>,
     pub(crate) kill: Cell<bool>,
@@ -62,7 +61,6 @@ impl TaskRef {
             greenlet,
             is_adhoc,
             queued: Cell::new(false),
-            running: Cell::new(false),
             parked: Cell::new(false),
             finished: Cell::new(false),
             kill: Cell::new(false),
