@@ -219,6 +219,8 @@ pub(crate) struct Hub {
     turn_left: Cell<usize>,
     /// Runs the current turn began with (0 outside the hub's turn loop).
     turn_runs: Cell<usize>,
+    /// The green thread running now (its record; see [`current_task`]).
+    current: RefCell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
 }
@@ -236,7 +238,6 @@ impl Drop for HubSlot {
 
 thread_local! {
     static HUB: HubSlot = const { HubSlot(RefCell::new(None)) };
-    static CURRENT_TASK: RefCell<Option<TaskRef>> = const { RefCell::new(None) };
 }
 
 /// This thread's hub, created on first use.
@@ -278,6 +279,7 @@ impl Hub {
             turn_left: Cell::new(0),
             turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
+            current: RefCell::new(None),
         })
     }
 
@@ -302,7 +304,8 @@ impl Hub {
         if task.is_finished() {
             return;
         }
-        CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
+        // The previous record is released outside the borrow.
+        drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
         // `task` owns the greenlet for the whole switch: no extra handle is needed.
@@ -373,9 +376,9 @@ impl Hub {
                 next.queued.set(false);
                 next.parked.set(false);
                 let greenlet = next.greenlet.clone();
-                // The record stays alive in CURRENT_TASK; no handle to the next green
-                // thread stays on this stack while it is suspended.
-                CURRENT_TASK.with(|c| *c.borrow_mut() = Some(next));
+                // The record stays alive as the hub's current task; no handle to the next
+                // green thread stays on this stack while it is suspended.
+                drop(self.current.replace(Some(next)));
                 greenlet.switch_into(());
             }
             None => {
@@ -576,20 +579,31 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    let cur = CURRENT_TASK.with(|c| c.borrow().clone());
+    // The usual case, without touching the hub's reference count.
+    let known = HUB.with(|slot| {
+        let hub = slot.0.borrow();
+        let task = hub.as_ref()?.current.borrow().clone()?;
+        task.greenlet.is_current().then_some(task)
+    });
+    known.unwrap_or_else(|| current_and_hub().0)
+}
+
+/// The current green thread and this thread's hub, with one thread-local access.
+fn current_and_hub() -> (TaskRef, Rc<Hub>) {
+    let hub = hub();
+    let cur = hub.current.borrow().clone();
     if let Some(task) = cur {
         if task.greenlet.is_current() {
-            return task;
+            return (task, hub);
         }
     }
     // The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
-    let hub = hub();
     let task = TaskRef::adhoc(Greenlet::current());
     if task.greenlet.is_main() {
-        *hub.main_task.borrow_mut() = Some(task.clone());
+        drop(hub.main_task.replace(Some(task.clone())));
     }
-    CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
-    task
+    drop(hub.current.replace(Some(task.clone())));
+    (task, hub)
 }
 
 /// Blocks the current green thread until [`TaskRef::wake`] is called for it.
@@ -598,16 +612,15 @@ pub(crate) fn current_task() -> TaskRef {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    let task = current_task();
-    park_task(&task).map(|_| ())
+    let (task, hub) = current_and_hub();
+    park_task(&task, &hub).map(|_| ())
 }
 
-fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
+fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
     if task.expired.get() > 0 {
         return Err(WaitError::TimedOut);
     }
     task.check_kill();
-    let hub = hub();
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
@@ -626,13 +639,12 @@ fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
 /// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
 /// reached, `Ok(false)` if something else woke the green thread first.
 pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
     let _timer = TimerGuard { hub: &hub, key };
-    let reason = park_task(&task)?;
+    let reason = park_task(&task, &hub)?;
     Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
 }
 
@@ -651,8 +663,7 @@ impl Drop for TimerGuard<'_> {
 /// (gevent's `sleep(0)`). A kill is delivered here; a fired `Timeout` is not (the next
 /// blocking call reports it).
 pub fn yield_now() {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     task.check_kill();
     hub.schedule(task.clone());
     task.parked.set(true);
@@ -663,8 +674,7 @@ pub fn yield_now() {
 
 /// A `Send` handle that wakes the current green thread from any OS thread.
 pub(crate) fn remote_waker() -> RemoteWaker {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     let id = task.id;
     hub.remote_tasks
         .borrow_mut()
@@ -727,8 +737,7 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     hub.reactor.borrow_mut().clear_ready(id, dir);
     let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
     match set {
@@ -743,7 +752,7 @@ pub(crate) fn wait_fd(
     let _registered = FdWaiterGuard { hub: &hub, id, dir };
     let reached = match deadline {
         Some(d) => park_until(d)?,
-        None => park_task(&task).map(|_| false)?,
+        None => park_task(&task, &hub).map(|_| false)?,
     };
     if task.closed.replace(false) {
         Ok(FdWait::Closed)

@@ -24,7 +24,7 @@
 //! may hold the primitive and wake the slot, and nothing can tell that it never will (the
 //! same rule as an outstanding `RemoteWaker`).
 
-use super::{current_task, hub, Inbox, RemoteMsg, TaskRef, HUB};
+use super::{current_and_hub, Inbox, RemoteMsg, TaskRef, HUB};
 use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -154,8 +154,7 @@ pub(crate) struct SlotRegistration {
 
 /// Takes a slot for the current green thread, for one wait on a shared primitive.
 pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     let (slot, gen) = hub.slots.borrow_mut().take(task);
     (
         SlotRegistration {
