@@ -243,3 +243,75 @@ fn each_os_thread_has_its_own_hub() {
     assert!(!t.join().unwrap());
     assert_eq!(verdant::spawn(|| 3).join().unwrap(), 3);
 }
+
+/// Two green threads yielding to each other hand control over directly, without the hub
+/// loop; the reactor, the cross-thread inbox and the timers must still be served.
+fn spin_pair_until(done: &Rc<Cell<bool>>) -> Vec<verdant::JoinHandle<u64>> {
+    (0..2)
+        .map(|_| {
+            let d = done.clone();
+            verdant::spawn(move || {
+                let mut spins = 0u64;
+                while !d.get() {
+                    verdant::yield_now();
+                    spins += 1;
+                    assert!(spins < 50_000_000, "starved: the wake-up never came");
+                }
+                spins
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn yielders_handing_off_directly_do_not_starve_a_reader() {
+    use std::io::{Read, Write};
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut a = verdant::net::UnixStream::from_std(a).unwrap();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let reader = verdant::spawn(move || {
+        let mut buf = [0u8; 4];
+        a.read_exact(&mut buf).unwrap();
+        d.set(true);
+        buf
+    });
+    verdant::yield_now(); // the reader blocks in read
+    let spinners = spin_pair_until(&done);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        b.write_all(b"ping").unwrap();
+        b
+    });
+    assert_eq!(&reader.join().unwrap(), b"ping");
+    for s in spinners {
+        s.join().unwrap();
+    }
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn yielders_handing_off_directly_do_not_starve_a_cross_thread_put() {
+    let q = verdant::Queue::new();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let getter = {
+        let q = q.clone();
+        verdant::spawn(move || {
+            let v: u32 = q.get().unwrap();
+            d.set(true);
+            v
+        })
+    };
+    verdant::yield_now(); // the getter blocks in get
+    let spinners = spin_pair_until(&done);
+    let putter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        q.put(7).unwrap();
+    });
+    assert_eq!(getter.join().unwrap(), 7);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    putter.join().unwrap();
+}

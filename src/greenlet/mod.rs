@@ -396,6 +396,40 @@ impl Greenlet {
         switch_to(self, Payload::Value(into_value(value)))
     }
 
+    /// Like [`switch`](Self::switch), but consumes this handle: it is given up as control
+    /// leaves the caller, so the caller keeps no handle to the target while suspended (a
+    /// scheduler handing control from one green thread straight to the next must not keep
+    /// the next one alive from the stack of the previous one).
+    ///
+    /// ```
+    /// use verdant::greenlet::Greenlet;
+    /// let main = Greenlet::current();
+    /// let g = Greenlet::new(move |_| {
+    ///     main.switch(1u8);
+    ///     Box::new(())
+    /// });
+    /// g.switch(()); // started: now suspended in its switch to main
+    /// let r = g.clone().switch_into(());
+    /// assert!(r.is::<()>() && g.is_dead());
+    /// ```
+    #[inline]
+    pub fn switch_into<T: Any>(self, value: T) -> Value {
+        let payload = Payload::Value(into_value(value));
+        let cur = CURRENT.get();
+        if self.inner.state.get() == State::Suspended && !cur.is_null() {
+            let me = ManuallyDrop::new(self);
+            // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
+            // this thread (so it holds its own reference), and the forgotten handle's
+            // reference is handed over.
+            unsafe { switch_raw_ptr::<true>(cur, Rc::as_ptr(&me.inner), payload) }
+        } else {
+            // Unstarted, dead or the caller itself: the handle is kept for the call.
+            let r = switch_cold(&self, payload);
+            drop(self);
+            r
+        }
+    }
+
     /// Raises a panic with `payload` inside this greenlet, at its pending `switch`
     /// (greenlet's `throw`), and transfers control to it. If the greenlet has not started,
     /// it never runs: it dies at once and the panic goes to its parent (or, for
@@ -580,13 +614,39 @@ fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
 /// `cur`, suspended, or not started but already holding its own reference.
 #[inline(always)]
 unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Value {
+    // SAFETY: per the contract.
+    unsafe { switch_raw_ptr::<false>(cur, Rc::as_ptr(target), payload) }
+}
+
+/// [`switch_raw`] on a raw target; with `RELEASE`, also gives up one handle's reference
+/// to the target once it is marked running, before control leaves (see
+/// [`Greenlet::switch_into`]).
+///
+/// # Safety
+/// As [`switch_raw`], `target` being the `Rc::as_ptr` of a live `Rc<Inner>`; with
+/// `RELEASE`, the caller owns one strong reference to it (a forgotten handle), and the
+/// target holds its own (it is suspended, or started and holding it already).
+#[inline(always)]
+unsafe fn switch_raw_ptr<const RELEASE: bool>(
+    cur: *const Inner,
+    target: *const Inner,
+    payload: Payload,
+) -> Value {
     // SAFETY: per the contract, `cur` is running, so it holds its own reference.
     let me = unsafe { &*cur };
+    // SAFETY: per the contract, `target` is alive.
+    let t = unsafe { &*target };
     // SAFETY: suspended and not-started greenlets always have a saved context.
-    let sp = unsafe { target.sp.get().unwrap_unchecked() };
+    let sp = unsafe { t.sp.get().unwrap_unchecked() };
     me.state.set(State::Suspended);
-    target.state.set(State::Running);
-    CURRENT.set(Rc::as_ptr(target));
+    t.state.set(State::Running);
+    CURRENT.set(target);
+    if RELEASE {
+        // SAFETY: the caller's reference is given up; the target's own keeps it alive while
+        // it runs. It is running now, so this is not a handle drop that would kill it (if
+        // no handle is left, it is killed when it next switches away, by `receive`).
+        unsafe { Rc::decrement_strong_count(target) };
+    }
     // Moved out by the receiver, so never dropped here.
     let (mut msg, tag) = Message::new(cur, payload);
     // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked

@@ -3,8 +3,8 @@
 //! The thread's own code runs in its *main* green thread. A green thread that blocks
 //! (sleeps, joins, waits on a queue or a socket) registers how it wants to be woken and
 //! switches to the hub; the hub runs whatever is ready, fires due timers, polls the reactor,
-//! and switches back to the green threads that were woken. Only the hub switches between
-//! green threads.
+//! and switches back to the green threads that were woken. Only the hub module switches
+//! between green threads.
 //!
 //! ```text
 //!            ┌──────────────── hub greenlet (parent of every spawned green thread) ───────────┐
@@ -17,18 +17,29 @@
 //!            │ }                                                                               │
 //!            └─────────────────────────────────────────────────────────────────────────────────┘
 //!   green thread:  park()  ── switch ──▶ hub ── switch ──▶ (later) back into park()
+//!   or, mid-turn:  park()  ── switch ──▶ the next ready green thread (direct hand-off)
 //! ```
 //!
-//! ## The contract for the layers above (time, sync, net, pool, threadpool)
-//! * [`current_task`] is the green thread running now ([`TaskRef`]: a cheap, clonable,
+//! ## Direct hand-off
+//! A green thread that parks or yields while the hub's turn still has runs left switches
+//! straight to the next ready green thread, doing on its own stack what the hub's loop
+//! would have done next: same queue, same order, same budget, one switch instead of two.
+//! At the end of a turn it also begins the next one itself when the hub would do nothing
+//! in between (the inbox is empty, no timer is due, the reactor is not due for its
+//! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
+//! an empty run queue (the poll and the would-block-forever check), a green thread that
+//! has not started or is being killed, a due timer or poll.
+//!
+//! ## The contract for the layers above (crate-internal: time, sync, net, pool, threadpool)
+//! * `current_task()` is the green thread running now (`TaskRef`: a cheap, clonable,
 //!   `!Send` handle).
-//! * [`park`] blocks it until something calls [`TaskRef::wake`]; it returns
+//! * `park()` blocks it until something calls `TaskRef::wake()`; it returns
 //!   `Err(WaitError::TimedOut)` when a [`Timeout`](crate::Timeout) in scope fired, and
 //!   `Err(WaitError::WouldBlockForever)` when nothing could ever wake it (gevent's
 //!   `LoopExit`). A kill unwinds out of `park` (the `Killed` payload).
 //! * Wake-ups can be spurious: a primitive re-checks its condition in a loop, and removes
 //!   its registration when `park` returns an error, so nothing is left registered.
-//! * [`park_until`] adds a deadline; [`remote_waker`] gives a `Send` handle another OS
+//! * `park_until()` adds a deadline; `remote_waker()` gives a `Send` handle another OS
 //!   thread can use to wake this green thread through the reactor's waker.
 //!
 //! ## Fairness
@@ -39,17 +50,19 @@
 //!
 //! ## Would block forever
 //! When the main green thread waits and nothing is ready, no timer is pending, no green
-//! thread waits on a file descriptor and no cross-thread waker is outstanding, nothing can
-//! ever wake it: its blocking call fails with [`WaitError::WouldBlockForever`] instead of
-//! hanging.
+//! thread waits on a file descriptor and no cross-thread waker or wait slot is outstanding,
+//! nothing can ever wake it: its blocking call fails with [`WaitError::WouldBlockForever`]
+//! instead of hanging.
 
 mod task;
+mod wait_slots;
 
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
 };
 pub(crate) use task::{panic_message, TaskRef};
+pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
@@ -117,6 +130,8 @@ pub(crate) enum TimerAction {
 enum RemoteMsg {
     Wake(u64),
     Forget(u64),
+    /// Wake the task waiting in a wait slot, if that wait (the generation) still goes on.
+    WakeSlot(u32, u32),
 }
 
 /// The cross-thread inbox of one hub.
@@ -194,9 +209,18 @@ pub(crate) struct Hub {
     inbox: Arc<Inbox>,
     /// Tasks with outstanding remote wakers, and how many tokens each has.
     remote_tasks: RefCell<HashMap<u64, (TaskRef, usize)>>,
+    /// Green threads waiting on a shared primitive (see `wait_slots`).
+    slots: RefCell<wait_slots::Slots>,
     /// Green threads parked on a file descriptor.
     io_waiters: Cell<usize>,
     runs_since_poll: Cell<u32>,
+    /// Runs left in the current turn (0 outside a turn): while some are left, a green
+    /// thread that parks or yields hands control straight to the next ready one.
+    turn_left: Cell<usize>,
+    /// Runs the current turn began with (0 outside the hub's turn loop).
+    turn_runs: Cell<usize>,
+    /// The green thread running now (its record; see `current_task()`).
+    current: RefCell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
 }
@@ -214,7 +238,6 @@ impl Drop for HubSlot {
 
 thread_local! {
     static HUB: HubSlot = const { HubSlot(RefCell::new(None)) };
-    static CURRENT_TASK: RefCell<Option<TaskRef>> = const { RefCell::new(None) };
 }
 
 /// This thread's hub, created on first use.
@@ -250,9 +273,13 @@ impl Hub {
             reactor: RefCell::new(reactor),
             inbox,
             remote_tasks: RefCell::new(HashMap::new()),
+            slots: RefCell::new(wait_slots::Slots::default()),
             io_waiters: Cell::new(0),
             runs_since_poll: Cell::new(0),
+            turn_left: Cell::new(0),
+            turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
+            current: RefCell::new(None),
         })
     }
 
@@ -277,8 +304,8 @@ impl Hub {
         if task.is_finished() {
             return;
         }
-        CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
-        task.running.set(true);
+        // The previous record is released outside the borrow.
+        drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
         // `task` owns the greenlet for the whole switch: no extra handle is needed.
@@ -290,7 +317,74 @@ impl Hub {
         } else {
             greenlet.switch(());
         }
-        task.running.set(false);
+    }
+
+    /// The next ready task, taken off the queue, if the current green thread may hand
+    /// control straight to it: the turn has runs left, and it is started, not finished
+    /// and not being killed (those go through [`run`](Self::run)).
+    fn take_direct(&self) -> Option<TaskRef> {
+        let mut left = self.turn_left.get();
+        if left == 0 {
+            if !self.next_turn_inline() {
+                return None;
+            }
+            left = self.turn_left.get();
+        }
+        let mut ready = self.ready.borrow_mut();
+        let next = ready.front()?;
+        if next.kill.get() || next.finished.get() || !next.greenlet.is_started() {
+            return None;
+        }
+        self.turn_left.set(left - 1);
+        ready.pop_front()
+    }
+
+    /// Ends the current turn and begins the next one without switching to the hub, when the
+    /// hub would do nothing between them: it is inside its turn loop, green threads are
+    /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
+    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
+    fn next_turn_inline(&self) -> bool {
+        let ended = self.turn_runs.get();
+        if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let runs = self.runs_since_poll.get().saturating_add(ended as u32);
+        if runs >= POLL_EVERY {
+            return false;
+        }
+        let n = self.ready.borrow().len();
+        if n == 0 {
+            return false;
+        }
+        if let Some(deadline) = self.timers.borrow().next_deadline() {
+            if deadline <= Instant::now() {
+                return false;
+            }
+        }
+        self.runs_since_poll.set(runs);
+        self.turn_runs.set(n);
+        self.turn_left.set(n);
+        true
+    }
+
+    /// Leaves the current green thread, which is already rescheduled or registered for its
+    /// wake-up: straight to the next ready green thread while the turn has runs left (what
+    /// [`run`](Self::run) would do next), else to the hub.
+    fn switch_out(&self) {
+        match self.take_direct() {
+            Some(next) => {
+                next.queued.set(false);
+                next.parked.set(false);
+                let greenlet = next.greenlet.clone();
+                // The record stays alive as the hub's current task; no handle to the next
+                // green thread stays on this stack while it is suspended.
+                drop(self.current.replace(Some(next)));
+                greenlet.switch_into(());
+            }
+            None => {
+                self.greenlet.switch(());
+            }
+        }
     }
 
     fn turn(&self) {
@@ -300,13 +394,22 @@ impl Hub {
         if !self.timers.borrow().is_empty() {
             self.fire_timers(Instant::now());
         }
+        // The runs of this turn: by this loop, or by green threads handing control straight
+        // to the next one (`switch_out`), in the same order, from the same budget.
+        // Green threads may also begin the next turn themselves (`next_turn_inline`), so
+        // the turn that ends here is the last one begun.
         let n = self.ready.borrow().len();
-        for _ in 0..n {
+        self.turn_runs.set(n);
+        self.turn_left.set(n);
+        while self.turn_left.get() > 0 {
+            self.turn_left.set(self.turn_left.get() - 1);
             let Some(task) = self.ready.borrow_mut().pop_front() else {
                 break;
             };
             self.run(task);
         }
+        let n = self.turn_runs.replace(0);
+        self.turn_left.set(0);
         let runs = self.runs_since_poll.get().saturating_add(n as u32);
         let idle = self.ready.borrow().is_empty();
         if idle {
@@ -337,6 +440,7 @@ impl Hub {
             && self.timers.borrow().is_empty()
             && self.io_waiters.get() == 0
             && self.remote_tasks.borrow().is_empty()
+            && self.slots.borrow().in_use == 0
             && !self.inbox.pending.load(Ordering::Acquire)
     }
 
@@ -438,6 +542,12 @@ impl Hub {
                         self.schedule(task);
                     }
                 }
+                RemoteMsg::WakeSlot(slot, gen) => {
+                    let task = self.slots.borrow().task(slot, gen).cloned();
+                    if let Some(task) = task {
+                        self.schedule(task);
+                    }
+                }
                 RemoteMsg::Forget(id) => {
                     let mut map = self.remote_tasks.borrow_mut();
                     if let Some(entry) = map.get_mut(&id) {
@@ -469,20 +579,31 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    let cur = CURRENT_TASK.with(|c| c.borrow().clone());
+    // The usual case, without touching the hub's reference count.
+    let known = HUB.with(|slot| {
+        let hub = slot.0.borrow();
+        let task = hub.as_ref()?.current.borrow().clone()?;
+        task.greenlet.is_current().then_some(task)
+    });
+    known.unwrap_or_else(|| current_and_hub().0)
+}
+
+/// The current green thread and this thread's hub, with one thread-local access.
+fn current_and_hub() -> (TaskRef, Rc<Hub>) {
+    let hub = hub();
+    let cur = hub.current.borrow().clone();
     if let Some(task) = cur {
         if task.greenlet.is_current() {
-            return task;
+            return (task, hub);
         }
     }
     // The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
-    let hub = hub();
     let task = TaskRef::adhoc(Greenlet::current());
     if task.greenlet.is_main() {
-        *hub.main_task.borrow_mut() = Some(task.clone());
+        drop(hub.main_task.replace(Some(task.clone())));
     }
-    CURRENT_TASK.with(|c| *c.borrow_mut() = Some(task.clone()));
-    task
+    drop(hub.current.replace(Some(task.clone())));
+    (task, hub)
 }
 
 /// Blocks the current green thread until [`TaskRef::wake`] is called for it.
@@ -491,20 +612,19 @@ pub(crate) fn current_task() -> TaskRef {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    let task = current_task();
-    park_task(&task).map(|_| ())
+    let (task, hub) = current_and_hub();
+    park_task(&task, &hub).map(|_| ())
 }
 
-fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
+fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
     if task.expired.get() > 0 {
         return Err(WaitError::TimedOut);
     }
     task.check_kill();
-    let hub = hub();
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
-    hub.greenlet.switch(());
+    hub.switch_out();
     task.check_kill();
     let reason = task.reason.replace(WakeReason::Normal);
     if task.expired.get() > 0 {
@@ -519,13 +639,12 @@ fn park_task(task: &TaskRef) -> Result<WakeReason, WaitError> {
 /// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
 /// reached, `Ok(false)` if something else woke the green thread first.
 pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
     let _timer = TimerGuard { hub: &hub, key };
-    let reason = park_task(&task)?;
+    let reason = park_task(&task, &hub)?;
     Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
 }
 
@@ -544,20 +663,18 @@ impl Drop for TimerGuard<'_> {
 /// (gevent's `sleep(0)`). A kill is delivered here; a fired `Timeout` is not (the next
 /// blocking call reports it).
 pub fn yield_now() {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     task.check_kill();
     hub.schedule(task.clone());
     task.parked.set(true);
-    hub.greenlet.switch(());
+    hub.switch_out();
     task.reason.set(WakeReason::Normal);
     task.check_kill();
 }
 
 /// A `Send` handle that wakes the current green thread from any OS thread.
 pub(crate) fn remote_waker() -> RemoteWaker {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     let id = task.id;
     hub.remote_tasks
         .borrow_mut()
@@ -633,8 +750,7 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    let task = current_task();
-    let hub = hub();
+    let (task, hub) = current_and_hub();
     hub.reactor.borrow_mut().clear_ready(id, dir);
     let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
     match set {
@@ -649,7 +765,7 @@ pub(crate) fn wait_fd(
     let _registered = FdWaiterGuard { hub: &hub, id, dir };
     let reached = match deadline {
         Some(d) => park_until(d)?,
-        None => park_task(&task).map(|_| false)?,
+        None => park_task(&task, &hub).map(|_| false)?,
     };
     if task.closed.replace(false) {
         Ok(FdWait::Closed)

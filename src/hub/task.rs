@@ -30,7 +30,6 @@ pub(crate) struct Task {
     /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
     pub(crate) is_adhoc: bool,
     pub(crate) queued: Cell<bool>,
-    pub(crate) running: Cell<bool>,
     pub(crate) parked: Cell<bool>,
     pub(crate) finished: Cell<bool>,
     pub(crate) kill: Cell<bool>,
@@ -62,7 +61,6 @@ impl TaskRef {
             greenlet,
             is_adhoc,
             queued: Cell::new(false),
-            running: Cell::new(false),
             parked: Cell::new(false),
             finished: Cell::new(false),
             kill: Cell::new(false),
@@ -200,7 +198,37 @@ struct JoinState<T> {
     done: Cell<bool>,
     /// When it finished, in this process's completion order (for `iwait`).
     finished_seq: Cell<u64>,
-    waiters: RefCell<Vec<TaskRef>>,
+    waiters: RefCell<Waiters>,
+}
+
+/// The green threads waiting in `join`/`iwait`: the first one inline, so that the usual
+/// single joiner costs no allocation.
+#[derive(Default)]
+struct Waiters {
+    first: Option<TaskRef>,
+    rest: Vec<TaskRef>,
+}
+
+impl Waiters {
+    fn push(&mut self, task: TaskRef) {
+        if self.first.is_none() {
+            self.first = Some(task);
+        } else {
+            self.rest.push(task);
+        }
+    }
+
+    fn remove(&mut self, task: &TaskRef) {
+        if self.first.as_ref().is_some_and(|w| w.ptr_eq(task)) {
+            self.first = None;
+        } else {
+            self.rest.retain(|w| !w.ptr_eq(task));
+        }
+    }
+
+    fn take(&mut self) -> (Option<TaskRef>, Vec<TaskRef>) {
+        (self.first.take(), std::mem::take(&mut self.rest))
+    }
 }
 
 static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -213,8 +241,9 @@ impl<T> JoinState<T> {
         self.finished_seq
             .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
         *self.result.borrow_mut() = Some(result);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
+        // Woken after the borrow is released.
+        let (first, rest) = self.waiters.borrow_mut().take();
+        for w in first.into_iter().chain(rest) {
             w.wake();
         }
     }
@@ -272,7 +301,7 @@ impl<T> JoinHandle<T> {
                 Some(d) => park_until(d),
                 None => park().map(|()| false),
             };
-            self.state.waiters.borrow_mut().retain(|w| !w.ptr_eq(&me));
+            self.state.waiters.borrow_mut().remove(&me);
             match r {
                 Ok(true) if !self.state.done.get() => return Ok(false),
                 Ok(_) => {}
@@ -392,13 +421,9 @@ impl Builder {
             result: RefCell::new(None),
             done: Cell::new(false),
             finished_seq: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(Waiters::default()),
         });
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
-        // The wrapper needs its own task record (to see a kill before it starts), which
-        // needs the greenlet: hand the record in through a cell after construction.
-        let me: Rc<RefCell<Option<TaskRef>>> = Rc::new(RefCell::new(None));
-        let me_in = me.clone();
         let st = state.clone();
         let mut builder = greenlet::Builder::new()
             .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
@@ -407,10 +432,8 @@ impl Builder {
             builder = builder.name(name.clone());
         }
         let greenlet = builder.spawn(move |_| {
-            let task = me_in
-                .borrow_mut()
-                .take()
-                .expect("task record set before start");
+            // The hub made our record the current task before starting us.
+            let task = current_task();
             let killed_before_start = task.kill.get();
             // Hold no handle to our own record while the body runs (it would keep a green
             // thread that blocks forever alive through a cycle).
@@ -431,7 +454,6 @@ impl Builder {
             Box::new(())
         })?;
         let task = TaskRef::new(id, self.name, greenlet, false);
-        *me.borrow_mut() = Some(task.clone());
         Ok(JoinHandle { task, state })
     }
 }
@@ -583,7 +605,7 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let r = park();
             for h in self.pending.iter().flatten() {
-                h.state.waiters.borrow_mut().retain(|w| !w.ptr_eq(&me));
+                h.state.waiters.borrow_mut().remove(&me);
             }
             if let Err(e) = r {
                 // Report the interruption once for one of the pending handles.

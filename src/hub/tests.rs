@@ -51,3 +51,34 @@ fn a_woken_task_runs_after_the_ones_already_ready() {
     parked.join().unwrap();
     assert_eq!(*order.borrow(), ["ready one", "parked one"]);
 }
+
+#[test]
+fn a_wait_slot_woken_from_another_os_thread_ends_a_park() {
+    let (registration, waker) = register_slot();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        waker.wakeup().wake();
+    });
+    // The slot is taken, so this is not a deadlock: park until woken.
+    assert_eq!(park(), Ok(()));
+    t.join().unwrap();
+    drop(registration);
+    // Once the slot is free, a lone park is a deadlock again.
+    assert_eq!(park(), Err(WaitError::WouldBlockForever));
+}
+
+#[test]
+fn a_stale_wait_slot_wakes_nothing() {
+    let (first, stale) = register_slot();
+    drop(first);
+    // The next wait reuses the slot, with the next generation.
+    let (_second, _current) = register_slot();
+    assert!(matches!(stale.wakeup(), Wakeup::Stale));
+    // From another OS thread the message is posted, and dropped by the hub.
+    std::thread::spawn(move || stale.wakeup().wake())
+        .join()
+        .unwrap();
+    let woken = crate::spawn(|| ());
+    crate::yield_now();
+    assert!(woken.is_finished());
+}

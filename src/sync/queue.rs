@@ -300,10 +300,16 @@ struct Leave<'a, T> {
     core: &'a Core<T>,
     list: List,
     id: u64,
+    /// Cleared when the waiter already removed its entry itself (a successful wait does,
+    /// under the lock it holds anyway).
+    armed: bool,
 }
 
 impl<T> Drop for Leave<'_, T> {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         let mut st = self.core.lock();
         let id = self.id;
         let mut wakeup = None;
@@ -413,21 +419,28 @@ impl<T> Core<T> {
             waker,
         });
         drop(st);
-        let _leave = Leave {
+        let mut leave = Leave {
             core: self,
             list: List::Putters,
             id,
+            armed: true,
         };
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
             let closed = st.closed;
-            let entry = st
+            let pos = st
                 .putters
-                .iter_mut()
-                .find(|e| e.id == id)
+                .iter()
+                .position(|e| e.id == id)
                 .expect("a waiting putter's entry stays until it leaves");
+            let entry = &mut st.putters[pos];
             if entry.done {
+                // Taken: leave the list now, under this lock.
+                let entry = st.putters.remove(pos);
+                leave.armed = false;
+                drop(st);
+                drop(entry);
                 return Ok(());
             }
             let wait_error = match woke {
@@ -480,21 +493,26 @@ impl<T> Core<T> {
             waker,
         });
         drop(st);
-        let _leave = Leave {
+        let mut leave = Leave {
             core: self,
             list: List::Getters,
             id,
+            armed: true,
         };
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
-            let entry = st
+            let pos = st
                 .getters
-                .iter_mut()
-                .find(|e| e.id == id)
+                .iter()
+                .position(|e| e.id == id)
                 .expect("a waiting getter's entry stays until it leaves");
-            if entry.done {
-                // Whatever else happened (a deadline, a Timeout), the item did arrive.
+            if st.getters[pos].done {
+                // Whatever else happened (a deadline, a Timeout), the item did arrive. Leave
+                // the list now, under this lock.
+                let mut entry = st.getters.remove(pos).expect("found just now");
+                leave.armed = false;
+                drop(st);
                 return Ok(entry.item.take().expect("a done getter holds its item"));
             }
             if st.closed {
@@ -571,6 +589,7 @@ impl<T> Core<T> {
             core: self,
             list: List::Joiners,
             id,
+            armed: true,
         };
         loop {
             let woke = park_for(deadline);

@@ -1,0 +1,80 @@
+//! Loops to profile with callgrind, for instruction counts that stay exact when wall-clock
+//! figures are noisy: `channel` (ping-pong hops between two green threads over two
+//! `Channel`s), `queue` (the same over two unbounded `Queue`s) and `spawn` (spawn + run +
+//! join of a trivial green thread on a pooled stack). Run it twice and subtract, so that
+//! setup cancels out:
+//!
+//! ```text
+//! cargo build --release --example hub_counts
+//! valgrind --tool=callgrind --callgrind-out-file=cg.1 target/release/examples/hub_counts channel 100000
+//! valgrind --tool=callgrind --callgrind-out-file=cg.2 target/release/examples/hub_counts channel 200000
+//! # instructions per hop = (Ir of cg.2 - Ir of cg.1) / 100000
+//! ```
+
+use std::hint::black_box;
+use std::time::Instant;
+use verdant::{Channel, Queue};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "channel".into());
+    let n: u64 = args
+        .next()
+        .map(|n| {
+            n.replace('_', "")
+                .parse()
+                .expect("usage: hub_counts MODE [N]")
+        })
+        .unwrap_or(1_000_000);
+    let start = Instant::now();
+    match mode.as_str() {
+        // N hops: N/2 round trips.
+        "channel" => {
+            let (ping, pong) = (Channel::<u64>::new(), Channel::<u64>::new());
+            let echo = {
+                let (ping, pong) = (ping.clone(), pong.clone());
+                verdant::spawn(move || {
+                    while let Ok(v) = ping.get() {
+                        pong.put(v + 1).unwrap();
+                    }
+                })
+            };
+            let mut v = 0;
+            for _ in 0..n / 2 {
+                ping.put(black_box(v)).unwrap();
+                v = pong.get().unwrap();
+            }
+            ping.close();
+            echo.join().unwrap();
+        }
+        "queue" => {
+            let (ping, pong) = (Queue::<u64>::new(), Queue::<u64>::new());
+            let echo = {
+                let (ping, pong) = (ping.clone(), pong.clone());
+                verdant::spawn(move || {
+                    while let Ok(v) = ping.get() {
+                        pong.put(v + 1).unwrap();
+                    }
+                })
+            };
+            let mut v = 0;
+            for _ in 0..n / 2 {
+                ping.put(black_box(v)).unwrap();
+                v = pong.get().unwrap();
+            }
+            ping.close();
+            echo.join().unwrap();
+        }
+        "spawn" => {
+            for _ in 0..n {
+                black_box(verdant::spawn(|| black_box(1u32)).join().unwrap());
+            }
+        }
+        other => panic!("unknown mode {other:?}: channel, queue or spawn"),
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{mode}: {n} in {elapsed:.2?}: {:.1} ns each",
+        elapsed.as_nanos() as f64 / n.max(1) as f64
+    );
+}

@@ -1,0 +1,187 @@
+//! Wait slots: a cheap, `Send` way to wake a green thread for the length of one wait.
+//!
+//! A primitive that is `Send + Sync` keeps its wait lists behind a `std::sync::Mutex`, so
+//! what it stores there must be `Send`: a [`TaskRef`] (an `Rc`) cannot be. A waiting green
+//! thread instead takes a *slot* in its hub's slot table and stores a [`SlotWaker`] (the
+//! hub's inbox, the slot's index and its generation) in the wait list:
+//!
+//! ```text
+//!   hub.slots: [ (gen, Some(task)) | (gen, None) | ... ]    free list: [1, ...]
+//!                   ▲
+//!   SlotWaker { inbox, slot: 0, gen }     (Send + Sync, lives in the wait list)
+//!        ├── woken on the hub's own thread ──▶ slots[0] ──▶ TaskRef  (no lock, no syscall)
+//!        └── woken from another OS thread ───▶ inbox: WakeSlot(0, gen) + eventfd; the hub
+//!                                              resolves the slot when it drains the inbox
+//! ```
+//!
+//! Taking and freeing a slot is a push/pop on a free list: no allocation once the table has
+//! grown to the number of simultaneous waits, no hashing. The generation is bumped when a
+//! slot is freed, so a wake-up that arrives after its wait ended (a stale [`SlotWaker`]
+//! taken out of a wait list earlier, or a cross-thread message still in the inbox) finds a
+//! different generation and is dropped instead of waking a later wait.
+//!
+//! While a slot is taken, the hub does not consider itself deadlocked: another OS thread
+//! may hold the primitive and wake the slot, and nothing can tell that it never will (the
+//! same rule as an outstanding `RemoteWaker`).
+
+use super::{current_and_hub, Inbox, RemoteMsg, TaskRef, HUB};
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// One entry of a hub's slot table.
+pub(super) struct Slot {
+    /// Bumped each time the slot is freed.
+    gen: u32,
+    task: Option<TaskRef>,
+}
+
+/// The slot table of one hub.
+#[derive(Default)]
+pub(super) struct Slots {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Slots taken now.
+    pub(super) in_use: usize,
+}
+
+impl Slots {
+    /// The task waiting in `slot`, if that wait (`gen`) is still going on.
+    pub(super) fn task(&self, slot: u32, gen: u32) -> Option<&TaskRef> {
+        let s = self.slots.get(slot as usize)?;
+        if s.gen == gen {
+            s.task.as_ref()
+        } else {
+            None
+        }
+    }
+
+    fn take(&mut self, task: TaskRef) -> (u32, u32) {
+        self.in_use += 1;
+        match self.free.pop() {
+            Some(i) => {
+                let s = &mut self.slots[i as usize];
+                s.task = Some(task);
+                (i, s.gen)
+            }
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 waits at once");
+                self.slots.push(Slot {
+                    gen: 0,
+                    task: Some(task),
+                });
+                (i, 0)
+            }
+        }
+    }
+
+    fn release(&mut self, slot: u32) -> Option<TaskRef> {
+        let s = &mut self.slots[slot as usize];
+        let task = s.task.take();
+        if task.is_some() {
+            s.gen = s.gen.wrapping_add(1);
+            self.free.push(slot);
+            self.in_use -= 1;
+        }
+        task
+    }
+}
+
+/// A `Send + Sync` way to wake the green thread of one wait, stored in a wait list.
+#[derive(Clone)]
+pub(crate) struct SlotWaker {
+    inbox: Arc<Inbox>,
+    slot: u32,
+    gen: u32,
+}
+
+impl fmt::Debug for SlotWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotWaker")
+            .field("slot", &self.slot)
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
+/// What to wake once the primitive's lock is released.
+pub(crate) enum Wakeup {
+    Local(TaskRef),
+    Remote(SlotWaker),
+    /// The wait is already over (the slot was freed or reused): nothing to wake.
+    Stale,
+}
+
+impl Wakeup {
+    pub(crate) fn wake(self) {
+        match self {
+            Wakeup::Local(task) => task.wake(),
+            Wakeup::Remote(w) => w.inbox.post(RemoteMsg::WakeSlot(w.slot, w.gen)),
+            Wakeup::Stale => {}
+        }
+    }
+}
+
+impl SlotWaker {
+    /// The wake-up to perform after the lock protecting this waker is released: the task
+    /// itself on the hub's own thread (nothing, if the wait is over), a message otherwise.
+    pub(crate) fn wakeup(&self) -> Wakeup {
+        let local = HUB.try_with(|slot| match slot.0.try_borrow().as_deref() {
+            Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
+                hub.slots
+                    .borrow()
+                    .task(self.slot, self.gen)
+                    .cloned()
+                    .map_or(Wakeup::Stale, Wakeup::Local),
+            ),
+            _ => None,
+        });
+        match local {
+            Ok(Some(local)) => local,
+            _ => Wakeup::Remote(self.clone()),
+        }
+    }
+}
+
+/// The waiting side's guard: frees the slot on drop. Stays on the waiting green thread
+/// (`!Send`).
+#[derive(Debug)]
+pub(crate) struct SlotRegistration {
+    slot: u32,
+    _not_send: PhantomData<Rc<()>>,
+}
+
+/// Takes a slot for the current green thread, for one wait on a shared primitive.
+pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
+    let (task, hub) = current_and_hub();
+    let (slot, gen) = hub.slots.borrow_mut().take(task);
+    (
+        SlotRegistration {
+            slot,
+            _not_send: PhantomData,
+        },
+        SlotWaker {
+            inbox: hub.inbox.clone(),
+            slot,
+            gen,
+        },
+    )
+}
+
+impl Drop for SlotRegistration {
+    fn drop(&mut self) {
+        // `try_with`: a green thread released during thread teardown may drop this late.
+        let released = HUB
+            .try_with(|hub| {
+                let hub = hub.0.try_borrow().ok()?;
+                let hub = hub.as_ref()?;
+                let mut slots = hub.slots.try_borrow_mut().ok()?;
+                slots.release(self.slot)
+            })
+            .ok()
+            .flatten();
+        // The task record is released outside the borrows.
+        drop(released);
+    }
+}
