@@ -8,6 +8,7 @@
 //!
 //! ```
 //! // Always the C library's read, patched or not, green thread or not.
+//! // SAFETY: a zero-length read from fd -1 touches no memory; it only fails with EBADF.
 //! let n = unsafe { verdant::monkey::original::read(-1, std::ptr::null_mut(), 0) };
 //! assert_eq!(n, -1);
 //! assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
