@@ -33,18 +33,22 @@ pub(super) fn address_of(name: &str) -> usize {
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
+        "readv" => super::io::readv as *const () as usize,
+        "writev" => super::io::writev as *const () as usize,
+        "recvmsg" => super::io::recvmsg as *const () as usize,
+        "sendmsg" => super::io::sendmsg as *const () as usize,
         _ => 0,
     }
 }
 
 /// Why a cooperative call failed: the errno to report with -1.
-type Errno = c_int;
+pub(super) type Errno = c_int;
 
 /// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
 /// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
 /// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
 /// blocking call.
-fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
@@ -172,7 +176,7 @@ fn wait_errno(e: WaitError) -> Errno {
 
 /// A socket operation: `op(MSG_DONTWAIT)` until it does not fail with `EAGAIN`, waiting on
 /// the hub in between. `Ok(None)` if `fd` is not a socket (`ENOTSOCK`).
-fn socket_io(
+pub(super) fn socket_io(
     fd: c_int,
     dir: Direction,
     mut op: impl FnMut(c_int) -> ssize_t,
@@ -203,7 +207,7 @@ fn socket_io(
 /// A socket send of `len` bytes: continues after partial sends, as blocking `send` does
 /// on a stream socket, and returns the total, or the count so far if an error follows
 /// progress. `op(offset, flags)` sends from `offset`.
-fn socket_send(
+pub(super) fn socket_send(
     fd: c_int,
     len: size_t,
     mut op: impl FnMut(size_t, c_int) -> ssize_t,
@@ -227,7 +231,7 @@ fn socket_send(
 /// A blocking call on a descriptor that has no per-call non-blocking flag (pipes,
 /// terminals, listening sockets): wait on the hub until `poll` says ready, then `call`.
 /// Non-blocking and never-blocking descriptors pass straight through.
-fn poll_then_call<T: From<i8>>(
+pub(super) fn poll_then_call<T: From<i8>>(
     fd: c_int,
     dir: Direction,
     deadline: Option<Instant>,

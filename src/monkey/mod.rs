@@ -24,7 +24,8 @@
 //! ## How it works
 //! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
 //! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
-//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`. Every call to them in the
+//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`, and `readv`, `writev`,
+//! `recvmsg`, `sendmsg` (in `io.rs`). Every call to them in the
 //! process lands in a hook, which decides in a few loads:
 //!
 //! ```text
@@ -85,6 +86,13 @@
 //!   blocking again at once; then the green thread waits for writability and reports
 //!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
 //!   it non-blocking.
+//! * **`readv`, `writev`, `recvmsg`, `sendmsg`** do the same: on a socket the call is a
+//!   `recvmsg`/`sendmsg` with `MSG_DONTWAIT` (what `readv`/`writev` amount to there),
+//!   `writev`/`sendmsg` continue after partial sends on a stream socket, `recvmsg` with
+//!   `MSG_WAITALL` receives until full on a `SOCK_STREAM` socket (one message on others, as
+//!   the kernel does; it returns early once ancillary data arrives). `readv`/`writev` on
+//!   pipes and terminals wait like `read`/`write`. A zero-byte `readv` and invalid iovec
+//!   counts pass through (`readv` of 0 bytes returns 0 at once on any socket).
 //! * **`accept`/`accept4`, pipes, terminals, character devices** (`read`, `write`): wait
 //!   until `poll` says ready, then make the blocking call. If another process or OS thread
 //!   takes the data (or the connection) between the two, the call blocks the OS thread as
@@ -92,6 +100,22 @@
 //!   the free space blocks the OS thread once the first part fits.
 //! * **Regular files, block devices, directories** are always "ready" for the kernel:
 //!   their reads and writes pass straight through and block the hub for their duration.
+//!
+//! ## Calls that need no hook
+//! The issue's list also names `socket`, `socketpair`, `fcntl`, `ioctl(FIONBIO)` and
+//! `setsockopt`. None is hooked, because the hooks keep no per-descriptor state and never
+//! change a caller's `O_NONBLOCK` (except `connect`'s one-call window above):
+//! * **`socket`/`socketpair` with `SOCK_NONBLOCK`** set `O_NONBLOCK` on the open file, and
+//!   `fcntl(F_SETFL, O_NONBLOCK)` and `ioctl(FIONBIO)` (what std's `set_nonblocking`
+//!   uses) set the same flag. The hooks read it with `fcntl(F_GETFL)` at every `EAGAIN`, so
+//!   a descriptor made non-blocking by any of these returns `EAGAIN` at once, and one
+//!   switched back to blocking waits on the hub again from its next call.
+//! * **`setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)`** is read back with `getsockopt` when a call
+//!   first has to wait: receives and `accept` end with `EAGAIN`, sends with the count so
+//!   far or `EAGAIN`, `connect` with `EINPROGRESS`, as blocking libc does.
+//! * `fcntl` and `ioctl` are variadic in C; stable Rust cannot define a variadic function,
+//!   so they could not be hooked soundly anyway (a fixed-arity definition relies on each
+//!   ABI passing variadic arguments like named ones).
 //!
 //! ## Interruptions
 //! A hook cannot unwind into its C or Rust caller. A [`Timeout`](crate::Timeout) that fires
@@ -113,6 +137,7 @@
 //! then a call through a cached function pointer.
 
 mod hooks;
+mod io;
 pub mod original;
 
 use std::cell::Cell;
@@ -122,7 +147,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
-    /// `accept4`, `poll`.
+    /// `accept4`, `poll`, `readv`, `writev`, `recvmsg`, `sendmsg`.
     Sockets,
     /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
     Time,
