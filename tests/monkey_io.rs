@@ -303,13 +303,30 @@ fn edge_cases() -> Vec<(&'static str, Outcome)> {
     assert_eq!(bytes, b"01234");
     // recvmsg with MSG_WAITALL on a datagram socket returns one datagram.
     d2.send(b"abc").unwrap();
+    d2.send(b"defg").unwrap();
+    let waitall = libc::MSG_WAITALL;
     out.push((
         "recvmsg waitall, datagram",
-        recvmsg(d.as_raw_fd(), &[8, 8], libc::MSG_WAITALL).0,
+        recvmsg(d.as_raw_fd(), &[8, 8], waitall).0,
     ));
+    out.push(("recvmsg, next datagram", recvmsg(d.as_raw_fd(), &[8], 0).0));
     out.push((
         "recvmsg dontwait, empty",
         recvmsg(d.as_raw_fd(), &[8], libc::MSG_DONTWAIT).0,
+    ));
+    // Reads that never wait, even on a blocking socket: an empty error queue, urgent
+    // data on a connection that has none.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let errqueue = libc::MSG_ERRQUEUE;
+    out.push((
+        "recvmsg errqueue, empty",
+        recvmsg(udp.as_raw_fd(), &[8], errqueue).0,
+    ));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    out.push((
+        "recvmsg oob, none",
+        recvmsg(tcp.as_raw_fd(), &[8], libc::MSG_OOB).0,
     ));
     // Stream socket whose peer is gone: end of stream, then EPIPE (SIGPIPE is ignored by
     // Rust programs; MSG_NOSIGNAL for sendmsg anyway).
@@ -376,7 +393,10 @@ isolated! {
         assert_eq!(expect("readv of 0 bytes on a datagram socket"), (0, None));
         assert_eq!(expect("readv truncating a datagram"), (5, None));
         assert_eq!(expect("recvmsg waitall, datagram"), (3, None));
+        assert_eq!(expect("recvmsg, next datagram"), (4, None));
         assert_eq!(expect("recvmsg dontwait, empty"), (-1, Some(libc::EAGAIN)));
+        assert_eq!(expect("recvmsg errqueue, empty"), (-1, Some(libc::EAGAIN)));
+        assert_eq!(expect("recvmsg oob, none"), (-1, Some(libc::EINVAL)));
         assert_eq!(expect("readv at end of stream"), (0, None));
         assert_eq!(expect("writev to a closed peer"), (-1, Some(libc::EPIPE)));
         assert_eq!(expect("readv of a file"), (10, None));
@@ -502,6 +522,17 @@ isolated! {
         .unwrap();
         let (r, bytes) = receiver.join().unwrap();
         assert_eq!((r, bytes.as_slice()), ((3, None), &b"abc"[..]));
+        // MSG_PEEK | MSG_WAITALL returns after the first peek (see the hook's docs): never
+        // the same bytes twice, and nothing consumed.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"abc").unwrap();
+        let peek = libc::MSG_PEEK | libc::MSG_WAITALL;
+        let got = verdant::spawn(move || {
+            (recvmsg(a.as_raw_fd(), &[4, 4], peek), recvmsg(a.as_raw_fd(), &[8], 0))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (((3, None), b"abc".to_vec()), ((3, None), b"abc".to_vec())));
     }
 
     fn descriptors_pass_with_sendmsg_and_recvmsg_on_the_hub() {

@@ -35,6 +35,11 @@
 //!   `SO_PASSCRED` it would go on gluing parts from the same writer, so such a call may
 //!   return fewer bytes than the blocking one (still a valid `recvmsg` result).
 //!   `msg_flags` is the union of the parts' flags, `msg_controllen` the ancillary data's.
+//!   With `MSG_PEEK` a continuation would peek the same bytes again, so `MSG_PEEK |
+//!   MSG_WAITALL` returns after the first non-empty peek (possibly fewer bytes than the
+//!   blocking call, which waits until all of them can be peeked).
+//! * **`recvmsg` with `MSG_ERRQUEUE` or `MSG_OOB`** passes through: those reads never
+//!   wait, not even on a blocking socket.
 //! * **Timeouts**: `SO_RCVTIMEO`/`SO_SNDTIMEO` end the wait with `EAGAIN` as for the other
 //!   socket hooks (read with `getsockopt` when a call first has to wait).
 
@@ -192,7 +197,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
 /// buffers are valid for their lengths.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 || msg.is_null() {
+    // MSG_ERRQUEUE and MSG_OOB reads never wait, not even on a blocking socket: an
+    // empty queue (or urgent data not there yet) is EAGAIN (or EINVAL) at once.
+    let never_waits = libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB;
+    if !cooperative(&SOCKETS) || flags & never_waits != 0 || msg.is_null() {
         // SAFETY: the caller's contract is recvmsg's (a null `msg` fails with EFAULT).
         return unsafe { original::recvmsg(fd, msg, flags) };
     }
@@ -232,6 +240,7 @@ unsafe fn recvmsg_all(fd: c_int, msg: *mut msghdr, flags: c_int) -> Result<ssize
     let more = matches!(total, Some(t) if n > 0 && (n as size_t) < t)
         && got_control == 0
         && out_flags & stop_flags == 0
+        && flags & libc::MSG_PEEK == 0
         && socket_type(fd) == Some(libc::SOCK_STREAM);
     if !more {
         return Ok(n);
