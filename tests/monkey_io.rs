@@ -310,6 +310,16 @@ fn edge_cases() -> Vec<(&'static str, Outcome)> {
         recvmsg(d.as_raw_fd(), &[8, 8], waitall).0,
     ));
     out.push(("recvmsg, next datagram", recvmsg(d.as_raw_fd(), &[8], 0).0));
+    // recv's hook likewise (it lives in hooks.rs; this is the same rule).
+    d2.send(b"hij").unwrap();
+    d2.send(b"klmn").unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is writable for its length.
+    let r = unsafe { libc::recv(d.as_raw_fd(), buf.as_mut_ptr().cast(), 16, waitall) };
+    out.push(("recv waitall, datagram", outcome(r)));
+    // SAFETY: as above.
+    let r = unsafe { libc::recv(d.as_raw_fd(), buf.as_mut_ptr().cast(), 16, 0) };
+    out.push(("recv, next datagram", outcome(r)));
     out.push((
         "recvmsg dontwait, empty",
         recvmsg(d.as_raw_fd(), &[8], libc::MSG_DONTWAIT).0,
@@ -394,6 +404,8 @@ isolated! {
         assert_eq!(expect("readv truncating a datagram"), (5, None));
         assert_eq!(expect("recvmsg waitall, datagram"), (3, None));
         assert_eq!(expect("recvmsg, next datagram"), (4, None));
+        assert_eq!(expect("recv waitall, datagram"), (3, None));
+        assert_eq!(expect("recv, next datagram"), (4, None));
         assert_eq!(expect("recvmsg dontwait, empty"), (-1, Some(libc::EAGAIN)));
         assert_eq!(expect("recvmsg errqueue, empty"), (-1, Some(libc::EAGAIN)));
         assert_eq!(expect("recvmsg oob, none"), (-1, Some(libc::EINVAL)));

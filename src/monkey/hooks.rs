@@ -7,6 +7,7 @@
 //!
 //! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
 
+use super::io::{waitall_continues, RECV_NEVER_WAITS};
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
@@ -306,7 +307,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// The contract of libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recv's.
         return unsafe { original::recv(fd, buf, len, flags) };
     }
@@ -325,7 +326,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
-/// blocking call does.
+/// blocking call does; on a stream socket only, and not when peeking
+/// ([`waitall_continues`]).
 ///
 /// # Safety
 /// The contract of libc's `recv`.
@@ -350,7 +352,7 @@ unsafe fn recv_all(
             Ok(None) => return Ok(-1),
             Ok(Some(n)) => {
                 got += n as size_t;
-                if n == 0 || got >= len {
+                if n == 0 || got >= len || !waitall_continues(fd, flags) {
                     return Ok(got as ssize_t);
                 }
             }
@@ -397,7 +399,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recvfrom's.
         return unsafe { original::recvfrom(fd, buf, len, flags, addr, addrlen) };
     }

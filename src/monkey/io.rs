@@ -103,6 +103,18 @@ fn data_only(iov: *const iovec, cnt: usize) -> msghdr {
     m
 }
 
+/// Receive flags with which the call never waits, not even on a blocking socket
+/// (`MSG_ERRQUEUE`, `MSG_OOB`: an empty queue, or urgent data not there yet, is `EAGAIN`
+/// or `EINVAL` at once): such receives pass straight through.
+pub(super) const RECV_NEVER_WAITS: c_int = libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB;
+
+/// Whether a `MSG_WAITALL` receive that got part of what it asked for goes on, as the
+/// blocking call does: on a stream socket, unless peeking (a second peek would return the
+/// same bytes again). The kernel ignores `MSG_WAITALL` on datagram and seqpacket sockets.
+pub(super) fn waitall_continues(fd: c_int, flags: c_int) -> bool {
+    flags & libc::MSG_PEEK == 0 && socket_type(fd) == Some(libc::SOCK_STREAM)
+}
+
 /// `msg_iovlen` as a count (`size_t` in glibc, `int` in musl).
 #[allow(clippy::unnecessary_cast)]
 fn iovlen(m: &msghdr) -> usize {
@@ -197,10 +209,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
 /// buffers are valid for their lengths.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    // MSG_ERRQUEUE and MSG_OOB reads never wait, not even on a blocking socket: an
-    // empty queue (or urgent data not there yet) is EAGAIN (or EINVAL) at once.
-    let never_waits = libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB;
-    if !cooperative(&SOCKETS) || flags & never_waits != 0 || msg.is_null() {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 || msg.is_null() {
         // SAFETY: the caller's contract is recvmsg's (a null `msg` fails with EFAULT).
         return unsafe { original::recvmsg(fd, msg, flags) };
     }
@@ -240,8 +249,7 @@ unsafe fn recvmsg_all(fd: c_int, msg: *mut msghdr, flags: c_int) -> Result<ssize
     let more = matches!(total, Some(t) if n > 0 && (n as size_t) < t)
         && got_control == 0
         && out_flags & stop_flags == 0
-        && flags & libc::MSG_PEEK == 0
-        && socket_type(fd) == Some(libc::SOCK_STREAM);
+        && waitall_continues(fd, flags);
     if !more {
         return Ok(n);
     }

@@ -79,8 +79,11 @@
 //!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer).
 //!   A write on a stream socket continues after a partial send, as blocking `send` does,
 //!   and returns the total (or the count so far if an error follows progress); `recv`
-//!   with `MSG_WAITALL` likewise receives until full, end of stream or error. A call that
-//!   already has `MSG_DONTWAIT` passes straight through.
+//!   with `MSG_WAITALL` likewise receives until full, end of stream or error, on a stream
+//!   socket (the kernel returns one message on datagram and seqpacket sockets; with
+//!   `MSG_PEEK` the first non-empty peek is returned). A call that already has
+//!   `MSG_DONTWAIT`, and a receive with `MSG_ERRQUEUE` or `MSG_OOB` (they never wait),
+//!   passes straight through.
 //!   `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured: the wait ends with `EAGAIN` after them.
 //! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
 //!   blocking again at once; then the green thread waits for writability and reports
