@@ -130,10 +130,10 @@
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
 //! `MSG_DONTWAIT`. One that waits adds `fcntl(F_GETFL)`, `getsockopt` (the socket's
-//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write` on
-//! a descriptor that is not a socket first learn so from `ENOTSOCK`, then `fstat`,
-//! `fcntl` and a zero-timeout `poll` before the real call: a regular-file `read` in a
-//! green thread costs three system calls more than unpatched.
+//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write`
+//! (and `readv`/`writev`) on a descriptor that is not a socket first learn so from
+//! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
+//! regular-file `read` in a green thread costs three system calls more than unpatched.
 //!
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
