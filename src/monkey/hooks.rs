@@ -7,6 +7,7 @@
 //!
 //! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
 
+use super::io::{waitall_continues, RECV_NEVER_WAITS};
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
@@ -33,18 +34,22 @@ pub(super) fn address_of(name: &str) -> usize {
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
+        "readv" => super::io::readv as *const () as usize,
+        "writev" => super::io::writev as *const () as usize,
+        "recvmsg" => super::io::recvmsg as *const () as usize,
+        "sendmsg" => super::io::sendmsg as *const () as usize,
         _ => 0,
     }
 }
 
 /// Why a cooperative call failed: the errno to report with -1.
-type Errno = c_int;
+pub(super) type Errno = c_int;
 
 /// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
 /// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
 /// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
 /// blocking call.
-fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
@@ -172,7 +177,7 @@ fn wait_errno(e: WaitError) -> Errno {
 
 /// A socket operation: `op(MSG_DONTWAIT)` until it does not fail with `EAGAIN`, waiting on
 /// the hub in between. `Ok(None)` if `fd` is not a socket (`ENOTSOCK`).
-fn socket_io(
+pub(super) fn socket_io(
     fd: c_int,
     dir: Direction,
     mut op: impl FnMut(c_int) -> ssize_t,
@@ -203,7 +208,7 @@ fn socket_io(
 /// A socket send of `len` bytes: continues after partial sends, as blocking `send` does
 /// on a stream socket, and returns the total, or the count so far if an error follows
 /// progress. `op(offset, flags)` sends from `offset`.
-fn socket_send(
+pub(super) fn socket_send(
     fd: c_int,
     len: size_t,
     mut op: impl FnMut(size_t, c_int) -> ssize_t,
@@ -227,7 +232,7 @@ fn socket_send(
 /// A blocking call on a descriptor that has no per-call non-blocking flag (pipes,
 /// terminals, listening sockets): wait on the hub until `poll` says ready, then `call`.
 /// Non-blocking and never-blocking descriptors pass straight through.
-fn poll_then_call<T: From<i8>>(
+pub(super) fn poll_then_call<T: From<i8>>(
     fd: c_int,
     dir: Direction,
     deadline: Option<Instant>,
@@ -302,7 +307,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// The contract of libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recv's.
         return unsafe { original::recv(fd, buf, len, flags) };
     }
@@ -321,7 +326,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
-/// blocking call does.
+/// blocking call does; on a stream socket only, and not when peeking
+/// ([`waitall_continues`]).
 ///
 /// # Safety
 /// The contract of libc's `recv`.
@@ -346,7 +352,7 @@ unsafe fn recv_all(
             Ok(None) => return Ok(-1),
             Ok(Some(n)) => {
                 got += n as size_t;
-                if n == 0 || got >= len {
+                if n == 0 || got >= len || !waitall_continues(fd, flags) {
                     return Ok(got as ssize_t);
                 }
             }
@@ -393,7 +399,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recvfrom's.
         return unsafe { original::recvfrom(fd, buf, len, flags, addr, addrlen) };
     }

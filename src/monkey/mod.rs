@@ -24,7 +24,8 @@
 //! ## How it works
 //! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
 //! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
-//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`. Every call to them in the
+//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`, and `readv`, `writev`,
+//! `recvmsg`, `sendmsg` (in `io.rs`). Every call to them in the
 //! process lands in a hook, which decides in a few loads:
 //!
 //! ```text
@@ -78,13 +79,23 @@
 //!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer).
 //!   A write on a stream socket continues after a partial send, as blocking `send` does,
 //!   and returns the total (or the count so far if an error follows progress); `recv`
-//!   with `MSG_WAITALL` likewise receives until full, end of stream or error. A call that
-//!   already has `MSG_DONTWAIT` passes straight through.
+//!   with `MSG_WAITALL` likewise receives until full, end of stream or error, on a stream
+//!   socket (the kernel returns one message on datagram and seqpacket sockets; with
+//!   `MSG_PEEK` the first non-empty peek is returned). A call that already has
+//!   `MSG_DONTWAIT`, and a receive with `MSG_ERRQUEUE` or `MSG_OOB` (they never wait),
+//!   passes straight through.
 //!   `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured: the wait ends with `EAGAIN` after them.
 //! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
 //!   blocking again at once; then the green thread waits for writability and reports
 //!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
 //!   it non-blocking.
+//! * **`readv`, `writev`, `recvmsg`, `sendmsg`** do the same: on a socket the call is a
+//!   `recvmsg`/`sendmsg` with `MSG_DONTWAIT` (what `readv`/`writev` amount to there),
+//!   `writev`/`sendmsg` continue after partial sends on a stream socket, `recvmsg` with
+//!   `MSG_WAITALL` receives until full on a `SOCK_STREAM` socket (one message on others, as
+//!   the kernel does; it returns early once ancillary data arrives). `readv`/`writev` on
+//!   pipes and terminals wait like `read`/`write`. A zero-byte `readv` and invalid iovec
+//!   counts pass through (`readv` of 0 bytes returns 0 at once on any socket).
 //! * **`accept`/`accept4`, pipes, terminals, character devices** (`read`, `write`): wait
 //!   until `poll` says ready, then make the blocking call. If another process or OS thread
 //!   takes the data (or the connection) between the two, the call blocks the OS thread as
@@ -92,6 +103,22 @@
 //!   the free space blocks the OS thread once the first part fits.
 //! * **Regular files, block devices, directories** are always "ready" for the kernel:
 //!   their reads and writes pass straight through and block the hub for their duration.
+//!
+//! ## Calls that need no hook
+//! The issue's list also names `socket`, `socketpair`, `fcntl`, `ioctl(FIONBIO)` and
+//! `setsockopt`. None is hooked, because the hooks keep no per-descriptor state and never
+//! change a caller's `O_NONBLOCK` (except `connect`'s one-call window above):
+//! * **`socket`/`socketpair` with `SOCK_NONBLOCK`** set `O_NONBLOCK` on the open file, and
+//!   `fcntl(F_SETFL, O_NONBLOCK)` and `ioctl(FIONBIO)` (what std's `set_nonblocking`
+//!   uses) set the same flag. The hooks read it with `fcntl(F_GETFL)` at every `EAGAIN`, so
+//!   a descriptor made non-blocking by any of these returns `EAGAIN` at once, and one
+//!   switched back to blocking waits on the hub again from its next call.
+//! * **`setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)`** is read back with `getsockopt` when a call
+//!   first has to wait: receives and `accept` end with `EAGAIN`, sends with the count so
+//!   far or `EAGAIN`, `connect` with `EINPROGRESS`, as blocking libc does.
+//! * `fcntl` and `ioctl` are variadic in C; stable Rust cannot define a variadic function,
+//!   so they could not be hooked soundly anyway (a fixed-arity definition relies on each
+//!   ABI passing variadic arguments like named ones).
 //!
 //! ## Interruptions
 //! A hook cannot unwind into its C or Rust caller. A [`Timeout`](crate::Timeout) that fires
@@ -103,16 +130,17 @@
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
 //! `MSG_DONTWAIT`. One that waits adds `fcntl(F_GETFL)`, `getsockopt` (the socket's
-//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write` on
-//! a descriptor that is not a socket first learn so from `ENOTSOCK`, then `fstat`,
-//! `fcntl` and a zero-timeout `poll` before the real call: a regular-file `read` in a
-//! green thread costs three system calls more than unpatched.
+//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write`
+//! (and `readv`/`writev`) on a descriptor that is not a socket first learn so from
+//! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
+//! regular-file `read` in a green thread costs three system calls more than unpatched.
 //!
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
 //! then a call through a cached function pointer.
 
 mod hooks;
+mod io;
 pub mod original;
 
 use std::cell::Cell;
@@ -122,7 +150,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
-    /// `accept4`, `poll`.
+    /// `accept4`, `poll`, `readv`, `writev`, `recvmsg`, `sendmsg`.
     Sockets,
     /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
     Time,

@@ -18,7 +18,7 @@
 //! name (see its man page).
 
 use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
-use libc::{ssize_t, timespec, useconds_t};
+use libc::{iovec, msghdr, ssize_t, timespec, useconds_t};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Resolves `name` (NUL-terminated) with `dlsym(RTLD_NEXT, ..)`, aborting if the C library
@@ -108,4 +108,8 @@ originals! {
     ) -> c_int;
     fn usleep(usec: useconds_t) -> c_int;
     fn sleep(secs: c_uint) -> c_uint;
+    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t;
+    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t;
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t;
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
 }
