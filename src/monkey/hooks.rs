@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 /// The address of the hook called `name`, for [`original`]'s self-lookup check.
 pub(super) fn address_of(name: &str) -> usize {
     match name {
+        "ppoll" | "select" | "pselect" | "epoll_wait" | "epoll_pwait" => {
+            super::poll::address_of(name)
+        }
+        "close" | "dup2" | "dup3" => super::fds::address_of(name),
+        "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
         "recv" => recv as *const () as usize,
@@ -38,13 +43,13 @@ pub(super) fn address_of(name: &str) -> usize {
 }
 
 /// Why a cooperative call failed: the errno to report with -1.
-type Errno = c_int;
+pub(super) type Errno = c_int;
 
 /// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
 /// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
 /// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
 /// blocking call.
-fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
@@ -136,7 +141,7 @@ fn ready_now(fd: c_int, dir: Direction) -> bool {
 }
 
 /// How a hooked wait on a descriptor ended, when it did not end with readiness.
-enum Interrupted {
+pub(super) enum Interrupted {
     /// The deadline (a socket timeout) passed.
     Deadline,
     /// A verdant `Timeout` fired, or the hub reported that nothing can wake us.
@@ -144,7 +149,11 @@ enum Interrupted {
 }
 
 /// Waits on the hub until `fd` may be ready in `dir` (wake-ups can be spurious: retry).
-fn wait(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), Interrupted> {
+pub(super) fn wait(
+    fd: c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupted> {
     suspended(|| {
         let (id, _temporary) = crate::net::source::registration_for(fd)
             .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -584,10 +593,10 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
 }
 
 /// A temporary epoll set over a `poll` array, closed on drop.
-struct EpollSet(c_int);
+pub(super) struct EpollSet(pub(super) c_int);
 
 impl EpollSet {
-    fn new(set: &[pollfd]) -> Option<EpollSet> {
+    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
         // SAFETY: epoll_create1 takes no pointers.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep == -1 {
