@@ -112,6 +112,31 @@
 //! blocks, with the mask applied atomically as asked); with a null mask they wait on the
 //! hub like `poll`, `select` and `epoll_wait`.
 //!
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use std::time::Duration;
+//!
+//! verdant::monkey::patch_sockets();
+//! let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let fd = reader.as_raw_fd();
+//! // A plain libc `select` with a 10 s timeout, as C code would call it ...
+//! let waiter = verdant::spawn(move || {
+//!     // SAFETY: an all-zero fd_set is the empty set.
+//!     let mut set: libc::fd_set = unsafe { std::mem::zeroed() };
+//!     let mut timeout = libc::timeval { tv_sec: 10, tv_usec: 0 };
+//!     // SAFETY: `fd < FD_SETSIZE`; the set and the timeout are live locals.
+//!     unsafe {
+//!         libc::FD_SET(fd, &mut set);
+//!         let null = std::ptr::null_mut();
+//!         (libc::select(fd + 1, &mut set, null, null, &mut timeout), libc::FD_ISSET(fd, &set))
+//!     }
+//! });
+//! // ... lets this green thread run meanwhile and wake it.
+//! verdant::sleep(Duration::from_millis(5)).unwrap();
+//! std::io::Write::write_all(&mut writer, b"x").unwrap();
+//! assert_eq!(waiter.join().unwrap(), (1, true));
+//! ```
+//!
 //! ## Closing a descriptor others wait on
 //! Once sockets are patched, `close(fd)` first deregisters `fd` from this OS thread's hub
 //! if a green thread waits on it, then closes it. Every such waiter wakes: a hooked libc
@@ -123,6 +148,25 @@
 //! waiting on the descriptor are not woken (each hub knows only its own waits), and a
 //! `poll`/`select`/`epoll_wait` whose set contains the descriptor is not woken either —
 //! as with the real calls on Linux, it waits for the other descriptors or its timeout.
+//!
+//! ```
+//! use std::os::fd::IntoRawFd;
+//! use std::time::Duration;
+//!
+//! verdant::monkey::patch_sockets();
+//! let (reader, _writer) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let fd = reader.into_raw_fd();
+//! let blocked = verdant::spawn(move || {
+//!     let mut buf = [0u8; 16];
+//!     // SAFETY: a live buffer of the length passed.
+//!     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+//!     (n, std::io::Error::last_os_error().raw_os_error())
+//! });
+//! verdant::sleep(Duration::from_millis(5)).unwrap();
+//! // SAFETY: this code owns `fd` (taken from the UnixStream above).
+//! assert_eq!(unsafe { libc::close(fd) }, 0);
+//! assert_eq!(blocked.join().unwrap(), (-1, Some(libc::EBADF)));
+//! ```
 //!
 //! ## Name lookups
 //! After [`patch_dns`], `getaddrinfo` and `getnameinfo` in a green thread run on
