@@ -386,6 +386,7 @@ impl Builder {
 
     /// Spawns the green thread on this OS thread's hub; it runs when the current green
     /// thread next blocks or yields. Fails only if no stack can be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -398,6 +399,7 @@ impl Builder {
 
     /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
     /// before then, it never runs.
+    #[track_caller]
     pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -411,6 +413,7 @@ impl Builder {
         Ok(handle)
     }
 
+    #[track_caller]
     fn build<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -449,10 +452,17 @@ impl Builder {
                     Err(p) => Err(JoinError::Panicked(p)),
                 }
             };
-            current_task().finished.set(true);
+            let task = current_task();
+            task.finished.set(true);
+            super::task_finished(task.id);
+            drop(task);
             st.complete(result);
             Box::new(())
         })?;
+        if hub.activity.is_watched() {
+            hub.activity
+                .spawned(id, self.name.as_deref(), std::panic::Location::caller());
+        }
         let task = TaskRef::new(id, self.name, greenlet, false);
         Ok(JoinHandle { task, state })
     }
@@ -469,6 +479,7 @@ impl Builder {
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn`] to get that as an error.
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -483,6 +494,7 @@ where
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn_later`] to get that as an error.
+#[track_caller]
 pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
