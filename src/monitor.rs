@@ -62,8 +62,10 @@
 //! for all of them and ends when the last one stops.
 //!
 //! Under user-mode emulation (`qemu-aarch64` on an x86_64 host) `/proc` describes the
-//! emulator's own thread: the system call numbers are the host's, so the names can be
-//! wrong. On systems other than Linux the system call is [`Syscall::Unknown`].
+//! emulator's own thread, with the host's numbers: a system call is believed only if the
+//! program counter the kernel gives lies in this process's code, so there it is
+//! [`Syscall::Unknown`] (a busy loop still shows as [`Syscall::Running`]). On systems other
+//! than Linux the system call is always [`Syscall::Unknown`].
 
 use crate::sys::thread::{self as os_thread, ThreadSyscall};
 use std::collections::HashMap;
@@ -172,9 +174,13 @@ impl HubActivity {
         );
     }
 
-    /// Records the thread's main green thread when it first meets the hub while watched
-    /// (other ad hoc green threads, switched to by hand, are reported by id).
+    /// A green thread the hub did not spawn (the thread's main one, or one switched to by
+    /// hand) becomes the current one; the main one is recorded by name while watched (others
+    /// are reported by id). Out of line: its caller is on the hub's hot path.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn adhoc_task(&self, task: &crate::hub::TaskRef) {
+        self.enter(task.id);
         if self.is_watched() && task.greenlet.is_main() {
             self.record_main(task.id);
         }
@@ -241,7 +247,8 @@ pub enum Syscall {
     },
     /// In the kernel outside a system call (a page fault, for instance).
     InKernel,
-    /// This platform does not say (not Linux, `/proc` not readable, the thread is gone).
+    /// This platform does not say (not Linux, `/proc` not readable, the thread is gone,
+    /// user-mode emulation).
     Unknown,
 }
 
@@ -277,7 +284,7 @@ impl fmt::Display for Syscall {
             } => write!(f, "in system call {name} (nr {number})"),
             Syscall::Blocked { number, name: None } => write!(f, "in system call {number}"),
             Syscall::InKernel => f.write_str("in the kernel, outside a system call"),
-            Syscall::Unknown => f.write_str("in an unknown system call or none"),
+            Syscall::Unknown => f.write_str("system call unknown on this platform"),
         }
     }
 }

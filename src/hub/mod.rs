@@ -609,7 +609,6 @@ fn current_and_hub() -> (TaskRef, Rc<Hub>) {
     if task.greenlet.is_main() {
         drop(hub.main_task.replace(Some(task.clone())));
     }
-    hub.activity.enter(task.id);
     hub.activity.adhoc_task(&task);
     drop(hub.current.replace(Some(task.clone())));
     (task, hub)

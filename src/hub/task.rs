@@ -428,6 +428,8 @@ impl Builder {
         });
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let st = state.clone();
+        // Named for the stall monitor while it watches this hub (and forgotten at the end).
+        let recorded = hub.activity.is_watched();
         let mut builder = greenlet::Builder::new()
             .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
             .parent(&hub.greenlet);
@@ -452,14 +454,14 @@ impl Builder {
                     Err(p) => Err(JoinError::Panicked(p)),
                 }
             };
-            let task = current_task();
-            task.finished.set(true);
-            super::task_finished(task.id);
-            drop(task);
+            current_task().finished.set(true);
+            if recorded {
+                super::task_finished(id);
+            }
             st.complete(result);
             Box::new(())
         })?;
-        if hub.activity.is_watched() {
+        if recorded {
             hub.activity
                 .spawned(id, self.name.as_deref(), std::panic::Location::caller());
         }
