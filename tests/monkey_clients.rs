@@ -6,7 +6,8 @@
 //! finish in about 200 ms; before it, they run one after another (5 fetches take at least
 //! 5 x 200 ms). The clients are unmodified: ureq blocks in std's `connect`, `send`, `recv`
 //! (and, with timeouts, `poll` and `SO_RCVTIMEO`); libcurl makes its sockets non-blocking
-//! and waits in its own `poll` loop. Both reach the shim's hooks.
+//! and waits in its own `select` loop (curl-sys builds it without `HAVE_POLL`). Both reach
+//! the shim's hooks.
 //!
 //! The server runs on OS threads of its own (a thread per connection, no hub), so it behaves
 //! the same patched or not. Patching is process-wide and permanent, so every test runs in a
@@ -298,8 +299,6 @@ isolated! {
         assert_sequential(&log, took);
     }
 
-    #[ignore = "libcurl as curl-sys 0.4.91 builds it waits in select(2), not poll(2) (curl 8.22 \
-                tests HAVE_POLL, curl-sys defines HAVE_POLL_FINE): needs the shim's select hook"]
     fn curl_fetches_overlap_after_patch_all() {
         curl::init();
         monkey::patch_all();
@@ -307,8 +306,6 @@ isolated! {
         assert_overlapped(&log, took);
     }
 
-    #[ignore = "libcurl as curl-sys 0.4.91 builds it waits in select(2), not poll(2) (curl 8.22 \
-                tests HAVE_POLL, curl-sys defines HAVE_POLL_FINE): needs the shim's select hook"]
     fn curl_timeout_fires_while_other_green_threads_run() {
         monkey::patch_all();
         let addr = slow_server();
