@@ -55,7 +55,14 @@ fn run_in_child(name: &str) {
     let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
         std::process::Command::new(program)
             .args(pre)
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            // --include-ignored: the parent may be running an #[ignore]d test by request.
+            .args([
+                "--exact",
+                name,
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, name)
             .output()
     };
