@@ -26,10 +26,12 @@ const CHILD: &str = "VERDANT_MONKEY_TEST_CHILD";
 /// How long the server waits before each response.
 const DELAY: Duration = Duration::from_millis(200);
 
-/// The figure: 100 fetches overlap and take about `DELAY`. The bound is generous
-/// (a loaded machine, qemu) but still a quarter of the sequential 100 x 200 ms = 20 s.
+/// The figure: 100 fetches overlap and take about `DELAY` (0.2-0.3 s natively; the
+/// tests print it). The proof of overlap is the order of events: every fetch started before
+/// any ended. The time bound is only half the sequential 100 x 200 ms = 20 s: under
+/// qemu-user a debug build spends several seconds of CPU on 100 ureq requests.
 const FETCHES: usize = 100;
-const OVERLAP_BOUND: Duration = Duration::from_secs(5);
+const OVERLAP_BOUND: Duration = Duration::from_secs(10);
 
 /// Unpatched fetches: few, because they take `DELAY` each.
 const SEQUENTIAL_FETCHES: usize = 5;
@@ -54,7 +56,14 @@ fn run_in_child(name: &str) {
     let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
         std::process::Command::new(program)
             .args(pre)
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            // --include-ignored: the parent may be running an #[ignore]d test by request.
+            .args([
+                "--exact",
+                name,
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, name)
             .output()
     };
