@@ -28,10 +28,15 @@ const DELAY: Duration = Duration::from_millis(200);
 
 /// The figure: 100 fetches overlap and take about `DELAY` (0.2-0.3 s natively; the
 /// tests print it). The proof of overlap is the order of events: every fetch started before
-/// any ended. The time bound is only half the sequential 100 x 200 ms = 20 s: under
-/// qemu-user a debug build spends several seconds of CPU on 100 ureq requests.
+/// any ended. The time bound is a quarter of the sequential 100 x 200 ms = 20 s natively;
+/// elsewhere (aarch64 here runs under qemu-user, where a debug build on a loaded machine
+/// spends 7-10 s of CPU on 100 ureq requests) three quarters of it.
 const FETCHES: usize = 100;
-const OVERLAP_BOUND: Duration = Duration::from_secs(10);
+const OVERLAP_BOUND: Duration = if cfg!(target_arch = "x86_64") {
+    Duration::from_secs(5)
+} else {
+    Duration::from_secs(15)
+};
 
 /// Unpatched fetches: few, because they take `DELAY` each.
 const SEQUENTIAL_FETCHES: usize = 5;
