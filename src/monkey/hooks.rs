@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 /// The address of the hook called `name`, for [`original`]'s self-lookup check.
 pub(super) fn address_of(name: &str) -> usize {
     match name {
+        "ppoll" | "select" | "pselect" | "epoll_wait" | "epoll_pwait" => {
+            super::poll::address_of(name)
+        }
+        "close" | "dup2" | "dup3" => super::fds::address_of(name),
+        "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
         "recv" => recv as *const () as usize,
@@ -141,7 +146,7 @@ fn ready_now(fd: c_int, dir: Direction) -> bool {
 }
 
 /// How a hooked wait on a descriptor ended, when it did not end with readiness.
-enum Interrupted {
+pub(super) enum Interrupted {
     /// The deadline (a socket timeout) passed.
     Deadline,
     /// A verdant `Timeout` fired, or the hub reported that nothing can wake us.
@@ -149,7 +154,11 @@ enum Interrupted {
 }
 
 /// Waits on the hub until `fd` may be ready in `dir` (wake-ups can be spurious: retry).
-fn wait(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), Interrupted> {
+pub(super) fn wait(
+    fd: c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupted> {
     suspended(|| {
         let (id, _temporary) = crate::net::source::registration_for(fd)
             .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -590,10 +599,10 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
 }
 
 /// A temporary epoll set over a `poll` array, closed on drop.
-struct EpollSet(c_int);
+pub(super) struct EpollSet(pub(super) c_int);
 
 impl EpollSet {
-    fn new(set: &[pollfd]) -> Option<EpollSet> {
+    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
         // SAFETY: epoll_create1 takes no pointers.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep == -1 {
