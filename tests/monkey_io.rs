@@ -32,14 +32,38 @@ macro_rules! isolated {
     )*};
 }
 
+/// How long a child may run before it counts as hung (a hook that waits where blocking
+/// libc would have returned hangs: that is a failure, not a stuck CI job). Generous for
+/// qemu.
+const HANG: Duration = Duration::from_secs(120);
+
 fn run_in_child(name: &str) {
     let exe = std::env::current_exe().unwrap();
     let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
-        std::process::Command::new(program)
+        let child = std::process::Command::new(program)
             .args(pre)
             .args(["--exact", name, "--nocapture", "--test-threads=1"])
             .env(CHILD, name)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let pid = child.id() as libc::pid_t;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        match rx.recv_timeout(HANG) {
+            Ok(out) => out,
+            Err(_) => {
+                // SAFETY: kill takes no pointers; `pid` is the child started above, not
+                // yet reaped (its waiter thread is still blocked in wait).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let out = rx.recv().expect("the waiter thread reports")?;
+                panic!(
+                    "{name} hung for {HANG:?} in its child process and was killed:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     };
     // Under qemu-user without binfmt_misc the binary cannot exec itself (see
     // tests/monkey.rs): run the child under the same emulator.
