@@ -352,6 +352,104 @@ isolated! {
         assert!(ticker.stop() > 0);
     }
 
+    fn select_write_and_except_sets_answer_like_libc() {
+        monkey::patch_sockets();
+        use std::io::Write;
+        // Except set: TCP urgent data, sent by another green thread after five ticks.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let sfd = server.as_raw_fd();
+        let ticks = Rc::new(Cell::new(0));
+        let t = ticks.clone();
+        let waiter = verdant::spawn(move || {
+            let mut except = fd_set_of(&[sfd]);
+            let mut t10 = tv(10, 0);
+            let null = std::ptr::null_mut();
+            // SAFETY: a live set and timeval.
+            let n = unsafe { libc::select(sfd + 1, null, null, &mut except, &mut t10) };
+            (n, is_set(sfd, &except), t.get())
+        });
+        let t = ticks.clone();
+        let sender = verdant::spawn(move || {
+            for _ in 0..5 {
+                t.set(t.get() + 1);
+                verdant::sleep(Duration::from_millis(2)).unwrap();
+            }
+            // SAFETY: one byte from a static buffer.
+            let n = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(n, 1);
+            client
+        });
+        assert_eq!(waiter.join().unwrap(), (1, true, 5));
+        let mut client = sender.join().unwrap();
+        // Write set: room in the buffer at once; the read set stays clear.
+        client.write_all(b"x").unwrap();
+        let cfd = client.as_raw_fd();
+        let mut read = fd_set_of(&[cfd]);
+        let mut write = fd_set_of(&[cfd]);
+        // SAFETY: live sets and timeval.
+        let n = unsafe { libc::select(cfd + 1, &mut read, &mut write, std::ptr::null_mut(), &mut tv(10, 0)) };
+        assert_eq!((n, is_set(cfd, &read), is_set(cfd, &write)), (1, false, true));
+        // A hung-up socket only in the except set is not ready for select (only for
+        // poll): the hooked call waits out its timeout like the original, while others run.
+        let (c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(d);
+        let cfd = c.as_raw_fd();
+        let select_except = |hooked: bool| {
+            let mut except = fd_set_of(&[cfd]);
+            let mut t = tv(0, 30_000);
+            let null = std::ptr::null_mut();
+            // SAFETY: a live set and timeval.
+            let n = unsafe {
+                if hooked {
+                    libc::select(cfd + 1, null, null, &mut except, &mut t)
+                } else {
+                    original::select(cfd + 1, null, null, &mut except, &mut t)
+                }
+            };
+            (n, is_set(cfd, &except), t.tv_sec, t.tv_usec)
+        };
+        let ticker = Ticker::start();
+        assert_eq!(select_except(true), select_except(false));
+        assert_eq!(select_except(true), (0, false, 0, 0));
+        assert!(ticker.stop() > 0);
+    }
+
+    fn a_verdant_timeout_ends_hooked_waits_with_etimedout() {
+        monkey::patch_sockets();
+        let (r, _w) = pipe();
+        let r = r.as_raw_fd();
+        let (n, e, _, left) = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            select_read(&[r], tv(10, 0))
+        })
+        .join()
+        .unwrap();
+        assert_eq!((n, e), (-1, libc::ETIMEDOUT));
+        let left = Duration::new(left.tv_sec as u64, left.tv_usec as u32 * 1000);
+        assert!(left < Duration::from_secs(10) && left > Duration::from_secs(5), "{left:?}");
+        let ep = epoll_with(r, 1);
+        let ep = ep.as_raw_fd();
+        let got = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            epoll_wait_on(ep, -1, false)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (-1, libc::ETIMEDOUT, vec![]));
+        let got = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            let mut p = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one live pollfd, null timeout and mask.
+            let n = unsafe { libc::ppoll(&mut p, 1, std::ptr::null(), std::ptr::null()) };
+            (n, last_errno())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (-1, libc::ETIMEDOUT));
+    }
+
     fn pselect_waits_on_the_hub_and_leaves_its_timeout_alone() {
         monkey::patch_sockets();
         let ((n, set, t, r), ticks) = wait_for_a_byte_written_by_a_ticking_green_thread(|r| {
