@@ -717,28 +717,43 @@ isolated! {
         let expected = lookup_with(true, c"localhost", 0);
         assert_eq!(expected.0, 0);
         assert!(!expected.1.is_empty());
-        // Another green thread keeps running while this one waits for each lookup.
-        let ticks = Rc::new(Cell::new(0u32));
-        let stop = Rc::new(Cell::new(false));
-        let (t, s) = (ticks.clone(), stop.clone());
-        let ticker = verdant::spawn(move || {
-            while !s.get() {
-                t.set(t.get() + 1);
-                verdant::yield_now();
-            }
-        });
-        for _ in 0..20 {
+        // Proof that the lookups wait on the hub: the pool gets one worker thread, kept
+        // busy by a job that a green thread releases after five ticks, so each lookup
+        // queues behind it. A lookup that blocked the OS thread (or did not use the pool)
+        // would return before those ticks, or never (the job gives up after 10 s).
+        verdant::ThreadPool::global().set_max_threads(1);
+        let gated = |lookup: &dyn Fn()| -> u32 {
+            let (release, gate) = std::sync::mpsc::channel::<()>();
+            let blocker = verdant::spawn_blocking(move || gate.recv_timeout(Duration::from_secs(10)));
+            let ticks = Rc::new(Cell::new(0));
+            let t = ticks.clone();
+            let ticker = verdant::spawn(move || {
+                for _ in 0..5 {
+                    t.set(t.get() + 1);
+                    verdant::sleep(Duration::from_millis(1)).unwrap();
+                }
+                release.send(()).unwrap();
+            });
+            lookup();
+            let seen = ticks.get();
+            ticker.join().unwrap();
+            blocker.join().unwrap().expect("the blocking job was released");
+            seen
+        };
+        let ticks = gated(&|| assert_eq!(lookup_with(false, c"localhost", 0), expected));
+        assert_eq!(ticks, 5, "getaddrinfo returned before the pool was free");
+        let sin = std::mem::size_of::<libc::sockaddr_in>();
+        let want = name_of_localhost(true, sin, 0);
+        let ticks = gated(&|| assert_eq!(name_of_localhost(false, sin, 0), want));
+        assert_eq!(ticks, 5, "getnameinfo returned before the pool was free");
+        for _ in 0..5 {
             assert_eq!(lookup_with(false, c"localhost", 0), expected);
         }
-        assert!(ticks.get() > 0, "nothing ran during 20 lookups of localhost");
-        stop.set(true);
-        ticker.join().unwrap();
         // Errors: the same code (glibc's EAI_BADFLAGS), nothing in the list.
         let bad = lookup_with(true, c"localhost", 0x7fff_0000);
         assert_ne!(bad.0, 0);
         assert_eq!(lookup_with(false, c"localhost", 0x7fff_0000), bad);
         // getnameinfo: names, numbers and an error, buffers compared whole.
-        let sin = std::mem::size_of::<libc::sockaddr_in>();
         for (salen, flags) in [(sin, 0), (sin, libc::NI_NUMERICHOST | libc::NI_NUMERICSERV), (1, 0)] {
             let want = name_of_localhost(true, salen, flags);
             let got = verdant::spawn(move || name_of_localhost(false, salen, flags))
