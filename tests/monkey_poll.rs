@@ -642,16 +642,26 @@ isolated! {
         assert_eq!(unsafe { libc::close(s) }, 0);
         assert_eq!(pipe_reader.join().unwrap(), (-1, libc::EBADF));
         assert_eq!(socket_reader.join().unwrap(), (-1, libc::EBADF));
-        // The number is reused by the next descriptor, which starts afresh: a hooked
-        // read on it waits for its own data.
+        // The number, reused by another pipe (placed there with dup2), starts afresh: a
+        // hooked read on it waits for that pipe's data.
         let (r2, w2) = pipe();
-        assert!(r2.as_raw_fd() == r || r2.as_raw_fd() == s, "{} {r} {s}", r2.as_raw_fd());
-        let reader = verdant::spawn(move || read_byte(r2.as_raw_fd()));
+        let r2 = r2.into_raw_fd();
+        if r2 != r {
+            // SAFETY: no pointers; `r` is free and becomes the test's own again, `r2` is
+            // the test's own.
+            unsafe {
+                assert_eq!(libc::dup2(r2, r), r);
+                assert_eq!(libc::close(r2), 0);
+            }
+        }
+        let reader = verdant::spawn(move || read_byte(r));
         verdant::sleep(Duration::from_millis(5)).unwrap();
         assert!(!reader.is_finished());
         drop(w);
         write_byte(w2.as_raw_fd());
         assert_eq!(reader.join().unwrap(), (1, 0));
+        // SAFETY: the test owns `r`.
+        assert_eq!(unsafe { libc::close(r) }, 0);
     }
 
     fn close_wakes_wait_readable_with_not_connected() {
