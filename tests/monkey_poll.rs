@@ -352,6 +352,104 @@ isolated! {
         assert!(ticker.stop() > 0);
     }
 
+    fn select_write_and_except_sets_answer_like_libc() {
+        monkey::patch_sockets();
+        use std::io::Write;
+        // Except set: TCP urgent data, sent by another green thread after five ticks.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let sfd = server.as_raw_fd();
+        let ticks = Rc::new(Cell::new(0));
+        let t = ticks.clone();
+        let waiter = verdant::spawn(move || {
+            let mut except = fd_set_of(&[sfd]);
+            let mut t10 = tv(10, 0);
+            let null = std::ptr::null_mut();
+            // SAFETY: a live set and timeval.
+            let n = unsafe { libc::select(sfd + 1, null, null, &mut except, &mut t10) };
+            (n, is_set(sfd, &except), t.get())
+        });
+        let t = ticks.clone();
+        let sender = verdant::spawn(move || {
+            for _ in 0..5 {
+                t.set(t.get() + 1);
+                verdant::sleep(Duration::from_millis(2)).unwrap();
+            }
+            // SAFETY: one byte from a static buffer.
+            let n = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(n, 1);
+            client
+        });
+        assert_eq!(waiter.join().unwrap(), (1, true, 5));
+        let mut client = sender.join().unwrap();
+        // Write set: room in the buffer at once; the read set stays clear.
+        client.write_all(b"x").unwrap();
+        let cfd = client.as_raw_fd();
+        let mut read = fd_set_of(&[cfd]);
+        let mut write = fd_set_of(&[cfd]);
+        // SAFETY: live sets and timeval.
+        let n = unsafe { libc::select(cfd + 1, &mut read, &mut write, std::ptr::null_mut(), &mut tv(10, 0)) };
+        assert_eq!((n, is_set(cfd, &read), is_set(cfd, &write)), (1, false, true));
+        // A hung-up socket only in the except set is not ready for select (only for
+        // poll): the hooked call waits out its timeout like the original, while others run.
+        let (c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(d);
+        let cfd = c.as_raw_fd();
+        let select_except = |hooked: bool| {
+            let mut except = fd_set_of(&[cfd]);
+            let mut t = tv(0, 30_000);
+            let null = std::ptr::null_mut();
+            // SAFETY: a live set and timeval.
+            let n = unsafe {
+                if hooked {
+                    libc::select(cfd + 1, null, null, &mut except, &mut t)
+                } else {
+                    original::select(cfd + 1, null, null, &mut except, &mut t)
+                }
+            };
+            (n, is_set(cfd, &except), t.tv_sec, t.tv_usec)
+        };
+        let ticker = Ticker::start();
+        assert_eq!(select_except(true), select_except(false));
+        assert_eq!(select_except(true), (0, false, 0, 0));
+        assert!(ticker.stop() > 0);
+    }
+
+    fn a_verdant_timeout_ends_hooked_waits_with_etimedout() {
+        monkey::patch_sockets();
+        let (r, _w) = pipe();
+        let r = r.as_raw_fd();
+        let (n, e, _, left) = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            select_read(&[r], tv(10, 0))
+        })
+        .join()
+        .unwrap();
+        assert_eq!((n, e), (-1, libc::ETIMEDOUT));
+        let left = Duration::new(left.tv_sec as u64, left.tv_usec as u32 * 1000);
+        assert!(left < Duration::from_secs(10) && left > Duration::from_secs(5), "{left:?}");
+        let ep = epoll_with(r, 1);
+        let ep = ep.as_raw_fd();
+        let got = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            epoll_wait_on(ep, -1, false)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (-1, libc::ETIMEDOUT, vec![]));
+        let got = verdant::spawn(move || {
+            let _t = verdant::Timeout::start(Duration::from_millis(20));
+            let mut p = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one live pollfd, null timeout and mask.
+            let n = unsafe { libc::ppoll(&mut p, 1, std::ptr::null(), std::ptr::null()) };
+            (n, last_errno())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (-1, libc::ETIMEDOUT));
+    }
+
     fn pselect_waits_on_the_hub_and_leaves_its_timeout_alone() {
         monkey::patch_sockets();
         let ((n, set, t, r), ticks) = wait_for_a_byte_written_by_a_ticking_green_thread(|r| {
@@ -544,16 +642,26 @@ isolated! {
         assert_eq!(unsafe { libc::close(s) }, 0);
         assert_eq!(pipe_reader.join().unwrap(), (-1, libc::EBADF));
         assert_eq!(socket_reader.join().unwrap(), (-1, libc::EBADF));
-        // The number is reused by the next descriptor, which starts afresh: a hooked
-        // read on it waits for its own data.
+        // The number, reused by another pipe (placed there with dup2), starts afresh: a
+        // hooked read on it waits for that pipe's data.
         let (r2, w2) = pipe();
-        assert!(r2.as_raw_fd() == r || r2.as_raw_fd() == s, "{} {r} {s}", r2.as_raw_fd());
-        let reader = verdant::spawn(move || read_byte(r2.as_raw_fd()));
+        let r2 = r2.into_raw_fd();
+        if r2 != r {
+            // SAFETY: no pointers; `r` is free and becomes the test's own again, `r2` is
+            // the test's own.
+            unsafe {
+                assert_eq!(libc::dup2(r2, r), r);
+                assert_eq!(libc::close(r2), 0);
+            }
+        }
+        let reader = verdant::spawn(move || read_byte(r));
         verdant::sleep(Duration::from_millis(5)).unwrap();
         assert!(!reader.is_finished());
         drop(w);
         write_byte(w2.as_raw_fd());
         assert_eq!(reader.join().unwrap(), (1, 0));
+        // SAFETY: the test owns `r`.
+        assert_eq!(unsafe { libc::close(r) }, 0);
     }
 
     fn close_wakes_wait_readable_with_not_connected() {
@@ -619,28 +727,43 @@ isolated! {
         let expected = lookup_with(true, c"localhost", 0);
         assert_eq!(expected.0, 0);
         assert!(!expected.1.is_empty());
-        // Another green thread keeps running while this one waits for each lookup.
-        let ticks = Rc::new(Cell::new(0u32));
-        let stop = Rc::new(Cell::new(false));
-        let (t, s) = (ticks.clone(), stop.clone());
-        let ticker = verdant::spawn(move || {
-            while !s.get() {
-                t.set(t.get() + 1);
-                verdant::yield_now();
-            }
-        });
-        for _ in 0..20 {
+        // Proof that the lookups wait on the hub: the pool gets one worker thread, kept
+        // busy by a job that a green thread releases after five ticks, so each lookup
+        // queues behind it. A lookup that blocked the OS thread (or did not use the pool)
+        // would return before those ticks, or never (the job gives up after 10 s).
+        verdant::ThreadPool::global().set_max_threads(1);
+        let gated = |lookup: &dyn Fn()| -> u32 {
+            let (release, gate) = std::sync::mpsc::channel::<()>();
+            let blocker = verdant::spawn_blocking(move || gate.recv_timeout(Duration::from_secs(10)));
+            let ticks = Rc::new(Cell::new(0));
+            let t = ticks.clone();
+            let ticker = verdant::spawn(move || {
+                for _ in 0..5 {
+                    t.set(t.get() + 1);
+                    verdant::sleep(Duration::from_millis(1)).unwrap();
+                }
+                release.send(()).unwrap();
+            });
+            lookup();
+            let seen = ticks.get();
+            ticker.join().unwrap();
+            blocker.join().unwrap().expect("the blocking job was released");
+            seen
+        };
+        let ticks = gated(&|| assert_eq!(lookup_with(false, c"localhost", 0), expected));
+        assert_eq!(ticks, 5, "getaddrinfo returned before the pool was free");
+        let sin = std::mem::size_of::<libc::sockaddr_in>();
+        let want = name_of_localhost(true, sin, 0);
+        let ticks = gated(&|| assert_eq!(name_of_localhost(false, sin, 0), want));
+        assert_eq!(ticks, 5, "getnameinfo returned before the pool was free");
+        for _ in 0..5 {
             assert_eq!(lookup_with(false, c"localhost", 0), expected);
         }
-        assert!(ticks.get() > 0, "nothing ran during 20 lookups of localhost");
-        stop.set(true);
-        ticker.join().unwrap();
         // Errors: the same code (glibc's EAI_BADFLAGS), nothing in the list.
         let bad = lookup_with(true, c"localhost", 0x7fff_0000);
         assert_ne!(bad.0, 0);
         assert_eq!(lookup_with(false, c"localhost", 0x7fff_0000), bad);
         // getnameinfo: names, numbers and an error, buffers compared whole.
-        let sin = std::mem::size_of::<libc::sockaddr_in>();
         for (salen, flags) in [(sin, 0), (sin, libc::NI_NUMERICHOST | libc::NI_NUMERICSERV), (1, 0)] {
             let want = name_of_localhost(true, salen, flags);
             let got = verdant::spawn(move || name_of_localhost(false, salen, flags))

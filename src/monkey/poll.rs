@@ -13,7 +13,10 @@
 //!   temporary epoll set (read set: `EPOLLIN`, write set: `EPOLLOUT`, except set:
 //!   `EPOLLPRI`); the sets are saved first and restored before each zero-timeout retry,
 //!   because `select` overwrites them.
-//! * `epoll_wait`/`epoll_pwait`: the caller's own epoll fd is what the hub waits on.
+//! * `epoll_wait`/`epoll_pwait`: the caller's own epoll fd is what the hub waits on. The
+//!   reactor parks one green thread per descriptor and direction, so a second green thread
+//!   of the same hub in `epoll_wait` on the same epoll fd looks again every millisecond
+//!   until the first is done (as the other hooks do for a shared descriptor).
 //!
 //! A signal mask (`ppoll`, `pselect`, `epoll_pwait` with a non-null `sigmask`) cannot be
 //! applied to one green thread: it is a property of the OS thread, shared by every green
