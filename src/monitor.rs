@@ -395,7 +395,7 @@ impl fmt::Display for Stall {
         if self.over {
             write!(f, " switched again after {ms} ms blocked by ")?;
             self.write_green_thread(f)?;
-            write!(f, ", first seen {}", self.syscall)
+            write!(f, "; when first reported: {}", self.syscall)
         } else {
             write!(f, " has not switched for {ms} ms: ")?;
             self.write_green_thread(f)?;
