@@ -62,10 +62,10 @@
 //! for all of them and ends when the last one stops.
 //!
 //! Under user-mode emulation (`qemu-aarch64` on an x86_64 host) `/proc` describes the
-//! emulator's own thread, with the host's numbers: a system call is believed only if the
-//! program counter the kernel gives lies in this process's code, so there it is
-//! [`Syscall::Unknown`] (a busy loop still shows as [`Syscall::Running`]). On systems other
-//! than Linux the system call is always [`Syscall::Unknown`].
+//! emulator's own thread, with the host's numbers and addresses. The monitor checks once
+//! that the program counter the kernel reports for its own thread lies in this process's
+//! code; where it does not, every answer is [`Syscall::Unknown`]. On systems other than
+//! Linux the system call is always [`Syscall::Unknown`].
 
 use crate::sys::thread::{self as os_thread, ThreadSyscall};
 use std::collections::HashMap;
@@ -395,7 +395,7 @@ impl fmt::Display for Stall {
         if self.over {
             write!(f, " switched again after {ms} ms blocked by ")?;
             self.write_green_thread(f)?;
-            write!(f, ", first seen {}", self.syscall)
+            write!(f, "; when first reported: {}", self.syscall)
         } else {
             write!(f, " has not switched for {ms} ms: ")?;
             self.write_green_thread(f)?;

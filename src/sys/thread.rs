@@ -7,10 +7,13 @@
 //! (a page fault, for instance). Other systems report [`ThreadSyscall::Unknown`].
 //!
 //! Under user-mode emulation (`qemu-aarch64` on an x86_64 host) the kernel describes the
-//! emulator's own thread, with the host's system call numbers and addresses. The line also
-//! gives the thread's user-space program counter: a system call is believed only if that
-//! address lies in an executable mapping of this process (`/proc/self/maps`, which the
-//! emulator does translate); otherwise the answer is [`ThreadSyscall::Unknown`].
+//! emulator's own thread, with the host's system call numbers and addresses, and `running`
+//! whenever the emulator's thread is, whatever the emulated one does. The line also gives
+//! the thread's user-space program counter: an answer is believed only if, when the calling
+//! thread reads its own line (it is then in the `read` call), that address lies in an
+//! executable mapping of this process (`/proc/self/maps`, which the emulator does
+//! translate), and for a blocked thread only if its own address does too; otherwise the
+//! answer is [`ThreadSyscall::Unknown`].
 
 /// What an OS thread is doing in the kernel, read from outside that thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +47,19 @@ pub(crate) fn current_os_tid() -> Option<u64> {
 /// What OS thread `tid` of this process is doing in the kernel right now.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn thread_syscall(tid: u64) -> ThreadSyscall {
+    static TRUSTWORTHY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trustworthy = *TRUSTWORTHY.get_or_init(|| {
+        // Reading its own line, the calling thread is in a system call, at a known address.
+        current_os_tid()
+            .and_then(|me| std::fs::read_to_string(format!("/proc/self/task/{me}/syscall")).ok())
+            .is_some_and(|own| {
+                matches!(parse_proc_syscall(&own), ThreadSyscall::InSyscall(_))
+                    && proc_syscall_pc(&own).is_some_and(is_executable_address)
+            })
+    });
+    if !trustworthy {
+        return ThreadSyscall::Unknown;
+    }
     let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
         return ThreadSyscall::Unknown;
     };
