@@ -8,7 +8,7 @@
 //!     socket: recvmsg/sendmsg(fd, {iov, n}, MSG_DONTWAIT), wait on the hub on EAGAIN
 //!     not a socket (ENOTSOCK): pipes, terminals as read/write; files pass through
 //!   recvmsg/sendmsg(fd, msg, flags)
-//!     not cooperative, or MSG_DONTWAIT already ─────────────────────────────────▶ original
+//!     not cooperative, MSG_DONTWAIT already, recvmsg with MSG_ERRQUEUE/MSG_OOB ─▶ original
 //!     otherwise the call with MSG_DONTWAIT, wait on the hub on EAGAIN
 //! ```
 //!
