@@ -14,8 +14,9 @@
 #![cfg(target_os = "linux")]
 
 use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::process::{Output, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use verdant::monkey::{self, Family};
@@ -64,12 +65,15 @@ fn run_in_child(name: &str) {
                 "--test-threads=1",
             ])
             .env(CHILD, name)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(output_within_limit)
     };
     // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
     // step) cannot exec itself: the kernel says ENOEXEC and libc falls back to running it
     // as a shell script, which exits 127. Then run the child under the same emulator.
-    let could_not_exec = |out: &io::Result<std::process::Output>| match out {
+    let could_not_exec = |out: &io::Result<Output>| match out {
         Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
         Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
     };
@@ -83,10 +87,45 @@ fn run_in_child(name: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process {} ({}):\n{stdout}\n{stderr}",
+        "{name} failed in its child process {} ({}; killed after {CHILD_LIMIT:?} if it ran \
+         that long):\n{stdout}\n{stderr}",
         exe.display(),
         out.status
     );
+}
+
+/// How long a child process may run before it is killed (a hang fails one test with its
+/// transcript instead of a whole CI step).
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
+
+/// The child's output, once it exits or after it has been killed at [`CHILD_LIMIT`].
+fn output_within_limit(mut child: std::process::Child) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait().expect("wait for the child process") {
+            Some(status) => break status,
+            None if start.elapsed() > CHILD_LIMIT => {
+                let _ = child.kill();
+                break child.wait().expect("wait for the killed child process");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// A slow HTTP/1.1 server on 127.0.0.1, an OS thread per connection (no hub: the shim
