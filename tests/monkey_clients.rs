@@ -312,7 +312,13 @@ isolated! {
     fn ureq_read_timeout_fires_while_other_green_threads_run() {
         monkey::patch_all();
         let addr = slow_server();
-        // ureq waits for the response head with SO_RCVTIMEO set to 300 ms; the server
+        // One quick fetch first, so that first-use costs (qemu-user translating the code,
+        // under load) do not eat the timeout before any wait.
+        let warm = format!("http://{addr}/1?delay=0");
+        verdant::spawn(move || ureq_get(&ureq::Agent::new_with_defaults(), &warm).unwrap())
+            .join()
+            .unwrap();
+        // ureq waits for the response head with SO_RCVTIMEO set to 1 s; the server
         // answers after 5 s. Meanwhile another green thread ticks every 10 ms.
         let ticks = Rc::new(RefCell::new(0u32));
         let ticker = {
@@ -327,7 +333,7 @@ isolated! {
         let fetch = {
             let ticks = ticks.clone();
             verdant::spawn(move || {
-                let agent = ureq_agent_with_timeouts(Duration::from_millis(300));
+                let agent = ureq_agent_with_timeouts(Duration::from_secs(1));
                 let start = Instant::now();
                 let got = ureq_get(&agent, &format!("http://{addr}/10?delay=5000"));
                 (got, start.elapsed(), *ticks.borrow())
@@ -338,7 +344,7 @@ isolated! {
             matches!(got, Err(ureq::Error::Timeout(_))),
             "expected ureq's timeout, got {got:?} after {took:?}"
         );
-        assert!(took >= Duration::from_millis(300), "timed out early: {took:?}");
+        assert!(took >= Duration::from_secs(1), "timed out early: {took:?}");
         assert!(took < Duration::from_secs(4), "the timeout did not fire: {took:?}");
         // The ticker ran during the wait: the wait was on the hub, not in the OS thread.
         assert!(ticked_meanwhile > 0, "no tick during the {took:?} wait");
@@ -363,6 +369,13 @@ isolated! {
     fn curl_timeout_fires_while_other_green_threads_run() {
         monkey::patch_all();
         let addr = slow_server();
+        // One quick fetch first (curl's global init, and qemu-user translating the code
+        // under load, must not eat the timeout before any wait). Then the server answers
+        // after 5 s, curl gives up after 1 s, and another green thread ticks meanwhile.
+        let warm = format!("http://{addr}/1?delay=0");
+        verdant::spawn(move || curl_get(&warm).unwrap())
+            .join()
+            .unwrap();
         let ticks = Rc::new(RefCell::new(0u32));
         let ticker = {
             let ticks = ticks.clone();
@@ -380,7 +393,7 @@ isolated! {
                 let got = (|| {
                     let mut easy = curl::easy::Easy::new();
                     easy.url(&format!("http://{addr}/10?delay=5000"))?;
-                    easy.timeout(Duration::from_millis(300))?;
+                    easy.timeout(Duration::from_secs(1))?;
                     easy.perform()
                 })();
                 (got, start.elapsed(), *ticks.borrow())
@@ -391,7 +404,7 @@ isolated! {
             got.as_ref().is_err_and(curl::Error::is_operation_timedout),
             "expected curl's timeout, got {got:?} after {took:?}"
         );
-        assert!(took >= Duration::from_millis(290), "timed out early: {took:?}");
+        assert!(took >= Duration::from_millis(990), "timed out early: {took:?}");
         assert!(took < Duration::from_secs(4), "the timeout did not fire: {took:?}");
         // The ticker ran during the wait: the wait was on the hub, not in the OS thread.
         assert!(ticked_meanwhile > 0, "no tick during the {took:?} wait");
