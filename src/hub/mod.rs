@@ -707,6 +707,33 @@ pub(crate) fn deregister_fd(id: SourceId) {
     }
 }
 
+/// Whether an operation on the registered source `id` in `dir` may succeed, per the
+/// reactor's cached readiness: `false` only when it is known to fail with `WouldBlock` (a
+/// socket then waits at once instead of making the syscall). `true` when unknown: a stale
+/// id, no hub (thread teardown), the reactor busy.
+pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
+    let Some(hub) = existing_hub() else {
+        return true;
+    };
+    let Ok(reactor) = hub.reactor.try_borrow() else {
+        return true;
+    };
+    reactor.readiness(id).is_none_or(|r| match dir {
+        Direction::Read => r.is_readable(),
+        Direction::Write => r.is_writable(),
+    })
+}
+
+/// After a stream read returned fewer bytes than asked for (but some): the receive buffer
+/// is drained, so the next read may wait without trying (the reactor's "drained shortcut").
+pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
+    if let Some(hub) = existing_hub() {
+        if let Ok(mut reactor) = hub.reactor.try_borrow_mut() {
+            reactor.clear_ready_drained(id, dir);
+        }
+    }
+}
+
 /// Whether the code running now is a green thread (including the thread's main greenlet)
 /// of this thread's hub: the hub exists, is not being created or torn down, and the hub
 /// greenlet itself is not the one running. Never creates a hub. Used by the monkey shim

@@ -16,7 +16,9 @@
 //! when the last clone is dropped.
 //!
 //! Every operation follows the reactor's protocol: try it first; on `WouldBlock` wait in
-//! the hub (which clears the cached readiness) and retry.
+//! the hub (which clears the cached readiness) and retry. When the cached readiness already
+//! says "not ready" (after a `WouldBlock`, or a TCP read that drained the receive buffer,
+//! see [`Source::read_stream`]), the attempt is skipped: it could only fail.
 
 use crate::hub::{self, FdWait};
 use crate::reactor::{Direction, SourceId};
@@ -232,17 +234,42 @@ impl<T: StdSocket> Source<T> {
         timeout: Option<Duration>,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        // The deadline starts at the first WouldBlock: a call that never waits costs no clock.
+        // The deadline starts at the first wait: a call that never waits costs no clock.
         let mut deadline: Option<Option<Instant>> = None;
+        let id = self.inner.reg.id;
         loop {
-            match op(&self.inner.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+            // Known not ready (a `WouldBlock` or a drained read since the last event): the
+            // syscall could only fail, so wait first.
+            if hub::fd_may_be_ready(id, dir) {
+                match op(&self.inner.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other,
+                }
             }
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             self.wait(dir, deadline)?;
         }
+    }
+
+    /// A stream read of `len` bytes (`read`, `read_vectored`; not `peek`) through
+    /// [`read_with`](Self::read_with). A read that returns fewer bytes than asked for, but
+    /// some, drained the receive buffer: the cached readiness is cleared so that the next
+    /// read waits for the kernel's next edge instead of first failing with `EAGAIN` (the
+    /// reactor's "drained shortcut"). Only for byte streams whose reads return everything
+    /// buffered (TCP), not for datagrams.
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let read = self.read_with(op);
+        if let Ok(n) = read {
+            if n > 0 && n < len {
+                hub::fd_drained(self.inner.reg.id, Direction::Read);
+            }
+        }
+        read
     }
 }
 
