@@ -236,3 +236,49 @@ fn a_report_callback_may_stop_its_own_monitor() {
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
     assert!(slot.lock().unwrap().is_none());
 }
+
+/// After `monkey::patch_all()` a blocking `std::thread::sleep` waits on the hub and is no
+/// longer a stall, while a busy loop still is: the monitor shows what the shim does not
+/// cover. Patching is process-wide, so the scenario runs in a child process.
+#[cfg(all(feature = "monkey", target_os = "linux"))]
+#[test]
+fn after_patch_all_a_sleep_is_no_stall_but_a_busy_loop_still_is() {
+    #[path = "support/mod.rs"]
+    #[allow(dead_code)] // shared helpers this file does not all use
+    mod support;
+    const SCENARIO: &str = "monitor-after-patch-all";
+    if !support::is_child(SCENARIO) {
+        let child = support::run_child(
+            "after_patch_all_a_sleep_is_no_stall_but_a_busy_loop_still_is",
+            SCENARIO,
+        );
+        assert!(child.status.success(), "{}", child.transcript());
+        return;
+    }
+    verdant::monkey::patch_all();
+    let (tx, rx) = mpsc::channel();
+    let monitor = monitor::start_with(Config::new().report_to(tx));
+    let sleeper = verdant::Builder::new()
+        .name("patched-sleeper")
+        .spawn(|| std::thread::sleep(Duration::from_millis(400)))
+        .unwrap();
+    let sleeper_id = sleeper.id();
+    sleeper.join().unwrap();
+    let spinner = verdant::Builder::new()
+        .name("spinner")
+        .spawn(|| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(400) {
+                std::hint::black_box(());
+            }
+        })
+        .unwrap();
+    let spinner_id = spinner.id();
+    spinner.join().unwrap();
+    let reports = wait_for(&rx, |s| s.green_thread_id() == spinner_id);
+    monitor.stop();
+    assert!(
+        reports.iter().all(|s| s.green_thread_id() != sleeper_id),
+        "a patched sleep was reported: {reports:#?}"
+    );
+}
