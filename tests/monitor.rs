@@ -82,10 +82,12 @@ const NATIVE_SYSCALLS: bool = cfg!(all(target_os = "linux", target_arch = "x86_6
 fn a_green_thread_blocked_in_a_syscall_is_reported_with_its_name_id_site_and_syscall() {
     let (config, rx, seen) = collect("sleeper");
     let monitor = monitor::start_with(config);
+    // Sleeps of a length that is no multiple of the monitor's 50 ms period, so that its
+    // sample does not keep landing on the instant between two sleeps ("running").
     let line = line!() + 3;
     let sleeper = verdant::Builder::new()
         .name("sleeper")
-        .spawn(move || hold_until_seen(&seen, || std::thread::sleep(Duration::from_millis(100))))
+        .spawn(move || hold_until_seen(&seen, || std::thread::sleep(Duration::from_millis(333))))
         .unwrap();
     let id = sleeper.id();
     sleeper.join().unwrap();
