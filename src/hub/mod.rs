@@ -67,7 +67,7 @@ pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -180,10 +180,8 @@ impl Drop for RemoteToken {
         // Dropped on the hub's own thread (the usual case: a wait ends), forget at once:
         // posting would cost a lock, an eventfd write and a spurious poller wake-up per wait.
         let forgotten_here = HUB
-            .try_with(|slot| match slot.0.try_borrow().as_deref() {
-                Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
-                    hub.forget_remote(self.task)
-                }
+            .try_with(|slot| match slot.0.get() {
+                Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => hub.forget_remote(self.task),
                 _ => false,
             })
             .unwrap_or(false);
@@ -225,32 +223,53 @@ pub(crate) struct Hub {
     main_task: RefCell<Option<TaskRef>>,
 }
 
-struct HubSlot(RefCell<Option<Rc<Hub>>>);
+/// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
+/// taken out by the thread-local's destructor, so the hot paths ([`with_hub`]) borrow it
+/// with no flag to maintain and no reference count to touch, even across switches.
+struct HubSlot(OnceCell<Rc<Hub>>);
 
 impl Drop for HubSlot {
     fn drop(&mut self) {
         // The thread is exiting: green threads still suspended are released without
         // unwinding (nothing may run any more).
         greenlet::begin_thread_teardown();
-        drop(self.0.borrow_mut().take());
+        drop(self.0.take());
     }
 }
 
 thread_local! {
-    static HUB: HubSlot = const { HubSlot(RefCell::new(None)) };
+    static HUB: HubSlot = const { HubSlot(OnceCell::new()) };
 }
 
 /// This thread's hub, created on first use.
 pub(crate) fn hub() -> Rc<Hub> {
-    HUB.with(|slot| {
-        if let Some(hub) = slot.0.borrow().as_ref() {
-            return hub.clone();
-        }
-        let hub = Rc::new(Hub::new().unwrap_or_else(|e| {
+    with_hub_rc(Rc::clone)
+}
+
+/// Runs `f` with this thread's hub (created on first use), without touching its
+/// reference count. `f` may switch away: the hub outlives every green thread of its
+/// thread (it is only dropped at thread exit, when suspended stacks are released without
+/// ever running again).
+#[inline]
+fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> R {
+    with_hub_rc(|hub| f(hub))
+}
+
+#[inline]
+fn with_hub_rc<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
+    HUB.with(|slot| match slot.0.get() {
+        Some(hub) => f(hub),
+        None => f(create_hub(slot)),
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn create_hub(slot: &HubSlot) -> &Rc<Hub> {
+    slot.0.get_or_init(|| {
+        Rc::new(Hub::new().unwrap_or_else(|e| {
             panic!("verdant: could not create this thread's hub (epoll/kqueue or its stack): {e}")
-        }));
-        *slot.0.borrow_mut() = Some(hub.clone());
-        hub
+        }))
     })
 }
 
@@ -579,31 +598,32 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    // The usual case, without touching the hub's reference count.
-    let known = HUB.with(|slot| {
-        let hub = slot.0.borrow();
-        let task = hub.as_ref()?.current.borrow().clone()?;
-        task.greenlet.is_current().then_some(task)
-    });
-    known.unwrap_or_else(|| current_and_hub().0)
+    with_hub(Hub::current_task)
 }
 
-/// The current green thread and this thread's hub, with one thread-local access.
-fn current_and_hub() -> (TaskRef, Rc<Hub>) {
-    let hub = hub();
-    let cur = hub.current.borrow().clone();
-    if let Some(task) = cur {
-        if task.greenlet.is_current() {
-            return (task, hub);
+impl Hub {
+    /// The green thread running now (creating its ad hoc task on first use).
+    #[inline]
+    fn current_task(&self) -> TaskRef {
+        if let Some(task) = self.current.borrow().as_ref() {
+            if task.greenlet.is_current() {
+                return task.clone();
+            }
         }
+        self.adhoc_current()
     }
-    // The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
-    let task = TaskRef::adhoc(Greenlet::current());
-    if task.greenlet.is_main() {
-        drop(hub.main_task.replace(Some(task.clone())));
+
+    /// The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
+    #[cold]
+    #[inline(never)]
+    fn adhoc_current(&self) -> TaskRef {
+        let task = TaskRef::adhoc(Greenlet::current());
+        if task.greenlet.is_main() {
+            drop(self.main_task.replace(Some(task.clone())));
+        }
+        drop(self.current.replace(Some(task.clone())));
+        task
     }
-    drop(hub.current.replace(Some(task.clone())));
-    (task, hub)
 }
 
 /// Blocks the current green thread until [`TaskRef::wake`] is called for it.
@@ -612,8 +632,7 @@ fn current_and_hub() -> (TaskRef, Rc<Hub>) {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    let (task, hub) = current_and_hub();
-    park_task(&task, &hub).map(|_| ())
+    with_hub(|hub| park_task(&hub.current_task(), hub).map(|_| ()))
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
@@ -639,12 +658,16 @@ fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
 /// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
 /// reached, `Ok(false)` if something else woke the green thread first.
 pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
-    let (task, hub) = current_and_hub();
+    with_hub(|hub| park_until_in(hub, deadline))
+}
+
+fn park_until_in(hub: &Hub, deadline: Instant) -> Result<bool, WaitError> {
+    let task = hub.current_task();
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
-    let _timer = TimerGuard { hub: &hub, key };
-    let reason = park_task(&task, &hub)?;
+    let _timer = TimerGuard { hub, key };
+    let reason = park_task(&task, hub)?;
     Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
 }
 
@@ -663,18 +686,29 @@ impl Drop for TimerGuard<'_> {
 /// (gevent's `sleep(0)`). A kill is delivered here; a fired `Timeout` is not (the next
 /// blocking call reports it).
 pub fn yield_now() {
-    let (task, hub) = current_and_hub();
-    task.check_kill();
-    hub.schedule(task.clone());
-    task.parked.set(true);
-    hub.switch_out();
-    task.reason.set(WakeReason::Normal);
-    task.check_kill();
+    with_hub(Hub::yield_current)
+}
+
+impl Hub {
+    fn yield_current(&self) {
+        let hub = self;
+        let task = hub.current_task();
+        task.check_kill();
+        hub.schedule(task.clone());
+        task.parked.set(true);
+        hub.switch_out();
+        task.reason.set(WakeReason::Normal);
+        task.check_kill();
+    }
 }
 
 /// A `Send` handle that wakes the current green thread from any OS thread.
 pub(crate) fn remote_waker() -> RemoteWaker {
-    let (task, hub) = current_and_hub();
+    with_hub(remote_waker_in)
+}
+
+fn remote_waker_in(hub: &Hub) -> RemoteWaker {
+    let task = hub.current_task();
     let id = task.id;
     hub.remote_tasks
         .borrow_mut()
@@ -691,7 +725,7 @@ pub(crate) fn remote_waker() -> RemoteWaker {
 
 /// Registers `fd` with this thread's reactor (edge-triggered, both directions).
 pub(crate) fn register_fd(fd: RawFd) -> io::Result<SourceId> {
-    hub().reactor.borrow_mut().register(fd)
+    with_hub(|hub| hub.reactor.borrow_mut().register(fd))
 }
 
 /// Deregisters a source, waking (with an error on their next attempt) whoever waits on it.
@@ -713,18 +747,16 @@ pub(crate) fn deregister_fd(id: SourceId) {
 /// to decide whether a libc call may wait on the hub.
 #[cfg(feature = "monkey")]
 pub(crate) fn in_green_thread() -> bool {
-    HUB.try_with(|slot| match slot.0.try_borrow().as_deref() {
-        Ok(Some(hub)) => !hub.greenlet.is_current(),
-        _ => false,
+    HUB.try_with(|slot| match slot.0.get() {
+        Some(hub) => !hub.greenlet.is_current(),
+        None => false,
     })
     .unwrap_or(false)
 }
 
 /// This thread's hub if it exists and the thread is not tearing its locals down.
 fn existing_hub() -> Option<Rc<Hub>> {
-    HUB.try_with(|slot| slot.0.try_borrow().ok().and_then(|h| h.clone()))
-        .ok()
-        .flatten()
+    HUB.try_with(|slot| slot.0.get().cloned()).ok().flatten()
 }
 
 /// How a [`wait_fd`] ended (interruptions are its `Err`).
@@ -750,7 +782,16 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    let (task, hub) = current_and_hub();
+    with_hub(|hub| wait_fd_in(hub, id, dir, deadline))
+}
+
+fn wait_fd_in(
+    hub: &Hub,
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<FdWait, WaitError> {
+    let task = hub.current_task();
     hub.reactor.borrow_mut().clear_ready(id, dir);
     let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
     match set {
@@ -762,10 +803,10 @@ pub(crate) fn wait_fd(
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
     // Removes the waiter on every exit, including the unwind of a kill.
-    let _registered = FdWaiterGuard { hub: &hub, id, dir };
+    let _registered = FdWaiterGuard { hub, id, dir };
     let reached = match deadline {
-        Some(d) => park_until(d)?,
-        None => park_task(&task, &hub).map(|_| false)?,
+        Some(d) => park_until_in(hub, d)?,
+        None => park_task(&task, hub).map(|_| false)?,
     };
     if task.closed.replace(false) {
         Ok(FdWait::Closed)

@@ -1,6 +1,6 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_until, TimerAction, WaitError};
+use super::{current_task, hub, park, park_until, with_hub, TimerAction, WaitError};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -84,7 +84,7 @@ impl TaskRef {
     /// Schedules the green thread to run (if it is not already scheduled or finished).
     pub(crate) fn wake(&self) {
         if !self.finished.get() {
-            hub().schedule(self.clone());
+            with_hub(|hub| hub.schedule(self.clone()));
         }
     }
 
@@ -392,7 +392,7 @@ impl Builder {
         T: 'static,
     {
         let handle = self.build(f)?;
-        hub().schedule(handle.task.clone());
+        with_hub(|hub| hub.schedule(handle.task.clone()));
         Ok(handle)
     }
 
