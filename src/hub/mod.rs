@@ -28,7 +28,9 @@
 //! in between (the inbox is empty, no timer is due, the reactor is not due for its
 //! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
 //! an empty run queue (the poll and the would-block-forever check), a green thread that
-//! has not started or is being killed, a due timer or poll.
+//! is being killed, a due timer or poll. A green thread that has not started is started
+//! directly too (its own wrapper handles a kill that came before its start); when it
+//! finishes, its greenlet returns to its parent, the hub, which carries on its turn.
 //!
 //! ## The contract for the layers above (crate-internal: time, sync, net, pool, threadpool)
 //! * `current_task()` is the green thread running now (`TaskRef`: a cheap, clonable,
@@ -339,8 +341,8 @@ impl Hub {
     }
 
     /// The next ready task, taken off the queue, if the current green thread may hand
-    /// control straight to it: the turn has runs left, and it is started, not finished
-    /// and not being killed (those go through [`run`](Self::run)).
+    /// control straight to it: the turn has runs left, and it is not finished and not
+    /// being killed (those go through [`run`](Self::run)).
     fn take_direct(&self) -> Option<TaskRef> {
         let mut left = self.turn_left.get();
         if left == 0 {
@@ -351,7 +353,7 @@ impl Hub {
         }
         let mut ready = self.ready.borrow_mut();
         let next = ready.front()?;
-        if next.kill.get() || next.finished.get() || !next.greenlet.is_started() {
+        if next.kill.get() || next.finished.get() {
             return None;
         }
         self.turn_left.set(left - 1);
