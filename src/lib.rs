@@ -50,6 +50,7 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+pub mod monitor;
 #[cfg(all(feature = "monkey", target_os = "linux"))]
 pub mod monkey;
 #[cfg(all(feature = "monkey", not(target_os = "linux")))]

@@ -145,6 +145,27 @@ fn set_address_space_limit(limit: libc::rlimit) {
     assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
 }
 
+/// Whether a `bytes`-long reservation, far beyond the soft `RLIMIT_AS` just set, is refused.
+fn address_space_limit_enforced(bytes: usize) -> bool {
+    // SAFETY: an anonymous PROT_NONE reservation at an address of the kernel's choosing
+    // touches no existing mapping; it is unmapped right away if it succeeds.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return true;
+        }
+        libc::munmap(p, bytes);
+        false
+    }
+}
+
 /// Virtual memory the process uses now, in bytes (`VmSize`).
 fn address_space_in_use() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -161,19 +182,26 @@ fn running_out_of_address_space_is_an_error_not_a_crash() {
     if is_child("address_space") {
         const SIZE: usize = 1024 * 1024;
         let original = address_space_limit();
-        // Room for a few dozen more 1 MiB stacks. Under qemu-user the limit is accepted but
-        // not enforced; the loop then ends at vm.max_map_count, which is the same error.
+        // Room for a few dozen more 1 MiB stacks.
         set_address_space_limit(libc::rlimit {
             rlim_cur: address_space_in_use() + 64 * SIZE as u64,
             rlim_max: original.rlim_max,
         });
+        // qemu-user accepts the limit but does not enforce it (it would bind the emulator
+        // too). There the loop would only end at vm.max_map_count, which may be huge (some
+        // kernels default to 1,048,576 or more) and is another test's subject: skip.
+        if !address_space_limit_enforced(1024 * SIZE) {
+            println!("child: RLIMIT_AS is not enforced here (qemu-user?), scenario skipped");
+            println!("child: done");
+            return;
+        }
         let mut alive: Vec<Coroutine<(), (), ()>> = Vec::new();
         let error = loop {
             match Builder::new().stack_size(SIZE).spawn(|y, ()| y.suspend(())) {
                 Ok(mut co) => {
                     assert_eq!(co.resume(()), CoroutineResult::Yield(()));
                     alive.push(co);
-                    assert!(alive.len() < 200_000, "stack allocation never failed");
+                    assert!(alive.len() < 10_000, "stack allocation never failed");
                 }
                 Err(e) => break e,
             }

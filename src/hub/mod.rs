@@ -223,6 +223,8 @@ pub(crate) struct Hub {
     current: RefCell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
+    /// What the stall monitor reads from its own thread (`crate::monitor`).
+    pub(crate) activity: Arc<crate::monitor::HubActivity>,
 }
 
 /// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
@@ -301,6 +303,7 @@ impl Hub {
             turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
             current: RefCell::new(None),
+            activity: crate::monitor::HubActivity::for_new_hub(),
         })
     }
 
@@ -325,6 +328,7 @@ impl Hub {
         if task.is_finished() {
             return;
         }
+        self.activity.enter(task.id);
         // The previous record is released outside the borrow.
         drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
@@ -397,6 +401,7 @@ impl Hub {
                 next.queued.set(false);
                 next.parked.set(false);
                 let greenlet = next.greenlet.clone();
+                self.activity.enter(next.id);
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
                 drop(self.current.replace(Some(next)));
@@ -482,6 +487,8 @@ impl Hub {
     }
 
     fn poll(&self, timeout: Option<Duration>) {
+        // The hub's own loop: not a green thread blocking it, even when this waits long.
+        self.activity.enter_hub();
         let mut woken = Vec::new();
         let report = self.reactor.borrow_mut().poll(timeout, &mut woken);
         match report {
@@ -623,6 +630,7 @@ impl Hub {
         if task.greenlet.is_main() {
             drop(self.main_task.replace(Some(task.clone())));
         }
+        self.activity.adhoc_task(&task);
         drop(self.current.replace(Some(task.clone())));
         task
     }
@@ -754,6 +762,15 @@ pub(crate) fn in_green_thread() -> bool {
         None => false,
     })
     .unwrap_or(false)
+}
+
+/// Tells the stall monitor that green thread `id` of this thread's hub finished.
+pub(crate) fn task_finished(id: u64) {
+    let _ = HUB.try_with(|slot| {
+        if let Some(hub) = slot.0.get() {
+            hub.activity.finished(id);
+        }
+    });
 }
 
 /// This thread's hub if it exists and the thread is not tearing its locals down.

@@ -78,6 +78,9 @@ impl<F, T> ResultSlot<T> for Slot<F, T> {
 struct Slot<F, T> {
     f: Cell<Option<F>>,
     result: ResultCell<T>,
+    /// Whether the stall monitor was told about this green thread (and must be told when
+    /// it finishes).
+    recorded: bool,
 }
 
 type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
@@ -437,6 +440,7 @@ impl Builder {
 
     /// Spawns the green thread on this OS thread's hub; it runs when the current green
     /// thread next blocks or yields. Fails only if no stack can be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -449,6 +453,7 @@ impl Builder {
 
     /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
     /// before then, it never runs.
+    #[track_caller]
     pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -462,6 +467,7 @@ impl Builder {
         Ok(handle)
     }
 
+    #[track_caller]
     fn build<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -469,6 +475,8 @@ impl Builder {
     {
         let hub = hub();
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        // Named for the stall monitor while it watches this hub (and forgotten at the end).
+        let recorded = hub.activity.is_watched();
         let mut builder = greenlet::Builder::new()
             .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
             .parent(&hub.greenlet);
@@ -484,7 +492,12 @@ impl Builder {
         let slot: Rc<Slot<F, T>> = Rc::new(Slot {
             f: Cell::new(Some(f)),
             result: RefCell::new(None),
+            recorded,
         });
+        if recorded {
+            hub.activity
+                .spawned(id, self.name.as_deref(), std::panic::Location::caller());
+        }
         let task = Task::new(id, self.name, greenlet, false, Some(slot.clone()));
         Ok(JoinHandle {
             task: TaskRef(Rc::new(task)),
@@ -522,7 +535,11 @@ where
     };
     let task = current_task();
     task.finished.set(true);
-    *slot_of::<F, T>(&task).result.borrow_mut() = Some(result);
+    let slot = slot_of::<F, T>(&task);
+    if slot.recorded {
+        super::task_finished(task.id);
+    }
+    *slot.result.borrow_mut() = Some(result);
     task.complete();
 }
 
@@ -546,6 +563,7 @@ fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn`] to get that as an error.
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -560,6 +578,7 @@ where
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn_later`] to get that as an error.
+#[track_caller]
 pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,

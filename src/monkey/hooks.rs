@@ -7,6 +7,7 @@
 //!
 //! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
 
+use super::io::{waitall_continues, RECV_NEVER_WAITS};
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
@@ -19,6 +20,11 @@ use std::time::{Duration, Instant};
 /// The address of the hook called `name`, for [`original`]'s self-lookup check.
 pub(super) fn address_of(name: &str) -> usize {
     match name {
+        "ppoll" | "select" | "pselect" | "epoll_wait" | "epoll_pwait" => {
+            super::poll::address_of(name)
+        }
+        "close" | "dup2" | "dup3" => super::fds::address_of(name),
+        "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
         "recv" => recv as *const () as usize,
@@ -33,18 +39,22 @@ pub(super) fn address_of(name: &str) -> usize {
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
+        "readv" => super::io::readv as *const () as usize,
+        "writev" => super::io::writev as *const () as usize,
+        "recvmsg" => super::io::recvmsg as *const () as usize,
+        "sendmsg" => super::io::sendmsg as *const () as usize,
         _ => 0,
     }
 }
 
 /// Why a cooperative call failed: the errno to report with -1.
-type Errno = c_int;
+pub(super) type Errno = c_int;
 
 /// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
 /// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
 /// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
 /// blocking call.
-fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
@@ -136,7 +146,7 @@ fn ready_now(fd: c_int, dir: Direction) -> bool {
 }
 
 /// How a hooked wait on a descriptor ended, when it did not end with readiness.
-enum Interrupted {
+pub(super) enum Interrupted {
     /// The deadline (a socket timeout) passed.
     Deadline,
     /// A verdant `Timeout` fired, or the hub reported that nothing can wake us.
@@ -144,7 +154,11 @@ enum Interrupted {
 }
 
 /// Waits on the hub until `fd` may be ready in `dir` (wake-ups can be spurious: retry).
-fn wait(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), Interrupted> {
+pub(super) fn wait(
+    fd: c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupted> {
     suspended(|| {
         let (id, _temporary) = crate::net::source::registration_for(fd)
             .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -172,7 +186,7 @@ fn wait_errno(e: WaitError) -> Errno {
 
 /// A socket operation: `op(MSG_DONTWAIT)` until it does not fail with `EAGAIN`, waiting on
 /// the hub in between. `Ok(None)` if `fd` is not a socket (`ENOTSOCK`).
-fn socket_io(
+pub(super) fn socket_io(
     fd: c_int,
     dir: Direction,
     mut op: impl FnMut(c_int) -> ssize_t,
@@ -203,7 +217,7 @@ fn socket_io(
 /// A socket send of `len` bytes: continues after partial sends, as blocking `send` does
 /// on a stream socket, and returns the total, or the count so far if an error follows
 /// progress. `op(offset, flags)` sends from `offset`.
-fn socket_send(
+pub(super) fn socket_send(
     fd: c_int,
     len: size_t,
     mut op: impl FnMut(size_t, c_int) -> ssize_t,
@@ -227,7 +241,7 @@ fn socket_send(
 /// A blocking call on a descriptor that has no per-call non-blocking flag (pipes,
 /// terminals, listening sockets): wait on the hub until `poll` says ready, then `call`.
 /// Non-blocking and never-blocking descriptors pass straight through.
-fn poll_then_call<T: From<i8>>(
+pub(super) fn poll_then_call<T: From<i8>>(
     fd: c_int,
     dir: Direction,
     deadline: Option<Instant>,
@@ -302,7 +316,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// The contract of libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recv's.
         return unsafe { original::recv(fd, buf, len, flags) };
     }
@@ -321,7 +335,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
-/// blocking call does.
+/// blocking call does; on a stream socket only, and not when peeking
+/// ([`waitall_continues`]).
 ///
 /// # Safety
 /// The contract of libc's `recv`.
@@ -346,7 +361,7 @@ unsafe fn recv_all(
             Ok(None) => return Ok(-1),
             Ok(Some(n)) => {
                 got += n as size_t;
-                if n == 0 || got >= len {
+                if n == 0 || got >= len || !waitall_continues(fd, flags) {
                     return Ok(got as ssize_t);
                 }
             }
@@ -393,7 +408,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recvfrom's.
         return unsafe { original::recvfrom(fd, buf, len, flags, addr, addrlen) };
     }
@@ -584,10 +599,10 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
 }
 
 /// A temporary epoll set over a `poll` array, closed on drop.
-struct EpollSet(c_int);
+pub(super) struct EpollSet(pub(super) c_int);
 
 impl EpollSet {
-    fn new(set: &[pollfd]) -> Option<EpollSet> {
+    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
         // SAFETY: epoll_create1 takes no pointers.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep == -1 {

@@ -54,8 +54,8 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
         }
         cmd.args(args)
             .env(SCENARIO_VAR, scenario)
-            .env("RUST_BACKTRACE", "0")
-            .output()
+            .env("RUST_BACKTRACE", "0");
+        output_within(cmd, child_deadline())
     };
     // Under qemu-user the failed exec shows either as ENOEXEC or, when glibc's posix_spawn
     // child cannot report it, as exit status 127 with no output.
@@ -77,4 +77,61 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// How long a child may run before it is killed and the test fails: 300 s, or
+/// `VERDANT_TEST_CHILD_TIMEOUT` seconds. A hung child must fail its test with a transcript,
+/// not hang the whole suite until CI's step timeout.
+fn child_deadline() -> std::time::Duration {
+    let secs = std::env::var("VERDANT_TEST_CHILD_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    std::time::Duration::from_secs(secs)
+}
+
+/// `cmd.output()`, but the child is killed (SIGKILL) once `limit` has passed; the output
+/// then ends with a line saying so and the status is the kill's.
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> io::Result<Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() >= limit {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let mut stderr = err.join().unwrap_or_default();
+    if timed_out {
+        stderr.extend_from_slice(
+            format!("\n[support] child killed after {limit:?}: it did not finish\n").as_bytes(),
+        );
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
