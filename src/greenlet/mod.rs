@@ -416,14 +416,20 @@ impl Greenlet {
     pub fn switch_into<T: Any>(self, value: T) -> Value {
         let payload = Payload::Value(into_value(value));
         let cur = CURRENT.get();
-        if self.inner.state.get() == State::Suspended && !cur.is_null() {
+        let state = self.inner.state.get();
+        if (state == State::Suspended || state == State::NotStarted) && !cur.is_null() {
+            if state == State::NotStarted {
+                // It starts: from now until it dies it owns a reference to itself.
+                let _ = Rc::into_raw(Rc::clone(&self.inner));
+            }
             let me = ManuallyDrop::new(self);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
-            // this thread (so it holds its own reference), and the forgotten handle's
-            // reference is handed over.
+            // this thread, or one that starts now (not the caller: that one is running),
+            // and it holds its own reference either way; the forgotten handle's reference
+            // is handed over.
             unsafe { switch_raw_ptr::<true>(cur, Rc::as_ptr(&me.inner), payload) }
         } else {
-            // Unstarted, dead or the caller itself: the handle is kept for the call.
+            // Dead or the caller itself: the handle is kept for the call.
             let r = switch_cold(&self, payload);
             drop(self);
             r

@@ -28,7 +28,9 @@
 //! in between (the inbox is empty, no timer is due, the reactor is not due for its
 //! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
 //! an empty run queue (the poll and the would-block-forever check), a green thread that
-//! has not started or is being killed, a due timer or poll.
+//! is being killed, a due timer or poll. A green thread that has not started is started
+//! directly too (its own wrapper handles a kill that came before its start); when it
+//! finishes, its greenlet returns to its parent, the hub, which carries on its turn.
 //!
 //! ## The contract for the layers above (crate-internal: time, sync, net, pool, threadpool)
 //! * `current_task()` is the green thread running now (`TaskRef`: a cheap, clonable,
@@ -67,7 +69,7 @@ pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 use crate::greenlet::{self, Greenlet};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -180,10 +182,8 @@ impl Drop for RemoteToken {
         // Dropped on the hub's own thread (the usual case: a wait ends), forget at once:
         // posting would cost a lock, an eventfd write and a spurious poller wake-up per wait.
         let forgotten_here = HUB
-            .try_with(|slot| match slot.0.try_borrow().as_deref() {
-                Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
-                    hub.forget_remote(self.task)
-                }
+            .try_with(|slot| match slot.0.get() {
+                Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => hub.forget_remote(self.task),
                 _ => false,
             })
             .unwrap_or(false);
@@ -227,32 +227,53 @@ pub(crate) struct Hub {
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
 }
 
-struct HubSlot(RefCell<Option<Rc<Hub>>>);
+/// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
+/// taken out by the thread-local's destructor, so the hot paths ([`with_hub`]) borrow it
+/// with no flag to maintain and no reference count to touch, even across switches.
+struct HubSlot(OnceCell<Rc<Hub>>);
 
 impl Drop for HubSlot {
     fn drop(&mut self) {
         // The thread is exiting: green threads still suspended are released without
         // unwinding (nothing may run any more).
         greenlet::begin_thread_teardown();
-        drop(self.0.borrow_mut().take());
+        drop(self.0.take());
     }
 }
 
 thread_local! {
-    static HUB: HubSlot = const { HubSlot(RefCell::new(None)) };
+    static HUB: HubSlot = const { HubSlot(OnceCell::new()) };
 }
 
 /// This thread's hub, created on first use.
 pub(crate) fn hub() -> Rc<Hub> {
-    HUB.with(|slot| {
-        if let Some(hub) = slot.0.borrow().as_ref() {
-            return hub.clone();
-        }
-        let hub = Rc::new(Hub::new().unwrap_or_else(|e| {
+    with_hub_rc(Rc::clone)
+}
+
+/// Runs `f` with this thread's hub (created on first use), without touching its
+/// reference count. `f` may switch away: the hub outlives every green thread of its
+/// thread (it is only dropped at thread exit, when suspended stacks are released without
+/// ever running again).
+#[inline]
+fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> R {
+    with_hub_rc(|hub| f(hub))
+}
+
+#[inline]
+fn with_hub_rc<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
+    HUB.with(|slot| match slot.0.get() {
+        Some(hub) => f(hub),
+        None => f(create_hub(slot)),
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn create_hub(slot: &HubSlot) -> &Rc<Hub> {
+    slot.0.get_or_init(|| {
+        Rc::new(Hub::new().unwrap_or_else(|e| {
             panic!("verdant: could not create this thread's hub (epoll/kqueue or its stack): {e}")
-        }));
-        *slot.0.borrow_mut() = Some(hub.clone());
-        hub
+        }))
     })
 }
 
@@ -324,8 +345,8 @@ impl Hub {
     }
 
     /// The next ready task, taken off the queue, if the current green thread may hand
-    /// control straight to it: the turn has runs left, and it is started, not finished
-    /// and not being killed (those go through [`run`](Self::run)).
+    /// control straight to it: the turn has runs left, and it is not finished and not
+    /// being killed (those go through [`run`](Self::run)).
     fn take_direct(&self) -> Option<TaskRef> {
         let mut left = self.turn_left.get();
         if left == 0 {
@@ -336,7 +357,7 @@ impl Hub {
         }
         let mut ready = self.ready.borrow_mut();
         let next = ready.front()?;
-        if next.kill.get() || next.finished.get() || !next.greenlet.is_started() {
+        if next.kill.get() || next.finished.get() {
             return None;
         }
         self.turn_left.set(left - 1);
@@ -586,32 +607,33 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    // The usual case, without touching the hub's reference count.
-    let known = HUB.with(|slot| {
-        let hub = slot.0.borrow();
-        let task = hub.as_ref()?.current.borrow().clone()?;
-        task.greenlet.is_current().then_some(task)
-    });
-    known.unwrap_or_else(|| current_and_hub().0)
+    with_hub(Hub::current_task)
 }
 
-/// The current green thread and this thread's hub, with one thread-local access.
-fn current_and_hub() -> (TaskRef, Rc<Hub>) {
-    let hub = hub();
-    let cur = hub.current.borrow().clone();
-    if let Some(task) = cur {
-        if task.greenlet.is_current() {
-            return (task, hub);
+impl Hub {
+    /// The green thread running now (creating its ad hoc task on first use).
+    #[inline]
+    fn current_task(&self) -> TaskRef {
+        if let Some(task) = self.current.borrow().as_ref() {
+            if task.greenlet.is_current() {
+                return task.clone();
+            }
         }
+        self.adhoc_current()
     }
-    // The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
-    let task = TaskRef::adhoc(Greenlet::current());
-    if task.greenlet.is_main() {
-        drop(hub.main_task.replace(Some(task.clone())));
+
+    /// The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
+    #[cold]
+    #[inline(never)]
+    fn adhoc_current(&self) -> TaskRef {
+        let task = TaskRef::adhoc(Greenlet::current());
+        if task.greenlet.is_main() {
+            drop(self.main_task.replace(Some(task.clone())));
+        }
+        self.activity.adhoc_task(&task);
+        drop(self.current.replace(Some(task.clone())));
+        task
     }
-    hub.activity.adhoc_task(&task);
-    drop(hub.current.replace(Some(task.clone())));
-    (task, hub)
 }
 
 /// Blocks the current green thread until [`TaskRef::wake`] is called for it.
@@ -620,8 +642,7 @@ fn current_and_hub() -> (TaskRef, Rc<Hub>) {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    let (task, hub) = current_and_hub();
-    park_task(&task, &hub).map(|_| ())
+    with_hub(|hub| park_task(&hub.current_task(), hub).map(|_| ()))
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
@@ -647,12 +668,16 @@ fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
 /// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
 /// reached, `Ok(false)` if something else woke the green thread first.
 pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
-    let (task, hub) = current_and_hub();
+    with_hub(|hub| park_until_in(hub, deadline))
+}
+
+fn park_until_in(hub: &Hub, deadline: Instant) -> Result<bool, WaitError> {
+    let task = hub.current_task();
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
-    let _timer = TimerGuard { hub: &hub, key };
-    let reason = park_task(&task, &hub)?;
+    let _timer = TimerGuard { hub, key };
+    let reason = park_task(&task, hub)?;
     Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
 }
 
@@ -671,18 +696,29 @@ impl Drop for TimerGuard<'_> {
 /// (gevent's `sleep(0)`). A kill is delivered here; a fired `Timeout` is not (the next
 /// blocking call reports it).
 pub fn yield_now() {
-    let (task, hub) = current_and_hub();
-    task.check_kill();
-    hub.schedule(task.clone());
-    task.parked.set(true);
-    hub.switch_out();
-    task.reason.set(WakeReason::Normal);
-    task.check_kill();
+    with_hub(Hub::yield_current)
+}
+
+impl Hub {
+    fn yield_current(&self) {
+        let hub = self;
+        let task = hub.current_task();
+        task.check_kill();
+        hub.schedule(task.clone());
+        task.parked.set(true);
+        hub.switch_out();
+        task.reason.set(WakeReason::Normal);
+        task.check_kill();
+    }
 }
 
 /// A `Send` handle that wakes the current green thread from any OS thread.
 pub(crate) fn remote_waker() -> RemoteWaker {
-    let (task, hub) = current_and_hub();
+    with_hub(remote_waker_in)
+}
+
+fn remote_waker_in(hub: &Hub) -> RemoteWaker {
+    let task = hub.current_task();
     let id = task.id;
     hub.remote_tasks
         .borrow_mut()
@@ -699,7 +735,7 @@ pub(crate) fn remote_waker() -> RemoteWaker {
 
 /// Registers `fd` with this thread's reactor (edge-triggered, both directions).
 pub(crate) fn register_fd(fd: RawFd) -> io::Result<SourceId> {
-    hub().reactor.borrow_mut().register(fd)
+    with_hub(|hub| hub.reactor.borrow_mut().register(fd))
 }
 
 /// Deregisters a source, waking (with an error on their next attempt) whoever waits on it.
@@ -738,8 +774,8 @@ pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
 pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
     // Once per request of a server: no reference count traffic (`existing_hub`).
     let _ = HUB.try_with(|slot| {
-        if let Ok(hub) = slot.0.try_borrow() {
-            if let Some(Ok(mut reactor)) = hub.as_ref().map(|h| h.reactor.try_borrow_mut()) {
+        if let Some(hub) = slot.0.get() {
+            if let Ok(mut reactor) = hub.reactor.try_borrow_mut() {
                 reactor.clear_ready_drained(id, dir);
             }
         }
@@ -752,9 +788,9 @@ pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
 /// to decide whether a libc call may wait on the hub.
 #[cfg(feature = "monkey")]
 pub(crate) fn in_green_thread() -> bool {
-    HUB.try_with(|slot| match slot.0.try_borrow().as_deref() {
-        Ok(Some(hub)) => !hub.greenlet.is_current(),
-        _ => false,
+    HUB.try_with(|slot| match slot.0.get() {
+        Some(hub) => !hub.greenlet.is_current(),
+        None => false,
     })
     .unwrap_or(false)
 }
@@ -762,7 +798,7 @@ pub(crate) fn in_green_thread() -> bool {
 /// Tells the stall monitor that green thread `id` of this thread's hub finished.
 pub(crate) fn task_finished(id: u64) {
     let _ = HUB.try_with(|slot| {
-        if let Ok(Some(hub)) = slot.0.try_borrow().as_deref() {
+        if let Some(hub) = slot.0.get() {
             hub.activity.finished(id);
         }
     });
@@ -770,9 +806,7 @@ pub(crate) fn task_finished(id: u64) {
 
 /// This thread's hub if it exists and the thread is not tearing its locals down.
 fn existing_hub() -> Option<Rc<Hub>> {
-    HUB.try_with(|slot| slot.0.try_borrow().ok().and_then(|h| h.clone()))
-        .ok()
-        .flatten()
+    HUB.try_with(|slot| slot.0.get().cloned()).ok().flatten()
 }
 
 /// How a [`wait_fd`] ended (interruptions are its `Err`).
@@ -798,7 +832,7 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    wait_fd_with(id, dir, deadline, true)
+    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, true))
 }
 
 /// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
@@ -809,16 +843,17 @@ pub(crate) fn wait_fd_drained(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    wait_fd_with(id, dir, deadline, false)
+    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, false))
 }
 
-fn wait_fd_with(
+fn wait_fd_in(
+    hub: &Hub,
     id: SourceId,
     dir: Direction,
     deadline: Option<Instant>,
     after_would_block: bool,
 ) -> Result<FdWait, WaitError> {
-    let (task, hub) = current_and_hub();
+    let task = hub.current_task();
     if after_would_block {
         hub.reactor.borrow_mut().clear_ready(id, dir);
     }
@@ -832,10 +867,10 @@ fn wait_fd_with(
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
     // Removes the waiter on every exit, including the unwind of a kill.
-    let _registered = FdWaiterGuard { hub: &hub, id, dir };
+    let _registered = FdWaiterGuard { hub, id, dir };
     let reached = match deadline {
-        Some(d) => park_until(d)?,
-        None => park_task(&task, &hub).map(|_| false)?,
+        Some(d) => park_until_in(hub, d)?,
+        None => park_task(&task, hub).map(|_| false)?,
     };
     if task.closed.replace(false) {
         Ok(FdWait::Closed)

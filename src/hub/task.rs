@@ -1,6 +1,6 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_until, TimerAction, WaitError};
+use super::{current_task, hub, park, park_until, with_hub, TimerAction, WaitError};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -22,7 +22,12 @@ pub struct Killed;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The hub's record of one green thread.
+/// The hub's record of one green thread, with its join state.
+///
+/// A spawned green thread's closure and result live in one more allocation, its typed
+/// [`Slot`], shared with its `JoinHandle`; the greenlet's own body captures nothing (so
+/// boxing it allocates nothing). The record itself stays sized, so a `TaskRef` is a thin
+/// pointer whose fields are at fixed offsets.
 pub(crate) struct Task {
     pub(crate) id: u64,
     name: Option<String>,
@@ -40,6 +45,50 @@ pub(crate) struct Task {
     pub(crate) epoch: Cell<u64>,
     /// Set when the fd this task waited on was deregistered (closed) under it.
     pub(crate) closed: Cell<bool>,
+    /// Whether it finished (returned, panicked or was killed) and its result is stored.
+    done: Cell<bool>,
+    /// When it finished, in this process's completion order (for `iwait`).
+    finished_seq: Cell<u64>,
+    /// The green threads waiting in `join`/`iwait`.
+    waiters: RefCell<Waiters>,
+    /// The closure and its result ([`Slot`]); `None` for an ad hoc task.
+    body: Option<Rc<dyn TaskBody>>,
+}
+
+/// The typed part of a task record, behind `dyn` so that the hub handles every task alike.
+pub(crate) trait TaskBody: Any {
+    /// The body itself, to downcast to its concrete [`Slot`] type (which the green thread's
+    /// own start-up code knows).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A spawned task's result cell, seen knowing only the result type (as its
+/// `JoinHandle<T>` does).
+trait ResultSlot<T> {
+    fn result(&self) -> &ResultCell<T>;
+}
+
+impl<F, T> ResultSlot<T> for Slot<F, T> {
+    fn result(&self) -> &ResultCell<T> {
+        &self.result
+    }
+}
+
+/// A spawned green thread's closure (until it starts) and result (once it finished).
+struct Slot<F, T> {
+    f: Cell<Option<F>>,
+    result: ResultCell<T>,
+    /// Whether the stall monitor was told about this green thread (and must be told when
+    /// it finishes).
+    recorded: bool,
+}
+
+type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
+
+impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// A cheap, clonable handle to a green thread's record, for wake-up lists.
@@ -53,9 +102,15 @@ impl Deref for TaskRef {
     }
 }
 
-impl TaskRef {
-    fn new(id: u64, name: Option<String>, greenlet: Greenlet, is_adhoc: bool) -> TaskRef {
-        TaskRef(Rc::new(Task {
+impl Task {
+    fn new(
+        id: u64,
+        name: Option<String>,
+        greenlet: Greenlet,
+        is_adhoc: bool,
+        body: Option<Rc<dyn TaskBody>>,
+    ) -> Task {
+        Task {
             id,
             name,
             greenlet,
@@ -68,23 +123,48 @@ impl TaskRef {
             expired: Cell::new(0),
             epoch: Cell::new(0),
             closed: Cell::new(false),
-        }))
+            done: Cell::new(false),
+            finished_seq: Cell::new(0),
+            waiters: RefCell::new(Waiters::default()),
+            body,
+        }
     }
+}
 
+static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Task {
+    /// Marks the task done (its result is stored) and wakes its joiners.
+    fn complete(&self) {
+        if self.done.replace(true) {
+            return;
+        }
+        self.finished_seq
+            .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
+        // Woken after the borrow is released.
+        let (first, rest) = self.waiters.borrow_mut().take();
+        for w in first.into_iter().chain(rest) {
+            w.wake();
+        }
+    }
+}
+
+impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet) -> TaskRef {
         let name = greenlet.name().map(str::to_owned);
-        TaskRef::new(
+        TaskRef(Rc::new(Task::new(
             NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
             name,
             greenlet,
             true,
-        )
+            None,
+        )))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
     pub(crate) fn wake(&self) {
         if !self.finished.get() {
-            hub().schedule(self.clone());
+            with_hub(|hub| hub.schedule(self.clone()));
         }
     }
 
@@ -192,15 +272,6 @@ impl From<WaitError> for JoinError {
     }
 }
 
-/// Shared between a green thread's wrapper and its [`JoinHandle`].
-struct JoinState<T> {
-    result: RefCell<Option<Result<T, JoinError>>>,
-    done: Cell<bool>,
-    /// When it finished, in this process's completion order (for `iwait`).
-    finished_seq: Cell<u64>,
-    waiters: RefCell<Waiters>,
-}
-
 /// The green threads waiting in `join`/`iwait`: the first one inline, so that the usual
 /// single joiner costs no allocation.
 #[derive(Default)]
@@ -231,29 +302,12 @@ impl Waiters {
     }
 }
 
-static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
-
-impl<T> JoinState<T> {
-    fn complete(&self, result: Result<T, JoinError>) {
-        if self.done.replace(true) {
-            return;
-        }
-        self.finished_seq
-            .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
-        *self.result.borrow_mut() = Some(result);
-        // Woken after the borrow is released.
-        let (first, rest) = self.waiters.borrow_mut().take();
-        for w in first.into_iter().chain(rest) {
-            w.wake();
-        }
-    }
-}
-
 /// An owned permission to join a green thread (wait for it and take its value), as
 /// `std::thread::JoinHandle`. Dropping it detaches the green thread.
 pub struct JoinHandle<T> {
     task: TaskRef,
-    state: Rc<JoinState<T>>,
+    /// Its closure's slot, seen through the result type.
+    slot: Rc<dyn ResultSlot<T>>,
 }
 
 impl<T> JoinHandle<T> {
@@ -282,7 +336,7 @@ impl<T> JoinHandle<T> {
     }
 
     fn take(self) -> Result<T, JoinError> {
-        let result = self.state.result.borrow_mut().take();
+        let result = self.slot.result().borrow_mut().take();
         result.expect("a finished green thread stores its result once")
     }
 
@@ -292,18 +346,18 @@ impl<T> JoinHandle<T> {
             panic!("a green thread cannot join itself (it would wait forever)");
         }
         loop {
-            if self.state.done.get() {
+            if self.task.done.get() {
                 return Ok(true);
             }
             let me = current_task();
-            self.state.waiters.borrow_mut().push(me.clone());
+            self.task.waiters.borrow_mut().push(me.clone());
             let r = match deadline {
                 Some(d) => park_until(d),
                 None => park().map(|()| false),
             };
-            self.state.waiters.borrow_mut().remove(&me);
+            self.task.waiters.borrow_mut().remove(&me);
             match r {
-                Ok(true) if !self.state.done.get() => return Ok(false),
+                Ok(true) if !self.task.done.get() => return Ok(false),
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -312,14 +366,14 @@ impl<T> JoinHandle<T> {
 
     /// Whether the green thread has finished (returned, panicked or been killed).
     pub fn is_finished(&self) -> bool {
-        self.state.done.get()
+        self.task.done.get()
     }
 
     /// Kills the green thread: at its next blocking point (or at once, if it is the
     /// current one) a [`Killed`] panic unwinds its stack, so its destructors run. One that
     /// has not started never runs. Does not wait: use [`join`](Self::join) for that.
     pub fn kill(&self) {
-        if self.state.done.get() {
+        if self.task.done.get() {
             return;
         }
         self.task.kill.set(true);
@@ -345,7 +399,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("id", &self.task.id)
             .field("name", &self.task.name)
-            .field("finished", &self.state.done.get())
+            .field("finished", &self.task.done.get())
             .finish()
     }
 }
@@ -393,7 +447,7 @@ impl Builder {
         T: 'static,
     {
         let handle = self.build(f)?;
-        hub().schedule(handle.task.clone());
+        with_hub(|hub| hub.schedule(handle.task.clone()));
         Ok(handle)
     }
 
@@ -420,14 +474,7 @@ impl Builder {
         T: 'static,
     {
         let hub = hub();
-        let state = Rc::new(JoinState {
-            result: RefCell::new(None),
-            done: Cell::new(false),
-            finished_seq: Cell::new(0),
-            waiters: RefCell::new(Waiters::default()),
-        });
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
-        let st = state.clone();
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
         let mut builder = greenlet::Builder::new()
@@ -436,38 +483,73 @@ impl Builder {
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
-        let greenlet = builder.spawn(move |_| {
-            // The hub made our record the current task before starting us.
-            let task = current_task();
-            let killed_before_start = task.kill.get();
-            // Hold no handle to our own record while the body runs (it would keep a green
-            // thread that blocks forever alive through a cycle).
-            drop(task);
-            let result = if killed_before_start {
-                Err(JoinError::Killed)
-            } else {
-                match panic::catch_unwind(AssertUnwindSafe(f)) {
-                    Ok(v) => Ok(v),
-                    Err(p) if p.is::<Killed>() || p.is::<greenlet::GreenletExit>() => {
-                        Err(JoinError::Killed)
-                    }
-                    Err(p) => Err(JoinError::Panicked(p)),
-                }
-            };
-            current_task().finished.set(true);
-            if recorded {
-                super::task_finished(id);
-            }
-            st.complete(result);
+        // The body captures nothing (so boxing it allocates nothing): the closure and the
+        // result live in the task record, found through the current task.
+        let greenlet = builder.spawn(|_| {
+            run_task::<F, T>();
             Box::new(())
         })?;
+        let slot: Rc<Slot<F, T>> = Rc::new(Slot {
+            f: Cell::new(Some(f)),
+            result: RefCell::new(None),
+            recorded,
+        });
         if recorded {
             hub.activity
                 .spawned(id, self.name.as_deref(), std::panic::Location::caller());
         }
-        let task = TaskRef::new(id, self.name, greenlet, false);
-        Ok(JoinHandle { task, state })
+        let task = Task::new(id, self.name, greenlet, false, Some(slot.clone()));
+        Ok(JoinHandle {
+            task: TaskRef(Rc::new(task)),
+            slot,
+        })
     }
+}
+
+/// The body of a spawned green thread: runs the closure stored in its task record and
+/// stores the result there.
+fn run_task<F, T>()
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    // The hub made our record the current task before starting us. Hold no handle to it
+    // while the closure runs (it would keep a green thread that blocks forever alive
+    // through a cycle: record -> greenlet -> stack -> record).
+    let (f, killed_before_start) = {
+        let task = current_task();
+        (slot_of::<F, T>(&task).f.take(), task.kill.get())
+    };
+    let f = f.expect("a green thread's closure runs once");
+    let result = if killed_before_start {
+        drop(f);
+        Err(JoinError::Killed)
+    } else {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(v) => Ok(v),
+            Err(p) if p.is::<Killed>() || p.is::<greenlet::GreenletExit>() => {
+                Err(JoinError::Killed)
+            }
+            Err(p) => Err(JoinError::Panicked(p)),
+        }
+    };
+    let task = current_task();
+    task.finished.set(true);
+    let slot = slot_of::<F, T>(&task);
+    if slot.recorded {
+        super::task_finished(task.id);
+    }
+    *slot.result.borrow_mut() = Some(result);
+    task.complete();
+}
+
+fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
+    task.body
+        .as_deref()
+        .expect("a spawned green thread's record has a slot")
+        .as_any()
+        .downcast_ref()
+        .expect("a spawned green thread's record holds its own closure type")
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its
@@ -604,7 +686,7 @@ impl<T> Iterator for AsCompleted<T> {
                 .enumerate()
                 .filter_map(|(i, h)| {
                     let h = h.as_ref()?;
-                    h.is_finished().then(|| (h.state.finished_seq.get(), i))
+                    h.is_finished().then(|| (h.task.finished_seq.get(), i))
                 })
                 .min()
                 .map(|(_, i)| i);
@@ -615,11 +697,11 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let me = current_task();
             for h in self.pending.iter().flatten() {
-                h.state.waiters.borrow_mut().push(me.clone());
+                h.task.waiters.borrow_mut().push(me.clone());
             }
             let r = park();
             for h in self.pending.iter().flatten() {
-                h.state.waiters.borrow_mut().remove(&me);
+                h.task.waiters.borrow_mut().remove(&me);
             }
             if let Err(e) = r {
                 // Report the interruption once for one of the pending handles.

@@ -24,7 +24,7 @@
 //! may hold the primitive and wake the slot, and nothing can tell that it never will (the
 //! same rule as an outstanding `RemoteWaker`).
 
-use super::{current_and_hub, Inbox, RemoteMsg, TaskRef, HUB};
+use super::{with_hub, Inbox, RemoteMsg, TaskRef, HUB};
 use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -127,8 +127,8 @@ impl SlotWaker {
     /// The wake-up to perform after the lock protecting this waker is released: the task
     /// itself on the hub's own thread (nothing, if the wait is over), a message otherwise.
     pub(crate) fn wakeup(&self) -> Wakeup {
-        let local = HUB.try_with(|slot| match slot.0.try_borrow().as_deref() {
-            Ok(Some(hub)) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
+        let local = HUB.try_with(|slot| match slot.0.get() {
+            Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
                 hub.slots
                     .borrow()
                     .task(self.slot, self.gen)
@@ -154,19 +154,20 @@ pub(crate) struct SlotRegistration {
 
 /// Takes a slot for the current green thread, for one wait on a shared primitive.
 pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
-    let (task, hub) = current_and_hub();
-    let (slot, gen) = hub.slots.borrow_mut().take(task);
-    (
-        SlotRegistration {
-            slot,
-            _not_send: PhantomData,
-        },
-        SlotWaker {
-            inbox: hub.inbox.clone(),
-            slot,
-            gen,
-        },
-    )
+    with_hub(|hub| {
+        let (slot, gen) = hub.slots.borrow_mut().take(hub.current_task());
+        (
+            SlotRegistration {
+                slot,
+                _not_send: PhantomData,
+            },
+            SlotWaker {
+                inbox: hub.inbox.clone(),
+                slot,
+                gen,
+            },
+        )
+    })
 }
 
 impl Drop for SlotRegistration {
@@ -174,8 +175,7 @@ impl Drop for SlotRegistration {
         // `try_with`: a green thread released during thread teardown may drop this late.
         let released = HUB
             .try_with(|hub| {
-                let hub = hub.0.try_borrow().ok()?;
-                let hub = hub.as_ref()?;
+                let hub = hub.0.get()?;
                 let mut slots = hub.slots.try_borrow_mut().ok()?;
                 slots.release(self.slot)
             })
