@@ -11,12 +11,15 @@ use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS,
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
 use crate::reactor::Direction;
-use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
+use libc::{c_int, c_uint, c_void, nfds_t, pollfd, size_t, sockaddr, socklen_t};
 use libc::{ssize_t, timespec, useconds_t};
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// The address of the hook called `name`, for [`original`]'s self-lookup check.
+/// The address of the hook called `name`, for [`original`]'s self-lookup check (not on
+/// macOS, where the originals are not looked up).
+#[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
         "read" => read as *const () as usize,
@@ -27,9 +30,11 @@ pub(super) fn address_of(name: &str) -> usize {
         "sendto" => sendto as *const () as usize,
         "connect" => connect as *const () as usize,
         "accept" => accept as *const () as usize,
+        #[cfg(not(target_os = "macos"))]
         "accept4" => accept4 as *const () as usize,
         "poll" => poll as *const () as usize,
         "nanosleep" => nanosleep as *const () as usize,
+        #[cfg(not(target_os = "macos"))]
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
@@ -252,7 +257,7 @@ fn poll_then_call<T: From<i8>>(
 ///
 /// # Safety
 /// The contract of libc's `read`: `buf` is valid for `count` bytes of writes.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is read's.
@@ -271,12 +276,13 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
         }
     })
 }
+crate::sys::interpose!(read);
 
 /// Hook of `write(2)`.
 ///
 /// # Safety
 /// The contract of libc's `write`: `buf` is valid for `count` bytes of reads.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is write's.
@@ -295,12 +301,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
         }
     })
 }
+crate::sys::interpose!(write);
 
 /// Hook of `recv(2)`.
 ///
 /// # Safety
 /// The contract of libc's `recv`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
         // SAFETY: the caller's contract is recv's.
@@ -318,6 +325,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(recv);
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
@@ -360,7 +368,7 @@ unsafe fn recv_all(
 ///
 /// # Safety
 /// The contract of libc's `send`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
         // SAFETY: the caller's contract is send's.
@@ -379,12 +387,13 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(send);
 
 /// Hook of `recvfrom(2)`.
 ///
 /// # Safety
 /// The contract of libc's `recvfrom`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
@@ -405,12 +414,13 @@ pub unsafe extern "C" fn recvfrom(
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(recvfrom);
 
 /// Hook of `sendto(2)`.
 ///
 /// # Safety
 /// The contract of libc's `sendto`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const c_void,
@@ -432,12 +442,13 @@ pub unsafe extern "C" fn sendto(
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(sendto);
 
 /// Hook of `connect(2)`.
 ///
 /// # Safety
 /// The contract of libc's `connect`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is connect's.
@@ -497,12 +508,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
     })
 }
+crate::sys::interpose!(connect);
 
 /// Hook of `accept(2)`.
 ///
 /// # Safety
 /// The contract of libc's `accept`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept's.
@@ -516,12 +528,15 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
         })
     })
 }
+crate::sys::interpose!(accept);
 
 /// Hook of `accept4(2)`.
 ///
 /// # Safety
 /// The contract of libc's `accept4`.
-#[no_mangle]
+// Linux only: macOS has no accept4.
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -542,13 +557,15 @@ pub unsafe extern "C" fn accept4(
 }
 
 /// Hook of `poll(2)`: with a non-zero timeout and at least one descriptor, the wait
-/// happens on the hub. The descriptors go into a temporary level-triggered epoll set, and
-/// the green thread waits for that set to become readable (an epoll fd is itself
-/// pollable), then asks the original `poll` again with a zero timeout.
+/// happens on the hub. The descriptors go into a temporary level-triggered kernel set
+/// ([`PollSet`](crate::sys::PollSet): epoll, kqueue on macOS), and the green thread waits
+/// for that set to become readable (its fd is itself pollable), then asks the original
+/// `poll` again with a zero timeout. Where the set cannot mirror the array (see `sys`), the
+/// call blocks as the original does.
 ///
 /// # Safety
 /// The contract of libc's `poll`: `fds` is valid for `nfds` entries.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     if timeout == 0 || nfds == 0 || !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is poll's.
@@ -561,7 +578,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     }
     // SAFETY: `fds` is valid for `nfds` entries and nothing else aliases it during the call.
     let set = unsafe { std::slice::from_raw_parts(fds, nfds as usize) };
-    let Some(epoll) = EpollSet::new(set) else {
+    let Some(poll_set) = crate::sys::PollSet::new(set) else {
         // SAFETY: the caller's contract is poll's.
         return unsafe { original::poll(fds, nfds, timeout) };
     };
@@ -569,7 +586,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         let deadline =
             (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
         loop {
-            match wait(epoll.0, Direction::Read, deadline) {
+            match wait(poll_set.as_raw_fd(), Direction::Read, deadline) {
                 Ok(()) => {}
                 Err(Interrupted::Deadline) => return Ok(0),
                 Err(Interrupted::Errno(e)) => return Err(e),
@@ -582,58 +599,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         }
     })
 }
-
-/// A temporary epoll set over a `poll` array, closed on drop.
-struct EpollSet(c_int);
-
-impl EpollSet {
-    fn new(set: &[pollfd]) -> Option<EpollSet> {
-        // SAFETY: epoll_create1 takes no pointers.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep == -1 {
-            return None;
-        }
-        let epoll = EpollSet(ep);
-        let mut merged: Vec<(c_int, u32)> = Vec::with_capacity(set.len());
-        for p in set.iter().filter(|p| p.fd >= 0) {
-            let mut events = 0u32;
-            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
-                events |= libc::EPOLLIN as u32;
-            }
-            if p.events & libc::POLLPRI != 0 {
-                events |= libc::EPOLLPRI as u32;
-            }
-            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
-                events |= libc::EPOLLOUT as u32;
-            }
-            if p.events & libc::POLLRDHUP != 0 {
-                events |= libc::EPOLLRDHUP as u32;
-            }
-            match merged.iter_mut().find(|m| m.0 == p.fd) {
-                Some(m) => m.1 |= events,
-                None => merged.push((p.fd, events)),
-            }
-        }
-        for (fd, events) in merged {
-            let mut ev = libc::epoll_event {
-                events,
-                u64: fd as u64,
-            };
-            // SAFETY: `ev` is a live epoll_event; errors are reported, not UB.
-            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
-                return None;
-            }
-        }
-        Some(epoll)
-    }
-}
-
-impl Drop for EpollSet {
-    fn drop(&mut self) {
-        // SAFETY: the epoll fd is owned by this value and closed once.
-        unsafe { libc::close(self.0) };
-    }
-}
+crate::sys::interpose!(poll);
 
 /// Sleeps the green thread for `d` on the hub. A fired `Timeout` or a kill ends the sleep
 /// early (it cannot be reported through a sleep's C interface).
@@ -661,7 +627,7 @@ fn duration_of(ts: *const timespec) -> Option<Duration> {
 ///
 /// # Safety
 /// The contract of libc's `nanosleep`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
     let d = match cooperative(&TIME).then(|| duration_of(req)).flatten() {
         Some(d) => d,
@@ -671,15 +637,18 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     green_sleep(d);
     0
 }
+crate::sys::interpose!(nanosleep);
 
 /// Hook of `clock_nanosleep(2)` (what std's `thread::sleep` calls), for the realtime,
 /// monotonic and boottime clocks, relative or `TIMER_ABSTIME`.
 ///
 /// # Safety
 /// The contract of libc's `clock_nanosleep`.
-#[no_mangle]
+// Linux only: macOS has no clock_nanosleep.
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn clock_nanosleep(
-    clock: clockid_t,
+    clock: libc::clockid_t,
     flags: c_int,
     req: *const timespec,
     rem: *mut timespec,
@@ -716,7 +685,7 @@ pub unsafe extern "C" fn clock_nanosleep(
 ///
 /// # Safety
 /// None beyond libc's `usleep`: it takes no pointers.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
     if !cooperative(&TIME) {
         // SAFETY: usleep takes no pointers.
@@ -725,12 +694,13 @@ pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
     green_sleep(Duration::from_micros(usec.into()));
     0
 }
+crate::sys::interpose!(usleep);
 
 /// Hook of `sleep(3)`: returns 0 (no unslept seconds).
 ///
 /// # Safety
 /// None beyond libc's `sleep`: it takes no pointers.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     if !cooperative(&TIME) {
         // SAFETY: sleep takes no pointers.
@@ -739,3 +709,4 @@ pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     green_sleep(Duration::from_secs(secs.into()));
     0
 }
+crate::sys::interpose!(sleep);

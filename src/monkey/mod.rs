@@ -115,6 +115,7 @@
 mod hooks;
 pub mod original;
 
+use crate::sys::{errno, set_errno};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -252,14 +253,4 @@ fn suspended<R>(wait: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(DEPTH.with(|d| d.replace(0)));
     wait()
-}
-
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = value }
 }

@@ -281,3 +281,61 @@ impl Waker {
         }
     }
 }
+
+/// The temporary poll set (see [`super`]): a level-triggered epoll set mirroring a `poll`
+/// array; its fd is readable while any of the array's descriptors is ready for what it asks.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) struct PollSet {
+    ep: OwnedFd,
+}
+
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+impl PollSet {
+    /// A set watching every entry of `set` with a non-negative fd, for the events it asks
+    /// (`POLLIN`/`POLLRDNORM`, `POLLPRI`, `POLLOUT`/`POLLWRNORM`, `POLLRDHUP`; errors and
+    /// hang-ups always). Entries for the same fd are merged. `None` if epoll refuses a
+    /// descriptor (e.g. a regular file, `EPERM`) or cannot be created.
+    pub(crate) fn new(set: &[libc::pollfd]) -> Option<PollSet> {
+        // SAFETY: epoll_create1 takes only flags.
+        let ep = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }.ok()?;
+        // SAFETY: epoll_create1 just returned this fd and nothing else owns it.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut merged: Vec<(RawFd, u32)> = Vec::with_capacity(set.len());
+        for p in set.iter().filter(|p| p.fd >= 0) {
+            let mut events = 0u32;
+            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
+                events |= libc::EPOLLIN as u32;
+            }
+            if p.events & libc::POLLPRI != 0 {
+                events |= libc::EPOLLPRI as u32;
+            }
+            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
+                events |= libc::EPOLLOUT as u32;
+            }
+            if p.events & libc::POLLRDHUP != 0 {
+                events |= libc::EPOLLRDHUP as u32;
+            }
+            match merged.iter_mut().find(|m| m.0 == p.fd) {
+                Some(m) => m.1 |= events,
+                None => merged.push((p.fd, events)),
+            }
+        }
+        for (fd, events) in merged {
+            let mut ev = libc::epoll_event {
+                events,
+                u64: fd as u64,
+            };
+            // SAFETY: `ev` is a live epoll_event that outlives the call; errors are reported.
+            unsafe { syscall!(epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)) }
+                .ok()?;
+        }
+        Some(PollSet { ep })
+    }
+}
+
+impl AsRawFd for PollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+}

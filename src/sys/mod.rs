@@ -28,6 +28,22 @@
 //! (kqueue reports the closed directions in separate events, so `is_hup()` is never true there);
 //! no code outside `sys` ever needs a `cfg`.
 //!
+//! # The temporary poll set
+//!
+//! The libc shim's `poll` hook (`monkey`, only user) waits for a whole `poll` array on the hub
+//! by watching one descriptor: a kernel set that mirrors the array, **level-triggered**, whose
+//! own fd is readable while any mirrored descriptor is ready.
+//!
+//! | item | contract |
+//! | --- | --- |
+//! | `PollSet::new(&[libc::pollfd])` | the set, close-on-exec, closed on drop; entries with a negative fd are skipped. `None` when it cannot mirror the array exactly (the kernel refuses a descriptor, or an event the backend cannot express): the caller then makes the blocking call instead |
+//! | `PollSet::as_raw_fd()` | the set's fd, to register with the reactor like any other |
+//!
+//! epoll mirrors `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLRDHUP` (and always errors and
+//! hang-ups); kqueue mirrors `POLLIN`/`POLLRDNORM` (`EVFILT_READ`) and `POLLOUT`/`POLLWRNORM`
+//! (`EVFILT_WRITE`) and refuses `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`. Readiness of the set is a
+//! hint: the caller asks `poll` again with a zero timeout.
+//!
 //! # Errors and `EINTR`
 //!
 //! Every libc call goes through [`syscall!`], which reads `errno` right after the call, before
@@ -40,6 +56,10 @@
 //! exists, and created close-on-exec (atomically where the OS allows, otherwise with
 //! [`set_cloexec`] before the constructor returns).
 
+/// The `__DATA,__interpose` table of the libc shim on macOS (`interpose!`).
+pub(crate) mod interpose;
+#[allow(unused_imports)] // used only with the `monkey` feature
+pub(crate) use interpose::interpose;
 /// Memory mappings for green-thread stacks.
 pub(crate) mod memory;
 /// Fault signals: stack-overflow reporting.
@@ -74,7 +94,7 @@ pub(crate) use syscall;
 mod epoll;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unused_imports)] // `Event` is part of the contract even where unnamed
-pub(crate) use epoll::{Event, Events, Selector, Waker};
+pub(crate) use epoll::{Event, Events, PollSet, Selector, Waker};
 
 #[cfg(any(
     target_os = "macos",
@@ -94,7 +114,7 @@ mod kqueue;
     target_os = "dragonfly",
 ))]
 #[allow(unused_imports)] // `Event` is part of the contract even where unnamed
-pub(crate) use kqueue::{Event, Events, Selector, Waker};
+pub(crate) use kqueue::{Event, Events, PollSet, Selector, Waker};
 
 #[cfg(not(any(
     target_os = "linux",
@@ -107,6 +127,54 @@ pub(crate) use kqueue::{Event, Events, Selector, Waker};
     target_os = "dragonfly",
 )))]
 compile_error!("verdant: unsupported target OS (needs epoll or kqueue)");
+
+/// This thread's `errno` (the libc slot, read without touching it). Every OS names the slot's
+/// accessor differently: `__errno_location` (Linux, Android), `__error` (macOS, iOS, FreeBSD,
+/// DragonFly), `__errno` (NetBSD, OpenBSD).
+///
+/// ```text
+/// sys::set_errno(libc::EINTR);
+/// assert_eq!(sys::errno(), libc::EINTR);
+/// ```
+// The libc shim (`monkey`) is the only user: it must hand errno back to C callers unchanged.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn errno() -> i32 {
+    // SAFETY: the accessor returns this thread's errno slot, valid for the thread's life.
+    unsafe { *errno_slot() }
+}
+
+/// Sets this thread's `errno` (see [`errno`]).
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *errno_slot() = value }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__error() }
+}
+
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__errno() }
+}
 
 /// The directions a registration watches.
 ///
