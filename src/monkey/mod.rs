@@ -22,10 +22,11 @@
 //! ```
 //!
 //! ## How it works
-//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
-//! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
-//! `poll`, `nanosleep`, `clock_nanosleep`, `usleep` and `sleep`. Every call to them in the
-//! process lands in a hook, which decides in a few loads:
+//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"` on Linux; on
+//! macOS see [below](#macos)) its own `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`,
+//! `connect`, `accept`, `accept4` (Linux), `poll`, `nanosleep`, `clock_nanosleep` (Linux),
+//! `usleep` and `sleep`. Every call to them in the process lands in a hook, which decides in
+//! a few loads:
 //!
 //! ```text
 //!   hook(args)
@@ -39,10 +40,10 @@
 //!       threads run), retry; return what blocking libc would have returned
 //! ```
 //!
-//! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]). On every
-//! pass-through path errno is exactly what the original set.
+//! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]; on macOS a
+//! direct call). On every pass-through path errno is exactly what the original set.
 //!
-//! ## When the exported symbols take effect
+//! ## When the exported symbols take effect (Linux)
 //! Measured on Linux/glibc with rustc 1.95 and each of its default linker (rust-lld), GNU
 //! ld.bfd and gold (`-C link-arg=-fuse-ld=..`), in debug, release and fat-LTO builds, with
 //! a hooked crate that the program depends on but never calls (`tests/monkey.rs` checks
@@ -69,6 +70,71 @@
 //!   Not measured, by reasoning from the lookup order: a verdant inside a `cdylib` that a
 //!   non-Rust program `dlopen`s would not take effect (libc comes first in the global
 //!   scope) unless the library is `LD_PRELOAD`ed.
+//!
+//! ## macOS
+//! **Compiled, never run here**: CI builds the library with `--features monkey` for
+//! `aarch64-apple-darwin` and `x86_64-apple-darwin` (`scripts/xbuild`), and checks nothing
+//! more. What follows is how it is built and what is known about when it takes effect.
+//! x86_64 FreeBSD keeps a `compile_error!` for this feature (ELF like Linux, so the Linux
+//! way would likely fit, but it is untried).
+//!
+//! **How.** With macOS's two-level namespace every image binds `read` to *libSystem's*
+//! `read`, so a same-named definition would reach no other library (and would capture the
+//! executable's own calls, the originals' included). So on macOS the hooks keep their Rust
+//! (mangled) names and each is registered with dyld's interposing: a `#[repr(C)]` pair
+//! `{ hook, libc::read }` in the `__DATA,__interpose` section (what `DYLD_INTERPOSE` in
+//! `<mach-o/dyld-interposing.h>` emits). dyld redirects the binds of `read` in *other*
+//! images to the hook. The 12 hooks other than `accept4` and `clock_nanosleep` (which macOS
+//! does not have) are in the table; `poll` waits on a temporary kqueue set instead of an
+//! epoll set (`crate::sys::PollSet`, which cannot mirror `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`:
+//! such a `poll` blocks as unpatched). std sleeps with `nanosleep` on macOS.
+//!
+//! **Originals.** dyld does not apply an image's interposing to the calls that image makes
+//! itself (it records a per-image exception so that the interposer "can call through to
+//! old impl"), so [`original`]`::read` is a plain call of `libc::read`: libSystem's, or the
+//! previous interposer's if another dylib interposed `read` first (dyld chains them). No
+//! `dlsym`: `RTLD_NEXT` would find the same function (the hooks are not exported under libc
+//! names there), at the price of a lookup and a cache.
+//!
+//! **When it takes effect.** From dyld's source (dyld4, `RuntimeState::buildInterposingTables`
+//! in apple-oss-distributions/dyld; dyld2 also skipped the main executable), not verified on
+//! a Mac:
+//! * Only the `__interpose` sections of **dylibs loaded at launch** are read (not of the
+//!   main executable, not of the shared cache, not of a library `dlopen`ed later: "interposing
+//!   is only registered at launch"). Once registered, the pairs apply to every other image,
+//!   including ones loaded later and the shared cache's binds.
+//! * So with verdant linked statically into the executable (cargo's default) the table is
+//!   present but **dyld ignores it: nothing is patched** (`patch_all` only sets its flags).
+//!   For the hooks to take effect verdant must live in a dylib the program loads at launch
+//!   and shares with the code that spawns green threads (one copy of verdant: a second copy,
+//!   e.g. a `DYLD_INSERT_LIBRARIES` shim with its own verdant, would see no hub and pass every
+//!   call through): e.g. a Rust `dylib` crate that re-exports verdant, built with
+//!   `-C prefer-dynamic` so that std is its own image and its calls are interposed.
+//!   Untried. The private `dyld_dynamic_interpose` (used by some test tools to interpose
+//!   from an already-loaded image) is not used.
+//! * Calls from the image that holds verdant (anything linked statically into the same
+//!   dylib) are never interposed.
+//! * AMFI can forbid interposing for the process (dyld's `allowInterposing`; e.g. restricted
+//!   or platform binaries): then nothing is patched.
+//! * Several libSystem functions have more than one exported name (`select$DARWIN_EXTSN`,
+//!   `*$NOCANCEL`); a pair interposes exactly one name, and which name C code compiled
+//!   against the SDK binds to has not been checked here. `interpose!(hook => path)` adds a
+//!   pair for another name.
+//!
+//! **Adding a hook** (the same two lines on every OS; the macro is `crate::sys::interpose!`):
+//!
+//! ```text
+//! #[cfg_attr(not(target_os = "macos"), no_mangle)]   // instead of #[no_mangle]
+//! pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t { .. }
+//! crate::sys::interpose!(readv);                       // right after the hook
+//! ```
+//!
+//! plus its line in [`original`]'s `originals!` list (unchanged: on macOS the same entry
+//! becomes a direct call). A function macOS does not have (`accept4`, `clock_nanosleep`,
+//! `ppoll`, `epoll_wait`, `dup3`, ...) gets `#[cfg(not(target_os = "macos"))]` on the hook,
+//! on its `originals!` entry and on its `address_of` arm, and no `interpose!` line. A
+//! Linux-only constant in a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`, `SOCK_CLOEXEC`, ...)
+//! belongs in `sys`, or behind the same `cfg`. errno is `crate::sys::errno`/`set_errno`.
 //!
 //! ## Descriptors the caller believes blocking
 //! The descriptor is left blocking. The choices and their races:

@@ -37,7 +37,8 @@ unsafe impl Sync for Interpose {}
 /// section, `name` being the hook (an `extern "C"` fn in scope at the call site, with the
 /// libc signature, not `#[no_mangle]` on macOS). `interpose!(hook => path::to::libc_fn)` when
 /// the names differ. Expands to nothing on other systems.
-#[cfg_attr(not(feature = "monkey"), allow(unused_macros))]
+// Used by the `monkey` feature, which exists on Linux and macOS only.
+#[allow(unused_macros)]
 macro_rules! interpose {
     ($hook:ident) => {
         $crate::sys::interpose!($hook => ::libc::$hook);
