@@ -50,11 +50,17 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
-#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "macos")))]
+#[cfg(all(
+    feature = "monkey",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
 pub mod monkey;
-#[cfg(all(feature = "monkey", not(any(target_os = "linux", target_os = "macos"))))]
+#[cfg(all(
+    feature = "monkey",
+    not(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))
+))]
 compile_error!(
-    "verdant: the `monkey` feature supports Linux (glibc) and macOS only so far; \
+    "verdant: the `monkey` feature supports Linux (glibc), macOS and FreeBSD only so far; \
      build without `--features monkey` on this OS"
 );
 pub mod net;

@@ -1,4 +1,5 @@
-//! The exported libc definitions (`#[no_mangle] extern "C"`), and the waits behind them.
+//! The libc hooks (`#[no_mangle] extern "C"` on ELF systems; registered with dyld
+//! interposing on macOS, see `crate::sys::interpose!`), and the waits behind them.
 //!
 //! Every hook starts with [`cooperative`]: when it says no, the hook's only other action is
 //! a tail call of the original, so return value and errno are the original's. When it says

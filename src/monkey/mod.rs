@@ -75,8 +75,12 @@
 //! **Compiled, never run here**: CI builds the library with `--features monkey` for
 //! `aarch64-apple-darwin` and `x86_64-apple-darwin` (`scripts/xbuild`), and checks nothing
 //! more. What follows is how it is built and what is known about when it takes effect.
-//! x86_64 FreeBSD keeps a `compile_error!` for this feature (ELF like Linux, so the Linux
-//! way would likely fit, but it is untried).
+//!
+//! (x86_64 FreeBSD is also compiled, never run: it is ELF, so it takes the Linux way
+//! unchanged — `#[no_mangle]` exports, `dlsym(RTLD_NEXT, ..)` originals, `accept4` and
+//! `clock_nanosleep` included — with `__error` for errno and the kqueue `PollSet`. Whether
+//! its linker and libthr's interposing of the cancellation points let the executable's
+//! definitions win as they do on Linux is untried. Other systems: `compile_error!`.)
 //!
 //! **How.** With macOS's two-level namespace every image binds `read` to *libSystem's*
 //! `read`, so a same-named definition would reach no other library (and would capture the

@@ -46,8 +46,8 @@ fn resolve(slot: &AtomicUsize, name: &'static str) -> usize {
     if p == 0 || p == own_definition(name) {
         let msg =
             b"verdant::monkey: the C library's definition of a hooked function was not found\n";
-        // SAFETY: a raw write(2) syscall of a static buffer; it cannot recurse into a hook.
-        unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+        // A bare write(2): it cannot recurse into a hook.
+        crate::sys::write_stderr_raw(msg);
         std::process::abort();
     }
     slot.store(p, Ordering::Relaxed);

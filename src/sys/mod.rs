@@ -176,6 +176,27 @@ fn errno_slot() -> *mut libc::c_int {
     unsafe { libc::__errno() }
 }
 
+/// Writes `msg` to stderr with the bare system call, past libc's exported `write` (which the
+/// libc shim replaces on ELF systems): for the shim's last words before it aborts. Errors
+/// are ignored (there is no one left to tell).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn write_stderr_raw(msg: &[u8]) {
+    // SAFETY: write(2) of a live buffer of `msg.len()` bytes; the syscall touches nothing else.
+    unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+}
+
+/// Writes `msg` to stderr with the bare system call (see the Linux version).
+#[cfg(all(feature = "monkey", target_os = "freebsd"))]
+pub(crate) fn write_stderr_raw(msg: &[u8]) {
+    extern "C" {
+        // libc's raw system-call stub, which `write` (interposable) ends in.
+        fn __sys_write(fd: libc::c_int, buf: *const libc::c_void, n: libc::size_t)
+            -> libc::ssize_t;
+    }
+    // SAFETY: write(2) of a live buffer of `msg.len()` bytes.
+    unsafe { __sys_write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
 /// The directions a registration watches.
 ///
 /// ```text
