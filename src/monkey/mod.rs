@@ -134,11 +134,14 @@
 //! ```
 //!
 //! plus its line in [`original`]'s `originals!` list (unchanged: on macOS the same entry
-//! becomes a direct call). A function macOS does not have (`accept4`, `clock_nanosleep`,
-//! `ppoll`, `epoll_wait`, `dup3`, ...) gets `#[cfg(not(target_os = "macos"))]` on the hook,
-//! on its `originals!` entry and on its `address_of` arm, and no `interpose!` line. A
-//! Linux-only constant in a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`, `SOCK_CLOEXEC`, ...)
-//! belongs in `sys`, or behind the same `cfg`. errno is `crate::sys::errno`/`set_errno`.
+//! becomes a direct call). A function some system lacks gets a `cfg` naming where it
+//! exists, on the hook, on its `originals!` entry and on its `address_of` arm, and its
+//! `interpose!` line only if macOS has it: `#[cfg(not(target_os = "macos"))]` for
+//! `accept4` and `clock_nanosleep` (Linux and FreeBSD), `#[cfg(target_os = "linux")]` for
+//! `epoll_wait`; for others (`ppoll`, `dup3`, ...) the libc crate's declarations decide, and
+//! `scripts/xbuild -- --features monkey` checks all three targets. A Linux-only constant in
+//! a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`, `SOCK_CLOEXEC`, ...) belongs in `sys`, or
+//! behind the same kind of `cfg`. errno is `crate::sys::errno`/`set_errno`.
 //!
 //! ## Descriptors the caller believes blocking
 //! The descriptor is left blocking. The choices and their races:
