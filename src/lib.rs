@@ -50,6 +50,7 @@ pub(crate) mod context;
 pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
+pub mod monitor;
 #[cfg(all(
     feature = "monkey",
     any(target_os = "linux", target_os = "macos", target_os = "freebsd")

@@ -223,6 +223,8 @@ pub(crate) struct Hub {
     current: RefCell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
+    /// What the stall monitor reads from its own thread (`crate::monitor`).
+    pub(crate) activity: Arc<crate::monitor::HubActivity>,
 }
 
 struct HubSlot(RefCell<Option<Rc<Hub>>>);
@@ -280,6 +282,7 @@ impl Hub {
             turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
             current: RefCell::new(None),
+            activity: crate::monitor::HubActivity::for_new_hub(),
         })
     }
 
@@ -304,6 +307,7 @@ impl Hub {
         if task.is_finished() {
             return;
         }
+        self.activity.enter(task.id);
         // The previous record is released outside the borrow.
         drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
@@ -376,6 +380,7 @@ impl Hub {
                 next.queued.set(false);
                 next.parked.set(false);
                 let greenlet = next.greenlet.clone();
+                self.activity.enter(next.id);
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
                 drop(self.current.replace(Some(next)));
@@ -461,6 +466,8 @@ impl Hub {
     }
 
     fn poll(&self, timeout: Option<Duration>) {
+        // The hub's own loop: not a green thread blocking it, even when this waits long.
+        self.activity.enter_hub();
         let mut woken = Vec::new();
         let report = self.reactor.borrow_mut().poll(timeout, &mut woken);
         match report {
@@ -602,6 +609,7 @@ fn current_and_hub() -> (TaskRef, Rc<Hub>) {
     if task.greenlet.is_main() {
         drop(hub.main_task.replace(Some(task.clone())));
     }
+    hub.activity.adhoc_task(&task);
     drop(hub.current.replace(Some(task.clone())));
     (task, hub)
 }
@@ -718,6 +726,15 @@ pub(crate) fn in_green_thread() -> bool {
         _ => false,
     })
     .unwrap_or(false)
+}
+
+/// Tells the stall monitor that green thread `id` of this thread's hub finished.
+pub(crate) fn task_finished(id: u64) {
+    let _ = HUB.try_with(|slot| {
+        if let Ok(Some(hub)) = slot.0.try_borrow().as_deref() {
+            hub.activity.finished(id);
+        }
+    });
 }
 
 /// This thread's hub if it exists and the thread is not tearing its locals down.

@@ -386,6 +386,7 @@ impl Builder {
 
     /// Spawns the green thread on this OS thread's hub; it runs when the current green
     /// thread next blocks or yields. Fails only if no stack can be allocated.
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -398,6 +399,7 @@ impl Builder {
 
     /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
     /// before then, it never runs.
+    #[track_caller]
     pub fn spawn_later<F, T>(self, delay: Duration, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -411,6 +413,7 @@ impl Builder {
         Ok(handle)
     }
 
+    #[track_caller]
     fn build<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
@@ -425,6 +428,8 @@ impl Builder {
         });
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let st = state.clone();
+        // Named for the stall monitor while it watches this hub (and forgotten at the end).
+        let recorded = hub.activity.is_watched();
         let mut builder = greenlet::Builder::new()
             .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
             .parent(&hub.greenlet);
@@ -450,9 +455,16 @@ impl Builder {
                 }
             };
             current_task().finished.set(true);
+            if recorded {
+                super::task_finished(id);
+            }
             st.complete(result);
             Box::new(())
         })?;
+        if recorded {
+            hub.activity
+                .spawned(id, self.name.as_deref(), std::panic::Location::caller());
+        }
         let task = TaskRef::new(id, self.name, greenlet, false);
         Ok(JoinHandle { task, state })
     }
@@ -469,6 +481,7 @@ impl Builder {
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn`] to get that as an error.
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,
@@ -483,6 +496,7 @@ where
 ///
 /// # Panics
 /// If no stack can be allocated; use [`Builder::spawn_later`] to get that as an error.
+#[track_caller]
 pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + 'static,

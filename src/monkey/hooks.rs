@@ -8,6 +8,7 @@
 //!
 //! See the module docs of [`crate::monkey`] for the semantics and the races of each choice.
 
+use super::io::{waitall_continues, RECV_NEVER_WAITS};
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
@@ -23,6 +24,11 @@ use std::time::{Duration, Instant};
 #[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
+        "ppoll" | "select" | "pselect" | "epoll_wait" | "epoll_pwait" => {
+            super::poll::address_of(name)
+        }
+        "close" | "dup2" | "dup3" => super::fds::address_of(name),
+        "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
         "recv" => recv as *const () as usize,
@@ -39,18 +45,22 @@ pub(super) fn address_of(name: &str) -> usize {
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
+        "readv" => super::io::readv as *const () as usize,
+        "writev" => super::io::writev as *const () as usize,
+        "recvmsg" => super::io::recvmsg as *const () as usize,
+        "sendmsg" => super::io::sendmsg as *const () as usize,
         _ => 0,
     }
 }
 
 /// Why a cooperative call failed: the errno to report with -1.
-type Errno = c_int;
+pub(super) type Errno = c_int;
 
 /// Runs a hook body: nested calls pass through meanwhile, `Ok(n)` is returned as is,
 /// `Err(e)` as -1 with errno `e`. A kill (which cannot unwind through the C ABI) becomes
 /// `ECANCELED`; the green thread's kill flag stays set, so it unwinds at its next verdant
 /// blocking call.
-fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
+pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
     let _nested = Nested::enter();
     let result = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
@@ -142,7 +152,7 @@ fn ready_now(fd: c_int, dir: Direction) -> bool {
 }
 
 /// How a hooked wait on a descriptor ended, when it did not end with readiness.
-enum Interrupted {
+pub(super) enum Interrupted {
     /// The deadline (a socket timeout) passed.
     Deadline,
     /// A verdant `Timeout` fired, or the hub reported that nothing can wake us.
@@ -150,7 +160,11 @@ enum Interrupted {
 }
 
 /// Waits on the hub until `fd` may be ready in `dir` (wake-ups can be spurious: retry).
-fn wait(fd: c_int, dir: Direction, deadline: Option<Instant>) -> Result<(), Interrupted> {
+pub(super) fn wait(
+    fd: c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupted> {
     suspended(|| {
         let (id, _temporary) = crate::net::source::registration_for(fd)
             .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -178,7 +192,7 @@ fn wait_errno(e: WaitError) -> Errno {
 
 /// A socket operation: `op(MSG_DONTWAIT)` until it does not fail with `EAGAIN`, waiting on
 /// the hub in between. `Ok(None)` if `fd` is not a socket (`ENOTSOCK`).
-fn socket_io(
+pub(super) fn socket_io(
     fd: c_int,
     dir: Direction,
     mut op: impl FnMut(c_int) -> ssize_t,
@@ -209,7 +223,7 @@ fn socket_io(
 /// A socket send of `len` bytes: continues after partial sends, as blocking `send` does
 /// on a stream socket, and returns the total, or the count so far if an error follows
 /// progress. `op(offset, flags)` sends from `offset`.
-fn socket_send(
+pub(super) fn socket_send(
     fd: c_int,
     len: size_t,
     mut op: impl FnMut(size_t, c_int) -> ssize_t,
@@ -233,7 +247,7 @@ fn socket_send(
 /// A blocking call on a descriptor that has no per-call non-blocking flag (pipes,
 /// terminals, listening sockets): wait on the hub until `poll` says ready, then `call`.
 /// Non-blocking and never-blocking descriptors pass straight through.
-fn poll_then_call<T: From<i8>>(
+pub(super) fn poll_then_call<T: From<i8>>(
     fd: c_int,
     dir: Direction,
     deadline: Option<Instant>,
@@ -310,7 +324,7 @@ crate::sys::interpose!(write);
 /// The contract of libc's `recv`.
 #[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recv's.
         return unsafe { original::recv(fd, buf, len, flags) };
     }
@@ -330,7 +344,8 @@ crate::sys::interpose!(recv);
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
-/// blocking call does.
+/// blocking call does; on a stream socket only, and not when peeking
+/// ([`waitall_continues`]).
 ///
 /// # Safety
 /// The contract of libc's `recv`.
@@ -355,7 +370,7 @@ unsafe fn recv_all(
             Ok(None) => return Ok(-1),
             Ok(Some(n)) => {
                 got += n as size_t;
-                if n == 0 || got >= len {
+                if n == 0 || got >= len || !waitall_continues(fd, flags) {
                     return Ok(got as ssize_t);
                 }
             }
@@ -403,7 +418,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
+    if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recvfrom's.
         return unsafe { original::recvfrom(fd, buf, len, flags, addr, addrlen) };
     }
@@ -601,6 +616,58 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     })
 }
 crate::sys::interpose!(poll);
+
+/// A temporary epoll set over a `poll` array, closed on drop.
+pub(super) struct EpollSet(pub(super) c_int);
+
+impl EpollSet {
+    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep == -1 {
+            return None;
+        }
+        let epoll = EpollSet(ep);
+        let mut merged: Vec<(c_int, u32)> = Vec::with_capacity(set.len());
+        for p in set.iter().filter(|p| p.fd >= 0) {
+            let mut events = 0u32;
+            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
+                events |= libc::EPOLLIN as u32;
+            }
+            if p.events & libc::POLLPRI != 0 {
+                events |= libc::EPOLLPRI as u32;
+            }
+            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
+                events |= libc::EPOLLOUT as u32;
+            }
+            if p.events & libc::POLLRDHUP != 0 {
+                events |= libc::EPOLLRDHUP as u32;
+            }
+            match merged.iter_mut().find(|m| m.0 == p.fd) {
+                Some(m) => m.1 |= events,
+                None => merged.push((p.fd, events)),
+            }
+        }
+        for (fd, events) in merged {
+            let mut ev = libc::epoll_event {
+                events,
+                u64: fd as u64,
+            };
+            // SAFETY: `ev` is a live epoll_event; errors are reported, not UB.
+            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
+                return None;
+            }
+        }
+        Some(epoll)
+    }
+}
+
+impl Drop for EpollSet {
+    fn drop(&mut self) {
+        // SAFETY: the epoll fd is owned by this value and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
 
 /// Sleeps the green thread for `d` on the hub. A fired `Timeout` or a kill ends the sleep
 /// early (it cannot be reported through a sleep's C interface).

@@ -22,11 +22,12 @@
 //! ```
 //!
 //! ## How it works
-//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"` on Linux; on
-//! macOS see [below](#macos)) its own `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`,
-//! `connect`, `accept`, `accept4` (Linux), `poll`, `nanosleep`, `clock_nanosleep` (Linux),
-//! `usleep` and `sleep`. Every call to them in the process lands in a hook, which decides in
-//! a few loads:
+//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
+//! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
+//! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`, `close`, `dup2`,
+//! `dup3`, `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep`, `usleep` and
+//! `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`). Every call to them in
+//! the process lands in a hook, which decides in a few loads:
 //!
 //! ```text
 //!   hook(args)
@@ -151,13 +152,23 @@
 //!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer).
 //!   A write on a stream socket continues after a partial send, as blocking `send` does,
 //!   and returns the total (or the count so far if an error follows progress); `recv`
-//!   with `MSG_WAITALL` likewise receives until full, end of stream or error. A call that
-//!   already has `MSG_DONTWAIT` passes straight through.
+//!   with `MSG_WAITALL` likewise receives until full, end of stream or error, on a stream
+//!   socket (the kernel returns one message on datagram and seqpacket sockets; with
+//!   `MSG_PEEK` the first non-empty peek is returned). A call that already has
+//!   `MSG_DONTWAIT`, and a receive with `MSG_ERRQUEUE` or `MSG_OOB` (they never wait),
+//!   passes straight through.
 //!   `SO_RCVTIMEO`/`SO_SNDTIMEO` are honoured: the wait ends with `EAGAIN` after them.
 //! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
 //!   blocking again at once; then the green thread waits for writability and reports
 //!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
 //!   it non-blocking.
+//! * **`readv`, `writev`, `recvmsg`, `sendmsg`** do the same: on a socket the call is a
+//!   `recvmsg`/`sendmsg` with `MSG_DONTWAIT` (what `readv`/`writev` amount to there),
+//!   `writev`/`sendmsg` continue after partial sends on a stream socket, `recvmsg` with
+//!   `MSG_WAITALL` receives until full on a `SOCK_STREAM` socket (one message on others, as
+//!   the kernel does; it returns early once ancillary data arrives). `readv`/`writev` on
+//!   pipes and terminals wait like `read`/`write`. A zero-byte `readv` and invalid iovec
+//!   counts pass through (`readv` of 0 bytes returns 0 at once on any socket).
 //! * **`accept`/`accept4`, pipes, terminals, character devices** (`read`, `write`): wait
 //!   until `poll` says ready, then make the blocking call. If another process or OS thread
 //!   takes the data (or the connection) between the two, the call blocks the OS thread as
@@ -165,6 +176,105 @@
 //!   the free space blocks the OS thread once the first part fits.
 //! * **Regular files, block devices, directories** are always "ready" for the kernel:
 //!   their reads and writes pass straight through and block the hub for their duration.
+//!
+//! ## Calls that need no hook
+//! The issue's list also names `socket`, `socketpair`, `fcntl`, `ioctl(FIONBIO)` and
+//! `setsockopt`. None is hooked, because the hooks keep no per-descriptor state and never
+//! change a caller's `O_NONBLOCK` (except `connect`'s one-call window above):
+//! * **`socket`/`socketpair` with `SOCK_NONBLOCK`** set `O_NONBLOCK` on the open file, and
+//!   `fcntl(F_SETFL, O_NONBLOCK)` and `ioctl(FIONBIO)` (what std's `set_nonblocking`
+//!   uses) set the same flag. The hooks read it with `fcntl(F_GETFL)` at every `EAGAIN`, so
+//!   a descriptor made non-blocking by any of these returns `EAGAIN` at once, and one
+//!   switched back to blocking waits on the hub again from its next call.
+//! * **`setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)`** is read back with `getsockopt` when a call
+//!   first has to wait: receives and `accept` end with `EAGAIN`, sends with the count so
+//!   far or `EAGAIN`, `connect` with `EINPROGRESS`, as blocking libc does.
+//! * `fcntl` and `ioctl` are variadic in C; stable Rust cannot define a variadic function,
+//!   so they could not be hooked soundly anyway (a fixed-arity definition relies on each
+//!   ABI passing variadic arguments like named ones).
+//!
+//! ## Waits on several descriptors
+//! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the
+//! original with a zero timeout; if nothing is ready, the green thread waits on the hub
+//! for an epoll set to become readable — a temporary one over the `pollfd` array or the
+//! `fd_set`s, or for `epoll_wait` the caller's own epoll fd, which is itself pollable —
+//! and then asks the original again with a zero timeout. So the answer (count, `revents`,
+//! `fd_set` bits, epoll events, errno) is always the C library's own. `select` updates
+//! its `timeval` to the time not slept, as Linux does; `ppoll` and `pselect` leave their
+//! `timespec` alone, as glibc does. `select`/`pselect` with `nfds` above `FD_SETSIZE`
+//! pass straight through. A zero timeout passes straight through.
+//!
+//! **Signal masks.** A signal mask belongs to the OS thread, shared by every green thread
+//! of its hub, so it cannot be swapped in for one green thread's wait: `ppoll`, `pselect`
+//! and `epoll_pwait` with a non-null `sigmask` pass straight through (the OS thread
+//! blocks, with the mask applied atomically as asked); with a null mask they wait on the
+//! hub like `poll`, `select` and `epoll_wait`.
+//!
+//! ```
+//! use std::os::fd::AsRawFd;
+//! use std::time::Duration;
+//!
+//! verdant::monkey::patch_sockets();
+//! let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let fd = reader.as_raw_fd();
+//! // A plain libc `select` with a 10 s timeout, as C code would call it ...
+//! let waiter = verdant::spawn(move || {
+//!     // SAFETY: an all-zero fd_set is the empty set.
+//!     let mut set: libc::fd_set = unsafe { std::mem::zeroed() };
+//!     let mut timeout = libc::timeval { tv_sec: 10, tv_usec: 0 };
+//!     // SAFETY: `fd < FD_SETSIZE`; the set and the timeout are live locals.
+//!     unsafe {
+//!         libc::FD_SET(fd, &mut set);
+//!         let null = std::ptr::null_mut();
+//!         (libc::select(fd + 1, &mut set, null, null, &mut timeout), libc::FD_ISSET(fd, &set))
+//!     }
+//! });
+//! // ... lets this green thread run meanwhile and wake it.
+//! verdant::sleep(Duration::from_millis(5)).unwrap();
+//! std::io::Write::write_all(&mut writer, b"x").unwrap();
+//! assert_eq!(waiter.join().unwrap(), (1, true));
+//! ```
+//!
+//! ## Closing a descriptor others wait on
+//! Once sockets are patched, `close(fd)` first deregisters `fd` from this OS thread's hub
+//! if a green thread waits on it, then closes it. Every such waiter wakes: a hooked libc
+//! call fails with `EBADF`, a `verdant::net` call or
+//! [`wait_readable`](crate::net::wait_readable) with `NotConnected`. A later descriptor
+//! that gets the same number starts with a fresh registration. `dup2`/`dup3` onto a
+//! descriptor green threads wait on behave like `close` of it first (unless the call
+//! would fail or do nothing); `dup` needs no hook. Green threads of *other* OS threads
+//! waiting on the descriptor are not woken (each hub knows only its own waits), and a
+//! `poll`/`select`/`epoll_wait` whose set contains the descriptor is not woken either —
+//! as with the real calls on Linux, it waits for the other descriptors or its timeout.
+//!
+//! ```
+//! use std::os::fd::IntoRawFd;
+//! use std::time::Duration;
+//!
+//! verdant::monkey::patch_sockets();
+//! let (reader, _writer) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let fd = reader.into_raw_fd();
+//! let blocked = verdant::spawn(move || {
+//!     let mut buf = [0u8; 16];
+//!     // SAFETY: a live buffer of the length passed.
+//!     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+//!     (n, std::io::Error::last_os_error().raw_os_error())
+//! });
+//! verdant::sleep(Duration::from_millis(5)).unwrap();
+//! // SAFETY: this code owns `fd` (taken from the UnixStream above).
+//! assert_eq!(unsafe { libc::close(fd) }, 0);
+//! assert_eq!(blocked.join().unwrap(), (-1, Some(libc::EBADF)));
+//! ```
+//!
+//! ## Name lookups
+//! After [`patch_dns`], `getaddrinfo` and `getnameinfo` in a green thread run on
+//! verdant's blocking thread pool ([`spawn_blocking`](crate::spawn_blocking)) while the
+//! hub keeps running: glibc's resolver does its I/O internally, past the other hooks. The
+//! arguments are copied, so the worker never touches the caller's memory; the return
+//! value, errno, the `addrinfo` list (freed with the ordinary `freeaddrinfo`) and the
+//! `host`/`serv` buffers are what the real call produced. An interrupted wait returns
+//! `EAI_SYSTEM` with errno `ETIMEDOUT` (a [`Timeout`](crate::Timeout)) or `ECANCELED`
+//! (a kill).
 //!
 //! ## Interruptions
 //! A hook cannot unwind into its C or Rust caller. A [`Timeout`](crate::Timeout) that fires
@@ -176,17 +286,26 @@
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
 //! `MSG_DONTWAIT`. One that waits adds `fcntl(F_GETFL)`, `getsockopt` (the socket's
-//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write` on
-//! a descriptor that is not a socket first learn so from `ENOTSOCK`, then `fstat`,
-//! `fcntl` and a zero-timeout `poll` before the real call: a regular-file `read` in a
-//! green thread costs three system calls more than unpatched.
+//! timeout) and a temporary registration with the hub (two `epoll_ctl`). `read`/`write`
+//! (and `readv`/`writev`) on a descriptor that is not a socket first learn so from
+//! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
+//! regular-file `read` in a green thread costs three system calls more than unpatched.
+//! A `poll`/`ppoll`/`select` that finds something ready at once costs one zero-timeout
+//! call of the original; one that waits adds an epoll set (`epoll_create1`, one
+//! `epoll_ctl` per descriptor, `close`) and its registration with the hub. `close`, `dup2`
+//! and `dup3` cost one thread-local map lookup when nobody waits on the descriptor
+//! (`dup2`/`dup3` add an `fcntl` when somebody does).
 //!
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
 //! then a call through a cached function pointer.
 
+mod dns;
+mod fds;
 mod hooks;
+mod io;
 pub mod original;
+mod poll;
 
 use crate::sys::{errno, set_errno};
 use std::cell::Cell;
@@ -196,13 +315,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
-    /// `accept4`, `poll`.
+    /// `accept4`, `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`,
+    /// `close`, `dup2`, `dup3`, `readv`, `writev`, `recvmsg`, `sendmsg`.
     Sockets,
     /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
     Time,
-    /// `getaddrinfo`/`getnameinfo`. Not hooked yet: [`patch_dns`] records the request and
-    /// name lookups still block the OS thread (use
-    /// [`threadpool::resolve`](crate::threadpool::resolve) meanwhile).
+    /// `getaddrinfo`/`getnameinfo`: run on the blocking thread pool while the green
+    /// thread waits on the hub.
     Dns,
 }
 
@@ -252,7 +371,8 @@ pub fn patch_time() {
     TIME.store(true, Ordering::Relaxed);
 }
 
-/// Records that name lookups should be patched (see [`Family::Dns`]: not hooked yet).
+/// Patches the name lookups (see [`Family::Dns`]): `getaddrinfo`/`getnameinfo` in a
+/// green thread run on the blocking thread pool.
 ///
 /// ```
 /// verdant::monkey::patch_dns();

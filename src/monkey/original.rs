@@ -23,8 +23,11 @@
 //! Each function has the C signature and the contract of the libc function of the same
 //! name (see its man page).
 
+#[cfg(target_os = "linux")]
+use libc::epoll_event;
+use libc::{addrinfo, c_char, fd_set, sigset_t, timeval};
 use libc::{c_int, c_uint, c_void, nfds_t, pollfd, size_t, sockaddr, socklen_t};
-use libc::{ssize_t, timespec, useconds_t};
+use libc::{iovec, msghdr, ssize_t, timespec, useconds_t};
 
 #[cfg(not(target_os = "macos"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,6 +103,59 @@ macro_rules! originals {
     )*};
 }
 
+// The waits on descriptor sets, descriptor lifetime and name lookups (`poll.rs`, `fds.rs`,
+// `dns.rs`).
+originals! {
+    fn ppoll(
+        fds: *mut pollfd,
+        nfds: nfds_t,
+        timeout: *const timespec,
+        sigmask: *const sigset_t,
+    ) -> c_int;
+    fn select(
+        nfds: c_int,
+        readfds: *mut fd_set,
+        writefds: *mut fd_set,
+        exceptfds: *mut fd_set,
+        timeout: *mut timeval,
+    ) -> c_int;
+    fn pselect(
+        nfds: c_int,
+        readfds: *mut fd_set,
+        writefds: *mut fd_set,
+        exceptfds: *mut fd_set,
+        timeout: *const timespec,
+        sigmask: *const sigset_t,
+    ) -> c_int;
+    fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int)
+        -> c_int;
+    fn epoll_pwait(
+        epfd: c_int,
+        events: *mut epoll_event,
+        maxevents: c_int,
+        timeout: c_int,
+        sigmask: *const sigset_t,
+    ) -> c_int;
+    fn close(fd: c_int) -> c_int;
+    fn dup2(oldfd: c_int, newfd: c_int) -> c_int;
+    fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int;
+    fn getaddrinfo(
+        node: *const c_char,
+        service: *const c_char,
+        hints: *const addrinfo,
+        res: *mut *mut addrinfo,
+    ) -> c_int;
+    fn getnameinfo(
+        sa: *const sockaddr,
+        salen: socklen_t,
+        host: *mut c_char,
+        hostlen: socklen_t,
+        serv: *mut c_char,
+        servlen: socklen_t,
+        flags: c_int,
+    ) -> c_int;
+}
+
 originals! {
     fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t;
     fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t;
@@ -138,4 +194,8 @@ originals! {
     ) -> c_int;
     fn usleep(usec: useconds_t) -> c_int;
     fn sleep(secs: c_uint) -> c_uint;
+    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t;
+    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t;
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t;
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
 }

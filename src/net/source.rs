@@ -77,6 +77,32 @@ pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Reg
     Ok((reg.id, Some(reg)))
 }
 
+/// Whether a green thread of this thread may be waiting on `fd` through the hub (it is in
+/// [`REGISTERED`]). Never allocates or creates a hub; `false` during thread teardown.
+#[cfg(feature = "monkey")]
+pub(crate) fn is_registered(fd: RawFd) -> bool {
+    REGISTERED
+        .try_with(|m| m.try_borrow().is_ok_and(|m| m.contains_key(&fd)))
+        .unwrap_or(false)
+}
+
+/// `fd` is about to be closed (or replaced by `dup2`) behind verdant's back: forgets its
+/// registration and deregisters it from the reactor, so that every green thread waiting on
+/// it wakes with [`FdWait::Closed`] and a later descriptor with the same number starts
+/// afresh, with no stale events. The owner of the registration (a socket, or the waiters of
+/// a temporary one) deregisters nothing more when it drops it: the reactor's ids are
+/// generation-checked.
+#[cfg(feature = "monkey")]
+pub(crate) fn forget(fd: RawFd) {
+    let shared = REGISTERED
+        .try_with(|m| m.try_borrow_mut().ok().and_then(|mut m| m.remove(&fd)))
+        .ok()
+        .flatten();
+    if let Some(shared) = shared {
+        hub::deregister_fd(shared.id);
+    }
+}
+
 /// A std socket type verdant wraps: built from an `OwnedFd`, and duplicable.
 pub(crate) trait StdSocket: AsRawFd + From<OwnedFd> + Sized {
     /// `dup` the descriptor (std's `try_clone`).

@@ -66,6 +66,8 @@ pub(crate) mod memory;
 pub(crate) mod signal;
 /// Non-blocking socket creation, connect and listen backlog for `net`.
 pub(crate) mod socket;
+/// OS thread ids and the system call a thread is blocked in, for the stall monitor.
+pub(crate) mod thread;
 
 use std::io;
 use std::ops::BitOr;
