@@ -617,58 +617,6 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
 }
 crate::sys::interpose!(poll);
 
-/// A temporary epoll set over a `poll` array, closed on drop.
-pub(super) struct EpollSet(pub(super) c_int);
-
-impl EpollSet {
-    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
-        // SAFETY: epoll_create1 takes no pointers.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep == -1 {
-            return None;
-        }
-        let epoll = EpollSet(ep);
-        let mut merged: Vec<(c_int, u32)> = Vec::with_capacity(set.len());
-        for p in set.iter().filter(|p| p.fd >= 0) {
-            let mut events = 0u32;
-            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
-                events |= libc::EPOLLIN as u32;
-            }
-            if p.events & libc::POLLPRI != 0 {
-                events |= libc::EPOLLPRI as u32;
-            }
-            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
-                events |= libc::EPOLLOUT as u32;
-            }
-            if p.events & libc::POLLRDHUP != 0 {
-                events |= libc::EPOLLRDHUP as u32;
-            }
-            match merged.iter_mut().find(|m| m.0 == p.fd) {
-                Some(m) => m.1 |= events,
-                None => merged.push((p.fd, events)),
-            }
-        }
-        for (fd, events) in merged {
-            let mut ev = libc::epoll_event {
-                events,
-                u64: fd as u64,
-            };
-            // SAFETY: `ev` is a live epoll_event; errors are reported, not UB.
-            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
-                return None;
-            }
-        }
-        Some(epoll)
-    }
-}
-
-impl Drop for EpollSet {
-    fn drop(&mut self) {
-        // SAFETY: the epoll fd is owned by this value and closed once.
-        unsafe { libc::close(self.0) };
-    }
-}
-
 /// Sleeps the green thread for `d` on the hub. A fired `Timeout` or a kill ends the sleep
 /// early (it cannot be reported through a sleep's C interface).
 fn green_sleep(d: Duration) {

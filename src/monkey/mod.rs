@@ -22,12 +22,13 @@
 //! ```
 //!
 //! ## How it works
-//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
-//! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
-//! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`, `close`, `dup2`,
-//! `dup3`, `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep`, `usleep` and
-//! `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`). Every call to them in
-//! the process lands in a hook, which decides in a few loads:
+//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"` on Linux and
+//! FreeBSD; on macOS see [below](#macos)) its own `read`, `write`, `recv`, `send`,
+//! `recvfrom`, `sendto`, `connect`, `accept`, `accept4` (not macOS), `poll`, `ppoll` (not
+//! macOS), `select`, `pselect`, `epoll_wait` and `epoll_pwait` (Linux), `close`, `dup2`,
+//! `dup3` (not macOS), `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep` (not
+//! macOS), `usleep` and `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`).
+//! Every call to them in the process lands in a hook, which decides in a few loads:
 //!
 //! ```text
 //!   hook(args)
@@ -89,10 +90,12 @@
 //! (mangled) names and each is registered with dyld's interposing: a `#[repr(C)]` pair
 //! `{ hook, libc::read }` in the `__DATA,__interpose` section (what `DYLD_INTERPOSE` in
 //! `<mach-o/dyld-interposing.h>` emits). dyld redirects the binds of `read` in *other*
-//! images to the hook. The 12 hooks other than `accept4` and `clock_nanosleep` (which macOS
-//! does not have) are in the table; `poll` waits on a temporary kqueue set instead of an
-//! epoll set (`crate::sys::PollSet`, which cannot mirror `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`:
-//! such a `poll` blocks as unpatched). std sleeps with `nanosleep` on macOS.
+//! images to the hook. The 22 hooks macOS has are in the table (not `accept4`,
+//! `clock_nanosleep`, `ppoll`, `dup3`, `epoll_wait`, `epoll_pwait`, which it does not have;
+//! on x86_64 `close` twice, see below); `poll`, `select` and `pselect` wait on a temporary
+//! kqueue set instead of an epoll set (`crate::sys::PollSet`, which cannot mirror
+//! `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`: such a `poll`, or a `select` with an except set,
+//! blocks as unpatched). std sleeps with `nanosleep` on macOS.
 //!
 //! **Originals.** dyld does not apply an image's interposing to the calls that image makes
 //! itself (it records a per-image exception so that the interposer "can call through to
@@ -122,9 +125,14 @@
 //! * AMFI can forbid interposing for the process (dyld's `allowInterposing`; e.g. restricted
 //!   or platform binaries): then nothing is patched.
 //! * Several libSystem functions have more than one exported name (`select$DARWIN_EXTSN`,
-//!   `*$NOCANCEL`); a pair interposes exactly one name, and which name C code compiled
-//!   against the SDK binds to has not been checked here. `interpose!(hook => path)` adds a
-//!   pair for another name.
+//!   `*$NOCANCEL`, on x86_64 `select$1050`); a pair interposes exactly one name, the one
+//!   the libc crate binds (`scripts/check-interpose` lists them). On x86_64 that is
+//!   `close$NOCANCEL` for `close`, so a second pair interposes plain `close`, which is what
+//!   the SDK headers bind C code to; `select$1050`/`pselect$1050` are what the headers bind
+//!   by default on x86_64 (plain names on arm64). `select$DARWIN_EXTSN` (C code built with
+//!   `_DARWIN_C_SOURCE` or `_DARWIN_UNLIMITED_SELECT`) is not interposed; the headers'
+//!   names are read from memory of the SDK, not checked here. `interpose!(hook => path)`
+//!   adds a pair for another name (`sys::interpose::plain` declares such names).
 //!
 //! **Adding a hook** (the same two lines on every OS; the macro is `crate::sys::interpose!`):
 //!
@@ -138,11 +146,14 @@
 //! becomes a direct call). A function some system lacks gets a `cfg` naming where it
 //! exists, on the hook, on its `originals!` entry and on its `address_of` arm, and its
 //! `interpose!` line only if macOS has it: `#[cfg(not(target_os = "macos"))]` for
-//! `accept4` and `clock_nanosleep` (Linux and FreeBSD), `#[cfg(target_os = "linux")]` for
-//! `epoll_wait`; for others (`ppoll`, `dup3`, ...) the libc crate's declarations decide, and
-//! `scripts/xbuild -- --features monkey` checks all three targets. A Linux-only constant in
-//! a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`, `SOCK_CLOEXEC`, ...) belongs in `sys`, or
-//! behind the same kind of `cfg`. errno is `crate::sys::errno`/`set_errno`.
+//! `accept4`, `clock_nanosleep`, `ppoll` and `dup3` (Linux and FreeBSD),
+//! `#[cfg(target_os = "linux")]` for `epoll_wait`/`epoll_pwait`; for others the libc
+//! crate's declarations decide, and `scripts/xbuild -- --features monkey` checks all three
+//! targets. A Linux-only constant in a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`,
+//! `MSG_ERRQUEUE`, ...) belongs in `sys` (`sys::MSG_ERRQUEUE` is 0 elsewhere), or behind
+//! the same kind of `cfg`; so does a signature that differs (`sys::NameInfoLen`, the
+//! `size_t` lengths of FreeBSD's `getnameinfo`). Add the hook's name to `expected=` in
+//! `scripts/check-interpose`. errno is `crate::sys::errno`/`set_errno`.
 //!
 //! ## Descriptors the caller believes blocking
 //! The descriptor is left blocking. The choices and their races:
@@ -196,7 +207,8 @@
 //! ## Waits on several descriptors
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the
 //! original with a zero timeout; if nothing is ready, the green thread waits on the hub
-//! for an epoll set to become readable — a temporary one over the `pollfd` array or the
+//! for a kernel set to become readable (epoll; kqueue on macOS and FreeBSD) — a temporary
+//! one over the `pollfd` array or the
 //! `fd_set`s, or for `epoll_wait` the caller's own epoll fd, which is itself pollable —
 //! and then asks the original again with a zero timeout. So the answer (count, `revents`,
 //! `fd_set` bits, epoll events, errno) is always the C library's own. `select` updates
@@ -291,7 +303,7 @@
 //! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
 //! regular-file `read` in a green thread costs three system calls more than unpatched.
 //! A `poll`/`ppoll`/`select` that finds something ready at once costs one zero-timeout
-//! call of the original; one that waits adds an epoll set (`epoll_create1`, one
+//! call of the original; one that waits adds a poll set (on Linux `epoll_create1`, one
 //! `epoll_ctl` per descriptor, `close`) and its registration with the hub. `close`, `dup2`
 //! and `dup3` cost one thread-local map lookup when nobody waits on the descriptor
 //! (`dup2`/`dup3` add an `fcntl` when somebody does).

@@ -106,6 +106,8 @@ macro_rules! originals {
 // The waits on descriptor sets, descriptor lifetime and name lookups (`poll.rs`, `fds.rs`,
 // `dns.rs`).
 originals! {
+    /// Not on macOS (no `ppoll` there).
+    #[cfg(not(target_os = "macos"))]
     fn ppoll(
         fds: *mut pollfd,
         nfds: nfds_t,
@@ -127,8 +129,12 @@ originals! {
         timeout: *const timespec,
         sigmask: *const sigset_t,
     ) -> c_int;
+    /// Linux only.
+    #[cfg(target_os = "linux")]
     fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int)
         -> c_int;
+    /// Linux only.
+    #[cfg(target_os = "linux")]
     fn epoll_pwait(
         epfd: c_int,
         events: *mut epoll_event,
@@ -138,6 +144,8 @@ originals! {
     ) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn dup2(oldfd: c_int, newfd: c_int) -> c_int;
+    /// Not on macOS (no `dup3` there).
+    #[cfg(not(target_os = "macos"))]
     fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int;
     fn getaddrinfo(
         node: *const c_char,
@@ -149,9 +157,9 @@ originals! {
         sa: *const sockaddr,
         salen: socklen_t,
         host: *mut c_char,
-        hostlen: socklen_t,
+        hostlen: crate::sys::NameInfoLen,
         serv: *mut c_char,
-        servlen: socklen_t,
+        servlen: crate::sys::NameInfoLen,
         flags: c_int,
     ) -> c_int;
 }

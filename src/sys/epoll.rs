@@ -332,6 +332,35 @@ impl PollSet {
         }
         Some(PollSet { ep })
     }
+
+    /// Removes the descriptors the set reports hung up (`EPOLLHUP`) or in error
+    /// (`EPOLLERR`) right now. For a caller whose own zero-timeout check just found nothing
+    /// ready (the `select` hook with a descriptor only in its except set, or in its write
+    /// set with a hang-up but no room): such a condition persists, so the level-triggered
+    /// set would otherwise stay readable and wake the waiter at once, forever. Errors are
+    /// ignored: at worst the waiter looks again.
+    pub(crate) fn drop_hung_up(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: `events` is a live array of the length passed; a zero timeout never
+        // blocks (and passes straight through the monkey shim's `epoll_wait` hook).
+        let n = unsafe { syscall!(epoll_wait(self.ep.as_raw_fd(), events.as_mut_ptr(), 64, 0)) };
+        for ev in events.iter().take(n.unwrap_or(0) as usize) {
+            if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                let mut none = libc::epoll_event { events: 0, u64: 0 };
+                let fd = ev.u64 as RawFd;
+                // SAFETY: `none` is a live epoll_event (ignored by EPOLL_CTL_DEL); a failure
+                // is ignored as documented.
+                let _ = unsafe {
+                    syscall!(epoll_ctl(
+                        self.ep.as_raw_fd(),
+                        libc::EPOLL_CTL_DEL,
+                        fd,
+                        &mut none
+                    ))
+                };
+            }
+        }
+    }
 }
 
 impl AsRawFd for PollSet {

@@ -58,3 +58,15 @@ macro_rules! interpose {
 }
 #[allow(unused_imports)] // re-exported as `crate::sys::interpose!`
 pub(crate) use interpose;
+
+/// libSystem functions under the plain name where the libc crate binds a variant (on
+/// x86_64 macOS its `close` is `close$NOCANCEL`), for a second `interpose!` pair: C code
+/// compiled against the SDK binds the plain name.
+#[cfg(all(target_os = "macos", target_arch = "x86_64"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) mod plain {
+    extern "C" {
+        /// libSystem's `_close`.
+        pub(crate) fn close(fd: libc::c_int) -> libc::c_int;
+    }
+}

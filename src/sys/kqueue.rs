@@ -397,6 +397,35 @@ impl PollSet {
         }
         Some(PollSet { kq })
     }
+
+    /// Removes the filters that report their descriptor hung up (`EV_EOF`) or in error
+    /// (`EV_ERROR`) right now. For a caller whose own zero-timeout check just found nothing
+    /// ready (the `select` hook with a write set whose peer hung up): such a condition
+    /// persists, so the level-triggered set would otherwise stay readable and wake the
+    /// waiter at once, forever. Errors are ignored: at worst the waiter looks again.
+    pub(crate) fn drop_hung_up(&self) {
+        let mut events = Events::with_capacity(64);
+        if self.kq.select(&mut events, Some(Duration::ZERO)).is_err() {
+            return;
+        }
+        let flags = (libc::EV_DELETE | libc::EV_RECEIPT) as u32;
+        let mut changes: Vec<libc::kevent> = events
+            .buf
+            .iter()
+            .filter(|ev| (ev.flags as u32) & ((libc::EV_EOF | libc::EV_ERROR) as u32) != 0)
+            .map(|ev| {
+                kevent(
+                    ev.ident as usize,
+                    ev.filter as i64,
+                    flags,
+                    ev.ident as usize,
+                )
+            })
+            .collect();
+        if !changes.is_empty() {
+            let _ = self.kq.apply(&mut changes, &[libc::ENOENT as i64]);
+        }
+    }
 }
 
 impl AsRawFd for PollSet {

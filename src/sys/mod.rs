@@ -38,6 +38,7 @@
 //! | --- | --- |
 //! | `PollSet::new(&[libc::pollfd])` | the set, close-on-exec, closed on drop; entries with a negative fd are skipped. `None` when it cannot mirror the array exactly (the kernel refuses a descriptor, or an event the backend cannot express): the caller then makes the blocking call instead |
 //! | `PollSet::as_raw_fd()` | the set's fd, to register with the reactor like any other |
+//! | `PollSet::drop_hung_up()` | removes the descriptors reported hung up or in error right now (epoll `EPOLLHUP`/`EPOLLERR`, kqueue `EV_EOF`/`EV_ERROR`), for a caller that just found nothing ready for what it asks: such a persistent condition would keep the level-triggered set readable |
 //!
 //! epoll mirrors `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLRDHUP` (and always errors and
 //! hang-ups); kqueue mirrors `POLLIN`/`POLLRDNORM` (`EVFILT_READ`) and `POLLOUT`/`POLLWRNORM`
@@ -138,6 +139,28 @@ compile_error!("verdant: unsupported target OS (needs epoll or kqueue)");
 /// sys::set_errno(libc::EINTR);
 /// assert_eq!(sys::errno(), libc::EINTR);
 /// ```
+/// Linux's `MSG_ERRQUEUE` (a receive of queued socket errors, which never waits); 0 where
+/// the flag does not exist, so `flags & MSG_ERRQUEUE` is never set there.
+#[cfg(target_os = "linux")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) const MSG_ERRQUEUE: libc::c_int = libc::MSG_ERRQUEUE;
+/// Linux's `MSG_ERRQUEUE` (a receive of queued socket errors, which never waits); 0 where
+/// the flag does not exist, so `flags & MSG_ERRQUEUE` is never set there.
+#[cfg(not(target_os = "linux"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) const MSG_ERRQUEUE: libc::c_int = 0;
+
+/// The type of `getnameinfo`'s `hostlen` and `servlen`: `socklen_t` on Linux and macOS,
+/// `size_t` on FreeBSD (the libc shim's hook must have the C library's exact signature).
+#[cfg(not(target_os = "freebsd"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type NameInfoLen = libc::socklen_t;
+/// The type of `getnameinfo`'s `hostlen` and `servlen`: `socklen_t` on Linux and macOS,
+/// `size_t` on FreeBSD (the libc shim's hook must have the C library's exact signature).
+#[cfg(target_os = "freebsd")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type NameInfoLen = libc::size_t;
+
 // The libc shim (`monkey`) is the only user: it must hand errno back to C callers unchanged.
 #[cfg_attr(not(feature = "monkey"), allow(dead_code))]
 pub(crate) fn errno() -> i32 {
