@@ -332,6 +332,33 @@ fn poll_set_skips_negative_fds_and_merges_duplicates() {
 }
 
 #[test]
+fn poll_set_drop_hung_up_removes_only_hung_up_members() {
+    let (a, b) = pair();
+    let (c, mut d) = pair();
+    let entries = [
+        pollfd(a.as_raw_fd(), libc::POLLOUT),
+        pollfd(c.as_raw_fd(), libc::POLLIN),
+    ];
+    let set = PollSet::new(&entries).expect("poll set");
+    drop(b);
+    // a's peer is gone: its hang-up (or write-side end of file) keeps the set ready.
+    assert!(readable_now(set.as_raw_fd()), "a is hung up");
+    set.drop_hung_up();
+    assert!(
+        !readable_now(set.as_raw_fd()),
+        "a was removed, c has nothing to read"
+    );
+    // c, healthy, is still watched.
+    d.write_all(b"x").unwrap();
+    assert!(
+        readable_now(set.as_raw_fd()),
+        "c's data makes the set ready"
+    );
+    set.drop_hung_up();
+    assert!(readable_now(set.as_raw_fd()), "c is not hung up: kept");
+}
+
+#[test]
 fn poll_set_fd_is_cloexec() {
     let (a, _b) = pair();
     let set = PollSet::new(&[pollfd(a.as_raw_fd(), libc::POLLIN)]).expect("poll set");
