@@ -32,12 +32,13 @@ use super::hooks::Errno;
 use super::hooks::{run, wait, Interrupted};
 use super::{cooperative, errno, original, set_errno, SOCKETS};
 use crate::reactor::Direction;
+use crate::sys::FdSetWord;
 use crate::sys::PollSet;
 #[cfg(target_os = "linux")]
 use libc::epoll_event;
 #[cfg(not(target_os = "macos"))]
 use libc::nfds_t;
-use libc::{c_int, c_ulong, fd_set, pollfd, sigset_t, timespec, timeval};
+use libc::{c_int, fd_set, pollfd, sigset_t, timespec, timeval};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -137,16 +138,17 @@ pub unsafe extern "C" fn ppoll(
 struct FdSets {
     nfds: usize,
     ptrs: [*mut fd_set; 3],
-    saved: [Vec<c_ulong>; 3],
+    saved: [Vec<FdSetWord>; 3],
 }
 
-/// Bits per word of an `fd_set` (the kernel reads and writes whole `unsigned long`s).
-const WORD_BITS: usize = c_ulong::BITS as usize;
+/// Bits per word of an `fd_set` (the kernel reads and writes whole words:
+/// [`FdSetWord`], `unsigned long` on Linux and FreeBSD, `int` on macOS).
+const WORD_BITS: usize = FdSetWord::BITS as usize;
 
 impl FdSets {
     /// # Safety
     /// Each non-null pointer is valid for reads and writes of `nfds` bits, rounded up to
-    /// whole `unsigned long`s (true of any `fd_set` when `nfds <= FD_SETSIZE`).
+    /// whole [`FdSetWord`]s (true of any `fd_set` when `nfds <= FD_SETSIZE`).
     unsafe fn save(nfds: usize, ptrs: [*mut fd_set; 3]) -> FdSets {
         let words = nfds.div_ceil(WORD_BITS);
         let saved = ptrs.map(|p| {
@@ -154,7 +156,7 @@ impl FdSets {
                 Vec::new()
             } else {
                 // SAFETY: the function's contract: `words` words are readable at `p`.
-                unsafe { std::slice::from_raw_parts(p.cast::<c_ulong>(), words) }.to_vec()
+                unsafe { std::slice::from_raw_parts(p.cast::<FdSetWord>(), words) }.to_vec()
             }
         });
         FdSets { nfds, ptrs, saved }

@@ -139,6 +139,23 @@ compile_error!("verdant: unsupported target OS (needs epoll or kqueue)");
 /// sys::set_errno(libc::EINTR);
 /// assert_eq!(sys::errno(), libc::EINTR);
 /// ```
+/// A word of an `fd_set`'s bit array, as the C library lays it out (bit `fd % BITS` of
+/// word `fd / BITS`): `unsigned long` on Linux and FreeBSD, a 32-bit `int` on macOS. The
+/// `select` hook reads and restores the caller's sets in these words, so their size and
+/// alignment must be the C type's (a 4-byte-aligned macOS `fd_set` read as `u64`s would be
+/// misaligned).
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type FdSetWord = libc::c_ulong;
+/// A word of an `fd_set`'s bit array, as the C library lays it out (bit `fd % BITS` of
+/// word `fd / BITS`): `unsigned long` on Linux and FreeBSD, a 32-bit `int` on macOS. The
+/// `select` hook reads and restores the caller's sets in these words, so their size and
+/// alignment must be the C type's (a 4-byte-aligned macOS `fd_set` read as `u64`s would be
+/// misaligned).
+#[cfg(target_os = "macos")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type FdSetWord = u32;
+
 /// Linux's `MSG_ERRQUEUE` (a receive of queued socket errors, which never waits); 0 where
 /// the flag does not exist, so `flags & MSG_ERRQUEUE` is never set there.
 #[cfg(target_os = "linux")]
