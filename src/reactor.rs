@@ -31,6 +31,16 @@
 //! Readiness can be spurious (an edge that was consumed by an earlier read, a stale event
 //! of a deregistered fd whose slot was reused): the loop above simply tries again.
 //!
+//! # The drained shortcut
+//!
+//! One case proves "not ready" without a `WouldBlock`: a stream read that returns fewer
+//! bytes than asked for (but some) has emptied the socket's receive buffer at that moment,
+//! so data that arrives later is a new edge. [`Reactor::clear_ready_drained`] then clears
+//! the cached bit and the next read can wait at once instead of first failing with
+//! `EAGAIN` (what mio/tokio do too). The shortcut is refused while the direction is closed
+//! or errored (their sticky bits stand for an edge already consumed) or while the last event
+//! reported urgent data (TCP stops a read at the urgent mark, short of the buffered rest).
+//!
 //! # Closing and errors
 //!
 //! An event with an error wakes both directions; a closed read side wakes readers and a
@@ -128,6 +138,9 @@ impl Readiness {
     const READ_CLOSED: u8 = 1 << 2;
     const WRITE_CLOSED: u8 = 1 << 3;
     const ERROR: u8 = 1 << 4;
+    /// The last event reported priority (TCP urgent) data; not sticky: each event sets or
+    /// clears it. Disables [`Reactor::clear_ready_drained`] for reads.
+    const PRIORITY: u8 = 1 << 5;
 
     /// A read may succeed (cleared after `WouldBlock`).
     pub(crate) fn is_readable(self) -> bool {
@@ -424,6 +437,23 @@ impl<W> Reactor<W> {
         }
     }
 
+    /// Forgets that `dir` is ready after an operation that proves the kernel buffer drained
+    /// without a `WouldBlock`: a stream read that returned fewer bytes than asked for, but
+    /// some (see "The drained shortcut" in the module docs). Does nothing while `dir` is
+    /// closed or errored, or, for reads, while the last event reported urgent data; a stale
+    /// id is ignored.
+    pub(crate) fn clear_ready_drained(&mut self, id: SourceId, dir: Direction) {
+        if let Some(s) = self.source_mut(id) {
+            let keep = match dir {
+                Direction::Read => Readiness::READ_CLOSED | Readiness::ERROR | Readiness::PRIORITY,
+                Direction::Write => Readiness::WRITE_CLOSED | Readiness::ERROR,
+            };
+            if s.ready & keep == 0 {
+                s.ready &= !dir.ready_bit();
+            }
+        }
+    }
+
     /// Parks `waiter` until `dir` becomes ready, errors or closes, or the source is
     /// deregistered. Refused, with the waiter handed back, for a stale id, a second waiter
     /// in the same direction, or a direction currently marked ready.
@@ -507,6 +537,14 @@ impl<W> Reactor<W> {
             }
             if event.is_error() {
                 bits |= Readiness::ERROR | Readiness::READABLE | Readiness::WRITABLE;
+            }
+            // Priority data is reported with each read-side event, so every such event
+            // sets or clears it (a write event of kqueue says nothing about it).
+            if event.is_readable() {
+                source.ready &= !Readiness::PRIORITY;
+            }
+            if event.is_priority() {
+                bits |= Readiness::PRIORITY;
             }
             source.ready |= bits;
             for dir in [Direction::Read, Direction::Write] {

@@ -715,6 +715,37 @@ pub(crate) fn deregister_fd(id: SourceId) {
     }
 }
 
+/// Whether an operation on the registered source `id` in `dir` may succeed, per the
+/// reactor's cached readiness: `false` only when it is known to fail with `WouldBlock`.
+/// `true` when unknown: a stale id, no hub (thread teardown), the reactor busy.
+#[cfg(test)]
+pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
+    let Some(hub) = existing_hub() else {
+        return true;
+    };
+    let Ok(reactor) = hub.reactor.try_borrow() else {
+        return true;
+    };
+    reactor.readiness(id).is_none_or(|r| match dir {
+        Direction::Read => r.is_readable(),
+        Direction::Write => r.is_writable(),
+    })
+}
+
+/// After a stream read returned fewer bytes than asked for (but some): the receive buffer
+/// is drained, so the next read may go straight to [`wait_fd_drained`] (the reactor's
+/// "drained shortcut").
+pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
+    // Once per request of a server: no reference count traffic (`existing_hub`).
+    let _ = HUB.try_with(|slot| {
+        if let Ok(hub) = slot.0.try_borrow() {
+            if let Some(Ok(mut reactor)) = hub.as_ref().map(|h| h.reactor.try_borrow_mut()) {
+                reactor.clear_ready_drained(id, dir);
+            }
+        }
+    });
+}
+
 /// Whether the code running now is a green thread (including the thread's main greenlet)
 /// of this thread's hub: the hub exists, is not being created or torn down, and the hub
 /// greenlet itself is not the one running. Never creates a hub. Used by the monkey shim
@@ -767,8 +798,30 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
+    wait_fd_with(id, dir, deadline, true)
+}
+
+/// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
+/// cached readiness is not cleared (it was, by `fd_drained`), so an edge that came since
+/// returns `Ready` at once instead of being lost.
+pub(crate) fn wait_fd_drained(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<FdWait, WaitError> {
+    wait_fd_with(id, dir, deadline, false)
+}
+
+fn wait_fd_with(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+    after_would_block: bool,
+) -> Result<FdWait, WaitError> {
     let (task, hub) = current_and_hub();
-    hub.reactor.borrow_mut().clear_ready(id, dir);
+    if after_would_block {
+        hub.reactor.borrow_mut().clear_ready(id, dir);
+    }
     let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
     match set {
         Ok(()) => {}

@@ -16,7 +16,9 @@
 //! when the last clone is dropped.
 //!
 //! Every operation follows the reactor's protocol: try it first; on `WouldBlock` wait in
-//! the hub (which clears the cached readiness) and retry.
+//! the hub (which clears the cached readiness) and retry. When the cached readiness already
+//! says "not ready" (after a `WouldBlock`, or a TCP read that drained the receive buffer,
+//! see [`Source::read_stream`]), the attempt is skipped: it could only fail.
 
 use crate::hub::{self, FdWait};
 use crate::reactor::{Direction, SourceId};
@@ -165,6 +167,9 @@ struct Inner<T> {
     io: T,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
+    /// The last read drained the socket (see [`Source::read_stream`]): the next read waits
+    /// before trying. Shared by the clones, like the reactor's readiness it mirrors.
+    drained: Cell<bool>,
 }
 
 /// A std socket registered with this thread's hub; clones share it (see the module docs).
@@ -186,6 +191,7 @@ impl<T: StdSocket> Source<T> {
                 io,
                 read_timeout: Cell::new(None),
                 write_timeout: Cell::new(None),
+                drained: Cell::new(false),
             }),
         })
     }
@@ -258,17 +264,43 @@ impl<T: StdSocket> Source<T> {
         timeout: Option<Duration>,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        // The deadline starts at the first WouldBlock: a call that never waits costs no clock.
+        // The deadline starts at the first wait: a call that never waits costs no clock.
         let mut deadline: Option<Option<Instant>> = None;
+        // After a drained read (see `read_stream`) a read could only fail: wait first.
+        let mut drained = dir == Direction::Read && self.inner.drained.replace(false);
         loop {
-            match op(&self.inner.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+            if !drained {
+                match op(&self.inner.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other,
+                }
             }
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-            self.wait(dir, deadline)?;
+            wait_with(self.inner.reg.id, dir, deadline, drained)?;
+            drained = false;
         }
+    }
+
+    /// A stream read of `len` bytes (`read`, `read_vectored`; not `peek`) through
+    /// [`read_with`](Self::read_with). A read that returns fewer bytes than asked for, but
+    /// some, drained the receive buffer: the cached readiness is cleared and the next read
+    /// waits for the kernel's next edge instead of first failing with `EAGAIN` (the
+    /// reactor's "drained shortcut"). Only for byte streams whose reads return everything
+    /// buffered (TCP), not for datagrams.
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let read = self.read_with(op);
+        if let Ok(n) = read {
+            if n > 0 && n < len {
+                hub::fd_drained(self.inner.reg.id, Direction::Read);
+                self.inner.drained.set(true);
+            }
+        }
+        read
     }
 }
 
@@ -294,9 +326,25 @@ fn check_timeout(t: Option<Duration>) -> io::Result<Option<Duration>> {
 /// waiting in the same direction is `ResourceBusy`. A kill unwinds. Nothing stays
 /// registered for the waiter afterwards.
 pub(crate) fn wait(id: SourceId, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
+    wait_with(id, dir, deadline, false)
+}
+
+/// [`wait`], or with `drained` [`hub::wait_fd_drained`]: after a drained read rather than
+/// an operation's `WouldBlock`.
+fn wait_with(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+    drained: bool,
+) -> io::Result<()> {
     #[cfg(test)]
     FD_WAITS.with(|n| n.set(n.get() + 1));
-    match hub::wait_fd(id, dir, deadline) {
+    let waited = if drained {
+        hub::wait_fd_drained(id, dir, deadline)
+    } else {
+        hub::wait_fd(id, dir, deadline)
+    };
+    match waited {
         Ok(FdWait::Ready) => Ok(()),
         Ok(FdWait::Deadline) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

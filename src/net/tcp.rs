@@ -339,11 +339,17 @@ impl Read for TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.read_with(|mut s| s.read(buf))
+        self.source.read_stream(buf.len(), |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.source.read_with(|mut s| s.read_vectored(bufs))
+        // std passes at most IOV_MAX (1024 on Linux, macOS and FreeBSD) buffers to readv;
+        // beyond that a short read proves nothing, so no drained shortcut then.
+        if bufs.len() > 1024 {
+            return self.source.read_with(|mut s| s.read_vectored(bufs));
+        }
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.source.read_stream(len, |mut s| s.read_vectored(bufs))
     }
 }
 

@@ -49,3 +49,41 @@ fn a_writer_blocked_on_a_slow_reader_waits_instead_of_spinning() {
         "{waits} fd waits for {reads} reads: the writer is spinning"
     );
 }
+
+/// A TCP read that returns fewer bytes than asked for drained the socket: the hub's cached
+/// readiness says so, so the next read waits at once instead of first failing with
+/// `EAGAIN`, and data sent later still wakes it.
+#[test]
+fn a_short_tcp_read_marks_the_socket_drained_and_the_next_read_still_gets_new_data() {
+    use crate::reactor::Direction;
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = crate::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"ping").unwrap();
+        crate::sleep(Duration::from_millis(20)).unwrap();
+        s.write_all(b"pong").unwrap();
+    });
+    let (mut conn, _) = listener.accept().unwrap();
+    let (id, temp) = super::source::registration_for(conn.as_raw_fd()).unwrap();
+    assert!(temp.is_none(), "the socket owns its registration");
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let n = conn.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"ping");
+    assert!(
+        !crate::hub::fd_may_be_ready(id, Direction::Read),
+        "a short read leaves the socket marked not readable"
+    );
+    assert!(crate::hub::fd_may_be_ready(id, Direction::Write));
+    let waits = FD_WAITS.with(|n| n.get());
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pong");
+    assert!(FD_WAITS.with(|n| n.get()) > waits, "the second read waited");
+    client.join().unwrap();
+    assert_eq!(conn.read(&mut buf).unwrap(), 0);
+}

@@ -285,3 +285,101 @@ fn many_sources_each_woken_once() {
     }
     assert!(r.is_empty());
 }
+
+/// A TCP pair on loopback, both non-blocking: (client, server side).
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    server.set_nonblocking(true).unwrap();
+    (client, server)
+}
+
+#[test]
+fn drained_read_clears_readiness_and_new_data_wakes_the_reader() {
+    let mut r = Reactor::new().unwrap();
+    let (mut client, mut server) = tcp_pair();
+    let id = r.register(server.as_raw_fd()).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(server.read(&mut buf).unwrap(), 5);
+    r.clear_ready_drained(id, Direction::Read);
+    assert!(!r.is_ready(id, Direction::Read), "a short read drained it");
+    assert!(
+        r.is_ready(id, Direction::Write),
+        "the other direction is untouched"
+    );
+    r.set_waiter(id, Direction::Read, "reader").unwrap();
+    // The edge of the data already read may still be queued: that wake is spurious
+    // (readiness is set again), and the reader retries, drains and waits again.
+    let (woken, _) = poll_now(&mut r);
+    if !woken.is_empty() {
+        assert!(matches!(server.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock));
+        r.clear_ready(id, Direction::Read);
+        r.set_waiter(id, Direction::Read, "reader").unwrap();
+    }
+    client.write_all(b"more").unwrap();
+    let mut woken = Vec::new();
+    r.poll(Some(Duration::from_secs(5)), &mut woken).unwrap();
+    assert_eq!(woken, ["reader"], "data after a drained read is a new edge");
+    assert_eq!(server.read(&mut buf).unwrap(), 4);
+}
+
+#[test]
+fn drained_shortcut_is_refused_once_the_read_side_closed() {
+    let mut r: Reactor<&'static str> = Reactor::new().unwrap();
+    let (mut client, mut server) = tcp_pair();
+    let id = r.register(server.as_raw_fd()).unwrap();
+    client.write_all(b"bye").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    // Wait until the FIN's event has been seen (it is then consumed: no new edge comes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !r.readiness(id).unwrap().is_read_closed() {
+        assert!(std::time::Instant::now() < deadline, "no EOF event");
+        r.poll(Some(Duration::from_millis(10)), &mut Vec::new())
+            .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(server.read(&mut buf).unwrap(), 3);
+    r.clear_ready_drained(id, Direction::Read);
+    assert!(
+        r.is_ready(id, Direction::Read),
+        "the EOF is still to be read: the reader must not wait for an edge already consumed"
+    );
+    assert_eq!(server.read(&mut buf).unwrap(), 0);
+}
+
+// kqueue reports no priority data (see `Event::is_priority`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn drained_shortcut_is_refused_while_urgent_data_is_pending() {
+    let mut r: Reactor<&'static str> = Reactor::new().unwrap();
+    let (mut client, mut server) = tcp_pair();
+    let id = r.register(server.as_raw_fd()).unwrap();
+    // "ab", urgent "c", then "de": a read stops at the urgent mark, short of "de".
+    assert_eq!(
+        crate::sys::socket::send_oob(client.as_raw_fd(), b"abc").unwrap(),
+        3
+    );
+    client.write_all(b"de").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while r.readiness(id).unwrap().0 & Readiness::PRIORITY == 0 {
+        assert!(std::time::Instant::now() < deadline, "no EPOLLPRI event");
+        r.poll(Some(Duration::from_millis(10)), &mut Vec::new())
+            .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        server.read(&mut buf).unwrap(),
+        2,
+        "stops at the urgent mark"
+    );
+    r.clear_ready_drained(id, Direction::Read);
+    assert!(
+        r.is_ready(id, Direction::Read),
+        "data is left behind the urgent mark: the reader must try again"
+    );
+    let n = server.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"de");
+}

@@ -1,6 +1,6 @@
 //! The selector contract (see [`super`]) on Linux and Android: epoll, woken by an eventfd.
 //!
-//! Registrations are `EPOLLET` with `EPOLLRDHUP`, so a socket is registered once and reports
+//! Registrations are `EPOLLET` with `EPOLLRDHUP` (and `EPOLLPRI` with `EPOLLIN`), so a socket is registered once and reports
 //! each *change* of readiness; the reactor keeps the level in its own cache.
 //!
 //! ```text
@@ -63,7 +63,8 @@ impl Selector {
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: usize, interest: Interest) -> io::Result<()> {
         let mut flags = libc::EPOLLET | libc::EPOLLRDHUP;
         if interest.is_readable() {
-            flags |= libc::EPOLLIN;
+            // EPOLLPRI too: the reactor must know of TCP urgent data (see `is_priority`).
+            flags |= libc::EPOLLIN | libc::EPOLLPRI;
         }
         if interest.is_writable() {
             flags |= libc::EPOLLOUT;
@@ -185,6 +186,11 @@ impl Event {
     /// Data can be written.
     pub(crate) fn is_writable(&self) -> bool {
         self.has(libc::EPOLLOUT)
+    }
+
+    /// Priority data is pending (`EPOLLPRI`: TCP urgent data, where a read stops short).
+    pub(crate) fn is_priority(&self) -> bool {
+        self.has(libc::EPOLLPRI)
     }
 
     /// An error is pending on the fd (`SO_ERROR`).

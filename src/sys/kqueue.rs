@@ -298,6 +298,12 @@ impl Event {
     pub(crate) fn is_hup(&self) -> bool {
         false
     }
+
+    /// Never true on kqueue: it has no priority-data filter for sockets (`EVFILT_EXCEPT`
+    /// is not registered), so a read stopped at TCP's urgent mark is not flagged.
+    pub(crate) fn is_priority(&self) -> bool {
+        false
+    }
 }
 
 /// Wakes a [`Selector`] blocked in `select` from any OS thread, through `EVFILT_USER`.

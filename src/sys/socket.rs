@@ -101,6 +101,14 @@ pub(crate) fn listen(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
     unsafe { syscall!(listen(fd, backlog)) }.map(|_| ())
 }
 
+/// Sends `buf` with `MSG_OOB` (its last byte becomes TCP urgent data). Tests only: verdant
+/// has no urgent-data API, but the reactor must not lose data behind an urgent mark.
+#[cfg(test)]
+pub(crate) fn send_oob(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live slice and the length passed is its own.
+    unsafe { syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_OOB)) }.map(|n| n as usize)
+}
+
 /// Whether `fd` is ready now (a zero-timeout `poll`): readable (or at end of file, or in
 /// error) for `read`, writable for `!read`.
 pub(crate) fn poll_now(fd: RawFd, read: bool) -> io::Result<bool> {
