@@ -51,10 +51,19 @@ pub mod coroutine;
 pub mod greenlet;
 pub mod hub;
 pub mod monitor;
-#[cfg(all(feature = "monkey", target_os = "linux"))]
+#[cfg(all(
+    feature = "monkey",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
 pub mod monkey;
-#[cfg(all(feature = "monkey", not(target_os = "linux")))]
-compile_error!("verdant: the `monkey` feature supports Linux (glibc) only so far");
+#[cfg(all(
+    feature = "monkey",
+    not(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))
+))]
+compile_error!(
+    "verdant: the `monkey` feature supports Linux (glibc), macOS and FreeBSD only so far; \
+     build without `--features monkey` on this OS"
+);
 pub mod net;
 pub mod pool;
 pub(crate) mod reactor;

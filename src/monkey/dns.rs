@@ -19,6 +19,7 @@
 use super::{cooperative, errno, original, set_errno, suspended, Nested, DNS};
 use crate::greenlet::GreenletExit;
 use crate::hub::Killed;
+use crate::sys::NameInfoLen;
 use crate::threadpool::{spawn_blocking, BlockingError};
 use libc::{addrinfo, c_char, c_int, sockaddr, socklen_t};
 use std::ffi::{CStr, CString};
@@ -26,6 +27,7 @@ use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 
 /// The address of the hook called `name`, for [`original`]'s self-lookup check.
+#[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
         "getaddrinfo" => getaddrinfo as *const () as usize,
@@ -108,7 +110,7 @@ struct Hints {
 /// # Safety
 /// The contract of libc's `getaddrinfo`: `node` and `service` are null or NUL-terminated,
 /// `hints` is null or a valid `addrinfo`, `res` is writable.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn getaddrinfo(
     node: *const c_char,
     service: *const c_char,
@@ -179,6 +181,7 @@ pub unsafe extern "C" fn getaddrinfo(
         }
     }
 }
+crate::sys::interpose!(getaddrinfo);
 
 /// A copy of a caller's output buffer with its current contents, which may be
 /// uninitialized bytes (hence `MaybeUninit`): written back whole.
@@ -189,7 +192,7 @@ struct OutBuf {
 impl OutBuf {
     /// # Safety
     /// `p` is null or valid for `len` bytes of reads.
-    unsafe fn copy(p: *const c_char, len: socklen_t) -> Option<OutBuf> {
+    unsafe fn copy(p: *const c_char, len: NameInfoLen) -> Option<OutBuf> {
         if p.is_null() {
             return None;
         }
@@ -220,14 +223,14 @@ impl OutBuf {
 /// # Safety
 /// The contract of libc's `getnameinfo`: `sa` is valid for `salen` bytes, `host` and
 /// `serv` are null or valid for `hostlen` and `servlen` bytes of writes.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn getnameinfo(
     sa: *const sockaddr,
     salen: socklen_t,
     host: *mut c_char,
-    hostlen: socklen_t,
+    hostlen: NameInfoLen,
     serv: *mut c_char,
-    servlen: socklen_t,
+    servlen: NameInfoLen,
     flags: c_int,
 ) -> c_int {
     // SAFETY: the caller's contract is getnameinfo's.
@@ -292,3 +295,4 @@ pub unsafe extern "C" fn getnameinfo(
         }
     }
 }
+crate::sys::interpose!(getnameinfo);

@@ -18,6 +18,7 @@ use libc::c_int;
 use std::sync::atomic::Ordering;
 
 /// The address of the hook called `name`, for [`original`]'s self-lookup check.
+#[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
         "close" => close as *const () as usize,
@@ -56,12 +57,17 @@ fn is_open(fd: c_int) -> bool {
 ///
 /// # Safety
 /// The contract of libc's `close`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     forget_if(fd, || true);
     // SAFETY: the caller's contract is close's.
     unsafe { original::close(fd) }
 }
+crate::sys::interpose!(close);
+// x86_64 macOS: the libc crate's `close` is libSystem's `close$NOCANCEL`, while C code
+// binds plain `close`: interpose both names.
+#[cfg(target_arch = "x86_64")]
+crate::sys::interpose!(close => crate::sys::interpose::plain::close);
 
 /// Hook of `dup2(2)`: replacing a descriptor that green threads wait on behaves like
 /// `close` of it first. When the call will fail (`oldfd` not open) or do nothing
@@ -69,19 +75,21 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 ///
 /// # Safety
 /// The contract of libc's `dup2`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
     forget_if(newfd, || oldfd != newfd && is_open(oldfd));
     // SAFETY: the caller's contract is dup2's.
     unsafe { original::dup2(oldfd, newfd) }
 }
+crate::sys::interpose!(dup2);
 
 /// Hook of `dup3(2)`: as the `dup2` hook; a call that fails with `EINVAL` (equal
 /// descriptors, unknown flags) or `EBADF` wakes nobody.
 ///
 /// # Safety
 /// The contract of libc's `dup3`.
-#[no_mangle]
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
     forget_if(newfd, || {
         oldfd != newfd && flags & !libc::O_CLOEXEC == 0 && is_open(oldfd)

@@ -1,4 +1,5 @@
-//! The exported libc definitions (`#[no_mangle] extern "C"`), and the waits behind them.
+//! The libc hooks (`#[no_mangle] extern "C"` on ELF systems; registered with dyld
+//! interposing on macOS, see `crate::sys::interpose!`), and the waits behind them.
 //!
 //! Every hook starts with [`cooperative`]: when it says no, the hook's only other action is
 //! a tail call of the original, so return value and errno are the original's. When it says
@@ -12,12 +13,15 @@ use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS,
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
 use crate::reactor::Direction;
-use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
+use libc::{c_int, c_uint, c_void, nfds_t, pollfd, size_t, sockaddr, socklen_t};
 use libc::{ssize_t, timespec, useconds_t};
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// The address of the hook called `name`, for [`original`]'s self-lookup check.
+/// The address of the hook called `name`, for [`original`]'s self-lookup check (not on
+/// macOS, where the originals are not looked up).
+#[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
         "ppoll" | "select" | "pselect" | "epoll_wait" | "epoll_pwait" => {
@@ -33,9 +37,11 @@ pub(super) fn address_of(name: &str) -> usize {
         "sendto" => sendto as *const () as usize,
         "connect" => connect as *const () as usize,
         "accept" => accept as *const () as usize,
+        #[cfg(not(target_os = "macos"))]
         "accept4" => accept4 as *const () as usize,
         "poll" => poll as *const () as usize,
         "nanosleep" => nanosleep as *const () as usize,
+        #[cfg(not(target_os = "macos"))]
         "clock_nanosleep" => clock_nanosleep as *const () as usize,
         "usleep" => usleep as *const () as usize,
         "sleep" => sleep as *const () as usize,
@@ -266,7 +272,7 @@ pub(super) fn poll_then_call<T: From<i8>>(
 ///
 /// # Safety
 /// The contract of libc's `read`: `buf` is valid for `count` bytes of writes.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is read's.
@@ -285,12 +291,13 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
         }
     })
 }
+crate::sys::interpose!(read);
 
 /// Hook of `write(2)`.
 ///
 /// # Safety
 /// The contract of libc's `write`: `buf` is valid for `count` bytes of reads.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is write's.
@@ -309,12 +316,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
         }
     })
 }
+crate::sys::interpose!(write);
 
 /// Hook of `recv(2)`.
 ///
 /// # Safety
 /// The contract of libc's `recv`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 {
         // SAFETY: the caller's contract is recv's.
@@ -332,6 +340,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(recv);
 
 /// `recv` with `MSG_WAITALL`, which `MSG_DONTWAIT` would cut short: receives until `len`
 /// bytes, end of stream, or an error (reported only if nothing was received), as the
@@ -375,7 +384,7 @@ unsafe fn recv_all(
 ///
 /// # Safety
 /// The contract of libc's `send`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 {
         // SAFETY: the caller's contract is send's.
@@ -394,12 +403,13 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(send);
 
 /// Hook of `recvfrom(2)`.
 ///
 /// # Safety
 /// The contract of libc's `recvfrom`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
@@ -420,12 +430,13 @@ pub unsafe extern "C" fn recvfrom(
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(recvfrom);
 
 /// Hook of `sendto(2)`.
 ///
 /// # Safety
 /// The contract of libc's `sendto`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const c_void,
@@ -447,12 +458,13 @@ pub unsafe extern "C" fn sendto(
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(sendto);
 
 /// Hook of `connect(2)`.
 ///
 /// # Safety
 /// The contract of libc's `connect`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is connect's.
@@ -512,12 +524,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
     })
 }
+crate::sys::interpose!(connect);
 
 /// Hook of `accept(2)`.
 ///
 /// # Safety
 /// The contract of libc's `accept`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept's.
@@ -531,12 +544,15 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
         })
     })
 }
+crate::sys::interpose!(accept);
 
 /// Hook of `accept4(2)`.
 ///
 /// # Safety
 /// The contract of libc's `accept4`.
-#[no_mangle]
+// Linux only: macOS has no accept4.
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -557,13 +573,15 @@ pub unsafe extern "C" fn accept4(
 }
 
 /// Hook of `poll(2)`: with a non-zero timeout and at least one descriptor, the wait
-/// happens on the hub. The descriptors go into a temporary level-triggered epoll set, and
-/// the green thread waits for that set to become readable (an epoll fd is itself
-/// pollable), then asks the original `poll` again with a zero timeout.
+/// happens on the hub. The descriptors go into a temporary level-triggered kernel set
+/// ([`PollSet`](crate::sys::PollSet): epoll, kqueue on macOS), and the green thread waits
+/// for that set to become readable (its fd is itself pollable), then asks the original
+/// `poll` again with a zero timeout. Where the set cannot mirror the array (see `sys`), the
+/// call blocks as the original does.
 ///
 /// # Safety
 /// The contract of libc's `poll`: `fds` is valid for `nfds` entries.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     if timeout == 0 || nfds == 0 || !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is poll's.
@@ -576,7 +594,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
     }
     // SAFETY: `fds` is valid for `nfds` entries and nothing else aliases it during the call.
     let set = unsafe { std::slice::from_raw_parts(fds, nfds as usize) };
-    let Some(epoll) = EpollSet::new(set) else {
+    let Some(poll_set) = crate::sys::PollSet::new(set) else {
         // SAFETY: the caller's contract is poll's.
         return unsafe { original::poll(fds, nfds, timeout) };
     };
@@ -584,7 +602,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         let deadline =
             (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
         loop {
-            match wait(epoll.0, Direction::Read, deadline) {
+            match wait(poll_set.as_raw_fd(), Direction::Read, deadline) {
                 Ok(()) => {}
                 Err(Interrupted::Deadline) => return Ok(0),
                 Err(Interrupted::Errno(e)) => return Err(e),
@@ -597,58 +615,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         }
     })
 }
-
-/// A temporary epoll set over a `poll` array, closed on drop.
-pub(super) struct EpollSet(pub(super) c_int);
-
-impl EpollSet {
-    pub(super) fn new(set: &[pollfd]) -> Option<EpollSet> {
-        // SAFETY: epoll_create1 takes no pointers.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep == -1 {
-            return None;
-        }
-        let epoll = EpollSet(ep);
-        let mut merged: Vec<(c_int, u32)> = Vec::with_capacity(set.len());
-        for p in set.iter().filter(|p| p.fd >= 0) {
-            let mut events = 0u32;
-            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
-                events |= libc::EPOLLIN as u32;
-            }
-            if p.events & libc::POLLPRI != 0 {
-                events |= libc::EPOLLPRI as u32;
-            }
-            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
-                events |= libc::EPOLLOUT as u32;
-            }
-            if p.events & libc::POLLRDHUP != 0 {
-                events |= libc::EPOLLRDHUP as u32;
-            }
-            match merged.iter_mut().find(|m| m.0 == p.fd) {
-                Some(m) => m.1 |= events,
-                None => merged.push((p.fd, events)),
-            }
-        }
-        for (fd, events) in merged {
-            let mut ev = libc::epoll_event {
-                events,
-                u64: fd as u64,
-            };
-            // SAFETY: `ev` is a live epoll_event; errors are reported, not UB.
-            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } == -1 {
-                return None;
-            }
-        }
-        Some(epoll)
-    }
-}
-
-impl Drop for EpollSet {
-    fn drop(&mut self) {
-        // SAFETY: the epoll fd is owned by this value and closed once.
-        unsafe { libc::close(self.0) };
-    }
-}
+crate::sys::interpose!(poll);
 
 /// Sleeps the green thread for `d` on the hub. A fired `Timeout` or a kill ends the sleep
 /// early (it cannot be reported through a sleep's C interface).
@@ -676,7 +643,7 @@ fn duration_of(ts: *const timespec) -> Option<Duration> {
 ///
 /// # Safety
 /// The contract of libc's `nanosleep`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
     let d = match cooperative(&TIME).then(|| duration_of(req)).flatten() {
         Some(d) => d,
@@ -686,15 +653,18 @@ pub unsafe extern "C" fn nanosleep(req: *const timespec, rem: *mut timespec) -> 
     green_sleep(d);
     0
 }
+crate::sys::interpose!(nanosleep);
 
 /// Hook of `clock_nanosleep(2)` (what std's `thread::sleep` calls), for the realtime,
 /// monotonic and boottime clocks, relative or `TIMER_ABSTIME`.
 ///
 /// # Safety
 /// The contract of libc's `clock_nanosleep`.
-#[no_mangle]
+// Linux only: macOS has no clock_nanosleep.
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn clock_nanosleep(
-    clock: clockid_t,
+    clock: libc::clockid_t,
     flags: c_int,
     req: *const timespec,
     rem: *mut timespec,
@@ -731,7 +701,7 @@ pub unsafe extern "C" fn clock_nanosleep(
 ///
 /// # Safety
 /// None beyond libc's `usleep`: it takes no pointers.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
     if !cooperative(&TIME) {
         // SAFETY: usleep takes no pointers.
@@ -740,12 +710,13 @@ pub unsafe extern "C" fn usleep(usec: useconds_t) -> c_int {
     green_sleep(Duration::from_micros(usec.into()));
     0
 }
+crate::sys::interpose!(usleep);
 
 /// Hook of `sleep(3)`: returns 0 (no unslept seconds).
 ///
 /// # Safety
 /// None beyond libc's `sleep`: it takes no pointers.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     if !cooperative(&TIME) {
         // SAFETY: sleep takes no pointers.
@@ -754,3 +725,4 @@ pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     green_sleep(Duration::from_secs(secs.into()));
     0
 }
+crate::sys::interpose!(sleep);

@@ -104,9 +104,10 @@ fn data_only(iov: *const iovec, cnt: usize) -> msghdr {
 }
 
 /// Receive flags with which the call never waits, not even on a blocking socket
-/// (`MSG_ERRQUEUE`, `MSG_OOB`: an empty queue, or urgent data not there yet, is `EAGAIN`
-/// or `EINVAL` at once): such receives pass straight through.
-pub(super) const RECV_NEVER_WAITS: c_int = libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_OOB;
+/// (`MSG_ERRQUEUE` on Linux, `MSG_OOB`: an empty queue, or urgent data not there yet, is
+/// `EAGAIN` or `EINVAL` at once): such receives pass straight through.
+pub(super) const RECV_NEVER_WAITS: c_int =
+    libc::MSG_DONTWAIT | crate::sys::MSG_ERRQUEUE | libc::MSG_OOB;
 
 /// Whether a `MSG_WAITALL` receive that got part of what it asked for goes on, as the
 /// blocking call does: on a stream socket, unless peeking (a second peek would return the
@@ -143,7 +144,7 @@ fn socket_type(fd: c_int) -> Option<c_int> {
 /// # Safety
 /// The contract of libc's `readv`: `iov` is valid for `iovcnt` entries, each writable for
 /// its length.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
     // SAFETY: the caller's contract is readv's (the iovecs are read only if the count is
     // valid, and only when cooperative).
@@ -165,13 +166,14 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> s
         }
     })
 }
+crate::sys::interpose!(readv);
 
 /// Hook of `writev(2)`.
 ///
 /// # Safety
 /// The contract of libc's `writev`: `iov` is valid for `iovcnt` entries, each readable for
 /// its length.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is writev's.
@@ -201,13 +203,14 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
         }
     })
 }
+crate::sys::interpose!(writev);
 
 /// Hook of `recvmsg(2)`.
 ///
 /// # Safety
 /// The contract of libc's `recvmsg`: `msg` points to a valid, writable `msghdr` whose
 /// buffers are valid for their lengths.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & RECV_NEVER_WAITS != 0 || msg.is_null() {
         // SAFETY: the caller's contract is recvmsg's (a null `msg` fails with EFAULT).
@@ -225,6 +228,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(recvmsg);
 
 /// `recvmsg` with `MSG_WAITALL` (already removed from `flags`): see the module docs.
 ///
@@ -289,7 +293,7 @@ unsafe fn recvmsg_all(fd: c_int, msg: *mut msghdr, flags: c_int) -> Result<ssize
 /// # Safety
 /// The contract of libc's `sendmsg`: `msg` points to a valid `msghdr` whose buffers are
 /// valid for their lengths.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     if !cooperative(&SOCKETS) || flags & libc::MSG_DONTWAIT != 0 || msg.is_null() {
         // SAFETY: the caller's contract is sendmsg's (a null `msg` fails with EFAULT).
@@ -320,3 +324,4 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         .map(|n| n.unwrap_or(-1))
     })
 }
+crate::sys::interpose!(sendmsg);

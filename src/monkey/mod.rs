@@ -22,12 +22,13 @@
 //! ```
 //!
 //! ## How it works
-//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"`) its own
-//! `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`, `accept4`,
-//! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`, `close`, `dup2`,
-//! `dup3`, `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep`, `usleep` and
-//! `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`). Every call to them in
-//! the process lands in a hook, which decides in a few loads:
+//! With the `monkey` cargo feature the crate defines (`#[no_mangle] extern "C"` on Linux and
+//! FreeBSD; on macOS see [below](#macos)) its own `read`, `write`, `recv`, `send`,
+//! `recvfrom`, `sendto`, `connect`, `accept`, `accept4` (not macOS), `poll`, `ppoll` (not
+//! macOS), `select`, `pselect`, `epoll_wait` and `epoll_pwait` (Linux), `close`, `dup2`,
+//! `dup3` (not macOS), `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep` (not
+//! macOS), `usleep` and `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`).
+//! Every call to them in the process lands in a hook, which decides in a few loads:
 //!
 //! ```text
 //!   hook(args)
@@ -41,10 +42,10 @@
 //!       threads run), retry; return what blocking libc would have returned
 //! ```
 //!
-//! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]). On every
-//! pass-through path errno is exactly what the original set.
+//! The originals are looked up once with `dlsym(RTLD_NEXT, ..)` ([`original`]; on macOS a
+//! direct call). On every pass-through path errno is exactly what the original set.
 //!
-//! ## When the exported symbols take effect
+//! ## When the exported symbols take effect (Linux)
 //! Measured on Linux/glibc with rustc 1.95 and each of its default linker (rust-lld), GNU
 //! ld.bfd and gold (`-C link-arg=-fuse-ld=..`), in debug, release and fat-LTO builds, with
 //! a hooked crate that the program depends on but never calls (`tests/monkey.rs` checks
@@ -71,6 +72,88 @@
 //!   Not measured, by reasoning from the lookup order: a verdant inside a `cdylib` that a
 //!   non-Rust program `dlopen`s would not take effect (libc comes first in the global
 //!   scope) unless the library is `LD_PRELOAD`ed.
+//!
+//! ## macOS
+//! **Compiled, never run here**: CI builds the library with `--features monkey` for
+//! `aarch64-apple-darwin` and `x86_64-apple-darwin` (`scripts/xbuild`), and checks nothing
+//! more. What follows is how it is built and what is known about when it takes effect.
+//!
+//! (x86_64 FreeBSD is also compiled, never run: it is ELF, so it takes the Linux way
+//! unchanged — `#[no_mangle]` exports, `dlsym(RTLD_NEXT, ..)` originals, `accept4` and
+//! `clock_nanosleep` included — with `__error` for errno and the kqueue `PollSet`. Whether
+//! its linker and libthr's interposing of the cancellation points let the executable's
+//! definitions win as they do on Linux is untried. Other systems: `compile_error!`.)
+//!
+//! **How.** With macOS's two-level namespace every image binds `read` to *libSystem's*
+//! `read`, so a same-named definition would reach no other library (and would capture the
+//! executable's own calls, the originals' included). So on macOS the hooks keep their Rust
+//! (mangled) names and each is registered with dyld's interposing: a `#[repr(C)]` pair
+//! `{ hook, libc::read }` in the `__DATA,__interpose` section (what `DYLD_INTERPOSE` in
+//! `<mach-o/dyld-interposing.h>` emits). dyld redirects the binds of `read` in *other*
+//! images to the hook. The 22 hooks macOS has are in the table (not `accept4`,
+//! `clock_nanosleep`, `ppoll`, `dup3`, `epoll_wait`, `epoll_pwait`, which it does not have;
+//! on x86_64 `close` twice, see below); `poll`, `select` and `pselect` wait on a temporary
+//! kqueue set instead of an epoll set (`crate::sys::PollSet`, which cannot mirror
+//! `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`: such a `poll`, or a `select` with an except set,
+//! blocks as unpatched). std sleeps with `nanosleep` on macOS.
+//!
+//! **Originals.** dyld does not apply an image's interposing to the calls that image makes
+//! itself (it records a per-image exception so that the interposer "can call through to
+//! old impl"), so [`original`]`::read` is a plain call of `libc::read`: libSystem's, or the
+//! previous interposer's if another dylib interposed `read` first (dyld chains them). No
+//! `dlsym`: `RTLD_NEXT` would find the same function (the hooks are not exported under libc
+//! names there), at the price of a lookup and a cache.
+//!
+//! **When it takes effect.** From dyld's source (dyld4, `RuntimeState::buildInterposingTables`
+//! in apple-oss-distributions/dyld; dyld2 also skipped the main executable), not verified on
+//! a Mac:
+//! * Only the `__interpose` sections of **dylibs loaded at launch** are read (not of the
+//!   main executable, not of the shared cache, not of a library `dlopen`ed later: "interposing
+//!   is only registered at launch"). Once registered, the pairs apply to every other image,
+//!   including ones loaded later and the shared cache's binds.
+//! * So with verdant linked statically into the executable (cargo's default) the table is
+//!   present but **dyld ignores it: nothing is patched** (`patch_all` only sets its flags).
+//!   For the hooks to take effect verdant must live in a dylib the program loads at launch
+//!   and shares with the code that spawns green threads (one copy of verdant: a second copy,
+//!   e.g. a `DYLD_INSERT_LIBRARIES` shim with its own verdant, would see no hub and pass every
+//!   call through): e.g. a Rust `dylib` crate that re-exports verdant, built with
+//!   `-C prefer-dynamic` so that std is its own image and its calls are interposed.
+//!   Untried. The private `dyld_dynamic_interpose` (used by some test tools to interpose
+//!   from an already-loaded image) is not used.
+//! * Calls from the image that holds verdant (anything linked statically into the same
+//!   dylib) are never interposed.
+//! * AMFI can forbid interposing for the process (dyld's `allowInterposing`; e.g. restricted
+//!   or platform binaries): then nothing is patched.
+//! * Several libSystem functions have more than one exported name (`select$DARWIN_EXTSN`,
+//!   `*$NOCANCEL`, on x86_64 `select$1050`); a pair interposes exactly one name, the one
+//!   the libc crate binds (`scripts/check-interpose` lists them). On x86_64 that is
+//!   `close$NOCANCEL` for `close`, so a second pair interposes plain `close`, which is what
+//!   the SDK headers bind C code to; `select$1050`/`pselect$1050` are what the headers bind
+//!   by default on x86_64 (plain names on arm64). `select$DARWIN_EXTSN` (C code built with
+//!   `_DARWIN_C_SOURCE` or `_DARWIN_UNLIMITED_SELECT`) is not interposed; the headers'
+//!   names are read from memory of the SDK, not checked here. `interpose!(hook => path)`
+//!   adds a pair for another name (`sys::interpose::plain` declares such names).
+//!
+//! **Adding a hook** (the same two lines on every OS; the macro is `crate::sys::interpose!`):
+//!
+//! ```text
+//! #[cfg_attr(not(target_os = "macos"), no_mangle)]   // instead of #[no_mangle]
+//! pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t { .. }
+//! crate::sys::interpose!(readv);                       // right after the hook
+//! ```
+//!
+//! plus its line in [`original`]'s `originals!` list (unchanged: on macOS the same entry
+//! becomes a direct call). A function some system lacks gets a `cfg` naming where it
+//! exists, on the hook, on its `originals!` entry and on its `address_of` arm, and its
+//! `interpose!` line only if macOS has it: `#[cfg(not(target_os = "macos"))]` for
+//! `accept4`, `clock_nanosleep`, `ppoll` and `dup3` (Linux and FreeBSD),
+//! `#[cfg(target_os = "linux")]` for `epoll_wait`/`epoll_pwait`; for others the libc
+//! crate's declarations decide, and `scripts/xbuild -- --features monkey` checks all three
+//! targets. A Linux-only constant in a hook body (`POLLRDHUP`, `MSG_NOSIGNAL`,
+//! `MSG_ERRQUEUE`, ...) belongs in `sys` (`sys::MSG_ERRQUEUE` is 0 elsewhere), or behind
+//! the same kind of `cfg`; so does a signature that differs (`sys::NameInfoLen`, the
+//! `size_t` lengths of FreeBSD's `getnameinfo`). Add the hook's name to `expected=` in
+//! `scripts/check-interpose`. errno is `crate::sys::errno`/`set_errno`.
 //!
 //! ## Descriptors the caller believes blocking
 //! The descriptor is left blocking. The choices and their races:
@@ -124,7 +207,8 @@
 //! ## Waits on several descriptors
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the
 //! original with a zero timeout; if nothing is ready, the green thread waits on the hub
-//! for an epoll set to become readable — a temporary one over the `pollfd` array or the
+//! for a kernel set to become readable (epoll; kqueue on macOS and FreeBSD) — a temporary
+//! one over the `pollfd` array or the
 //! `fd_set`s, or for `epoll_wait` the caller's own epoll fd, which is itself pollable —
 //! and then asks the original again with a zero timeout. So the answer (count, `revents`,
 //! `fd_set` bits, epoll events, errno) is always the C library's own. `select` updates
@@ -219,7 +303,7 @@
 //! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
 //! regular-file `read` in a green thread costs three system calls more than unpatched.
 //! A `poll`/`ppoll`/`select` that finds something ready at once costs one zero-timeout
-//! call of the original; one that waits adds an epoll set (`epoll_create1`, one
+//! call of the original; one that waits adds a poll set (on Linux `epoll_create1`, one
 //! `epoll_ctl` per descriptor, `close`) and its registration with the hub. `close`, `dup2`
 //! and `dup3` cost one thread-local map lookup when nobody waits on the descriptor
 //! (`dup2`/`dup3` add an `fcntl` when somebody does).
@@ -235,6 +319,7 @@ mod io;
 pub mod original;
 mod poll;
 
+use crate::sys::{errno, set_errno};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -373,14 +458,4 @@ fn suspended<R>(wait: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(DEPTH.with(|d| d.replace(0)));
     wait()
-}
-
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = value }
 }

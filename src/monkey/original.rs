@@ -2,9 +2,15 @@
 //!
 //! With the `monkey` feature the program's own definitions of `read`, `nanosleep`, ... are
 //! verdant's hooks, so calling `libc::read` reaches the hook. These functions reach the C
-//! library's definition instead: each is looked up once, on first use, with
+//! library's definition instead: on Linux each is looked up once, on first use, with
 //! `dlsym(RTLD_NEXT, name)` (the next definition after the object verdant is linked into,
 //! i.e. glibc's) and cached in an atomic. errno is preserved across the lookup.
+//!
+//! On macOS the hooks are not exported under the libc names (they are registered with
+//! dyld's interposing instead, see the `## macOS` section of [`crate::monkey`]), and dyld
+//! does not interpose the calls the interposing image makes itself: each function here is a
+//! plain call of `libc::name`, bound to libSystem's definition (or, if another dylib
+//! interposed it first, to that one: dyld chains interposers). No lookup, nothing cached.
 //!
 //! ```
 //! // Always the C library's read, patched or not, green thread or not.
@@ -17,13 +23,18 @@
 //! Each function has the C signature and the contract of the libc function of the same
 //! name (see its man page).
 
-use libc::{addrinfo, c_char, epoll_event, fd_set, sigset_t, timeval};
-use libc::{c_int, c_uint, c_void, clockid_t, nfds_t, pollfd, size_t, sockaddr, socklen_t};
+#[cfg(target_os = "linux")]
+use libc::epoll_event;
+use libc::{addrinfo, c_char, fd_set, sigset_t, timeval};
+use libc::{c_int, c_uint, c_void, nfds_t, pollfd, size_t, sockaddr, socklen_t};
 use libc::{iovec, msghdr, ssize_t, timespec, useconds_t};
+
+#[cfg(not(target_os = "macos"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Resolves `name` (NUL-terminated) with `dlsym(RTLD_NEXT, ..)`, aborting if the C library
 /// does not define it (nothing sensible could be returned to the caller).
+#[cfg(not(target_os = "macos"))]
 #[cold]
 fn resolve(slot: &AtomicUsize, name: &'static str) -> usize {
     let errno = super::errno();
@@ -38,8 +49,8 @@ fn resolve(slot: &AtomicUsize, name: &'static str) -> usize {
     if p == 0 || p == own_definition(name) {
         let msg =
             b"verdant::monkey: the C library's definition of a hooked function was not found\n";
-        // SAFETY: a raw write(2) syscall of a static buffer; it cannot recurse into a hook.
-        unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+        // A bare write(2): it cannot recurse into a hook.
+        crate::sys::write_stderr_raw(msg);
         std::process::abort();
     }
     slot.store(p, Ordering::Relaxed);
@@ -49,17 +60,20 @@ fn resolve(slot: &AtomicUsize, name: &'static str) -> usize {
 
 /// The address of verdant's own hook of that name, so a lookup that found it (instead of
 /// the C library's) is caught rather than recursing forever.
+#[cfg(not(target_os = "macos"))]
 fn own_definition(name: &str) -> usize {
     super::hooks::address_of(name.trim_end_matches('\0'))
 }
 
 macro_rules! originals {
-    ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {$(
+    ($( $(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {$(
         #[doc = concat!("The C library's `", stringify!($name), "`.")]
         ///
         /// # Safety
         /// The contract of the libc function of the same name: pointer arguments must be
         /// valid for the sizes passed, as its man page says.
+        $(#[$attr])*
+        #[cfg(not(target_os = "macos"))]
         pub unsafe fn $name($($arg: $ty),*) -> $ret {
             static SLOT: AtomicUsize = AtomicUsize::new(0);
             let mut p = SLOT.load(Ordering::Relaxed);
@@ -72,12 +86,28 @@ macro_rules! originals {
             // SAFETY: the caller upholds the libc contract (this function's # Safety).
             unsafe { f($($arg),*) }
         }
+
+        #[doc = concat!("The C library's `", stringify!($name), "`.")]
+        ///
+        /// # Safety
+        /// The contract of the libc function of the same name: pointer arguments must be
+        /// valid for the sizes passed, as its man page says.
+        $(#[$attr])*
+        #[cfg(target_os = "macos")]
+        #[inline]
+        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: the caller upholds the libc contract (this function's # Safety). This
+            // image's own calls are not interposed, so this is libSystem's function.
+            unsafe { ::libc::$name($($arg),*) }
+        }
     )*};
 }
 
 // The waits on descriptor sets, descriptor lifetime and name lookups (`poll.rs`, `fds.rs`,
 // `dns.rs`).
 originals! {
+    /// Not on macOS (no `ppoll` there).
+    #[cfg(not(target_os = "macos"))]
     fn ppoll(
         fds: *mut pollfd,
         nfds: nfds_t,
@@ -99,8 +129,12 @@ originals! {
         timeout: *const timespec,
         sigmask: *const sigset_t,
     ) -> c_int;
+    /// Linux only.
+    #[cfg(target_os = "linux")]
     fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int)
         -> c_int;
+    /// Linux only.
+    #[cfg(target_os = "linux")]
     fn epoll_pwait(
         epfd: c_int,
         events: *mut epoll_event,
@@ -110,6 +144,8 @@ originals! {
     ) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn dup2(oldfd: c_int, newfd: c_int) -> c_int;
+    /// Not on macOS (no `dup3` there).
+    #[cfg(not(target_os = "macos"))]
     fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int;
     fn getaddrinfo(
         node: *const c_char,
@@ -121,9 +157,9 @@ originals! {
         sa: *const sockaddr,
         salen: socklen_t,
         host: *mut c_char,
-        hostlen: socklen_t,
+        hostlen: crate::sys::NameInfoLen,
         serv: *mut c_char,
-        servlen: socklen_t,
+        servlen: crate::sys::NameInfoLen,
         flags: c_int,
     ) -> c_int;
 }
@@ -151,11 +187,15 @@ originals! {
     ) -> ssize_t;
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    /// Not on macOS (no `accept4` there).
+    #[cfg(not(target_os = "macos"))]
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
     fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int;
     fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int;
+    /// Not on macOS (no `clock_nanosleep` there).
+    #[cfg(not(target_os = "macos"))]
     fn clock_nanosleep(
-        clock: clockid_t,
+        clock: libc::clockid_t,
         flags: c_int,
         req: *const timespec,
         rem: *mut timespec,

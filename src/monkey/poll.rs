@@ -1,41 +1,58 @@
-//! Hooks of the waits on several descriptors besides `poll`: `ppoll`, `select`, `pselect`,
-//! `epoll_wait` and `epoll_pwait`.
+//! Hooks of the waits on several descriptors besides `poll`: `ppoll` (Linux, FreeBSD),
+//! `select`, `pselect`, and on Linux `epoll_wait` and `epoll_pwait`.
 //!
 //! All of them follow the `poll` hook's pattern (see [`super::hooks::poll`]): ask the
-//! original once with a zero timeout; if nothing is ready, wait on the hub for an epoll
-//! set to become readable (an epoll fd is itself pollable), then ask the original again
-//! with a zero timeout, until something is ready or the deadline passes. The answer the
-//! caller gets is always the original's own (ready counts, `fd_set` bits, `revents`,
+//! original once with a zero timeout; if nothing is ready, wait on the hub for a kernel
+//! set to become readable (an epoll or kqueue fd is itself pollable), then ask the original
+//! again with a zero timeout, until something is ready or the deadline passes. The answer
+//! the caller gets is always the original's own (ready counts, `fd_set` bits, `revents`,
 //! epoll events, errno), so it is exactly what blocking libc returns.
 //!
-//! * `ppoll`/`poll`: the descriptors go into a temporary epoll set.
+//! * `ppoll`/`poll`: the descriptors go into a temporary [`PollSet`] (epoll on Linux,
+//!   kqueue on macOS and FreeBSD).
 //! * `select`/`pselect`: the descriptors of the three `fd_set`s below `nfds` go into a
-//!   temporary epoll set (read set: `EPOLLIN`, write set: `EPOLLOUT`, except set:
-//!   `EPOLLPRI`); the sets are saved first and restored before each zero-timeout retry,
-//!   because `select` overwrites them.
-//! * `epoll_wait`/`epoll_pwait`: the caller's own epoll fd is what the hub waits on. The
-//!   reactor parks one green thread per descriptor and direction, so a second green thread
-//!   of the same hub in `epoll_wait` on the same epoll fd looks again every millisecond
-//!   until the first is done (as the other hooks do for a shared descriptor).
+//!   temporary [`PollSet`] (read set: `POLLIN`, write set: `POLLOUT`, except set:
+//!   `POLLPRI`); the sets are saved first and restored before each zero-timeout retry,
+//!   because `select` overwrites them. kqueue cannot mirror `POLLPRI`, so on macOS and
+//!   FreeBSD a `select` with a descriptor in its except set blocks as unpatched. After a
+//!   wake-up with nothing ready, [`PollSet::drop_hung_up`] removes the descriptors whose
+//!   hang-up or error `select` does not count, so that they do not wake the set forever.
+//! * `epoll_wait`/`epoll_pwait` (Linux): the caller's own epoll fd is what the hub waits
+//!   on. The reactor parks one green thread per descriptor and direction, so a second green
+//!   thread of the same hub in `epoll_wait` on the same epoll fd looks again every
+//!   millisecond until the first is done (as the other hooks do for a shared descriptor).
 //!
 //! A signal mask (`ppoll`, `pselect`, `epoll_pwait` with a non-null `sigmask`) cannot be
 //! applied to one green thread: it is a property of the OS thread, shared by every green
 //! thread of the hub. Such calls pass straight through (blocking the OS thread, with the
 //! mask applied atomically as the caller asked); with a null `sigmask` they wait on the hub.
 
-use super::hooks::{run, wait, EpollSet, Errno, Interrupted};
+#[cfg(target_os = "linux")]
+use super::hooks::Errno;
+use super::hooks::{run, wait, Interrupted};
 use super::{cooperative, errno, original, set_errno, SOCKETS};
 use crate::reactor::Direction;
-use libc::{c_int, c_ulong, epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+use crate::sys::FdSetWord;
+use crate::sys::PollSet;
+#[cfg(target_os = "linux")]
+use libc::epoll_event;
+#[cfg(not(target_os = "macos"))]
+use libc::nfds_t;
+use libc::{c_int, fd_set, pollfd, sigset_t, timespec, timeval};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// The address of the hook called `name`, for [`original`]'s self-lookup check.
+/// The address of the hook called `name`, for [`original`]'s self-lookup check (not on
+/// macOS, where the originals are not looked up).
+#[cfg(not(target_os = "macos"))]
 pub(super) fn address_of(name: &str) -> usize {
     match name {
         "ppoll" => ppoll as *const () as usize,
         "select" => select as *const () as usize,
         "pselect" => pselect as *const () as usize,
+        #[cfg(target_os = "linux")]
         "epoll_wait" => epoll_wait as *const () as usize,
+        #[cfg(target_os = "linux")]
         "epoll_pwait" => epoll_pwait as *const () as usize,
         _ => 0,
     }
@@ -64,7 +81,8 @@ fn timespec_duration(ts: *const timespec) -> Option<Duration> {
 /// # Safety
 /// The contract of libc's `ppoll`: `fds` is valid for `nfds` entries, `timeout` and
 /// `sigmask` are null or readable.
-#[no_mangle]
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn ppoll(
     fds: *mut pollfd,
     nfds: nfds_t,
@@ -94,12 +112,12 @@ pub unsafe extern "C" fn ppoll(
     }
     // SAFETY: `fds` is valid for `nfds` entries and nothing else aliases it during the call.
     let set = unsafe { std::slice::from_raw_parts(fds, nfds as usize) };
-    let Some(epoll) = EpollSet::new(set) else {
+    let Some(poll_set) = PollSet::new(set) else {
         return pass();
     };
     let deadline = deadline_of(start, limit);
     run(|| loop {
-        let last = match wait(epoll.0, Direction::Read, deadline) {
+        let last = match wait(poll_set.as_raw_fd(), Direction::Read, deadline) {
             Ok(()) => false,
             Err(Interrupted::Deadline) => true,
             Err(Interrupted::Errno(e)) => return Err(e),
@@ -120,16 +138,17 @@ pub unsafe extern "C" fn ppoll(
 struct FdSets {
     nfds: usize,
     ptrs: [*mut fd_set; 3],
-    saved: [Vec<c_ulong>; 3],
+    saved: [Vec<FdSetWord>; 3],
 }
 
-/// Bits per word of an `fd_set` (the kernel reads and writes whole `unsigned long`s).
-const WORD_BITS: usize = c_ulong::BITS as usize;
+/// Bits per word of an `fd_set` (the kernel reads and writes whole words:
+/// [`FdSetWord`], `unsigned long` on Linux and FreeBSD, `int` on macOS).
+const WORD_BITS: usize = FdSetWord::BITS as usize;
 
 impl FdSets {
     /// # Safety
     /// Each non-null pointer is valid for reads and writes of `nfds` bits, rounded up to
-    /// whole `unsigned long`s (true of any `fd_set` when `nfds <= FD_SETSIZE`).
+    /// whole [`FdSetWord`]s (true of any `fd_set` when `nfds <= FD_SETSIZE`).
     unsafe fn save(nfds: usize, ptrs: [*mut fd_set; 3]) -> FdSets {
         let words = nfds.div_ceil(WORD_BITS);
         let saved = ptrs.map(|p| {
@@ -137,7 +156,7 @@ impl FdSets {
                 Vec::new()
             } else {
                 // SAFETY: the function's contract: `words` words are readable at `p`.
-                unsafe { std::slice::from_raw_parts(p.cast::<c_ulong>(), words) }.to_vec()
+                unsafe { std::slice::from_raw_parts(p.cast::<FdSetWord>(), words) }.to_vec()
             }
         });
         FdSets { nfds, ptrs, saved }
@@ -153,7 +172,7 @@ impl FdSets {
         }
     }
 
-    /// The saved sets as a `poll` array (one entry per set an fd is in; `EpollSet` merges
+    /// The saved sets as a `poll` array (one entry per set an fd is in; [`PollSet`] merges
     /// them).
     fn poll_array(&self) -> Vec<pollfd> {
         let events = [libc::POLLIN, libc::POLLOUT, libc::POLLPRI];
@@ -189,26 +208,8 @@ fn select_now(sets: &FdSets) -> c_int {
     unsafe { original::select(sets.nfds as c_int, r, w, e, &mut zero) }
 }
 
-/// Removes from `epoll` the descriptors it reports hung up or in error although `select`
-/// just reported nothing ready: they are only in sets for which those conditions do not
-/// count (an except set, or a write set with a hang-up but no room), and the conditions
-/// persist, so the level-triggered set would otherwise wake the green thread at once,
-/// forever. As with the real `select`, such a descriptor then waits for the timeout.
-fn drop_persistent_conditions(epoll: &EpollSet) {
-    let mut events = [epoll_event { events: 0, u64: 0 }; 64];
-    // SAFETY: `events` is a live array of the length passed.
-    let n = unsafe { original::epoll_wait(epoll.0, events.as_mut_ptr(), 64, 0) };
-    for ev in events.iter().take(n.max(0) as usize) {
-        if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-            let mut none = epoll_event { events: 0, u64: 0 };
-            // SAFETY: `none` is a live epoll_event (ignored by EPOLL_CTL_DEL).
-            unsafe { libc::epoll_ctl(epoll.0, libc::EPOLL_CTL_DEL, ev.u64 as c_int, &mut none) };
-        }
-    }
-}
-
 /// The cooperative body of `select`/`pselect`, after the caller checked the arguments:
-/// `Err(())` if the epoll set could not be built (the caller then passes through).
+/// `Err(())` if the poll set could not be built (the caller then passes through).
 /// `remaining` is told how long the caller's timeout has left when the call returns.
 fn select_on_hub(
     sets: &FdSets,
@@ -230,11 +231,11 @@ fn select_on_hub(
         return Ok(report(n));
     }
     sets.restore();
-    let Some(epoll) = EpollSet::new(&sets.poll_array()) else {
+    let Some(poll_set) = PollSet::new(&sets.poll_array()) else {
         return Err(());
     };
     Ok(run(|| loop {
-        let last = match wait(epoll.0, Direction::Read, deadline) {
+        let last = match wait(poll_set.as_raw_fd(), Direction::Read, deadline) {
             Ok(()) => false,
             Err(Interrupted::Deadline) => true,
             Err(Interrupted::Errno(e)) => {
@@ -248,7 +249,12 @@ fn select_on_hub(
             return if n < 0 { Err(errno()) } else { Ok(n) };
         }
         sets.restore();
-        drop_persistent_conditions(&epoll);
+        // Descriptors hung up or in error although `select` just reported nothing ready are
+        // only in sets for which those conditions do not count (an except set, or a write
+        // set with a hang-up but no room); the conditions persist, so the level-triggered
+        // set would otherwise wake the green thread at once, forever. As with the real
+        // `select`, such a descriptor then waits for the timeout.
+        poll_set.drop_hung_up();
     }))
 }
 
@@ -260,7 +266,7 @@ fn select_on_hub(
 /// # Safety
 /// The contract of libc's `select`: each non-null set is a valid `fd_set`, `timeout` is
 /// null or a valid `timeval`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn select(
     nfds: c_int,
     readfds: *mut fd_set,
@@ -304,6 +310,7 @@ pub unsafe extern "C" fn select(
     };
     select_on_hub(&sets, limit, remaining).unwrap_or_else(|()| pass())
 }
+crate::sys::interpose!(select);
 
 /// Hook of `pselect(2)`: as the `select` hook with a `timespec` timeout, which is not
 /// modified. With a non-null `sigmask`, or a zero or invalid timeout, it passes straight
@@ -311,7 +318,7 @@ pub unsafe extern "C" fn select(
 ///
 /// # Safety
 /// The contract of libc's `pselect`.
-#[no_mangle]
+#[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn pselect(
     nfds: c_int,
     readfds: *mut fd_set,
@@ -342,12 +349,14 @@ pub unsafe extern "C" fn pselect(
     let sets = unsafe { FdSets::save(nfds as usize, [readfds, writefds, exceptfds]) };
     select_on_hub(&sets, limit, |_| {}).unwrap_or_else(|()| pass())
 }
+crate::sys::interpose!(pselect);
 
-/// The cooperative body of `epoll_wait`/`epoll_pwait`: waits on the hub for `epfd` to
+/// The cooperative body of `epoll_wait`/`epoll_pwait` (Linux only, as they are): waits on the hub for `epfd` to
 /// become readable, then takes the events with the original and a zero timeout.
 ///
 /// # Safety
 /// `events` is valid for `maxevents` entries.
+#[cfg(target_os = "linux")]
 unsafe fn epoll_on_hub(
     epfd: c_int,
     events: *mut epoll_event,
@@ -389,6 +398,7 @@ unsafe fn epoll_on_hub(
 ///
 /// # Safety
 /// The contract of libc's `epoll_wait`: `events` is valid for `maxevents` entries.
+#[cfg(target_os = "linux")]
 #[no_mangle]
 pub unsafe extern "C" fn epoll_wait(
     epfd: c_int,
@@ -409,6 +419,7 @@ pub unsafe extern "C" fn epoll_wait(
 ///
 /// # Safety
 /// The contract of libc's `epoll_pwait`.
+#[cfg(target_os = "linux")]
 #[no_mangle]
 pub unsafe extern "C" fn epoll_pwait(
     epfd: c_int,

@@ -287,3 +287,90 @@ impl Waker {
         }
     }
 }
+
+/// The temporary poll set (see [`super`]): a level-triggered epoll set mirroring a `poll`
+/// array; its fd is readable while any of the array's descriptors is ready for what it asks.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) struct PollSet {
+    ep: OwnedFd,
+}
+
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+impl PollSet {
+    /// A set watching every entry of `set` with a non-negative fd, for the events it asks
+    /// (`POLLIN`/`POLLRDNORM`, `POLLPRI`, `POLLOUT`/`POLLWRNORM`, `POLLRDHUP`; errors and
+    /// hang-ups always). Entries for the same fd are merged. `None` if epoll refuses a
+    /// descriptor (e.g. a regular file, `EPERM`) or cannot be created.
+    pub(crate) fn new(set: &[libc::pollfd]) -> Option<PollSet> {
+        // SAFETY: epoll_create1 takes only flags.
+        let ep = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }.ok()?;
+        // SAFETY: epoll_create1 just returned this fd and nothing else owns it.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut merged: Vec<(RawFd, u32)> = Vec::with_capacity(set.len());
+        for p in set.iter().filter(|p| p.fd >= 0) {
+            let mut events = 0u32;
+            if p.events & (libc::POLLIN | libc::POLLRDNORM) != 0 {
+                events |= libc::EPOLLIN as u32;
+            }
+            if p.events & libc::POLLPRI != 0 {
+                events |= libc::EPOLLPRI as u32;
+            }
+            if p.events & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
+                events |= libc::EPOLLOUT as u32;
+            }
+            if p.events & libc::POLLRDHUP != 0 {
+                events |= libc::EPOLLRDHUP as u32;
+            }
+            match merged.iter_mut().find(|m| m.0 == p.fd) {
+                Some(m) => m.1 |= events,
+                None => merged.push((p.fd, events)),
+            }
+        }
+        for (fd, events) in merged {
+            let mut ev = libc::epoll_event {
+                events,
+                u64: fd as u64,
+            };
+            // SAFETY: `ev` is a live epoll_event that outlives the call; errors are reported.
+            unsafe { syscall!(epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)) }
+                .ok()?;
+        }
+        Some(PollSet { ep })
+    }
+
+    /// Removes the descriptors the set reports hung up (`EPOLLHUP`) or in error
+    /// (`EPOLLERR`) right now. For a caller whose own zero-timeout check just found nothing
+    /// ready (the `select` hook with a descriptor only in its except set, or in its write
+    /// set with a hang-up but no room): such a condition persists, so the level-triggered
+    /// set would otherwise stay readable and wake the waiter at once, forever. Errors are
+    /// ignored: at worst the waiter looks again.
+    pub(crate) fn drop_hung_up(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: `events` is a live array of the length passed; a zero timeout never
+        // blocks (and passes straight through the monkey shim's `epoll_wait` hook).
+        let n = unsafe { syscall!(epoll_wait(self.ep.as_raw_fd(), events.as_mut_ptr(), 64, 0)) };
+        for ev in events.iter().take(n.unwrap_or(0) as usize) {
+            if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                let mut none = libc::epoll_event { events: 0, u64: 0 };
+                let fd = ev.u64 as RawFd;
+                // SAFETY: `none` is a live epoll_event (ignored by EPOLL_CTL_DEL); a failure
+                // is ignored as documented.
+                let _ = unsafe {
+                    syscall!(epoll_ctl(
+                        self.ep.as_raw_fd(),
+                        libc::EPOLL_CTL_DEL,
+                        fd,
+                        &mut none
+                    ))
+                };
+            }
+        }
+    }
+}
+
+impl AsRawFd for PollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+}

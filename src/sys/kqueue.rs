@@ -357,3 +357,85 @@ impl Waker {
         Ok(())
     }
 }
+
+/// The temporary poll set (see [`super`]): a level-triggered kqueue mirroring a `poll`
+/// array; its fd is readable while any of the array's descriptors is ready for what it asks
+/// (a kqueue fd is itself pollable and can be watched by another kqueue).
+#[derive(Debug)]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) struct PollSet {
+    kq: Selector,
+}
+
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+impl PollSet {
+    /// A set watching every entry of `set` with a non-negative fd: `EVFILT_READ` for
+    /// `POLLIN`/`POLLRDNORM`, `EVFILT_WRITE` for `POLLOUT`/`POLLWRNORM`, level-triggered (no
+    /// `EV_CLEAR`). `None` if an entry asks for what kqueue cannot mirror exactly
+    /// (`POLLPRI`, `POLLRDBAND`, `POLLWRBAND`: a filter that fires when `poll` would not
+    /// answer would make the waiter spin), if kqueue refuses a descriptor (some character
+    /// devices), or if the kqueue cannot be created. An entry asking for no event is not
+    /// watched (kqueue has no error-only filter): its `POLLERR`/`POLLHUP` is seen when
+    /// another entry wakes the set or the timeout expires.
+    pub(crate) fn new(set: &[libc::pollfd]) -> Option<PollSet> {
+        let unmirrored = libc::POLLPRI | libc::POLLRDBAND | libc::POLLWRBAND;
+        let live = || set.iter().filter(|p| p.fd >= 0);
+        if live().any(|p| p.events & unmirrored != 0) {
+            return None;
+        }
+        let kq = Selector::new().ok()?;
+        let flags = (libc::EV_ADD | libc::EV_RECEIPT) as u32;
+        let mut changes: Vec<libc::kevent> = Vec::with_capacity(set.len() * 2);
+        for p in live() {
+            let fd = p.fd as usize;
+            for (wanted, filter) in [
+                (libc::POLLIN | libc::POLLRDNORM, libc::EVFILT_READ as i64),
+                (libc::POLLOUT | libc::POLLWRNORM, libc::EVFILT_WRITE as i64),
+            ] {
+                // kqueue keeps one filter per (fd, filter): adding a duplicate just updates it.
+                if p.events & wanted != 0 {
+                    changes.push(kevent(fd, filter, flags, fd));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            kq.apply(&mut changes, &[]).ok()?;
+        }
+        Some(PollSet { kq })
+    }
+
+    /// Removes the filters that report their descriptor hung up (`EV_EOF`) or in error
+    /// (`EV_ERROR`) right now. For a caller whose own zero-timeout check just found nothing
+    /// ready (the `select` hook with a write set whose peer hung up): such a condition
+    /// persists, so the level-triggered set would otherwise stay readable and wake the
+    /// waiter at once, forever. Errors are ignored: at worst the waiter looks again.
+    pub(crate) fn drop_hung_up(&self) {
+        let mut events = Events::with_capacity(64);
+        if self.kq.select(&mut events, Some(Duration::ZERO)).is_err() {
+            return;
+        }
+        let flags = (libc::EV_DELETE | libc::EV_RECEIPT) as u32;
+        let mut changes: Vec<libc::kevent> = events
+            .buf
+            .iter()
+            .filter(|ev| (ev.flags as u32) & ((libc::EV_EOF | libc::EV_ERROR) as u32) != 0)
+            .map(|ev| {
+                kevent(
+                    ev.ident as usize,
+                    ev.filter as i64,
+                    flags,
+                    ev.ident as usize,
+                )
+            })
+            .collect();
+        if !changes.is_empty() {
+            let _ = self.kq.apply(&mut changes, &[libc::ENOENT as i64]);
+        }
+    }
+}
+
+impl AsRawFd for PollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.kq.as_raw_fd()
+    }
+}

@@ -28,6 +28,23 @@
 //! (kqueue reports the closed directions in separate events, so `is_hup()` is never true there);
 //! no code outside `sys` ever needs a `cfg`.
 //!
+//! # The temporary poll set
+//!
+//! The libc shim's `poll` hook (`monkey`, only user) waits for a whole `poll` array on the hub
+//! by watching one descriptor: a kernel set that mirrors the array, **level-triggered**, whose
+//! own fd is readable while any mirrored descriptor is ready.
+//!
+//! | item | contract |
+//! | --- | --- |
+//! | `PollSet::new(&[libc::pollfd])` | the set, close-on-exec, closed on drop; entries with a negative fd are skipped. `None` when it cannot mirror the array exactly (the kernel refuses a descriptor, or an event the backend cannot express): the caller then makes the blocking call instead |
+//! | `PollSet::as_raw_fd()` | the set's fd, to register with the reactor like any other |
+//! | `PollSet::drop_hung_up()` | removes the descriptors reported hung up or in error right now (epoll `EPOLLHUP`/`EPOLLERR`, kqueue `EV_EOF`/`EV_ERROR`), for a caller that just found nothing ready for what it asks: such a persistent condition would keep the level-triggered set readable |
+//!
+//! epoll mirrors `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLRDHUP` (and always errors and
+//! hang-ups); kqueue mirrors `POLLIN`/`POLLRDNORM` (`EVFILT_READ`) and `POLLOUT`/`POLLWRNORM`
+//! (`EVFILT_WRITE`) and refuses `POLLPRI`/`POLLRDBAND`/`POLLWRBAND`. Readiness of the set is a
+//! hint: the caller asks `poll` again with a zero timeout.
+//!
 //! # Errors and `EINTR`
 //!
 //! Every libc call goes through [`syscall!`], which reads `errno` right after the call, before
@@ -40,6 +57,10 @@
 //! exists, and created close-on-exec (atomically where the OS allows, otherwise with
 //! [`set_cloexec`] before the constructor returns).
 
+/// The `__DATA,__interpose` table of the libc shim on macOS (`interpose!`).
+pub(crate) mod interpose;
+#[allow(unused_imports)] // used only with the `monkey` feature
+pub(crate) use interpose::interpose;
 /// Memory mappings for green-thread stacks.
 pub(crate) mod memory;
 /// Fault signals: stack-overflow reporting.
@@ -76,7 +97,7 @@ pub(crate) use syscall;
 mod epoll;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unused_imports)] // `Event` is part of the contract even where unnamed
-pub(crate) use epoll::{Event, Events, Selector, Waker};
+pub(crate) use epoll::{Event, Events, PollSet, Selector, Waker};
 
 #[cfg(any(
     target_os = "macos",
@@ -96,7 +117,7 @@ mod kqueue;
     target_os = "dragonfly",
 ))]
 #[allow(unused_imports)] // `Event` is part of the contract even where unnamed
-pub(crate) use kqueue::{Event, Events, Selector, Waker};
+pub(crate) use kqueue::{Event, Events, PollSet, Selector, Waker};
 
 #[cfg(not(any(
     target_os = "linux",
@@ -109,6 +130,114 @@ pub(crate) use kqueue::{Event, Events, Selector, Waker};
     target_os = "dragonfly",
 )))]
 compile_error!("verdant: unsupported target OS (needs epoll or kqueue)");
+
+/// This thread's `errno` (the libc slot, read without touching it). Every OS names the slot's
+/// accessor differently: `__errno_location` (Linux, Android), `__error` (macOS, iOS, FreeBSD,
+/// DragonFly), `__errno` (NetBSD, OpenBSD).
+///
+/// ```text
+/// sys::set_errno(libc::EINTR);
+/// assert_eq!(sys::errno(), libc::EINTR);
+/// ```
+/// A word of an `fd_set`'s bit array, as the C library lays it out (bit `fd % BITS` of
+/// word `fd / BITS`): `unsigned long` on Linux and FreeBSD, a 32-bit `int` on macOS. The
+/// `select` hook reads and restores the caller's sets in these words, so their size and
+/// alignment must be the C type's (a 4-byte-aligned macOS `fd_set` read as `u64`s would be
+/// misaligned).
+#[cfg(not(target_os = "macos"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type FdSetWord = libc::c_ulong;
+/// A word of an `fd_set`'s bit array, as the C library lays it out (bit `fd % BITS` of
+/// word `fd / BITS`): `unsigned long` on Linux and FreeBSD, a 32-bit `int` on macOS. The
+/// `select` hook reads and restores the caller's sets in these words, so their size and
+/// alignment must be the C type's (a 4-byte-aligned macOS `fd_set` read as `u64`s would be
+/// misaligned).
+#[cfg(target_os = "macos")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type FdSetWord = u32;
+
+/// Linux's `MSG_ERRQUEUE` (a receive of queued socket errors, which never waits); 0 where
+/// the flag does not exist, so `flags & MSG_ERRQUEUE` is never set there.
+#[cfg(target_os = "linux")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) const MSG_ERRQUEUE: libc::c_int = libc::MSG_ERRQUEUE;
+/// Linux's `MSG_ERRQUEUE` (a receive of queued socket errors, which never waits); 0 where
+/// the flag does not exist, so `flags & MSG_ERRQUEUE` is never set there.
+#[cfg(not(target_os = "linux"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) const MSG_ERRQUEUE: libc::c_int = 0;
+
+/// The type of `getnameinfo`'s `hostlen` and `servlen`: `socklen_t` on Linux and macOS,
+/// `size_t` on FreeBSD (the libc shim's hook must have the C library's exact signature).
+#[cfg(not(target_os = "freebsd"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type NameInfoLen = libc::socklen_t;
+/// The type of `getnameinfo`'s `hostlen` and `servlen`: `socklen_t` on Linux and macOS,
+/// `size_t` on FreeBSD (the libc shim's hook must have the C library's exact signature).
+#[cfg(target_os = "freebsd")]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) type NameInfoLen = libc::size_t;
+
+// The libc shim (`monkey`) is the only user: it must hand errno back to C callers unchanged.
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn errno() -> i32 {
+    // SAFETY: the accessor returns this thread's errno slot, valid for the thread's life.
+    unsafe { *errno_slot() }
+}
+
+/// Sets this thread's `errno` (see [`errno`]).
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+pub(crate) fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *errno_slot() = value }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "dragonfly"
+))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__error() }
+}
+
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+#[cfg_attr(not(feature = "monkey"), allow(dead_code))]
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: takes no arguments; returns a pointer to the calling thread's errno.
+    unsafe { libc::__errno() }
+}
+
+/// Writes `msg` to stderr with the bare system call, past libc's exported `write` (which the
+/// libc shim replaces on ELF systems): for the shim's last words before it aborts. Errors
+/// are ignored (there is no one left to tell).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn write_stderr_raw(msg: &[u8]) {
+    // SAFETY: write(2) of a live buffer of `msg.len()` bytes; the syscall touches nothing else.
+    unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+}
+
+/// Writes `msg` to stderr with the bare system call (see the Linux version).
+#[cfg(all(feature = "monkey", target_os = "freebsd"))]
+pub(crate) fn write_stderr_raw(msg: &[u8]) {
+    extern "C" {
+        // libc's raw system-call stub, which `write` (interposable) ends in.
+        fn __sys_write(fd: libc::c_int, buf: *const libc::c_void, n: libc::size_t)
+            -> libc::ssize_t;
+    }
+    // SAFETY: write(2) of a live buffer of `msg.len()` bytes.
+    unsafe { __sys_write(2, msg.as_ptr().cast(), msg.len()) };
+}
 
 /// The directions a registration watches.
 ///

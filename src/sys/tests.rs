@@ -269,3 +269,126 @@ fn eintr_returns_ok_with_no_events() {
     assert_eq!(res, Ok(()));
     assert_eq!(n, 0);
 }
+
+/// Whether `fd` is readable now (a zero-timeout `poll`).
+fn readable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, count 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert!(n >= 0, "poll: {}", io::Error::last_os_error());
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+#[test]
+fn poll_set_is_readable_exactly_while_a_member_is_ready() {
+    let (mut a, mut b) = pair();
+    let set = PollSet::new(&[pollfd(a.as_raw_fd(), libc::POLLIN)]).expect("poll set");
+    assert!(!readable_now(set.as_raw_fd()), "nothing to read yet");
+    b.write_all(b"x").unwrap();
+    assert!(
+        readable_now(set.as_raw_fd()),
+        "a's data makes the set ready"
+    );
+    // Level-triggered: still ready until the data is consumed.
+    assert!(
+        readable_now(set.as_raw_fd()),
+        "still ready (level-triggered)"
+    );
+    let mut buf = [0u8; 1];
+    a.read_exact(&mut buf).unwrap();
+    assert!(!readable_now(set.as_raw_fd()), "data consumed: not ready");
+}
+
+#[test]
+fn poll_set_skips_negative_fds_and_merges_duplicates() {
+    let (a, b) = pair();
+    let entries = [
+        pollfd(-1, libc::POLLIN),
+        pollfd(a.as_raw_fd(), libc::POLLIN),
+        pollfd(a.as_raw_fd(), libc::POLLOUT),
+    ];
+    let set = PollSet::new(&entries).expect("poll set");
+    // The second entry for `a` (writable, which an idle socket is) was merged in.
+    assert!(readable_now(set.as_raw_fd()), "a is writable");
+    drop(b);
+    let only_read = PollSet::new(&entries[..2]).expect("poll set");
+    // The peer is gone: a reads end of stream, which is readiness for POLLIN.
+    assert!(
+        readable_now(only_read.as_raw_fd()),
+        "end of stream is readable"
+    );
+}
+
+#[test]
+fn poll_set_drop_hung_up_removes_only_hung_up_members() {
+    let (a, b) = pair();
+    let (c, mut d) = pair();
+    let entries = [
+        pollfd(a.as_raw_fd(), libc::POLLOUT),
+        pollfd(c.as_raw_fd(), libc::POLLIN),
+    ];
+    let set = PollSet::new(&entries).expect("poll set");
+    drop(b);
+    // a's peer is gone: its hang-up (or write-side end of file) keeps the set ready.
+    assert!(readable_now(set.as_raw_fd()), "a is hung up");
+    set.drop_hung_up();
+    assert!(
+        !readable_now(set.as_raw_fd()),
+        "a was removed, c has nothing to read"
+    );
+    // c, healthy, is still watched.
+    d.write_all(b"x").unwrap();
+    assert!(
+        readable_now(set.as_raw_fd()),
+        "c's data makes the set ready"
+    );
+    set.drop_hung_up();
+    assert!(readable_now(set.as_raw_fd()), "c is not hung up: kept");
+}
+
+#[test]
+fn poll_set_fd_is_cloexec() {
+    let (a, _b) = pair();
+    let set = PollSet::new(&[pollfd(a.as_raw_fd(), libc::POLLIN)]).expect("poll set");
+    // SAFETY: F_GETFD takes no pointer argument.
+    let flags = unsafe { libc::fcntl(set.as_raw_fd(), libc::F_GETFD) };
+    assert!(flags & libc::FD_CLOEXEC != 0);
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn poll_set_refuses_what_epoll_cannot_watch() {
+    // epoll refuses regular files (EPERM): the caller must then block in the real poll.
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    assert!(PollSet::new(&[pollfd(file.as_raw_fd(), libc::POLLIN)]).is_none());
+}
+
+#[test]
+fn errno_reads_and_writes_this_threads_slot() {
+    set_errno(libc::EINTR);
+    assert_eq!(errno(), libc::EINTR);
+    assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EINTR));
+    // SAFETY: closing an fd that is never open fails with EBADF and touches nothing.
+    assert_eq!(unsafe { libc::close(-1) }, -1);
+    assert_eq!(errno(), libc::EBADF);
+    // Per thread: another thread's errno is its own.
+    thread::spawn(|| {
+        set_errno(libc::ENOENT);
+        assert_eq!(errno(), libc::ENOENT);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(errno(), libc::EBADF);
+}
