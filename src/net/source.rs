@@ -23,7 +23,6 @@
 use crate::hub::{self, FdWait};
 use crate::reactor::{Direction, SourceId};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -33,7 +32,42 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// The fds `net` registered with this thread's hub, so that [`super::wait_readable`]
     /// on one of them shares its registration instead of failing with `EEXIST`.
-    static REGISTERED: RefCell<HashMap<RawFd, Shared>> = RefCell::new(HashMap::new());
+    static REGISTERED: RefCell<FdMap> = const { RefCell::new(FdMap(Vec::new())) };
+}
+
+/// fd → [`Shared`], a `Vec` indexed by the descriptor number. Descriptors are small
+/// integers the kernel hands out lowest-first, so the table stays as long as the highest fd
+/// registered on this thread; a lookup is a bounds check and an index, where a `HashMap`
+/// with std's SipHash cost a fifth of the instructions of a monkey-patched server's
+/// request (every hooked wait looks the fd up, inserts it and removes it).
+struct FdMap(Vec<Option<Shared>>);
+
+impl FdMap {
+    fn get(&self, fd: RawFd) -> Option<&Shared> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.0.get(i)?.as_ref())
+    }
+
+    #[cfg(feature = "monkey")]
+    fn contains_key(&self, fd: RawFd) -> bool {
+        self.get(fd).is_some()
+    }
+
+    fn insert(&mut self, fd: RawFd, shared: Shared) {
+        // Only registered fds are inserted, and the reactor refuses negative ones.
+        let Ok(i) = usize::try_from(fd) else { return };
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, || None);
+        }
+        self.0[i] = Some(shared);
+    }
+
+    fn remove(&mut self, fd: RawFd) -> Option<Shared> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.0.get_mut(i)?.take())
+    }
 }
 
 /// An entry of [`REGISTERED`].
@@ -56,7 +90,7 @@ thread_local! {
 /// then `None`: the socket owns it), else a temporary one shared with other green threads
 /// waiting on `fd` (deregistered when the last of them drops it).
 pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Registration>>)> {
-    let found = REGISTERED.with(|m| m.borrow().get(&fd).map(|s| (s.id, s.temp.clone())));
+    let found = REGISTERED.with(|m| m.borrow().get(fd).map(|s| (s.id, s.temp.clone())));
     match found {
         Some((id, None)) => return Ok((id, None)),
         Some((id, Some(weak))) => {
@@ -84,7 +118,7 @@ pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Reg
 #[cfg(feature = "monkey")]
 pub(crate) fn is_registered(fd: RawFd) -> bool {
     REGISTERED
-        .try_with(|m| m.try_borrow().is_ok_and(|m| m.contains_key(&fd)))
+        .try_with(|m| m.try_borrow().is_ok_and(|m| m.contains_key(fd)))
         .unwrap_or(false)
 }
 
@@ -97,7 +131,7 @@ pub(crate) fn is_registered(fd: RawFd) -> bool {
 #[cfg(feature = "monkey")]
 pub(crate) fn forget(fd: RawFd) {
     let shared = REGISTERED
-        .try_with(|m| m.try_borrow_mut().ok().and_then(|mut m| m.remove(&fd)))
+        .try_with(|m| m.try_borrow_mut().ok().and_then(|mut m| m.remove(fd)))
         .ok()
         .flatten();
     if let Some(shared) = shared {
@@ -153,8 +187,8 @@ impl Drop for Registration {
         // Thread teardown may have destroyed the map already; then there is nothing to do.
         let _ = REGISTERED.try_with(|m| {
             let mut m = m.borrow_mut();
-            if m.get(&self.fd).is_some_and(|s| s.id == self.id) {
-                m.remove(&self.fd);
+            if m.get(self.fd).is_some_and(|s| s.id == self.id) {
+                m.remove(self.fd);
             }
         });
         hub::deregister_fd(self.id);
