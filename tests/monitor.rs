@@ -291,7 +291,6 @@ fn a_report_callback_may_stop_its_own_monitor() {
 #[test]
 fn after_patch_all_a_sleep_is_no_stall_but_a_busy_loop_still_is() {
     #[path = "support/mod.rs"]
-    #[allow(dead_code)] // shared helpers this file does not all use
     mod support;
     const SCENARIO: &str = "monitor-after-patch-all";
     if !support::is_child(SCENARIO) {

@@ -11,85 +11,11 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+#[macro_use]
+mod support;
+
+use support::Log;
 use verdant::monkey::{self, Family};
-
-const CHILD: &str = "VERDANT_MONKEY_TEST_CHILD";
-
-/// Runs each test's body in a child process of its own.
-macro_rules! isolated {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if std::env::var(CHILD).as_deref() == Ok(stringify!($name)) {
-                $body
-            } else {
-                run_in_child(stringify!($name));
-            }
-        }
-    )*};
-}
-
-fn run_in_child(name: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
-        std::process::Command::new(program)
-            .args(pre)
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(CHILD, name)
-            .output()
-    };
-    // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
-    // step) cannot exec itself: the kernel says ENOEXEC and libc falls back to running it
-    // as a shell script, which exits 127. Then run the child under the same emulator.
-    let could_not_exec = |out: &io::Result<std::process::Output>| match out {
-        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
-        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
-    };
-    let mut out = child(&exe, &[]);
-    if could_not_exec(&out) {
-        let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-        out = child(qemu.as_ref(), &[exe.as_os_str()]);
-    }
-    let out = out.expect("re-run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process {} ({}):\n{stdout}\n{stderr}",
-        exe.display(),
-        out.status
-    );
-}
-
-/// An event log shared by the green threads of one OS thread.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<(usize, &'static str)>>>);
-
-impl Log {
-    fn push(&self, id: usize, what: &'static str) {
-        self.0.borrow_mut().push((id, what));
-    }
-
-    fn events(&self) -> Vec<(usize, &'static str)> {
-        self.0.borrow().clone()
-    }
-
-    /// Whether every "start" came before every "end": the waits overlapped.
-    fn all_started_before_any_ended(&self) -> bool {
-        let ev = self.events();
-        let last_start = ev.iter().rposition(|e| e.1 == "start");
-        let first_end = ev.iter().position(|e| e.1 == "end");
-        matches!((last_start, first_end), (Some(s), Some(e)) if s < e)
-    }
-
-    /// Whether each green thread's start was followed at once by its end: no overlap.
-    fn strictly_sequential(&self) -> bool {
-        self.events()
-            .chunks(2)
-            .all(|p| p.len() == 2 && p[0] == (p[0].0, "start") && p[1] == (p[0].0, "end"))
-    }
-}
 
 /// `n` green threads that log "start", run `wait`, log "end"; joins them all.
 fn run_green(n: usize, wait: impl Fn(usize) + Clone + 'static) -> Log {

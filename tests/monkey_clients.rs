@@ -15,14 +15,15 @@
 #![cfg(target_os = "linux")]
 
 use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Output, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use verdant::monkey::{self, Family};
+#[macro_use]
+mod support;
 
-const CHILD: &str = "VERDANT_MONKEY_TEST_CHILD";
+use support::Log;
+use verdant::monkey::{self, Family};
 
 /// How long the server waits before each response.
 const DELAY: Duration = Duration::from_millis(200);
@@ -42,98 +43,6 @@ const OVERLAP_BOUND: Duration = if cfg!(target_arch = "x86_64") {
 
 /// Unpatched fetches: few, because they take `DELAY` each.
 const SEQUENTIAL_FETCHES: usize = 5;
-
-/// Runs each test's body in a child process of its own.
-macro_rules! isolated {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if std::env::var(CHILD).as_deref() == Ok(stringify!($name)) {
-                $body
-            } else {
-                run_in_child(stringify!($name));
-            }
-        }
-    )*};
-}
-
-fn run_in_child(name: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
-        std::process::Command::new(program)
-            .args(pre)
-            // --include-ignored: the parent may be running an #[ignore]d test by request.
-            .args([
-                "--exact",
-                name,
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map(output_within_limit)
-    };
-    // A foreign-architecture binary run by qemu-user without binfmt_misc (CI's aarch64
-    // step) cannot exec itself: the kernel says ENOEXEC and libc falls back to running it
-    // as a shell script, which exits 127. Then run the child under the same emulator.
-    let could_not_exec = |out: &io::Result<Output>| match out {
-        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
-        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
-    };
-    let mut out = child(&exe, &[]);
-    if could_not_exec(&out) {
-        let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-        out = child(qemu.as_ref(), &[exe.as_os_str()]);
-    }
-    let out = out.expect("re-run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process {} ({}; killed after {CHILD_LIMIT:?} if it ran \
-         that long):\n{stdout}\n{stderr}",
-        exe.display(),
-        out.status
-    );
-}
-
-/// How long a child process may run before it is killed (a hang fails one test with its
-/// transcript instead of a whole CI step).
-const CHILD_LIMIT: Duration = Duration::from_secs(120);
-
-/// The child's output, once it exits or after it has been killed at [`CHILD_LIMIT`].
-fn output_within_limit(mut child: std::process::Child) -> Output {
-    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        })
-    }
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("wait for the child process") {
-            Some(status) => break status,
-            None if start.elapsed() > CHILD_LIMIT => {
-                let _ = child.kill();
-                break child.wait().expect("wait for the killed child process");
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
 
 /// A slow HTTP/1.1 server on 127.0.0.1, an OS thread per connection (no hub: the shim
 /// passes its calls straight through). `GET /<n>` answers after `DELAY` with a body of `n`
@@ -173,35 +82,6 @@ fn slow_server() -> SocketAddr {
         }
     });
     addr
-}
-
-/// An event log shared by the green threads of one OS thread.
-#[derive(Clone, Default)]
-struct Log(Rc<RefCell<Vec<(usize, &'static str)>>>);
-
-impl Log {
-    fn push(&self, id: usize, what: &'static str) {
-        self.0.borrow_mut().push((id, what));
-    }
-
-    fn events(&self) -> Vec<(usize, &'static str)> {
-        self.0.borrow().clone()
-    }
-
-    /// Whether every "start" came before every "end": the fetches overlapped.
-    fn all_started_before_any_ended(&self) -> bool {
-        let ev = self.events();
-        let last_start = ev.iter().rposition(|e| e.1 == "start");
-        let first_end = ev.iter().position(|e| e.1 == "end");
-        matches!((last_start, first_end), (Some(s), Some(e)) if s < e)
-    }
-
-    /// Whether each green thread's start was followed at once by its end: no overlap.
-    fn strictly_sequential(&self) -> bool {
-        self.events()
-            .chunks(2)
-            .all(|p| p.len() == 2 && p[0] == (p[0].0, "start") && p[1] == (p[0].0, "end"))
-    }
 }
 
 /// `n` green threads on this OS thread, green thread `i` fetching `/<i>` with `fetch`

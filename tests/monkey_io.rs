@@ -13,79 +13,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+#[macro_use]
+mod support;
+
 use verdant::monkey::{self, Family};
-
-const CHILD: &str = "VERDANT_MONKEY_TEST_CHILD";
-
-/// Runs each test's body in a child process of its own.
-macro_rules! isolated {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if std::env::var(CHILD).as_deref() == Ok(stringify!($name)) {
-                $body
-            } else {
-                run_in_child(stringify!($name));
-            }
-        }
-    )*};
-}
-
-/// How long a child may run before it counts as hung (a hook that waits where blocking
-/// libc would have returned hangs: that is a failure, not a stuck CI job). Generous for
-/// qemu.
-const HANG: Duration = Duration::from_secs(120);
-
-fn run_in_child(name: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
-        let child = std::process::Command::new(program)
-            .args(pre)
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(CHILD, name)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        let pid = child.id() as libc::pid_t;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(child.wait_with_output()));
-        match rx.recv_timeout(HANG) {
-            Ok(out) => out,
-            Err(_) => {
-                // SAFETY: kill takes no pointers; `pid` is the child started above, not
-                // yet reaped (its waiter thread is still blocked in wait).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                let out = rx.recv().expect("the waiter thread reports")?;
-                panic!(
-                    "{name} hung for {HANG:?} in its child process and was killed:\n{}\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    };
-    // Under qemu-user without binfmt_misc the binary cannot exec itself (see
-    // tests/monkey.rs): run the child under the same emulator.
-    let could_not_exec = |out: &io::Result<std::process::Output>| match out {
-        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
-        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
-    };
-    let mut out = child(&exe, &[]);
-    if could_not_exec(&out) {
-        let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-        out = child(qemu.as_ref(), &[exe.as_os_str()]);
-    }
-    let out = out.expect("re-run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process {} ({}):\n{stdout}\n{stderr}",
-        exe.display(),
-        out.status
-    );
-}
 
 fn last_errno() -> Option<i32> {
     io::Error::last_os_error().raw_os_error()

@@ -12,55 +12,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
+#[macro_use]
+mod support;
+
 use verdant::monkey::{self, original, Family};
-
-const CHILD: &str = "VERDANT_MONKEY_POLL_TEST_CHILD";
-
-/// Runs each test's body in a child process of its own.
-macro_rules! isolated {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        $(#[$m])*
-        #[test]
-        fn $name() {
-            if std::env::var(CHILD).as_deref() == Ok(stringify!($name)) {
-                $body
-            } else {
-                run_in_child(stringify!($name));
-            }
-        }
-    )*};
-}
-
-fn run_in_child(name: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let child = |program: &std::path::Path, pre: &[&std::ffi::OsStr]| {
-        std::process::Command::new(program)
-            .args(pre)
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(CHILD, name)
-            .output()
-    };
-    // qemu-user without binfmt_misc cannot exec a foreign binary: run it under qemu then
-    // (see tests/monkey.rs).
-    let could_not_exec = |out: &io::Result<std::process::Output>| match out {
-        Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
-        Ok(o) => o.status.code() == Some(127) && o.stdout.is_empty(),
-    };
-    let mut out = child(&exe, &[]);
-    if could_not_exec(&out) {
-        let qemu = format!("qemu-{}-static", std::env::consts::ARCH);
-        out = child(qemu.as_ref(), &[exe.as_os_str()]);
-    }
-    let out = out.expect("re-run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process {} ({}):\n{stdout}\n{stderr}",
-        exe.display(),
-        out.status
-    );
-}
 
 fn last_errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap()

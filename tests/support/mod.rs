@@ -9,6 +9,9 @@
 //! directly; the child is then started through the emulator, named by
 //! `VERDANT_TEST_RUNNER` or else `qemu-<arch>-static`.
 
+// Each test file uses part of these helpers.
+#![allow(dead_code, unused_macros)]
+
 use std::io;
 use std::process::{Command, ExitStatus, Output};
 
@@ -46,7 +49,14 @@ impl Child {
 /// Runs the test `test_name` of this test binary in a child process with `scenario` set.
 pub fn run_child(test_name: &str, scenario: &str) -> Child {
     let exe = std::env::current_exe().expect("path of the test binary");
-    let args = [test_name, "--exact", "--nocapture", "--test-threads=1"];
+    // --include-ignored: the parent may be running an #[ignore]d test by request.
+    let args = [
+        test_name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ];
     let run = |program: &std::ffi::OsStr, prefix: Option<&std::path::Path>| -> io::Result<Output> {
         let mut cmd = Command::new(program);
         if let Some(exe) = prefix {
@@ -134,4 +144,61 @@ fn output_within(mut cmd: Command, limit: std::time::Duration) -> io::Result<Out
         stdout,
         stderr,
     })
+}
+
+/// Defines tests whose bodies each run in a child process of their own (this binary re-run
+/// with `--exact <name>`), for tests that change process-wide state for good, such as
+/// `verdant::monkey::patch_all()`. Needs `#[macro_use] mod support;` at the crate root.
+macro_rules! isolated {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$m])*
+        #[test]
+        fn $name() {
+            if crate::support::is_child(stringify!($name)) {
+                $body
+            } else {
+                crate::support::run_isolated(stringify!($name));
+            }
+        }
+    )*};
+}
+
+/// The parent's half of [`isolated!`]: runs the test `name` in a child and asserts that it
+/// passed there.
+pub fn run_isolated(name: &str) {
+    let child = run_child(name, name);
+    assert!(
+        child.status.success() && child.stdout.contains("1 passed"),
+        "{name} failed in its child process:\n{}",
+        child.transcript()
+    );
+}
+
+/// An event log shared by the green threads of one OS thread.
+#[derive(Clone, Default)]
+pub struct Log(std::rc::Rc<std::cell::RefCell<Vec<(usize, &'static str)>>>);
+
+impl Log {
+    pub fn push(&self, id: usize, what: &'static str) {
+        self.0.borrow_mut().push((id, what));
+    }
+
+    pub fn events(&self) -> Vec<(usize, &'static str)> {
+        self.0.borrow().clone()
+    }
+
+    /// Whether every "start" came before every "end": the waits overlapped.
+    pub fn all_started_before_any_ended(&self) -> bool {
+        let ev = self.events();
+        let last_start = ev.iter().rposition(|e| e.1 == "start");
+        let first_end = ev.iter().position(|e| e.1 == "end");
+        matches!((last_start, first_end), (Some(s), Some(e)) if s < e)
+    }
+
+    /// Whether each green thread's start was followed at once by its end: no overlap.
+    pub fn strictly_sequential(&self) -> bool {
+        self.events()
+            .chunks(2)
+            .all(|p| p.len() == 2 && p[0] == (p[0].0, "start") && p[1] == (p[0].0, "end"))
+    }
 }
