@@ -131,12 +131,22 @@ fn parse_head(head: &[u8]) -> Option<Head> {
 
 /// Serves one connection until the client closes it, asks to close, or errs.
 pub fn handle(mut conn: TcpStream, _peer: SocketAddr) {
+    if serve_connection(&mut conn) {
+        let _ = conn.shutdown(Shutdown::Write);
+    }
+}
+
+/// The request loop of one connection, for any blocking stream (`verdant::net` here,
+/// `std::net` after `patch_all()` in `std_http_hello`, so both serve with the same code).
+/// Returns whether the connection should be shut down for writing (the server asked to
+/// close); `false` when the client closed it or an I/O error ended it.
+pub fn serve_connection<S: Read + Write>(conn: &mut S) -> bool {
     let mut buf = vec![0; MAX_HEAD];
     let mut out = Vec::with_capacity(4 * 1024);
     let (mut filled, mut skip) = (0, 0);
     loop {
         let n = match conn.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
         let dropped = n.min(skip);
@@ -153,19 +163,18 @@ pub fn handle(mut conn: TcpStream, _peer: SocketAddr) {
         }
         if !out.is_empty() {
             if conn.write_all(&out).is_err() {
-                return;
+                return false;
             }
             out.clear();
         }
         if p.close || too_large {
-            let _ = conn.shutdown(Shutdown::Write);
-            return;
+            return true;
         }
     }
 }
 
 /// The value of `--port N` among the arguments; 0 (any free port) when absent.
-fn port_arg() -> u16 {
+pub fn port_arg() -> u16 {
     let args: Vec<String> = std::env::args().collect();
     let value = args
         .iter()

@@ -1,8 +1,9 @@
 //! `http_hello` written the way thread-per-connection code is written with `std::net` —
 //! a blocking `TcpListener::accept` loop, a blocking `TcpStream` per connection — run as
 //! one green thread per connection after `verdant::monkey::patch_all()`. The request loop is
-//! `http_hello::handle` with std types (this file includes `http_hello.rs` and calls its
-//! `respond`). `scripts/bench-monkey-http` compares the two servers' CPU time per request.
+//! `http_hello::serve_connection`, the very code `http_hello` runs, here over std types (this
+//! file includes `http_hello.rs`). `scripts/bench-monkey-http` compares the two servers' CPU
+//! time per request.
 //!
 //! ```text
 //! cargo run --release --features monkey --example std_http_hello -- --port 8080
@@ -20,40 +21,12 @@ mod http_hello;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 
-use http_hello::{respond, MAX_HEAD};
+use http_hello::serve_connection;
 
-/// Serves one connection: `http_hello::handle` on a `std::net::TcpStream`.
+/// Serves one connection with http_hello's request loop, over a std stream.
 fn handle(mut conn: TcpStream) {
-    let mut buf = vec![0; MAX_HEAD];
-    let mut out = Vec::with_capacity(4 * 1024);
-    let (mut filled, mut skip) = (0, 0);
-    loop {
-        let n = match conn.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let dropped = n.min(skip);
-        skip -= dropped;
-        buf.copy_within(filled + dropped..filled + n, filled);
-        filled += n - dropped;
-        let p = respond(&buf[..filled], &mut out);
-        buf.copy_within(p.consumed..filled, 0);
-        filled -= p.consumed;
-        skip += p.skip;
-        let too_large = !p.close && filled == buf.len();
-        if too_large {
-            out.extend_from_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-        if !out.is_empty() {
-            if conn.write_all(&out).is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if p.close || too_large {
-            let _ = conn.shutdown(Shutdown::Write);
-            return;
-        }
+    if serve_connection(&mut conn) {
+        let _ = conn.shutdown(Shutdown::Write);
     }
 }
 
@@ -103,19 +76,9 @@ fn smoke(addr: SocketAddr) {
     println!("smoke: 10 connections, 30 requests served");
 }
 
-/// The value of `--port N` among the arguments; 0 (any free port) when absent.
-fn port_arg() -> u16 {
-    let args: Vec<String> = std::env::args().collect();
-    let value = args
-        .iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1));
-    value.map_or(0, |p| p.parse().expect("--port takes a port number"))
-}
-
 fn main() {
     verdant::monkey::patch_all();
-    let listener = TcpListener::bind(("127.0.0.1", port_arg())).unwrap_or_else(|e| {
+    let listener = TcpListener::bind(("127.0.0.1", http_hello::port_arg())).unwrap_or_else(|e| {
         eprintln!("bind: {e}");
         std::process::exit(1)
     });
