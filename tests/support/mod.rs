@@ -15,6 +15,16 @@
 use std::io;
 use std::process::{Command, ExitStatus, Output};
 
+/// Environment variable set (by `scripts/aarch64-test`, or here when a child had to be
+/// started through the emulator) when the tests run under qemu-user.
+pub const EMULATED_VAR: &str = "VERDANT_EMULATED";
+
+/// Whether this process runs under an emulator (qemu-user), whose own allocations share the
+/// process's mapping count and address-space limits.
+pub fn is_emulated() -> bool {
+    std::env::var_os(EMULATED_VAR).is_some()
+}
+
 /// Environment variable naming the scenario a child process runs.
 pub const SCENARIO_VAR: &str = "VERDANT_TEST_CHILD";
 
@@ -60,7 +70,7 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
     let run = |program: &std::ffi::OsStr, prefix: Option<&std::path::Path>| -> io::Result<Output> {
         let mut cmd = Command::new(program);
         if let Some(exe) = prefix {
-            cmd.arg(exe);
+            cmd.arg(exe).env(EMULATED_VAR, "qemu-user");
         }
         cmd.args(args)
             .env(SCENARIO_VAR, scenario)
