@@ -591,9 +591,11 @@ impl Hub {
 }
 
 fn hub_loop() -> ! {
-    let hub = hub();
+    // No `Rc<Hub>` on this stack: the hub greenlet is never resumed once its thread exits,
+    // so a handle held here would never be dropped, and the hub (its epoll and waker
+    // descriptors, its stacks) would leak with every OS thread that used verdant.
     loop {
-        hub.turn();
+        with_hub(Hub::turn);
     }
 }
 
