@@ -20,7 +20,7 @@ isolated! {
                     // Spawned, slept, joined and one left suspended at exit: the hub, its
                     // reactor and a parked green thread all exist when the thread ends.
                     let h = verdant::spawn(|| verdant::sleep(std::time::Duration::from_millis(1)));
-                    h.join().unwrap();
+                    h.join().unwrap().unwrap();
                     let _parked = verdant::spawn(|| verdant::sleep(std::time::Duration::from_secs(3600)));
                     verdant::yield_now();
                 })
