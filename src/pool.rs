@@ -559,15 +559,18 @@ impl Group {
     /// tasks finish (see [`ImapUnordered`]).
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, Instant};
     /// let group = verdant::Group::new();
+    /// // Deadlines from one instant, so that the order holds even where starting the
+    /// // tasks is slow (an emulator, a loaded machine).
+    /// let start = Instant::now();
     /// let order: Vec<u64> = group
-    ///     .imap_unordered([30, 1, 15], |ms| {
-    ///         verdant::sleep(Duration::from_millis(ms)).unwrap();
+    ///     .imap_unordered([300, 10, 150], move |ms| {
+    ///         verdant::sleep_until(start + Duration::from_millis(ms)).unwrap();
     ///         ms
     ///     })
     ///     .collect();
-    /// assert_eq!(order, [1, 15, 30]);
+    /// assert_eq!(order, [10, 150, 300]);
     /// ```
     pub fn imap_unordered<I, F, T>(&self, iter: I, f: F) -> ImapUnordered<I::IntoIter, F, T>
     where
