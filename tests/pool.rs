@@ -90,13 +90,16 @@ fn map_returns_results_in_input_order() {
 #[test]
 fn imap_unordered_yields_in_completion_order() {
     let pool = Pool::new(4);
+    // Deadlines 100 ms apart from one instant: the order cannot depend on how quickly the
+    // tasks start (qemu on a loaded machine starts them tens of milliseconds apart).
+    let start = std::time::Instant::now();
     let order: Vec<u64> = pool
-        .imap_unordered([40u64, 10, 30, 20], |n| {
-            verdant::sleep(ms(n)).unwrap();
+        .imap_unordered([400u64, 100, 300, 200], move |n| {
+            verdant::sleep_until(start + ms(n)).unwrap();
             n
         })
         .collect();
-    assert_eq!(order, [10, 20, 30, 40]);
+    assert_eq!(order, [100, 200, 300, 400]);
 }
 
 #[test]
