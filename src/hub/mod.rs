@@ -489,10 +489,15 @@ impl Hub {
     fn poll(&self, timeout: Option<Duration>) {
         // The hub's own loop: not a green thread blocking it, even when this waits long.
         self.activity.enter_hub();
-        let mut woken = Vec::new();
-        let report = self.reactor.borrow_mut().poll(timeout, &mut woken);
+        // Each woken task is scheduled as its event is read (no buffer per poll); `Io` tells
+        // its `wait_fd_in` that the reactor holds nothing of it any more.
+        let report = self.reactor.borrow_mut().poll(timeout, |task: TaskRef| {
+            task.reason.set(WakeReason::Io);
+            self.schedule(task);
+        });
         match report {
             Ok(report) => {
+                self.io_waiters.set(self.io_waiters.get() - report.woken);
                 if report.notified {
                     self.drain_inbox();
                 }
@@ -501,10 +506,6 @@ impl Hub {
                 // epoll_wait/kevent only fail on programming errors (EBADF, EINVAL).
                 panic!("verdant hub: polling the reactor failed: {e}");
             }
-        }
-        self.io_waiters.set(self.io_waiters.get() - woken.len());
-        for task in woken {
-            self.schedule(task);
         }
         if !self.timers.borrow().is_empty() {
             self.fire_timers(Instant::now());
@@ -603,6 +604,8 @@ pub(crate) enum WakeReason {
     Normal,
     Deadline,
     LoopExit,
+    /// The reactor's poll took the task's fd waiter and scheduled it (see `wait_fd_in`).
+    Io,
 }
 
 /// The green thread running now (creating this thread's hub and main task on first use).
@@ -827,6 +830,7 @@ pub(crate) enum FdWait {
 /// ready in `dir`, the source is deregistered, `deadline` passes, or the wait is
 /// interrupted (`Err`: a fired `Timeout`; a kill unwinds). Whatever ends it, the waiter
 /// is removed: nothing stays registered.
+#[inline]
 pub(crate) fn wait_fd(
     id: SourceId,
     dir: Direction,
@@ -838,6 +842,7 @@ pub(crate) fn wait_fd(
 /// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
 /// cached readiness is not cleared (it was, by `fd_drained`), so an edge that came since
 /// returns `Ready` at once instead of being lost.
+#[inline]
 pub(crate) fn wait_fd_drained(
     id: SourceId,
     dir: Direction,
@@ -846,6 +851,10 @@ pub(crate) fn wait_fd_drained(
     with_hub(|hub| wait_fd_in(hub, id, dir, deadline, false))
 }
 
+// Once per request of a server, and what lies on a parked connection's stack: one small
+// frame (the wrappers above inline into the socket's I/O loop), one borrow of the
+// reactor to register, none after a wake-up by the poll (`WakeReason::Io`).
+#[inline(never)]
 fn wait_fd_in(
     hub: &Hub,
     id: SourceId,
@@ -854,10 +863,13 @@ fn wait_fd_in(
     after_would_block: bool,
 ) -> Result<FdWait, WaitError> {
     let task = hub.current_task();
-    if after_would_block {
-        hub.reactor.borrow_mut().clear_ready(id, dir);
-    }
-    let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
+    let set = {
+        let mut reactor = hub.reactor.borrow_mut();
+        if after_would_block {
+            reactor.clear_ready(id, dir);
+        }
+        reactor.set_waiter(id, dir, task.clone())
+    };
     match set {
         Ok(()) => {}
         Err(WaiterError::Ready(_)) => return Ok(FdWait::Ready),
@@ -867,11 +879,37 @@ fn wait_fd_in(
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
     // Removes the waiter on every exit, including the unwind of a kill.
-    let _registered = FdWaiterGuard { hub, id, dir };
-    let reached = match deadline {
-        Some(d) => park_until_in(hub, d)?,
-        None => park_task(&task, hub).map(|_| false)?,
-    };
+    let registered = FdWaiterGuard { hub, id, dir };
+    if let Some(deadline) = deadline {
+        return wait_fd_until(hub, &task, registered, deadline);
+    }
+    let reason = park_task(&task, hub)?;
+    registered.woken(reason);
+    if task.closed.replace(false) {
+        Ok(FdWait::Closed)
+    } else {
+        Ok(FdWait::Ready)
+    }
+}
+
+/// The rest of [`wait_fd_in`] with a deadline (a socket timeout).
+#[cold]
+#[inline(never)]
+fn wait_fd_until(
+    hub: &Hub,
+    task: &TaskRef,
+    registered: FdWaiterGuard<'_>,
+    deadline: Instant,
+) -> Result<FdWait, WaitError> {
+    let (id, dir) = (registered.id, registered.dir);
+    let epoch = task.epoch.get() + 1;
+    let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
+    // Cancels the timer on every exit, including the unwind of a kill.
+    let timer = TimerGuard { hub, key };
+    let reason = park_task(task, hub)?;
+    registered.woken(reason);
+    drop(timer);
+    let reached = reason == WakeReason::Deadline || Instant::now() >= deadline;
     if task.closed.replace(false) {
         Ok(FdWait::Closed)
     } else if reached && !hub.reactor.borrow().is_ready(id, dir) {
@@ -881,10 +919,24 @@ fn wait_fd_in(
     }
 }
 
+/// The fd waiter of a [`wait_fd_in`]: removed from the reactor when dropped, unless the
+/// poll took it already.
 struct FdWaiterGuard<'a> {
     hub: &'a Hub,
     id: SourceId,
     dir: Direction,
+}
+
+impl FdWaiterGuard<'_> {
+    /// The wait ended with `reason` (`park` returned `Ok`).
+    fn woken(self, reason: WakeReason) {
+        if reason == WakeReason::Io {
+            // The poll took the waiter out of the reactor (and counted it out of
+            // `io_waiters`): nothing to remove, and the source's slot, which is long out
+            // of cache by now, need not be touched.
+            std::mem::forget(self);
+        }
+    }
 }
 
 impl Drop for FdWaiterGuard<'_> {
