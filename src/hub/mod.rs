@@ -261,9 +261,13 @@ fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> R {
 
 #[inline]
 fn with_hub_rc<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
-    HUB.with(|slot| match slot.0.get() {
-        Some(hub) => f(hub),
-        None => f(create_hub(slot)),
+    // One call of `f`, so that it inlines into its caller once rather than twice.
+    HUB.with(|slot| {
+        let hub = match slot.0.get() {
+            Some(hub) => hub,
+            None => create_hub(slot),
+        };
+        f(hub)
     })
 }
 
@@ -836,7 +840,7 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, true))
+    with_hub(move |hub| wait_fd_in(hub, id, dir, deadline, true))
 }
 
 /// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
@@ -848,7 +852,7 @@ pub(crate) fn wait_fd_drained(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, false))
+    with_hub(move |hub| wait_fd_in(hub, id, dir, deadline, false))
 }
 
 // Once per request of a server, and what lies on a parked connection's stack: one small
