@@ -840,7 +840,10 @@ pub(crate) fn wait_fd(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(move |hub| wait_fd_in(hub, id, dir, deadline, true))
+    match deadline {
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, true)),
+        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, true)),
+    }
 }
 
 /// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
@@ -852,20 +855,21 @@ pub(crate) fn wait_fd_drained(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(move |hub| wait_fd_in(hub, id, dir, deadline, false))
+    match deadline {
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, false)),
+        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, false)),
+    }
 }
 
-// Once per request of a server, and what lies on a parked connection's stack: one small
-// frame (the wrappers above inline into the socket's I/O loop), one borrow of the
-// reactor to register, none after a wake-up by the poll (`WakeReason::Io`).
-#[inline(never)]
-fn wait_fd_in(
+/// Parks the current task as the waiter of `id` in `dir` (after clearing the cached
+/// readiness, `after_would_block`), or says why not.
+#[inline(always)]
+fn set_fd_waiter(
     hub: &Hub,
     id: SourceId,
     dir: Direction,
-    deadline: Option<Instant>,
     after_would_block: bool,
-) -> Result<FdWait, WaitError> {
+) -> Result<TaskRef, FdWait> {
     let task = hub.current_task();
     let set = {
         let mut reactor = hub.reactor.borrow_mut();
@@ -876,17 +880,32 @@ fn wait_fd_in(
     };
     match set {
         Ok(()) => {}
-        Err(WaiterError::Ready(_)) => return Ok(FdWait::Ready),
-        Err(WaiterError::Stale(_)) => return Ok(FdWait::Closed),
-        Err(WaiterError::Busy(_)) => return Ok(FdWait::Busy),
+        Err(WaiterError::Ready(_)) => return Err(FdWait::Ready),
+        Err(WaiterError::Stale(_)) => return Err(FdWait::Closed),
+        Err(WaiterError::Busy(_)) => return Err(FdWait::Busy),
     }
     hub.io_waiters.set(hub.io_waiters.get() + 1);
     task.closed.set(false);
+    Ok(task)
+}
+
+// Once per request of a server, and what lies on a parked connection's stack: one small
+// frame (the wrappers above inline into the socket's I/O loop and pass registers only),
+// one borrow of the reactor to register, none after a wake-up by the poll
+// (`WakeReason::Io`).
+#[inline(never)]
+fn wait_fd_in(
+    hub: &Hub,
+    id: SourceId,
+    dir: Direction,
+    after_would_block: bool,
+) -> Result<FdWait, WaitError> {
+    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+        Ok(task) => task,
+        Err(not_parked) => return Ok(not_parked),
+    };
     // Removes the waiter on every exit, including the unwind of a kill.
     let registered = FdWaiterGuard { hub, id, dir };
-    if let Some(deadline) = deadline {
-        return wait_fd_until(hub, &task, registered, deadline);
-    }
     let reason = park_task(&task, hub)?;
     registered.woken(reason);
     if task.closed.replace(false) {
@@ -896,21 +915,26 @@ fn wait_fd_in(
     }
 }
 
-/// The rest of [`wait_fd_in`] with a deadline (a socket timeout).
+/// [`wait_fd_in`] with a deadline (a socket timeout).
 #[cold]
 #[inline(never)]
 fn wait_fd_until(
     hub: &Hub,
-    task: &TaskRef,
-    registered: FdWaiterGuard<'_>,
+    id: SourceId,
+    dir: Direction,
     deadline: Instant,
+    after_would_block: bool,
 ) -> Result<FdWait, WaitError> {
-    let (id, dir) = (registered.id, registered.dir);
+    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+        Ok(task) => task,
+        Err(not_parked) => return Ok(not_parked),
+    };
+    let registered = FdWaiterGuard { hub, id, dir };
     let epoch = task.epoch.get() + 1;
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
     let timer = TimerGuard { hub, key };
-    let reason = park_task(task, hub)?;
+    let reason = park_task(&task, hub)?;
     registered.woken(reason);
     drop(timer);
     let reached = reason == WakeReason::Deadline || Instant::now() >= deadline;
