@@ -16,7 +16,7 @@
 //!           other => return other,
 //!       }
 //!       reactor.clear_ready(id, dir);                 // only now is "not ready" known
-//!       reactor.set_waiter(id, dir, waiter)?;         // park; poll() moves it to `woken`
+//!       reactor.set_waiter(id, dir, waiter)?;         // park; poll() hands it back
 //!       switch to the hub, which polls and switches back
 //!   }
 //! ```
@@ -243,7 +243,7 @@ impl<W> From<WaiterError<W>> for io::Error {
 /// What one [`Reactor::poll`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PollReport {
-    /// How many waiters were pushed to `woken`.
+    /// How many waiters were handed to `wake`.
     pub(crate) woken: usize,
     /// The cross-thread [`Waker`] fired (and has been re-armed): drain the cross-thread queue.
     pub(crate) notified: bool,
@@ -484,19 +484,22 @@ impl<W> Reactor<W> {
     }
 
     /// Waits for events up to `timeout` (`None`: until an event or a wake), updates the
-    /// cached readiness, and pushes the waiters whose direction became ready to `woken`
-    /// (readers first, then writers, in kernel order). `EINTR` is a return with nothing done.
+    /// cached readiness, and hands each waiter whose direction became ready to `wake`
+    /// (readers first, then writers, in kernel order) as its event is read, while the
+    /// source's slot is still in cache: the hub schedules it at once, with no buffer to
+    /// fill and drain. `wake` cannot reach the reactor (it is borrowed). `EINTR` is a return
+    /// with nothing done.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        woken: &mut Vec<W>,
+        mut wake: impl FnMut(W),
     ) -> io::Result<PollReport> {
         self.selector.select(&mut self.events, timeout)?;
         let mut report = PollReport::default();
         for event in self.events.iter() {
             let token = event.token();
             if token == WAKER_TOKEN {
-                // Not `?`: the waiters already moved to `woken` must reach the caller. A failed
+                // Not `?`: the events after this one must still be handled. A failed
                 // drain cannot lose a wake (the flag is cleared anyway and the next wake is a
                 // new edge); the worst case is one spurious `notified`.
                 let _ = self.waker.reset();
@@ -550,7 +553,7 @@ impl<W> Reactor<W> {
             for dir in [Direction::Read, Direction::Write] {
                 if bits & dir.ready_bit() != 0 {
                     if let Some(w) = source.waiters[dir.index()].take() {
-                        woken.push(w);
+                        wake(w);
                         report.woken += 1;
                     }
                 }

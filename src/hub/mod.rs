@@ -261,9 +261,13 @@ fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> R {
 
 #[inline]
 fn with_hub_rc<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
-    HUB.with(|slot| match slot.0.get() {
-        Some(hub) => f(hub),
-        None => f(create_hub(slot)),
+    // One call of `f`, so that it inlines into its caller once rather than twice.
+    HUB.with(|slot| {
+        let hub = match slot.0.get() {
+            Some(hub) => hub,
+            None => create_hub(slot),
+        };
+        f(hub)
     })
 }
 
@@ -489,10 +493,15 @@ impl Hub {
     fn poll(&self, timeout: Option<Duration>) {
         // The hub's own loop: not a green thread blocking it, even when this waits long.
         self.activity.enter_hub();
-        let mut woken = Vec::new();
-        let report = self.reactor.borrow_mut().poll(timeout, &mut woken);
+        // Each woken task is scheduled as its event is read (no buffer per poll); `Io` tells
+        // its `wait_fd_in` that the reactor holds nothing of it any more.
+        let report = self.reactor.borrow_mut().poll(timeout, |task: TaskRef| {
+            task.reason.set(WakeReason::Io);
+            self.schedule(task);
+        });
         match report {
             Ok(report) => {
+                self.io_waiters.set(self.io_waiters.get() - report.woken);
                 if report.notified {
                     self.drain_inbox();
                 }
@@ -501,10 +510,6 @@ impl Hub {
                 // epoll_wait/kevent only fail on programming errors (EBADF, EINVAL).
                 panic!("verdant hub: polling the reactor failed: {e}");
             }
-        }
-        self.io_waiters.set(self.io_waiters.get() - woken.len());
-        for task in woken {
-            self.schedule(task);
         }
         if !self.timers.borrow().is_empty() {
             self.fire_timers(Instant::now());
@@ -605,6 +610,8 @@ pub(crate) enum WakeReason {
     Normal,
     Deadline,
     LoopExit,
+    /// The reactor's poll took the task's fd waiter and scheduled it (see `wait_fd_in`).
+    Io,
 }
 
 /// The green thread running now (creating this thread's hub and main task on first use).
@@ -829,51 +836,110 @@ pub(crate) enum FdWait {
 /// ready in `dir`, the source is deregistered, `deadline` passes, or the wait is
 /// interrupted (`Err`: a fired `Timeout`; a kill unwinds). Whatever ends it, the waiter
 /// is removed: nothing stays registered.
+#[inline]
 pub(crate) fn wait_fd(
     id: SourceId,
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, true))
+    match deadline {
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, true)),
+        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, true)),
+    }
 }
 
 /// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
 /// cached readiness is not cleared (it was, by `fd_drained`), so an edge that came since
 /// returns `Ready` at once instead of being lost.
+#[inline]
 pub(crate) fn wait_fd_drained(
     id: SourceId,
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
-    with_hub(|hub| wait_fd_in(hub, id, dir, deadline, false))
+    match deadline {
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, false)),
+        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, false)),
+    }
 }
 
+/// Parks the current task as the waiter of `id` in `dir` (after clearing the cached
+/// readiness, `after_would_block`), or says why not.
+#[inline(always)]
+fn set_fd_waiter(
+    hub: &Hub,
+    id: SourceId,
+    dir: Direction,
+    after_would_block: bool,
+) -> Result<TaskRef, FdWait> {
+    let task = hub.current_task();
+    let set = {
+        let mut reactor = hub.reactor.borrow_mut();
+        if after_would_block {
+            reactor.clear_ready(id, dir);
+        }
+        reactor.set_waiter(id, dir, task.clone())
+    };
+    match set {
+        Ok(()) => {}
+        Err(WaiterError::Ready(_)) => return Err(FdWait::Ready),
+        Err(WaiterError::Stale(_)) => return Err(FdWait::Closed),
+        Err(WaiterError::Busy(_)) => return Err(FdWait::Busy),
+    }
+    hub.io_waiters.set(hub.io_waiters.get() + 1);
+    task.closed.set(false);
+    Ok(task)
+}
+
+// Once per request of a server, and what lies on a parked connection's stack: one small
+// frame (the wrappers above inline into the socket's I/O loop and pass registers only),
+// one borrow of the reactor to register, none after a wake-up by the poll
+// (`WakeReason::Io`).
+#[inline(never)]
 fn wait_fd_in(
     hub: &Hub,
     id: SourceId,
     dir: Direction,
-    deadline: Option<Instant>,
     after_would_block: bool,
 ) -> Result<FdWait, WaitError> {
-    let task = hub.current_task();
-    if after_would_block {
-        hub.reactor.borrow_mut().clear_ready(id, dir);
-    }
-    let set = hub.reactor.borrow_mut().set_waiter(id, dir, task.clone());
-    match set {
-        Ok(()) => {}
-        Err(WaiterError::Ready(_)) => return Ok(FdWait::Ready),
-        Err(WaiterError::Stale(_)) => return Ok(FdWait::Closed),
-        Err(WaiterError::Busy(_)) => return Ok(FdWait::Busy),
-    }
-    hub.io_waiters.set(hub.io_waiters.get() + 1);
-    task.closed.set(false);
-    // Removes the waiter on every exit, including the unwind of a kill.
-    let _registered = FdWaiterGuard { hub, id, dir };
-    let reached = match deadline {
-        Some(d) => park_until_in(hub, d)?,
-        None => park_task(&task, hub).map(|_| false)?,
+    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+        Ok(task) => task,
+        Err(not_parked) => return Ok(not_parked),
     };
+    // Removes the waiter on every exit, including the unwind of a kill.
+    let registered = FdWaiterGuard { hub, id, dir };
+    let reason = park_task(&task, hub)?;
+    registered.woken(reason);
+    if task.closed.replace(false) {
+        Ok(FdWait::Closed)
+    } else {
+        Ok(FdWait::Ready)
+    }
+}
+
+/// [`wait_fd_in`] with a deadline (a socket timeout).
+#[cold]
+#[inline(never)]
+fn wait_fd_until(
+    hub: &Hub,
+    id: SourceId,
+    dir: Direction,
+    deadline: Instant,
+    after_would_block: bool,
+) -> Result<FdWait, WaitError> {
+    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+        Ok(task) => task,
+        Err(not_parked) => return Ok(not_parked),
+    };
+    let registered = FdWaiterGuard { hub, id, dir };
+    let epoch = task.epoch.get() + 1;
+    let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
+    // Cancels the timer on every exit, including the unwind of a kill.
+    let timer = TimerGuard { hub, key };
+    let reason = park_task(&task, hub)?;
+    registered.woken(reason);
+    drop(timer);
+    let reached = reason == WakeReason::Deadline || Instant::now() >= deadline;
     if task.closed.replace(false) {
         Ok(FdWait::Closed)
     } else if reached && !hub.reactor.borrow().is_ready(id, dir) {
@@ -883,10 +949,24 @@ fn wait_fd_in(
     }
 }
 
+/// The fd waiter of a [`wait_fd_in`]: removed from the reactor when dropped, unless the
+/// poll took it already.
 struct FdWaiterGuard<'a> {
     hub: &'a Hub,
     id: SourceId,
     dir: Direction,
+}
+
+impl FdWaiterGuard<'_> {
+    /// The wait ended with `reason` (`park` returned `Ok`).
+    fn woken(self, reason: WakeReason) {
+        if reason == WakeReason::Io {
+            // The poll took the waiter out of the reactor (and counted it out of
+            // `io_waiters`): nothing to remove, and the source's slot, which is long out
+            // of cache by now, need not be touched.
+            std::mem::forget(self);
+        }
+    }
 }
 
 impl Drop for FdWaiterGuard<'_> {

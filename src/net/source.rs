@@ -279,12 +279,14 @@ impl<T: StdSocket> Source<T> {
     /// Runs a reading operation (read, recv, accept) until it does not `WouldBlock`,
     /// waiting for readability in between, bounded by the read timeout.
     pub(crate) fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
-        self.io_loop(Direction::Read, self.read_timeout(), op)
+        // After a drained read (see `read_stream`) a read could only fail: wait first.
+        let drained = self.inner.drained.replace(false);
+        self.io_loop(Direction::Read, self.read_timeout(), drained, op)
     }
 
     /// Like [`read_with`](Self::read_with) for writing operations and the write timeout.
     pub(crate) fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
-        self.io_loop(Direction::Write, self.write_timeout(), op)
+        self.io_loop(Direction::Write, self.write_timeout(), false, op)
     }
 
     /// Waits until the socket may be ready in `dir` (see [`wait`]).
@@ -292,16 +294,18 @@ impl<T: StdSocket> Source<T> {
         wait(self.inner.reg.id, dir, deadline)
     }
 
+    // Inlined into each socket call: with the hub's `wait_fd_in` it is all that lies on a
+    // parked connection's stack, so it is kept small.
+    #[inline(always)]
     fn io_loop<R>(
         &self,
         dir: Direction,
         timeout: Option<Duration>,
+        mut drained: bool,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         // The deadline starts at the first wait: a call that never waits costs no clock.
         let mut deadline: Option<Option<Instant>> = None;
-        // After a drained read (see `read_stream`) a read could only fail: wait first.
-        let mut drained = dir == Direction::Read && self.inner.drained.replace(false);
         loop {
             if !drained {
                 match op(&self.inner.io) {
@@ -364,7 +368,9 @@ pub(crate) fn wait(id: SourceId, dir: Direction, deadline: Option<Instant>) -> i
 }
 
 /// [`wait`], or with `drained` [`hub::wait_fd_drained`]: after a drained read rather than
-/// an operation's `WouldBlock`.
+/// an operation's `WouldBlock`. Inlined into the I/O loops, with the errors built out of
+/// line: a parked connection's stack holds no frame of its own for it.
+#[inline(always)]
 fn wait_with(
     id: SourceId,
     dir: Direction,
@@ -380,18 +386,28 @@ fn wait_with(
     };
     match waited {
         Ok(FdWait::Ready) => Ok(()),
-        Ok(FdWait::Deadline) => Err(io::Error::new(
+        other => Err(wait_error(dir, other)),
+    }
+}
+
+/// The error of a wait that did not end with `Ready`.
+#[cold]
+#[inline(never)]
+fn wait_error(dir: Direction, waited: Result<FdWait, hub::WaitError>) -> io::Error {
+    match waited {
+        Ok(FdWait::Ready) => unreachable!("a Ready wait is not an error"),
+        Ok(FdWait::Deadline) => io::Error::new(
             io::ErrorKind::TimedOut,
             match dir {
                 Direction::Read => "the socket's read timeout elapsed",
                 Direction::Write => "the socket's write timeout elapsed",
             },
-        )),
-        Ok(FdWait::Closed) => Err(io::Error::new(
+        ),
+        Ok(FdWait::Closed) => io::Error::new(
             io::ErrorKind::NotConnected,
             "the file descriptor was closed (deregistered) while this green thread waited on it",
-        )),
-        Ok(FdWait::Busy) => Err(io::Error::new(
+        ),
+        Ok(FdWait::Busy) => io::Error::new(
             io::ErrorKind::ResourceBusy,
             match dir {
                 Direction::Read => {
@@ -403,7 +419,7 @@ fn wait_with(
                      (one reader and one writer at a time per socket, clones included)"
                 }
             },
-        )),
-        Err(e) => Err(e.into()),
+        ),
+        Err(e) => e.into(),
     }
 }
