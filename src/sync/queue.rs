@@ -5,18 +5,25 @@
 //! ## Design
 //! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
 //! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
-//! finds a getter waiting writes the item into that getter's entry and wakes it; a `get`
-//! that frees a slot moves the first blocked putter's item into the buffer and wakes it. So
-//! a woken waiter never competes with a newcomer (strict FIFO, no barging), and these
-//! invariants hold whenever the lock is free:
+//! finds a getter waiting takes it off the list, files the item under the getter's id in
+//! `handed` and wakes it; a `get` that frees a slot takes the first blocked putter off its
+//! list, moves its item into the buffer and wakes it. So a woken waiter never competes
+//! with a newcomer (strict FIFO, no barging), and these invariants hold whenever the lock
+//! is free:
 //!
 //! ```text
 //!   a getter is still waiting  ⇒  the buffer is empty
 //!   a putter is still waiting  ⇒  the buffer is full (capacity 0: always)
 //!
-//!   entry { id, item, done, waker }   getters: item = None until done (then the hand-off)
-//!                                      putters: item = Some until done (then taken)
+//!   getters: [Getter { id, waker }, ..]        served: off the list, item in `handed`
+//!   handed:  [(getter id, item), ..]           picked up by the getter when it runs
+//!   putters: [Putter { id, item, waker }, ..]  served: off the list (it finds itself gone)
 //! ```
+//!
+//! Ids grow with every wait, so both lists are sorted by id and a waiter finds its own
+//! entry by binary search. Waking a waiter of this OS thread's hub only schedules it, so
+//! that is done at once, under the lock; a waiter of another hub is woken through that
+//! hub's inbox once the lock is released.
 //!
 //! A waiter leaves its wait list itself, whatever ended its wait (success, deadline,
 //! `Timeout`, `close`, a kill unwinding it): nothing stays registered. An item handed to a
@@ -199,18 +206,29 @@ impl From<RecvError> for io::Error {
     }
 }
 
-/// A blocked getter or putter (see the module docs for `item` and `done`).
-struct Entry<T> {
+/// A blocked getter, waiting for an item.
+struct Getter {
     id: u64,
-    item: Option<T>,
-    done: bool,
+    waker: SharedWaker,
+}
+
+/// A blocked putter and the item it offers.
+struct Putter<T> {
+    id: u64,
+    item: T,
     waker: SharedWaker,
 }
 
 struct State<T> {
     buf: VecDeque<T>,
-    getters: VecDeque<Entry<T>>,
-    putters: VecDeque<Entry<T>>,
+    /// Getters still waiting (none of them has been handed an item), oldest first. Ids
+    /// grow with each wait, so the list is sorted by id.
+    getters: VecDeque<Getter>,
+    /// Items handed to getters that have not picked them up yet, by getter id (usually
+    /// none or one: a woken getter picks its item up as soon as it runs).
+    handed: Vec<(u64, T)>,
+    /// Putters still waiting (their item not taken), oldest first; sorted by id too.
+    putters: VecDeque<Putter<T>>,
     joiners: Vec<(u64, SharedWaker)>,
     unfinished: usize,
     closed: bool,
@@ -237,20 +255,46 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// Wakes the waiter of `waker`: at once (it is only scheduled, so this is fine under the
+/// lock) if it lives on this OS thread's hub, else returns the cross-thread wake-up, to
+/// be performed once the lock is released.
+fn wake(waker: &SharedWaker) -> Option<Wakeup> {
+    waker.wake_here_or_defer()
+}
+
+/// Performs a deferred wake-up (after the lock is released).
+fn finish_wake(wakeup: Option<Wakeup>) {
+    if let Some(w) = wakeup {
+        w.wake();
+    }
+}
+
 impl<T> State<T> {
     fn new_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
 
+    /// Hands `item` to the oldest waiting getter, if there is one.
+    fn hand_to_getter(&mut self, item: T) -> Result<Option<Wakeup>, T> {
+        match self.getters.pop_front() {
+            Some(g) => {
+                self.handed.push((g.id, item));
+                Ok(wake(&g.waker))
+            }
+            None => Err(item),
+        }
+    }
+
     /// Enqueues without blocking: to the first waiting getter, else into the buffer.
     fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
-        if let Some(e) = self.getters.iter_mut().find(|e| !e.done) {
-            e.item = Some(item);
-            e.done = true;
-            self.unfinished += 1;
-            return Ok(Some(e.waker.wakeup()));
-        }
+        let item = match self.hand_to_getter(item) {
+            Ok(wakeup) => {
+                self.unfinished += 1;
+                return Ok(wakeup);
+            }
+            Err(item) => item,
+        };
         if capacity.is_none_or(|c| self.buf.len() < c) {
             self.buf.push_back(item);
             self.unfinished += 1;
@@ -260,29 +304,46 @@ impl<T> State<T> {
     }
 
     /// Dequeues without blocking: from the buffer (refilled from the first waiting putter),
-    /// else straight from the first waiting putter (capacity 0).
+    /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
+    /// waiting putters keep their items (they get them back with `Closed`).
     fn take(&mut self) -> Option<(T, Option<Wakeup>)> {
         let first = self.buf.pop_front();
-        let closed = self.closed;
-        let putter = self.putters.iter_mut().find(|e| !e.done && !closed);
-        let (item, wakeup) = match (first, putter) {
-            (Some(item), None) => (item, None),
+        let putter = if self.closed {
+            None
+        } else {
+            self.putters.pop_front()
+        };
+        match (first, putter) {
+            (Some(item), None) => Some((item, None)),
             (Some(item), Some(p)) => {
-                let theirs = p.item.take().expect("a waiting putter holds its item");
-                p.done = true;
-                self.buf.push_back(theirs);
+                self.buf.push_back(p.item);
                 self.unfinished += 1;
-                (item, Some(p.waker.wakeup()))
+                Some((item, wake(&p.waker)))
             }
             (None, Some(p)) => {
-                let theirs = p.item.take().expect("a waiting putter holds its item");
-                p.done = true;
                 self.unfinished += 1;
-                (theirs, Some(p.waker.wakeup()))
+                Some((p.item, wake(&p.waker)))
             }
-            (None, None) => return None,
-        };
-        Some((item, wakeup))
+            (None, None) => None,
+        }
+    }
+
+    /// Takes back the item handed to getter `id`, if one was.
+    fn take_handed(&mut self, id: u64) -> Option<T> {
+        let pos = self.handed.iter().position(|(i, _)| *i == id)?;
+        Some(self.handed.swap_remove(pos).1)
+    }
+
+    /// Removes getter `id` from the waiting getters, if it is still there.
+    fn remove_getter(&mut self, id: u64) -> Option<Getter> {
+        let pos = self.getters.binary_search_by_key(&id, |g| g.id).ok()?;
+        self.getters.remove(pos)
+    }
+
+    /// Removes putter `id` from the waiting putters, if its item was not taken.
+    fn remove_putter(&mut self, id: u64) -> Option<Putter<T>> {
+        let pos = self.putters.binary_search_by_key(&id, |p| p.id).ok()?;
+        self.putters.remove(pos)
     }
 }
 
@@ -294,13 +355,13 @@ enum List {
     Joiners,
 }
 
-/// Removes a waiter's entry when its wait ends, however it ends (including a kill
-/// unwinding the green thread). An item handed to a departing getter is passed on.
+/// Removes a waiter's entry when its wait ends abnormally (including a kill unwinding the
+/// green thread). An item handed to a departing getter is passed on.
 struct Leave<'a, T> {
     core: &'a Core<T>,
     list: List,
     id: u64,
-    /// Cleared when the waiter already removed its entry itself (a successful wait does,
+    /// Cleared when the waiter already removed its entry itself (a wait that returns does,
     /// under the lock it holds anyway).
     armed: bool,
 }
@@ -313,40 +374,32 @@ impl<T> Drop for Leave<'_, T> {
         let mut st = self.core.lock();
         let id = self.id;
         let mut wakeup = None;
-        let removed = match self.list {
+        // Dropped outside the lock: a putter's item is the caller's `T`.
+        let mut removed_putter = None;
+        let mut removed_joiner = None;
+        match self.list {
             List::Getters => {
-                let st = &mut *st;
-                let pos = st.getters.iter().position(|e| e.id == id);
-                let entry = pos.and_then(|p| st.getters.remove(p));
-                entry.map(|mut e| {
-                    if let Some(item) = e.item.take() {
-                        // Handed to us but never returned: back to the front, and on to
-                        // the next waiting getter if there is one.
-                        st.buf.push_front(item);
-                        if let Some(next) = st.getters.iter_mut().find(|e| !e.done) {
-                            next.item = st.buf.pop_front();
-                            next.done = true;
-                            wakeup = Some(next.waker.wakeup());
+                if st.remove_getter(id).is_none() {
+                    if let Some(item) = st.take_handed(id) {
+                        // Handed to us but never returned: on to the next waiting getter,
+                        // else back to the front of the buffer.
+                        match st.hand_to_getter(item) {
+                            Ok(w) => wakeup = w,
+                            Err(item) => st.buf.push_front(item),
                         }
                     }
-                    e.waker
-                })
+                }
             }
-            List::Putters => {
-                let pos = st.putters.iter().position(|e| e.id == id);
-                pos.and_then(|p| st.putters.remove(p)).map(|e| e.waker)
-            }
+            List::Putters => removed_putter = st.remove_putter(id),
             List::Joiners => {
                 let pos = st.joiners.iter().position(|(i, _)| *i == id);
-                pos.map(|p| st.joiners.swap_remove(p).1)
+                removed_joiner = pos.map(|p| st.joiners.swap_remove(p).1);
             }
-        };
-        drop(st);
-        // Dropped outside the lock: it releases the hub's remote registration.
-        drop(removed);
-        if let Some(w) = wakeup {
-            w.wake();
         }
+        drop(st);
+        drop(removed_putter);
+        drop(removed_joiner);
+        finish_wake(wakeup);
     }
 }
 
@@ -356,6 +409,7 @@ impl<T> Core<T> {
             state: Mutex::new(State {
                 buf: VecDeque::new(),
                 getters: VecDeque::new(),
+                handed: Vec::new(),
                 putters: VecDeque::new(),
                 joiners: Vec::new(),
                 unfinished: 0,
@@ -386,9 +440,7 @@ impl<T> Core<T> {
         match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 Ok(())
             }
             Err(item) => Err(TrySendError::Full(item)),
@@ -403,21 +455,14 @@ impl<T> Core<T> {
         let item = match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 return Ok(());
             }
             Err(item) => item,
         };
         let (_registration, waker) = shared_waker::register();
         let id = st.new_id();
-        st.putters.push_back(Entry {
-            id,
-            item: Some(item),
-            done: false,
-            waker,
-        });
+        st.putters.push_back(Putter { id, item, waker });
         drop(st);
         let mut leave = Leave {
             core: self,
@@ -428,32 +473,26 @@ impl<T> Core<T> {
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
-            let closed = st.closed;
-            let pos = st
-                .putters
-                .iter()
-                .position(|e| e.id == id)
-                .expect("a waiting putter's entry stays until it leaves");
-            let entry = &mut st.putters[pos];
-            if entry.done {
-                // Taken: leave the list now, under this lock.
-                let entry = st.putters.remove(pos);
+            let Ok(pos) = st.putters.binary_search_by_key(&id, |p| p.id) else {
+                // Taken (whatever else happened meanwhile, the item was enqueued).
                 leave.armed = false;
-                drop(st);
-                drop(entry);
                 return Ok(());
-            }
+            };
             let wait_error = match woke {
-                _ if closed => None,
+                _ if st.closed => None,
                 Ok(false) => continue,
                 Ok(true) => Some(WaitError::TimedOut),
                 Err(e) => Some(e),
             };
-            let item = entry.item.take().expect("a waiting putter holds its item");
-            return Err(match wait_error {
-                None => SendError::Closed(item),
-                Some(e) => SendError::from_wait(e, item),
-            });
+            // Not taken: leave the list now, under this lock, with the item.
+            let entry = st.putters.remove(pos).expect("found just now");
+            leave.armed = false;
+            drop(st);
+            let error = match wait_error {
+                None => SendError::Closed(entry.item),
+                Some(e) => SendError::from_wait(e, entry.item),
+            };
+            return Err(error);
         }
     }
 
@@ -462,9 +501,7 @@ impl<T> Core<T> {
         match st.take() {
             Some((item, wakeup)) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 Ok(item)
             }
             None if st.closed => Err(TryRecvError::Closed),
@@ -476,9 +513,7 @@ impl<T> Core<T> {
         let mut st = self.lock();
         if let Some((item, wakeup)) = st.take() {
             drop(st);
-            if let Some(w) = wakeup {
-                w.wake();
-            }
+            finish_wake(wakeup);
             return Ok(item);
         }
         if st.closed {
@@ -486,12 +521,7 @@ impl<T> Core<T> {
         }
         let (_registration, waker) = shared_waker::register();
         let id = st.new_id();
-        st.getters.push_back(Entry {
-            id,
-            item: None,
-            done: false,
-            waker,
-        });
+        st.getters.push_back(Getter { id, waker });
         drop(st);
         let mut leave = Leave {
             core: self,
@@ -502,27 +532,26 @@ impl<T> Core<T> {
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
-            let pos = st
-                .getters
-                .iter()
-                .position(|e| e.id == id)
-                .expect("a waiting getter's entry stays until it leaves");
-            if st.getters[pos].done {
-                // Whatever else happened (a deadline, a Timeout), the item did arrive. Leave
-                // the list now, under this lock.
-                let mut entry = st.getters.remove(pos).expect("found just now");
+            if let Some(item) = st.take_handed(id) {
+                // Whatever else happened (a deadline, a Timeout), the item did arrive.
                 leave.armed = false;
-                drop(st);
-                return Ok(entry.item.take().expect("a done getter holds its item"));
+                return Ok(item);
             }
-            if st.closed {
-                return Err(RecvError::Closed);
-            }
-            match woke {
-                Ok(false) => {}
-                Ok(true) => return Err(RecvError::TimedOut),
-                Err(e) => return Err(e.into()),
-            }
+            let error = if st.closed {
+                RecvError::Closed
+            } else {
+                match woke {
+                    Ok(false) => continue,
+                    Ok(true) => RecvError::TimedOut,
+                    Err(e) => e.into(),
+                }
+            };
+            // Not handed an item, so still waiting: leave the list now, under this lock.
+            let entry = st.remove_getter(id);
+            leave.armed = false;
+            drop(st);
+            drop(entry);
+            return Err(error);
         }
     }
 
@@ -539,9 +568,9 @@ impl<T> Core<T> {
         let wakeups: Vec<Wakeup> = st
             .getters
             .iter()
-            .chain(st.putters.iter())
-            .filter(|e| !e.done)
-            .map(|e| e.waker.wakeup())
+            .map(|g| &g.waker)
+            .chain(st.putters.iter().map(|p| &p.waker))
+            .filter_map(wake)
             .collect();
         drop(st);
         for w in wakeups {
@@ -567,7 +596,7 @@ impl<T> Core<T> {
         if st.unfinished > 0 {
             return;
         }
-        let wakeups: Vec<Wakeup> = st.joiners.iter().map(|(_, w)| w.wakeup()).collect();
+        let wakeups: Vec<Wakeup> = st.joiners.iter().filter_map(|(_, w)| wake(w)).collect();
         drop(st);
         for w in wakeups {
             w.wake();
@@ -880,8 +909,8 @@ impl<T> fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field("len", &st.buf.len())
             .field("capacity", &self.core.capacity)
-            .field("getters", &st.getters.iter().filter(|e| !e.done).count())
-            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+            .field("getters", &st.getters.len())
+            .field("putters", &st.putters.len())
             .field("unfinished_tasks", &st.unfinished)
             .field("closed", &st.closed)
             .finish()
@@ -891,8 +920,8 @@ impl<T> fmt::Debug for Queue<T> {
 impl<T> Core<T> {
     pub(crate) fn debug_fields(&self, s: &mut fmt::DebugStruct<'_, '_>) {
         let st = self.lock();
-        s.field("getters", &st.getters.iter().filter(|e| !e.done).count())
-            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+        s.field("getters", &st.getters.len())
+            .field("putters", &st.putters.len())
             .field("closed", &st.closed);
     }
 }
