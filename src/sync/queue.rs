@@ -276,6 +276,7 @@ impl<T> State<T> {
     }
 
     /// Hands `item` to the oldest waiting getter, if there is one.
+    #[inline]
     fn hand_to_getter(&mut self, item: T) -> Result<Option<Wakeup>, T> {
         match self.getters.pop_front() {
             Some(g) => {
@@ -287,6 +288,7 @@ impl<T> State<T> {
     }
 
     /// Enqueues without blocking: to the first waiting getter, else into the buffer.
+    #[inline]
     fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
         let item = match self.hand_to_getter(item) {
             Ok(wakeup) => {
@@ -306,6 +308,7 @@ impl<T> State<T> {
     /// Dequeues without blocking: from the buffer (refilled from the first waiting putter),
     /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
     /// waiting putters keep their items (they get them back with `Closed`).
+    #[inline]
     fn take(&mut self) -> Option<(T, Option<Wakeup>)> {
         let first = self.buf.pop_front();
         let putter = if self.closed {
@@ -329,6 +332,7 @@ impl<T> State<T> {
     }
 
     /// Takes back the item handed to getter `id`, if one was.
+    #[inline]
     fn take_handed(&mut self, id: u64) -> Option<T> {
         let pos = self.handed.iter().position(|(i, _)| *i == id)?;
         Some(self.handed.swap_remove(pos).1)
@@ -367,10 +371,19 @@ struct Leave<'a, T> {
 }
 
 impl<T> Drop for Leave<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        // A wait that returns normally disarms the guard: keep that check inline.
+        if self.armed {
+            self.leave();
         }
+    }
+}
+
+impl<T> Leave<'_, T> {
+    #[cold]
+    #[inline(never)]
+    fn leave(&mut self) {
         let mut st = self.core.lock();
         let id = self.id;
         let mut wakeup = None;
