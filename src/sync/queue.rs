@@ -340,14 +340,27 @@ impl<T> State<T> {
 
     /// Removes getter `id` from the waiting getters, if it is still there.
     fn remove_getter(&mut self, id: u64) -> Option<Getter> {
-        let pos = self.getters.binary_search_by_key(&id, |g| g.id).ok()?;
+        let pos = position(&self.getters, id, |g| g.id)?;
         self.getters.remove(pos)
     }
 
     /// Removes putter `id` from the waiting putters, if its item was not taken.
     fn remove_putter(&mut self, id: u64) -> Option<Putter<T>> {
-        let pos = self.putters.binary_search_by_key(&id, |p| p.id).ok()?;
+        let pos = position(&self.putters, id, |p| p.id)?;
         self.putters.remove(pos)
+    }
+}
+
+/// Where waiter `id` is in a wait list sorted by id, if it is still there. A waiter that
+/// was served is usually older than everyone still waiting, or the list is empty: that
+/// is checked first, before a binary search.
+#[inline]
+fn position<E>(list: &VecDeque<E>, id: u64, id_of: impl Fn(&E) -> u64) -> Option<usize> {
+    match list.front() {
+        None => None,
+        Some(first) if id_of(first) > id => None,
+        Some(first) if id_of(first) == id => Some(0),
+        Some(_) => list.binary_search_by_key(&id, id_of).ok(),
     }
 }
 
@@ -486,7 +499,7 @@ impl<T> Core<T> {
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
-            let Ok(pos) = st.putters.binary_search_by_key(&id, |p| p.id) else {
+            let Some(pos) = position(&st.putters, id, |p| p.id) else {
                 // Taken (whatever else happened meanwhile, the item was enqueued).
                 leave.armed = false;
                 return Ok(());
