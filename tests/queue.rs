@@ -203,6 +203,36 @@ fn an_item_handed_to_a_getter_whose_deadline_passes_before_it_runs_is_returned()
 }
 
 #[test]
+fn a_putter_whose_item_was_taken_before_its_deadline_passed_succeeds() {
+    for q in [Queue::bounded(0), Queue::bounded(1)] {
+        if q.capacity() == Some(1) {
+            q.put(0).unwrap();
+        }
+        let putters: Vec<_> = (1..=2)
+            .map(|i| {
+                let q = q.clone();
+                verdant::spawn(move || q.put_timeout(i, Duration::from_millis(1)))
+            })
+            .collect();
+        settle();
+        // Serves the first putter only; both deadlines pass before either runs again.
+        let first = q.get().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let results: Vec<_> = putters.into_iter().map(|p| p.join().unwrap()).collect();
+        assert!(
+            matches!(results[..], [Ok(()), Err(SendError::TimedOut(2))]),
+            "{results:?}"
+        );
+        assert!(format!("{q:?}").contains("putters: 0"), "{q:?}");
+        let rest: Vec<_> = std::iter::from_fn(|| q.try_get().ok()).collect();
+        match q.capacity() {
+            Some(0) => assert_eq!((first, rest), (1, vec![])),
+            _ => assert_eq!((first, rest), (0, vec![1])),
+        }
+    }
+}
+
+#[test]
 fn an_item_handed_to_a_killed_getter_goes_back_to_the_queue() {
     let q = Queue::new();
     let doomed = {

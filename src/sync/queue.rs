@@ -47,6 +47,7 @@ use crate::hub::{self, WaitError};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -240,6 +241,12 @@ pub(crate) struct Core<T> {
     state: Mutex<State<T>>,
     /// `None`: unbounded. `Some(0)`: rendezvous.
     capacity: Option<usize>,
+    /// The id of the last putter whose item a get took (0: none yet). Putters are served
+    /// oldest first and only leave the list otherwise by themselves, so a putter that is
+    /// still waiting was served exactly when this is at least its own id: a woken putter
+    /// reads it without taking the lock (see `put`). Only written under the lock, in
+    /// increasing order.
+    served_putter: AtomicU64,
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
@@ -309,13 +316,19 @@ impl<T> State<T> {
     /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
     /// waiting putters keep their items (they get them back with `Closed`).
     #[inline]
-    fn take(&mut self) -> Option<(T, Option<Wakeup>)> {
+    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<Wakeup>)> {
         let first = self.buf.pop_front();
         let putter = if self.closed {
             None
         } else {
             self.putters.pop_front()
         };
+        if let Some(p) = &putter {
+            // Release: pairs with the woken putter's Acquire load in `put`, so that what
+            // happened to its entry under this lock (it is off the list, its item taken)
+            // is visible to it without the lock, also on weakly ordered CPUs (aarch64).
+            served_putter.store(p.id, Ordering::Release);
+        }
         match (first, putter) {
             (Some(item), None) => Some((item, None)),
             (Some(item), Some(p)) => {
@@ -443,6 +456,7 @@ impl<T> Core<T> {
                 next_id: 0,
             }),
             capacity,
+            served_putter: AtomicU64::new(0),
         }
     }
 
@@ -498,6 +512,13 @@ impl<T> Core<T> {
         };
         loop {
             let woke = park_for(deadline);
+            // Served (see `served_putter`)? Then the item was enqueued, whatever else
+            // happened meanwhile, and the entry is gone: no need for the lock. Acquire:
+            // pairs with the Release store of the get that took the item.
+            if self.served_putter.load(Ordering::Acquire) >= id {
+                leave.armed = false;
+                return Ok(());
+            }
             let mut st = self.lock();
             let Some(pos) = position(&st.putters, id, |p| p.id) else {
                 // Taken (whatever else happened meanwhile, the item was enqueued).
@@ -524,7 +545,7 @@ impl<T> Core<T> {
 
     pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
         let mut st = self.lock();
-        match st.take() {
+        match st.take(&self.served_putter) {
             Some((item, wakeup)) => {
                 drop(st);
                 finish_wake(wakeup);
@@ -537,7 +558,7 @@ impl<T> Core<T> {
 
     pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         let mut st = self.lock();
-        if let Some((item, wakeup)) = st.take() {
+        if let Some((item, wakeup)) = st.take(&self.served_putter) {
             drop(st);
             finish_wake(wakeup);
             return Ok(item);
