@@ -283,7 +283,8 @@ impl<T> State<T> {
     }
 
     /// Hands `item` to the oldest waiting getter, if there is one.
-    #[inline]
+    // Always inline: it is on the hop's path and the compiler kept it out of line.
+    #[inline(always)]
     fn hand_to_getter(&mut self, item: T) -> Result<Option<Wakeup>, T> {
         match self.getters.pop_front() {
             Some(g) => {
