@@ -132,6 +132,107 @@ fn a_putter_that_times_out_gets_its_item_back() {
 }
 
 #[test]
+fn waiters_that_leave_from_the_middle_keep_the_others_in_fifo_order() {
+    // Getters 0..5 wait; 1 and 3 are killed; items then go to 0, 2, 4 in that order.
+    let q: Queue<u32> = Queue::new();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let getters: Vec<_> = (0..5)
+        .map(|i| {
+            let (q, order) = (q.clone(), order.clone());
+            verdant::spawn(move || {
+                let item = q.get().unwrap();
+                order.borrow_mut().push((i, item));
+            })
+        })
+        .collect();
+    settle();
+    getters[1].kill();
+    getters[3].kill();
+    settle();
+    assert!(format!("{q:?}").contains("getters: 3"), "{q:?}");
+    for item in 10..13 {
+        q.put(item).unwrap();
+    }
+    for g in getters {
+        let _ = g.join();
+    }
+    assert_eq!(*order.borrow(), [(0, 10), (2, 11), (4, 12)]);
+    assert_eq!(q.try_get(), Err(TryRecvError::Empty));
+
+    // The same for putters blocked on a full queue: 1 and 3 time out, 0, 2, 4 get in.
+    let q = Queue::bounded(1);
+    q.put(-1).unwrap();
+    let putters: Vec<_> = (0..5)
+        .map(|i| {
+            let q = q.clone();
+            verdant::spawn(move || {
+                if i % 2 == 1 {
+                    q.put_timeout(i, Duration::from_millis(1)).is_ok()
+                } else {
+                    q.put(i).is_ok()
+                }
+            })
+        })
+        .collect();
+    settle();
+    // Let the two deadlines pass, then let those putters leave.
+    verdant::sleep(Duration::from_millis(5)).unwrap();
+    settle();
+    assert!(format!("{q:?}").contains("putters: 3"), "{q:?}");
+    let got: Vec<i32> = (0..4).map(|_| q.get().unwrap()).collect();
+    assert_eq!(got, [-1, 0, 2, 4]);
+    let done: Vec<bool> = putters.into_iter().map(|p| p.join().unwrap()).collect();
+    assert_eq!(done, [true, false, true, false, true]);
+}
+
+#[test]
+fn an_item_handed_to_a_getter_whose_deadline_passes_before_it_runs_is_returned() {
+    for ch in [Queue::new(), Queue::bounded(0)] {
+        let getter = {
+            let ch = ch.clone();
+            verdant::spawn(move || ch.get_timeout(Duration::from_millis(1)))
+        };
+        settle();
+        // Handed over now; the getter only runs after its deadline has passed too.
+        ch.put(7).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(getter.join().unwrap(), Ok(7));
+        assert!(format!("{ch:?}").contains("getters: 0"), "{ch:?}");
+        assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+    }
+}
+
+#[test]
+fn a_putter_whose_item_was_taken_before_its_deadline_passed_succeeds() {
+    for q in [Queue::bounded(0), Queue::bounded(1)] {
+        if q.capacity() == Some(1) {
+            q.put(0).unwrap();
+        }
+        let putters: Vec<_> = (1..=2)
+            .map(|i| {
+                let q = q.clone();
+                verdant::spawn(move || q.put_timeout(i, Duration::from_millis(1)))
+            })
+            .collect();
+        settle();
+        // Serves the first putter only; both deadlines pass before either runs again.
+        let first = q.get().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let results: Vec<_> = putters.into_iter().map(|p| p.join().unwrap()).collect();
+        assert!(
+            matches!(results[..], [Ok(()), Err(SendError::TimedOut(2))]),
+            "{results:?}"
+        );
+        assert!(format!("{q:?}").contains("putters: 0"), "{q:?}");
+        let rest: Vec<_> = std::iter::from_fn(|| q.try_get().ok()).collect();
+        match q.capacity() {
+            Some(0) => assert_eq!((first, rest), (1, vec![])),
+            _ => assert_eq!((first, rest), (0, vec![1])),
+        }
+    }
+}
+
+#[test]
 fn an_item_handed_to_a_killed_getter_goes_back_to_the_queue() {
     let q = Queue::new();
     let doomed = {

@@ -106,6 +106,9 @@ impl fmt::Debug for SlotWaker {
 }
 
 /// What to wake once the primitive's lock is released.
+// The primitives only build `Remote` (through `SlotWaker::wake_here_or_defer`); the hub's
+// tests use `SlotWaker::wakeup`, and with it the other two, to check generations.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Wakeup {
     Local(TaskRef),
     Remote(SlotWaker),
@@ -126,6 +129,7 @@ impl Wakeup {
 impl SlotWaker {
     /// The wake-up to perform after the lock protecting this waker is released: the task
     /// itself on the hub's own thread (nothing, if the wait is over), a message otherwise.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn wakeup(&self) -> Wakeup {
         let local = HUB.try_with(|slot| match slot.0.get() {
             Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
@@ -183,5 +187,33 @@ impl Drop for SlotRegistration {
             .flatten();
         // The task record is released outside the borrows.
         drop(released);
+    }
+}
+
+impl SlotWaker {
+    /// Wakes the waiting green thread at once if it lives on this OS thread's hub (it is
+    /// only scheduled: nothing switches, so a primitive may call this under its lock);
+    /// otherwise returns the cross-thread wake-up, to perform once the lock is released.
+    /// A wait that is over (a stale generation) is not woken.
+    ///
+    /// The same-hub case is one thread-local access, with no [`Wakeup`] built and no
+    /// second look-up of the hub to schedule the task.
+    pub(crate) fn wake_here_or_defer(&self) -> Option<Wakeup> {
+        let here = HUB.try_with(|slot| match slot.0.get() {
+            Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
+                let task = hub.slots.borrow().task(self.slot, self.gen).cloned();
+                if let Some(task) = task {
+                    if !task.is_finished() {
+                        hub.schedule(task);
+                    }
+                }
+                true
+            }
+            _ => false,
+        });
+        match here {
+            Ok(true) => None,
+            _ => Some(Wakeup::Remote(self.clone())),
+        }
     }
 }

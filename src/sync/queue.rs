@@ -5,18 +5,25 @@
 //! ## Design
 //! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
 //! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
-//! finds a getter waiting writes the item into that getter's entry and wakes it; a `get`
-//! that frees a slot moves the first blocked putter's item into the buffer and wakes it. So
-//! a woken waiter never competes with a newcomer (strict FIFO, no barging), and these
-//! invariants hold whenever the lock is free:
+//! finds a getter waiting takes it off the list, files the item under the getter's id in
+//! `handed` and wakes it; a `get` that frees a slot takes the first blocked putter off its
+//! list, moves its item into the buffer and wakes it. So a woken waiter never competes
+//! with a newcomer (strict FIFO, no barging), and these invariants hold whenever the lock
+//! is free:
 //!
 //! ```text
 //!   a getter is still waiting  ⇒  the buffer is empty
 //!   a putter is still waiting  ⇒  the buffer is full (capacity 0: always)
 //!
-//!   entry { id, item, done, waker }   getters: item = None until done (then the hand-off)
-//!                                      putters: item = Some until done (then taken)
+//!   getters: [Getter { id, waker }, ..]        served: off the list, item in `handed`
+//!   handed:  [(getter id, item), ..]           picked up by the getter when it runs
+//!   putters: [Putter { id, item, waker }, ..]  served: off the list (it finds itself gone)
 //! ```
+//!
+//! Ids grow with every wait, so both lists are sorted by id and a waiter finds its own
+//! entry by binary search. Waking a waiter of this OS thread's hub only schedules it, so
+//! that is done at once, under the lock; a waiter of another hub is woken through that
+//! hub's inbox once the lock is released.
 //!
 //! A waiter leaves its wait list itself, whatever ended its wait (success, deadline,
 //! `Timeout`, `close`, a kill unwinding it): nothing stays registered. An item handed to a
@@ -40,6 +47,7 @@ use crate::hub::{self, WaitError};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -199,18 +207,29 @@ impl From<RecvError> for io::Error {
     }
 }
 
-/// A blocked getter or putter (see the module docs for `item` and `done`).
-struct Entry<T> {
+/// A blocked getter, waiting for an item.
+struct Getter {
     id: u64,
-    item: Option<T>,
-    done: bool,
+    waker: SharedWaker,
+}
+
+/// A blocked putter and the item it offers.
+struct Putter<T> {
+    id: u64,
+    item: T,
     waker: SharedWaker,
 }
 
 struct State<T> {
     buf: VecDeque<T>,
-    getters: VecDeque<Entry<T>>,
-    putters: VecDeque<Entry<T>>,
+    /// Getters still waiting (none of them has been handed an item), oldest first. Ids
+    /// grow with each wait, so the list is sorted by id.
+    getters: VecDeque<Getter>,
+    /// Items handed to getters that have not picked them up yet, by getter id (usually
+    /// none or one: a woken getter picks its item up as soon as it runs).
+    handed: Vec<(u64, T)>,
+    /// Putters still waiting (their item not taken), oldest first; sorted by id too.
+    putters: VecDeque<Putter<T>>,
     joiners: Vec<(u64, SharedWaker)>,
     unfinished: usize,
     closed: bool,
@@ -222,6 +241,12 @@ pub(crate) struct Core<T> {
     state: Mutex<State<T>>,
     /// `None`: unbounded. `Some(0)`: rendezvous.
     capacity: Option<usize>,
+    /// The id of the last putter whose item a get took (0: none yet). Putters are served
+    /// oldest first and only leave the list otherwise by themselves, so a putter that is
+    /// still waiting was served exactly when this is at least its own id: a woken putter
+    /// reads it without taking the lock (see `put`). Only written under the lock, in
+    /// increasing order.
+    served_putter: AtomicU64,
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
@@ -237,20 +262,49 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// Wakes the waiter of `waker`: at once (it is only scheduled, so this is fine under the
+/// lock) if it lives on this OS thread's hub, else returns the cross-thread wake-up, to
+/// be performed once the lock is released.
+fn wake(waker: &SharedWaker) -> Option<Wakeup> {
+    waker.wake_here_or_defer()
+}
+
+/// Performs a deferred wake-up (after the lock is released).
+fn finish_wake(wakeup: Option<Wakeup>) {
+    if let Some(w) = wakeup {
+        w.wake();
+    }
+}
+
 impl<T> State<T> {
     fn new_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
 
-    /// Enqueues without blocking: to the first waiting getter, else into the buffer.
-    fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
-        if let Some(e) = self.getters.iter_mut().find(|e| !e.done) {
-            e.item = Some(item);
-            e.done = true;
-            self.unfinished += 1;
-            return Ok(Some(e.waker.wakeup()));
+    /// Hands `item` to the oldest waiting getter, if there is one.
+    // Always inline: it is on the hop's path and the compiler kept it out of line.
+    #[inline(always)]
+    fn hand_to_getter(&mut self, item: T) -> Result<Option<Wakeup>, T> {
+        match self.getters.pop_front() {
+            Some(g) => {
+                self.handed.push((g.id, item));
+                Ok(wake(&g.waker))
+            }
+            None => Err(item),
         }
+    }
+
+    /// Enqueues without blocking: to the first waiting getter, else into the buffer.
+    #[inline]
+    fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
+        let item = match self.hand_to_getter(item) {
+            Ok(wakeup) => {
+                self.unfinished += 1;
+                return Ok(wakeup);
+            }
+            Err(item) => item,
+        };
         if capacity.is_none_or(|c| self.buf.len() < c) {
             self.buf.push_back(item);
             self.unfinished += 1;
@@ -260,29 +314,67 @@ impl<T> State<T> {
     }
 
     /// Dequeues without blocking: from the buffer (refilled from the first waiting putter),
-    /// else straight from the first waiting putter (capacity 0).
-    fn take(&mut self) -> Option<(T, Option<Wakeup>)> {
+    /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
+    /// waiting putters keep their items (they get them back with `Closed`).
+    #[inline]
+    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<Wakeup>)> {
         let first = self.buf.pop_front();
-        let closed = self.closed;
-        let putter = self.putters.iter_mut().find(|e| !e.done && !closed);
-        let (item, wakeup) = match (first, putter) {
-            (Some(item), None) => (item, None),
+        let putter = if self.closed {
+            None
+        } else {
+            self.putters.pop_front()
+        };
+        if let Some(p) = &putter {
+            // Release: pairs with the woken putter's Acquire load in `put`, so that what
+            // happened to its entry under this lock (it is off the list, its item taken)
+            // is visible to it without the lock, also on weakly ordered CPUs (aarch64).
+            served_putter.store(p.id, Ordering::Release);
+        }
+        match (first, putter) {
+            (Some(item), None) => Some((item, None)),
             (Some(item), Some(p)) => {
-                let theirs = p.item.take().expect("a waiting putter holds its item");
-                p.done = true;
-                self.buf.push_back(theirs);
+                self.buf.push_back(p.item);
                 self.unfinished += 1;
-                (item, Some(p.waker.wakeup()))
+                Some((item, wake(&p.waker)))
             }
             (None, Some(p)) => {
-                let theirs = p.item.take().expect("a waiting putter holds its item");
-                p.done = true;
                 self.unfinished += 1;
-                (theirs, Some(p.waker.wakeup()))
+                Some((p.item, wake(&p.waker)))
             }
-            (None, None) => return None,
-        };
-        Some((item, wakeup))
+            (None, None) => None,
+        }
+    }
+
+    /// Takes back the item handed to getter `id`, if one was.
+    #[inline]
+    fn take_handed(&mut self, id: u64) -> Option<T> {
+        let pos = self.handed.iter().position(|(i, _)| *i == id)?;
+        Some(self.handed.swap_remove(pos).1)
+    }
+
+    /// Removes getter `id` from the waiting getters, if it is still there.
+    fn remove_getter(&mut self, id: u64) -> Option<Getter> {
+        let pos = position(&self.getters, id, |g| g.id)?;
+        self.getters.remove(pos)
+    }
+
+    /// Removes putter `id` from the waiting putters, if its item was not taken.
+    fn remove_putter(&mut self, id: u64) -> Option<Putter<T>> {
+        let pos = position(&self.putters, id, |p| p.id)?;
+        self.putters.remove(pos)
+    }
+}
+
+/// Where waiter `id` is in a wait list sorted by id, if it is still there. A waiter that
+/// was served is usually older than everyone still waiting, or the list is empty: that
+/// is checked first, before a binary search.
+#[inline]
+fn position<E>(list: &VecDeque<E>, id: u64, id_of: impl Fn(&E) -> u64) -> Option<usize> {
+    match list.front() {
+        None => None,
+        Some(first) if id_of(first) > id => None,
+        Some(first) if id_of(first) == id => Some(0),
+        Some(_) => list.binary_search_by_key(&id, id_of).ok(),
     }
 }
 
@@ -294,59 +386,60 @@ enum List {
     Joiners,
 }
 
-/// Removes a waiter's entry when its wait ends, however it ends (including a kill
-/// unwinding the green thread). An item handed to a departing getter is passed on.
+/// Removes a waiter's entry when its wait ends abnormally (including a kill unwinding the
+/// green thread). An item handed to a departing getter is passed on.
 struct Leave<'a, T> {
     core: &'a Core<T>,
     list: List,
     id: u64,
-    /// Cleared when the waiter already removed its entry itself (a successful wait does,
+    /// Cleared when the waiter already removed its entry itself (a wait that returns does,
     /// under the lock it holds anyway).
     armed: bool,
 }
 
 impl<T> Drop for Leave<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        // A wait that returns normally disarms the guard: keep that check inline.
+        if self.armed {
+            self.leave();
         }
+    }
+}
+
+impl<T> Leave<'_, T> {
+    #[cold]
+    #[inline(never)]
+    fn leave(&mut self) {
         let mut st = self.core.lock();
         let id = self.id;
         let mut wakeup = None;
-        let removed = match self.list {
+        // Dropped outside the lock: a putter's item is the caller's `T`.
+        let mut removed_putter = None;
+        let mut removed_joiner = None;
+        match self.list {
             List::Getters => {
-                let st = &mut *st;
-                let pos = st.getters.iter().position(|e| e.id == id);
-                let entry = pos.and_then(|p| st.getters.remove(p));
-                entry.map(|mut e| {
-                    if let Some(item) = e.item.take() {
-                        // Handed to us but never returned: back to the front, and on to
-                        // the next waiting getter if there is one.
-                        st.buf.push_front(item);
-                        if let Some(next) = st.getters.iter_mut().find(|e| !e.done) {
-                            next.item = st.buf.pop_front();
-                            next.done = true;
-                            wakeup = Some(next.waker.wakeup());
+                if st.remove_getter(id).is_none() {
+                    if let Some(item) = st.take_handed(id) {
+                        // Handed to us but never returned: on to the next waiting getter,
+                        // else back to the front of the buffer.
+                        match st.hand_to_getter(item) {
+                            Ok(w) => wakeup = w,
+                            Err(item) => st.buf.push_front(item),
                         }
                     }
-                    e.waker
-                })
+                }
             }
-            List::Putters => {
-                let pos = st.putters.iter().position(|e| e.id == id);
-                pos.and_then(|p| st.putters.remove(p)).map(|e| e.waker)
-            }
+            List::Putters => removed_putter = st.remove_putter(id),
             List::Joiners => {
                 let pos = st.joiners.iter().position(|(i, _)| *i == id);
-                pos.map(|p| st.joiners.swap_remove(p).1)
+                removed_joiner = pos.map(|p| st.joiners.swap_remove(p).1);
             }
-        };
-        drop(st);
-        // Dropped outside the lock: it releases the hub's remote registration.
-        drop(removed);
-        if let Some(w) = wakeup {
-            w.wake();
         }
+        drop(st);
+        drop(removed_putter);
+        drop(removed_joiner);
+        finish_wake(wakeup);
     }
 }
 
@@ -356,6 +449,7 @@ impl<T> Core<T> {
             state: Mutex::new(State {
                 buf: VecDeque::new(),
                 getters: VecDeque::new(),
+                handed: Vec::new(),
                 putters: VecDeque::new(),
                 joiners: Vec::new(),
                 unfinished: 0,
@@ -363,6 +457,7 @@ impl<T> Core<T> {
                 next_id: 0,
             }),
             capacity,
+            served_putter: AtomicU64::new(0),
         }
     }
 
@@ -386,9 +481,7 @@ impl<T> Core<T> {
         match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 Ok(())
             }
             Err(item) => Err(TrySendError::Full(item)),
@@ -403,21 +496,14 @@ impl<T> Core<T> {
         let item = match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 return Ok(());
             }
             Err(item) => item,
         };
         let (_registration, waker) = shared_waker::register();
         let id = st.new_id();
-        st.putters.push_back(Entry {
-            id,
-            item: Some(item),
-            done: false,
-            waker,
-        });
+        st.putters.push_back(Putter { id, item, waker });
         drop(st);
         let mut leave = Leave {
             core: self,
@@ -427,44 +513,43 @@ impl<T> Core<T> {
         };
         loop {
             let woke = park_for(deadline);
-            let mut st = self.lock();
-            let closed = st.closed;
-            let pos = st
-                .putters
-                .iter()
-                .position(|e| e.id == id)
-                .expect("a waiting putter's entry stays until it leaves");
-            let entry = &mut st.putters[pos];
-            if entry.done {
-                // Taken: leave the list now, under this lock.
-                let entry = st.putters.remove(pos);
+            // Served (see `served_putter`)? Then the item was enqueued, whatever else
+            // happened meanwhile, and the entry is gone: no need for the lock. Acquire:
+            // pairs with the Release store of the get that took the item.
+            if self.served_putter.load(Ordering::Acquire) >= id {
                 leave.armed = false;
-                drop(st);
-                drop(entry);
                 return Ok(());
             }
+            let mut st = self.lock();
+            let Some(pos) = position(&st.putters, id, |p| p.id) else {
+                // Taken (whatever else happened meanwhile, the item was enqueued).
+                leave.armed = false;
+                return Ok(());
+            };
             let wait_error = match woke {
-                _ if closed => None,
+                _ if st.closed => None,
                 Ok(false) => continue,
                 Ok(true) => Some(WaitError::TimedOut),
                 Err(e) => Some(e),
             };
-            let item = entry.item.take().expect("a waiting putter holds its item");
-            return Err(match wait_error {
-                None => SendError::Closed(item),
-                Some(e) => SendError::from_wait(e, item),
-            });
+            // Not taken: leave the list now, under this lock, with the item.
+            let entry = st.putters.remove(pos).expect("found just now");
+            leave.armed = false;
+            drop(st);
+            let error = match wait_error {
+                None => SendError::Closed(entry.item),
+                Some(e) => SendError::from_wait(e, entry.item),
+            };
+            return Err(error);
         }
     }
 
     pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
         let mut st = self.lock();
-        match st.take() {
+        match st.take(&self.served_putter) {
             Some((item, wakeup)) => {
                 drop(st);
-                if let Some(w) = wakeup {
-                    w.wake();
-                }
+                finish_wake(wakeup);
                 Ok(item)
             }
             None if st.closed => Err(TryRecvError::Closed),
@@ -474,11 +559,9 @@ impl<T> Core<T> {
 
     pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         let mut st = self.lock();
-        if let Some((item, wakeup)) = st.take() {
+        if let Some((item, wakeup)) = st.take(&self.served_putter) {
             drop(st);
-            if let Some(w) = wakeup {
-                w.wake();
-            }
+            finish_wake(wakeup);
             return Ok(item);
         }
         if st.closed {
@@ -486,12 +569,7 @@ impl<T> Core<T> {
         }
         let (_registration, waker) = shared_waker::register();
         let id = st.new_id();
-        st.getters.push_back(Entry {
-            id,
-            item: None,
-            done: false,
-            waker,
-        });
+        st.getters.push_back(Getter { id, waker });
         drop(st);
         let mut leave = Leave {
             core: self,
@@ -502,27 +580,26 @@ impl<T> Core<T> {
         loop {
             let woke = park_for(deadline);
             let mut st = self.lock();
-            let pos = st
-                .getters
-                .iter()
-                .position(|e| e.id == id)
-                .expect("a waiting getter's entry stays until it leaves");
-            if st.getters[pos].done {
-                // Whatever else happened (a deadline, a Timeout), the item did arrive. Leave
-                // the list now, under this lock.
-                let mut entry = st.getters.remove(pos).expect("found just now");
+            if let Some(item) = st.take_handed(id) {
+                // Whatever else happened (a deadline, a Timeout), the item did arrive.
                 leave.armed = false;
-                drop(st);
-                return Ok(entry.item.take().expect("a done getter holds its item"));
+                return Ok(item);
             }
-            if st.closed {
-                return Err(RecvError::Closed);
-            }
-            match woke {
-                Ok(false) => {}
-                Ok(true) => return Err(RecvError::TimedOut),
-                Err(e) => return Err(e.into()),
-            }
+            let error = if st.closed {
+                RecvError::Closed
+            } else {
+                match woke {
+                    Ok(false) => continue,
+                    Ok(true) => RecvError::TimedOut,
+                    Err(e) => e.into(),
+                }
+            };
+            // Not handed an item, so still waiting: leave the list now, under this lock.
+            let entry = st.remove_getter(id);
+            leave.armed = false;
+            drop(st);
+            drop(entry);
+            return Err(error);
         }
     }
 
@@ -539,9 +616,9 @@ impl<T> Core<T> {
         let wakeups: Vec<Wakeup> = st
             .getters
             .iter()
-            .chain(st.putters.iter())
-            .filter(|e| !e.done)
-            .map(|e| e.waker.wakeup())
+            .map(|g| &g.waker)
+            .chain(st.putters.iter().map(|p| &p.waker))
+            .filter_map(wake)
             .collect();
         drop(st);
         for w in wakeups {
@@ -567,7 +644,7 @@ impl<T> Core<T> {
         if st.unfinished > 0 {
             return;
         }
-        let wakeups: Vec<Wakeup> = st.joiners.iter().map(|(_, w)| w.wakeup()).collect();
+        let wakeups: Vec<Wakeup> = st.joiners.iter().filter_map(|(_, w)| wake(w)).collect();
         drop(st);
         for w in wakeups {
             w.wake();
@@ -880,8 +957,8 @@ impl<T> fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field("len", &st.buf.len())
             .field("capacity", &self.core.capacity)
-            .field("getters", &st.getters.iter().filter(|e| !e.done).count())
-            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+            .field("getters", &st.getters.len())
+            .field("putters", &st.putters.len())
             .field("unfinished_tasks", &st.unfinished)
             .field("closed", &st.closed)
             .finish()
@@ -891,8 +968,8 @@ impl<T> fmt::Debug for Queue<T> {
 impl<T> Core<T> {
     pub(crate) fn debug_fields(&self, s: &mut fmt::DebugStruct<'_, '_>) {
         let st = self.lock();
-        s.field("getters", &st.getters.iter().filter(|e| !e.done).count())
-            .field("putters", &st.putters.iter().filter(|e| !e.done).count())
+        s.field("getters", &st.getters.len())
+            .field("putters", &st.putters.len())
             .field("closed", &st.closed);
     }
 }

@@ -8,10 +8,14 @@
 //! ```text
 //!   SharedWaker (Send + Sync, lives in the wait list)
 //!        │
-//!        ├── woken from the same OS thread ──▶ the hub's slot table ──▶ TaskRef::wake
+//!        ├── woken from the same OS thread ──▶ the hub's slot table ──▶ schedule the task
 //!        │                                     no lock, no syscall: the same-hub fast path
 //!        └── woken from another OS thread ───▶ the hub's inbox + eventfd
 //! ```
+//!
+//! `SharedWaker::wake_here_or_defer` does the same-hub wake at once (scheduling a task
+//! never switches, so a primitive may do it under its own lock) and hands back the
+//! cross-thread [`Wakeup`] for the primitive to perform once its lock is released.
 //!
 //! The [`Registration`] guard frees the slot, so the hub can again tell that nothing outside
 //! this thread waits to wake the green thread. A primitive removes its wait-list entry

@@ -136,3 +136,37 @@ fn a_kill_unregisters_every_kind_of_waiter() {
     assert!(!mutex.is_locked());
     assert_eq!(sem.available_permits(), 0);
 }
+
+#[test]
+fn waiters_leaving_from_the_middle_of_a_wait_queue_keep_the_rest_in_order() {
+    // Five acquirers wait; 1 and 3 are killed (one of them after it was handed a permit,
+    // which it passes on); the permits then go to 0, 2, 4 in that order.
+    let sem = Rc::new(Semaphore::new(0));
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let waiters: Vec<_> = (0..5)
+        .map(|i| {
+            let (sem, order) = (sem.clone(), order.clone());
+            crate::spawn(move || {
+                sem.acquire().unwrap().forget();
+                order.borrow_mut().push(i);
+            })
+        })
+        .collect();
+    crate::yield_now();
+    assert_eq!(sem.waiters.len(), 5);
+    waiters[3].kill();
+    crate::yield_now();
+    assert_eq!(sem.waiters.len(), 4);
+    // Permits handed to 0 and 1; 1 is killed before it runs and passes its permit to 2.
+    sem.release();
+    sem.release();
+    waiters[1].kill();
+    assert_eq!(sem.waiters.len(), 2);
+    sem.release();
+    for w in waiters {
+        let _ = w.join();
+    }
+    assert_eq!(*order.borrow(), [0, 2, 4]);
+    assert_eq!(sem.waiters.len(), 0);
+    assert_eq!(sem.available_permits(), 0);
+}

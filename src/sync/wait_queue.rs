@@ -5,7 +5,8 @@
 //! [`WaitQueue::notify_all`]; for the primitives that hand something over (a permit, the
 //! lock, a condition notification), "notified" means "it is yours now". The invariants:
 //!
-//! * a waiter is either queued or notified, never both, and is woken once when notified;
+//! * a waiter is either queued or notified (taken off the queue), never both, and is woken
+//!   once when notified;
 //! * [`WaitQueue::wait`] leaves nothing queued when it returns or unwinds (timeout, kill,
 //!   `WouldBlockForever`);
 //! * a notification is never lost: if the waiter unwinds (a kill) after it was notified,
@@ -14,7 +15,7 @@
 //!   `Timeout` still interrupts the next blocking call).
 //!
 //! ```text
-//!   notify_one:  [w1, w2, w3]  ──pop w1, w1.notified = true, wake w1──▶  [w2, w3]
+//!   notify_one:  [w1, w2, w3]  ──pop w1 (now notified), wake w1─────────▶  [w2, w3]
 //!   w2 times out:              ──w2 removes itself──────────────────────▶ [w3]
 //!   w1 is killed before it ran: on_abandon() ─▶ e.g. release() ─▶ notify w3
 //! ```
@@ -22,23 +23,28 @@
 use crate::hub::{self, TaskRef, WaitError};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::time::Instant;
 
+/// A queued waiter. Notifying one takes it off the queue, so a waiter that is no longer
+/// queued has been notified (only the waiter itself removes its entry otherwise). Ids
+/// grow with each wait, so the queue is sorted by id and a waiter finds its entry by
+/// binary search; nothing is allocated per wait once the queue has grown.
 struct Waiter {
+    id: u64,
     task: TaskRef,
-    notified: Cell<bool>,
 }
 
 #[derive(Default)]
 pub(crate) struct WaitQueue {
-    waiters: RefCell<VecDeque<Rc<Waiter>>>,
+    waiters: RefCell<VecDeque<Waiter>>,
+    next_id: Cell<u64>,
 }
 
 impl WaitQueue {
     pub(crate) const fn new() -> WaitQueue {
         WaitQueue {
             waiters: RefCell::new(VecDeque::new()),
+            next_id: Cell::new(0),
         }
     }
 
@@ -51,7 +57,6 @@ impl WaitQueue {
         let first = self.waiters.borrow_mut().pop_front();
         match first {
             Some(w) => {
-                w.notified.set(true);
                 w.task.wake();
                 true
             }
@@ -64,10 +69,14 @@ impl WaitQueue {
         let all = std::mem::take(&mut *self.waiters.borrow_mut());
         let n = all.len();
         for w in all {
-            w.notified.set(true);
             w.task.wake();
         }
         n
+    }
+
+    /// Where waiter `id` is in the queue; `Err` once it was notified.
+    fn position(&self, id: u64) -> Result<usize, usize> {
+        self.waiters.borrow().binary_search_by_key(&id, |w| w.id)
     }
 
     /// Queues the current green thread and parks it until it is notified (`Ok(true)`),
@@ -81,14 +90,15 @@ impl WaitQueue {
         deadline: Option<Instant>,
         on_abandon: impl FnOnce(),
     ) -> Result<bool, WaitError> {
-        let waiter = Rc::new(Waiter {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        self.waiters.borrow_mut().push_back(Waiter {
+            id,
             task: hub::current_task(),
-            notified: Cell::new(false),
         });
-        self.waiters.borrow_mut().push_back(waiter.clone());
         let mut registration = Registration {
             queue: self,
-            waiter,
+            id,
             on_abandon: Some(on_abandon),
         };
         loop {
@@ -96,7 +106,7 @@ impl WaitQueue {
                 Some(deadline) => hub::park_until(deadline),
                 None => hub::park().map(|()| false),
             };
-            if registration.waiter.notified.get() {
+            if self.position(id).is_err() {
                 registration.on_abandon = None;
                 return Ok(true);
             }
@@ -113,22 +123,25 @@ impl WaitQueue {
 /// Removes a waiter from its queue when the wait ends, however it ends.
 struct Registration<'a, F: FnOnce()> {
     queue: &'a WaitQueue,
-    waiter: Rc<Waiter>,
+    id: u64,
     /// Still `Some` if the wait did not return normally after a notification.
     on_abandon: Option<F>,
 }
 
 impl<F: FnOnce()> Drop for Registration<'_, F> {
     fn drop(&mut self) {
-        if self.waiter.notified.get() {
-            if let Some(give_back) = self.on_abandon.take() {
-                give_back();
+        let Some(give_back) = self.on_abandon.take() else {
+            // Returned after a notification: already off the queue.
+            return;
+        };
+        match self.queue.position(self.id) {
+            Ok(pos) => {
+                let removed = self.queue.waiters.borrow_mut().remove(pos);
+                // The task record is released outside the borrow.
+                drop(removed);
             }
-        } else {
-            self.queue
-                .waiters
-                .borrow_mut()
-                .retain(|w| !Rc::ptr_eq(w, &self.waiter));
+            // Notified, but not returning: pass on what was handed over.
+            Err(_) => give_back(),
         }
     }
 }
