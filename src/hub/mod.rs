@@ -66,11 +66,11 @@ pub use task::{
 pub(crate) use task::{panic_message, TaskRef};
 pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 
-use crate::greenlet::{self, Greenlet};
+use crate::greenlet::{self, Greenlet, LocalQueue};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -203,7 +203,8 @@ impl fmt::Debug for RemoteWaker {
 
 pub(crate) struct Hub {
     greenlet: Greenlet,
-    ready: RefCell<VecDeque<TaskRef>>,
+    /// The run queue: green threads ready to run, in order (moved in and out, no borrows).
+    ready: LocalQueue<TaskRef>,
     timers: RefCell<TimerQueue<TimerAction>>,
     reactor: RefCell<Reactor<TaskRef>>,
     inbox: Arc<Inbox>,
@@ -291,7 +292,7 @@ impl Hub {
             .spawn(|_| hub_loop())?;
         Ok(Hub {
             greenlet,
-            ready: RefCell::new(VecDeque::new()),
+            ready: LocalQueue::default(),
             timers: RefCell::new(TimerQueue::new()),
             reactor: RefCell::new(reactor),
             inbox,
@@ -309,7 +310,7 @@ impl Hub {
 
     pub(crate) fn schedule(&self, task: TaskRef) {
         if !task.queued.replace(true) {
-            self.ready.borrow_mut().push_back(task);
+            self.ready.push_back(task);
         }
     }
 
@@ -340,7 +341,7 @@ impl Hub {
         if task.kill.get() && greenlet.is_started() && !task.is_adhoc {
             greenlet.throw(Killed);
         } else {
-            greenlet.switch(());
+            greenlet.resume();
         }
     }
 
@@ -355,13 +356,14 @@ impl Hub {
             }
             left = self.turn_left.get();
         }
-        let mut ready = self.ready.borrow_mut();
-        let next = ready.front()?;
+        let next = self.ready.pop_front()?;
         if next.kill.get() || next.finished.get() {
+            // Still the next one to run, by the hub's loop.
+            self.ready.push_front(next);
             return None;
         }
         self.turn_left.set(left - 1);
-        ready.pop_front()
+        Some(next)
     }
 
     /// Ends the current turn and begins the next one without switching to the hub, when the
@@ -377,7 +379,7 @@ impl Hub {
         if runs >= POLL_EVERY {
             return false;
         }
-        let n = self.ready.borrow().len();
+        let n = self.ready.len();
         if n == 0 {
             return false;
         }
@@ -405,10 +407,10 @@ impl Hub {
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
                 drop(self.current.replace(Some(next)));
-                greenlet.switch_into(());
+                greenlet.resume_into();
             }
             None => {
-                self.greenlet.switch(());
+                self.greenlet.resume();
             }
         }
     }
@@ -424,12 +426,12 @@ impl Hub {
         // to the next one (`switch_out`), in the same order, from the same budget.
         // Green threads may also begin the next turn themselves (`next_turn_inline`), so
         // the turn that ends here is the last one begun.
-        let n = self.ready.borrow().len();
+        let n = self.ready.len();
         self.turn_runs.set(n);
         self.turn_left.set(n);
         while self.turn_left.get() > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
-            let Some(task) = self.ready.borrow_mut().pop_front() else {
+            let Some(task) = self.ready.pop_front() else {
                 break;
             };
             self.run(task);
@@ -437,7 +439,7 @@ impl Hub {
         let n = self.turn_runs.replace(0);
         self.turn_left.set(0);
         let runs = self.runs_since_poll.get().saturating_add(n as u32);
-        let idle = self.ready.borrow().is_empty();
+        let idle = self.ready.is_empty();
         if idle {
             self.runs_since_poll.set(0);
             if self.inbox.pending.load(Ordering::Acquire) {
@@ -462,7 +464,7 @@ impl Hub {
     }
 
     fn nothing_can_wake(&self) -> bool {
-        self.ready.borrow().is_empty()
+        self.ready.is_empty()
             && self.timers.borrow().is_empty()
             && self.io_waiters.get() == 0
             && self.remote_tasks.borrow().is_empty()
@@ -700,7 +702,35 @@ pub fn yield_now() {
 }
 
 impl Hub {
+    #[inline]
     fn yield_current(&self) {
+        // The usual case: the hub's current record is the running green thread, which is
+        // not queued and not being killed. Its record moves from `current` to the run
+        // queue (no reference count traffic), and one handle stays here for the way back.
+        let task = self.current.borrow_mut().take();
+        let task = match task {
+            Some(task)
+                if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
+            {
+                task
+            }
+            other => {
+                drop(self.current.replace(other));
+                return self.yield_slow();
+            }
+        };
+        let me = task.clone();
+        task.queued.set(true);
+        task.parked.set(true);
+        self.ready.push_back(task);
+        self.switch_out();
+        me.reason.set(WakeReason::Normal);
+        me.check_kill();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn yield_slow(&self) {
         let hub = self;
         let task = hub.current_task();
         task.check_kill();

@@ -176,9 +176,15 @@ impl TaskRef {
         self.finished.get()
     }
 
+    /// Whether a kill is pending for it (ad hoc tasks cannot be killed).
+    #[inline]
+    pub(crate) fn kill_pending(&self) -> bool {
+        self.kill.get() && !self.is_adhoc
+    }
+
     /// Unwinds the current green thread if a kill is pending for it.
     pub(crate) fn check_kill(&self) {
-        if self.kill.get() && !self.is_adhoc {
+        if self.kill_pending() {
             panic::resume_unwind(Box::new(Killed));
         }
     }
