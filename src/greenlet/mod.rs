@@ -362,14 +362,7 @@ impl Builder {
     where
         F: FnOnce(Value) -> Value + 'static,
     {
-        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        stack.set_owner(id, self.name.as_deref());
-        let mut storage = ContextStorage::default();
-        // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
-        // dead; nothing runs on it.
-        let sp =
-            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        let (id, stack, sp, storage) = self.new_context()?;
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -384,6 +377,54 @@ impl Builder {
                 storage: UnsafeCell::new(storage),
             }),
         })
+    }
+}
+
+impl Builder {
+    /// A fresh context for a new greenlet: its id, its stack (pooled if possible) and the
+    /// initial frame on it.
+    fn new_context(&self) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
+        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        stack.set_owner(id, self.name.as_deref());
+        let mut storage = ContextStorage::default();
+        // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
+        // dead; nothing runs on it.
+        let sp =
+            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        Ok((id, stack, sp, storage))
+    }
+
+    /// Like [`spawn`](Self::spawn), into `slot`: when `slot` is a dead greenlet with no
+    /// other handle, its record is reused (a spawn that allocates nothing, with a pooled
+    /// stack); otherwise `slot` is replaced by a new greenlet. On error `slot` is left as
+    /// it was.
+    pub(crate) fn respawn<F>(self, slot: &mut Greenlet, body: F) -> Result<(), StackError>
+    where
+        F: FnOnce(Value) -> Value + 'static,
+    {
+        let reusable = slot.inner.state.get() == State::Dead && !slot.inner.is_main;
+        match Rc::get_mut(&mut slot.inner) {
+            Some(inner) if reusable => {
+                let (id, stack, sp, storage) = self.new_context()?;
+                let parent = self.parent.unwrap_or_else(current);
+                inner.id = id;
+                inner.name = self.name;
+                inner.state.set(State::NotStarted);
+                inner.sp.set(Some(sp));
+                // A dead greenlet's stack went back at its death (`release`): this drops
+                // nothing.
+                drop(inner.stack.replace(Some(stack)));
+                inner.body.set(Some(Box::new(body)));
+                *inner.parent.get_mut() = Some(parent);
+                *inner.storage.get_mut() = storage;
+                Ok(())
+            }
+            _ => {
+                *slot = self.spawn(body)?;
+                Ok(())
+            }
+        }
     }
 }
 

@@ -59,6 +59,7 @@
 mod task;
 mod wait_slots;
 
+use task::SpareTasks;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
@@ -226,6 +227,8 @@ pub(crate) struct Hub {
     main_task: RefCell<Option<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
+    /// Finished task records kept for the next spawns.
+    spare_tasks: SpareTasks,
 }
 
 /// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
@@ -305,6 +308,7 @@ impl Hub {
             main_task: RefCell::new(None),
             current: RefCell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
+            spare_tasks: SpareTasks::default(),
         })
     }
 
@@ -830,6 +834,16 @@ pub(crate) fn task_finished(id: u64) {
     let _ = HUB.try_with(|slot| {
         if let Some(hub) = slot.0.get() {
             hub.activity.finished(id);
+        }
+    });
+}
+
+/// Keeps a finished task record (a clone of its last handle) for the next spawn. A no-op
+/// without a hub (thread teardown).
+pub(crate) fn recycle_task(task: &TaskRef) {
+    let _ = HUB.try_with(|slot| {
+        if let Some(hub) = slot.0.get() {
+            hub.spare_tasks.give(task.clone());
         }
     });
 }
