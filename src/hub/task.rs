@@ -198,10 +198,20 @@ impl Task {
         }
         self.finished_seq
             .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
-        // Woken after the borrow is released.
-        let (first, rest) = self.waiters.borrow_mut().take();
-        for w in first.into_iter().chain(rest) {
+        // Woken after the borrow is released; the usual single joiner without touching
+        // the vector.
+        let (first, more) = {
+            let mut waiters = self.waiters.borrow_mut();
+            (waiters.first.take(), !waiters.rest.is_empty())
+        };
+        if let Some(w) = first {
             w.wake();
+        }
+        if more {
+            let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+            for w in rest {
+                w.wake();
+            }
         }
     }
 }
@@ -359,10 +369,6 @@ impl Waiters {
             self.rest.retain(|w| !w.ptr_eq(task));
         }
     }
-
-    fn take(&mut self) -> (Option<TaskRef>, Vec<TaskRef>) {
-        (self.first.take(), std::mem::take(&mut self.rest))
-    }
 }
 
 /// An owned permission to join a green thread (wait for it and take its value), as
@@ -405,14 +411,17 @@ impl<T> JoinHandle<T> {
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
     fn wait(&self, deadline: Option<Instant>) -> Result<bool, JoinError> {
-        if self.task.ptr_eq(&current_task()) {
+        if self.task.done.get() {
+            return Ok(true);
+        }
+        let me = current_task();
+        if self.task.ptr_eq(&me) {
             panic!("a green thread cannot join itself (it would wait forever)");
         }
         loop {
             if self.task.done.get() {
                 return Ok(true);
             }
-            let me = current_task();
             self.task.waiters.borrow_mut().push(me.clone());
             let r = match deadline {
                 Some(d) => park_until(d),
