@@ -613,7 +613,7 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    with_hub(Hub::current_task)
+    with_hub(Hub::current_task_outlined)
 }
 
 impl Hub {
@@ -626,6 +626,13 @@ impl Hub {
             }
         }
         self.adhoc_current()
+    }
+
+    /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
+    /// inlined with the thread-local's accessor (as `yield_current`).
+    #[inline(never)]
+    fn current_task_outlined(&self) -> TaskRef {
+        self.current_task()
     }
 
     /// The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
@@ -648,7 +655,16 @@ impl Hub {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    with_hub(|hub| park_task(&hub.current_task(), hub).map(|_| ()))
+    with_hub(Hub::park_current)
+}
+
+impl Hub {
+    // Out of line, so that `with_hub` around it is inlined with the thread-local's
+    // accessor (as `yield_current`).
+    #[inline(never)]
+    fn park_current(&self) -> Result<(), WaitError> {
+        park_task(&self.current_task(), self).map(|_| ())
+    }
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
@@ -706,7 +722,9 @@ pub fn yield_now() {
 }
 
 impl Hub {
-    #[inline]
+    // Out of line, so that `with_hub` around it stays small enough to be inlined (with the
+    // thread-local's accessor) into `yield_now`.
+    #[inline(never)]
     fn yield_current(&self) {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
