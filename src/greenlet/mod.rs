@@ -44,6 +44,8 @@
 //!                                                      C.sp := from, or, if C died, free
 //!                                                      C's stack and C's own reference
 //! ```
+//! A switch with `()` (the hub's, and `switch(())`) carries no message at all: the data
+//! word is C's own address with the `UNIT` tag bit, and the receiver's value is `()`.
 //! Every greenlet that has started and is not dead owns one strong reference to itself
 //! (taken when it starts, given up by whoever receives its final switch), so a greenlet is
 //! never freed while code still runs on its stack, and a switch touches no reference
@@ -61,6 +63,10 @@
 //! let g = Greenlet::new(|v| v);
 //! std::thread::spawn(move || g.switch(())); // error: `Rc<..>` cannot be sent between threads
 //! ```
+
+mod local_queue;
+
+pub(crate) use local_queue::LocalQueue;
 
 use crate::context::{self, ContextStorage, StackPointer};
 use crate::stack::{self, Stack, StackError, DEFAULT_STACK_SIZE};
@@ -125,8 +131,39 @@ pub struct Greenlet {
 }
 
 enum Payload {
+    /// `()`: travels in the data word alone, with no [`Message`] and no box.
+    Unit,
     Value(Value),
     Throw(Box<dyn Any + Send>),
+}
+
+/// What a switch delivered to the greenlet that receives it (the sender's bookkeeping done).
+enum Incoming {
+    Unit,
+    Value(Value),
+    Thrown(Box<dyn Any + Send>),
+}
+
+impl Incoming {
+    /// As [`Greenlet::switch`] returns it; a thrown payload is raised.
+    #[inline(always)]
+    fn into_value(self) -> Value {
+        match self {
+            Incoming::Unit => Box::new(()),
+            Incoming::Value(v) => v,
+            Incoming::Thrown(p) => raise(p),
+        }
+    }
+
+    /// For a switch whose caller ignores the value; a thrown payload is raised.
+    #[inline(always)]
+    fn into_unit(self) {
+        match self {
+            Incoming::Unit => {}
+            Incoming::Value(v) => drop(v),
+            Incoming::Thrown(p) => raise(p),
+        }
+    }
 }
 
 /// A [`Payload`] inside a [`Message`]; which field is live is the [`THROWN`] bit of the
@@ -138,6 +175,13 @@ union PayloadBox {
 
 /// Tag bit of a greenlet switch's data word: set = the message carries a panic to raise.
 const THROWN: usize = 1;
+/// Tag bit of a greenlet switch's data word: set = no message, the word is the sender's
+/// `*const Inner` (aligned to 8, so the tag bits are free) and the value is `()`.
+const UNIT: usize = 2;
+/// Both tag bits.
+const TAGS: usize = THROWN | UNIT;
+const _: () =
+    assert!(std::mem::align_of::<Inner>() > TAGS && std::mem::align_of::<Message>() > TAGS);
 
 /// What every switch between greenlets carries (by address, in the switcher's frame or on
 /// the dead greenlet's stack for a final switch). The receiver moves it out exactly once
@@ -153,6 +197,12 @@ impl Message {
     #[inline(always)]
     fn new(from: *const Inner, payload: Payload) -> (ManuallyDrop<Message>, usize) {
         let (payload, tag) = match payload {
+            Payload::Unit => (
+                PayloadBox {
+                    value: ManuallyDrop::new(Box::new(())),
+                },
+                0,
+            ),
             Payload::Value(v) => (
                 PayloadBox {
                     value: ManuallyDrop::new(v),
@@ -312,14 +362,7 @@ impl Builder {
     where
         F: FnOnce(Value) -> Value + 'static,
     {
-        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        stack.set_owner(id, self.name.as_deref());
-        let mut storage = ContextStorage::default();
-        // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
-        // dead; nothing runs on it.
-        let sp =
-            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        let (id, stack, sp, storage) = self.new_context()?;
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -337,6 +380,54 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// A fresh context for a new greenlet: its id, its stack (pooled if possible) and the
+    /// initial frame on it.
+    fn new_context(&self) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
+        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        stack.set_owner(id, self.name.as_deref());
+        let mut storage = ContextStorage::default();
+        // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
+        // dead; nothing runs on it.
+        let sp =
+            unsafe { context::init(stack.top(), stack.bottom(), greenlet_entry, &mut storage) };
+        Ok((id, stack, sp, storage))
+    }
+
+    /// Like [`spawn`](Self::spawn), into `slot`: when `slot` is a dead greenlet with no
+    /// other handle, its record is reused (a spawn that allocates nothing, with a pooled
+    /// stack); otherwise `slot` is replaced by a new greenlet. On error `slot` is left as
+    /// it was.
+    pub(crate) fn respawn<F>(self, slot: &mut Greenlet, body: F) -> Result<(), StackError>
+    where
+        F: FnOnce(Value) -> Value + 'static,
+    {
+        let reusable = slot.inner.state.get() == State::Dead && !slot.inner.is_main;
+        match Rc::get_mut(&mut slot.inner) {
+            Some(inner) if reusable => {
+                let (id, stack, sp, storage) = self.new_context()?;
+                let parent = self.parent.unwrap_or_else(current);
+                inner.id = id;
+                inner.name = self.name;
+                inner.state.set(State::NotStarted);
+                inner.sp.set(Some(sp));
+                // A dead greenlet's stack went back at its death (`release`): this drops
+                // nothing.
+                drop(inner.stack.replace(Some(stack)));
+                inner.body.set(Some(Box::new(body)));
+                *inner.parent.get_mut() = Some(parent);
+                *inner.storage.get_mut() = storage;
+                Ok(())
+            }
+            _ => {
+                *slot = self.spawn(body)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
 /// test is on the static type, so it folds away at compile time (and `()` is not boxed at
 /// all: a box of a zero-sized type does not allocate).
@@ -346,6 +437,17 @@ fn into_value<T: Any>(value: T) -> Value {
     match (&mut value as &mut dyn Any).downcast_mut::<Option<Value>>() {
         Some(already) => already.take().expect("just set"),
         None => Box::new(value.take().expect("just set")),
+    }
+}
+
+/// The payload of a switch with `value`: [`Payload::Unit`] for `()` (decided on the static
+/// type, at compile time), otherwise a [`Value`] boxed once.
+#[inline(always)]
+fn into_payload<T: Any>(value: T) -> Payload {
+    if (&value as &dyn Any).is::<()>() {
+        Payload::Unit
+    } else {
+        Payload::Value(into_value(value))
     }
 }
 
@@ -393,7 +495,20 @@ impl Greenlet {
     /// panicked, or a [`throw`](Self::throw) aimed at the caller) resumes here.
     #[inline]
     pub fn switch<T: Any>(&self, value: T) -> Value {
-        switch_to(self, Payload::Value(into_value(value)))
+        switch_to(self, into_payload(value)).into_value()
+    }
+
+    /// [`switch`](Self::switch) with `()`, ignoring the value that comes back (the hub's
+    /// switch: the cheapest there is, no box either way for `()`).
+    #[inline]
+    pub(crate) fn resume(&self) {
+        switch_to(self, Payload::Unit).into_unit()
+    }
+
+    /// [`switch_into`](Self::switch_into) with `()`, ignoring the value that comes back.
+    #[inline]
+    pub(crate) fn resume_into(self) {
+        self.switch_into_payload(Payload::Unit).into_unit()
     }
 
     /// Like [`switch`](Self::switch), but consumes this handle: it is given up as control
@@ -414,7 +529,11 @@ impl Greenlet {
     /// ```
     #[inline]
     pub fn switch_into<T: Any>(self, value: T) -> Value {
-        let payload = Payload::Value(into_value(value));
+        self.switch_into_payload(into_payload(value)).into_value()
+    }
+
+    #[inline(always)]
+    fn switch_into_payload(self, payload: Payload) -> Incoming {
         let cur = CURRENT.get();
         let state = self.inner.state.get();
         if (state == State::Suspended || state == State::NotStarted) && !cur.is_null() {
@@ -442,7 +561,7 @@ impl Greenlet {
     /// [`GreenletExit`], the parent receives the `GreenletExit` value). If it is dead, the
     /// panic is raised in its nearest live ancestor.
     pub fn throw(&self, payload: impl Any + Send) -> Value {
-        switch_to(self, Payload::Throw(Box::new(payload)))
+        switch_to(self, Payload::Throw(Box::new(payload))).into_value()
     }
 
     /// Whether the body has finished (returned, or ended by a panic).
@@ -551,7 +670,7 @@ fn kill_on_drop(g: &Greenlet) {
     while g.inner.state.get() == State::Suspended && rounds < 8 {
         rounds += 1;
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            switch_to(g, Payload::Throw(Box::new(GreenletExit)))
+            switch_to(g, Payload::Throw(Box::new(GreenletExit))).into_unit()
         }));
         // A panic other than GreenletExit escaping the dying greenlet is dropped: drop must
         // not panic, and the greenlet is dead either way.
@@ -575,7 +694,7 @@ fn live_target(g: &Greenlet) -> Greenlet {
 /// having the switch at the caller's call site keeps `ret`s out of the way between
 /// switches (a `ret` after a stack change mispredicts).
 #[inline(always)]
-fn switch_to(target: &Greenlet, payload: Payload) -> Value {
+fn switch_to(target: &Greenlet, payload: Payload) -> Incoming {
     let cur = CURRENT.get();
     // A suspended target is live, not the caller and has a saved context; a non-null
     // CURRENT means this thread's greenlets can run. Everything else is the cold path.
@@ -592,12 +711,13 @@ fn switch_to(target: &Greenlet, payload: Payload) -> Value {
 /// thread.
 #[cold]
 #[inline(never)]
-fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
+fn switch_cold(target: &Greenlet, payload: Payload) -> Incoming {
     let target = live_target(target);
     let cur = current_raw();
     if ptr::eq(cur, Rc::as_ptr(&target.inner)) {
         return match payload {
-            Payload::Value(v) => v,
+            Payload::Unit => Incoming::Unit,
+            Payload::Value(v) => Incoming::Value(v),
             Payload::Throw(p) => panic::resume_unwind(p),
         };
     }
@@ -619,7 +739,7 @@ fn switch_cold(target: &Greenlet, payload: Payload) -> Value {
 /// `cur` must be CURRENT's (non-null) value; `target` a greenlet of this thread other than
 /// `cur`, suspended, or not started but already holding its own reference.
 #[inline(always)]
-unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Value {
+unsafe fn switch_raw(cur: *const Inner, target: &Rc<Inner>, payload: Payload) -> Incoming {
     // SAFETY: per the contract.
     unsafe { switch_raw_ptr::<false>(cur, Rc::as_ptr(target), payload) }
 }
@@ -637,7 +757,7 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
     cur: *const Inner,
     target: *const Inner,
     payload: Payload,
-) -> Value {
+) -> Incoming {
     // SAFETY: per the contract, `cur` is running, so it holds its own reference.
     let me = unsafe { &*cur };
     // SAFETY: per the contract, `target` is alive.
@@ -653,13 +773,21 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
         // no handle is left, it is killed when it next switches away, by `receive`).
         unsafe { Rc::decrement_strong_count(target) };
     }
-    // Moved out by the receiver, so never dropped here.
-    let (mut msg, tag) = Message::new(cur, payload);
-    // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked
-    // running, so nothing resumes `sp` again. `msg` lives in this frame until something
-    // switches back here, and the receiver moves it out before that.
-    let (from, data) = unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
-    // SAFETY: every switch to a greenlet passes the address of a live `Message`.
+    let (from, data) = if matches!(payload, Payload::Unit) {
+        // Consumed before the switch: nothing of it is left to drop afterwards (the asm
+        // call hides from the optimiser that it was `Unit`).
+        std::mem::forget(payload);
+        // SAFETY: as below, with no message: the data word is our own (aligned) address.
+        unsafe { context::switch(sp, cur as usize | UNIT) }
+    } else {
+        // Moved out by the receiver, so never dropped here.
+        let (mut msg, tag) = Message::new(cur, payload);
+        // SAFETY: `sp` is the target's saved (or fresh) context; the target is now marked
+        // running, so nothing resumes `sp` again. `msg` lives in this frame until something
+        // switches back here, and the receiver moves it out before that.
+        unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) }
+    };
+    // SAFETY: every switch to a greenlet passes a unit word or the address of a live `Message`.
     unsafe { receive(from, data) }
 }
 
@@ -668,15 +796,25 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 /// it), then take the payload.
 ///
 /// # Safety
-/// `data` must be the tagged address of the live, not yet received `Message` of the
-/// greenlet that switched to us, and `from` the context it switched from.
+/// `data` must be the [`UNIT`]-tagged address of the live greenlet that switched to us,
+/// or the tagged address of its live, not yet received `Message`; `from` the context it
+/// switched from.
 #[inline(always)]
-unsafe fn receive(from: StackPointer, data: usize) -> Value {
-    // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
-    let Message {
-        from: prev,
-        payload,
-    } = unsafe { ptr::read((data & !THROWN) as *const Message) };
+unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
+    let (prev, incoming) = if data & UNIT != 0 {
+        ((data & !TAGS) as *const Inner, Incoming::Unit)
+    } else {
+        // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
+        let Message { from, payload } = unsafe { ptr::read((data & !TAGS) as *const Message) };
+        let incoming = if data & THROWN == 0 {
+            // SAFETY: untagged: the value field is live.
+            Incoming::Value(ManuallyDrop::into_inner(unsafe { payload.value }))
+        } else {
+            // SAFETY: tagged: the thrown field is live.
+            Incoming::Thrown(ManuallyDrop::into_inner(unsafe { payload.thrown }))
+        };
+        (from, incoming)
+    };
     // SAFETY: `prev` is alive: a greenlet holds its own reference until it is dead and
     // received, which is below.
     let prev_inner = unsafe { &*prev };
@@ -692,13 +830,7 @@ unsafe fn receive(from: StackPointer, data: usize) -> Value {
             unsafe { kill_unreferenced(prev) };
         }
     }
-    if data & THROWN == 0 {
-        // SAFETY: untagged: the value field is live.
-        ManuallyDrop::into_inner(unsafe { payload.value })
-    } else {
-        // SAFETY: tagged: the thrown field is live.
-        raise(ManuallyDrop::into_inner(unsafe { payload.thrown }))
-    }
+    incoming
 }
 
 /// A new handle to the greenlet at `raw` (strong count + 1).
@@ -761,7 +893,7 @@ fn release(g: &Greenlet) {
 }
 
 /// `throw` into a greenlet that never ran: it dies without running.
-fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Value {
+fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming {
     target.inner.state.set(State::Dead);
     release(target);
     let parent = live_target(&target.parent().expect("non-main greenlets have a parent"));
@@ -775,7 +907,9 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Value {
 
 unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // SAFETY: the first switch to a greenlet passes a live `Message` like any other.
-    let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
+    let first = panic::catch_unwind(AssertUnwindSafe(|| {
+        unsafe { receive(from, data) }.into_value()
+    }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
     // SAFETY: the switcher made CURRENT point at us before switching here.

@@ -59,6 +59,7 @@
 mod task;
 mod wait_slots;
 
+use task::SpareTasks;
 pub use task::{
     current, iwait, joinall, spawn, spawn_later, AsCompleted, Builder, CurrentThread, JoinError,
     JoinHandle, Killed,
@@ -66,11 +67,11 @@ pub use task::{
 pub(crate) use task::{panic_message, TaskRef};
 pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 
-use crate::greenlet::{self, Greenlet};
+use crate::greenlet::{self, Greenlet, LocalQueue};
 use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -203,7 +204,8 @@ impl fmt::Debug for RemoteWaker {
 
 pub(crate) struct Hub {
     greenlet: Greenlet,
-    ready: RefCell<VecDeque<TaskRef>>,
+    /// The run queue: green threads ready to run, in order (moved in and out, no borrows).
+    ready: LocalQueue<TaskRef>,
     timers: RefCell<TimerQueue<TimerAction>>,
     reactor: RefCell<Reactor<TaskRef>>,
     inbox: Arc<Inbox>,
@@ -225,6 +227,8 @@ pub(crate) struct Hub {
     main_task: RefCell<Option<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
+    /// Finished task records kept for the next spawns.
+    spare_tasks: SpareTasks,
 }
 
 /// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
@@ -295,7 +299,7 @@ impl Hub {
             .spawn(|_| hub_loop())?;
         Ok(Hub {
             greenlet,
-            ready: RefCell::new(VecDeque::new()),
+            ready: LocalQueue::default(),
             timers: RefCell::new(TimerQueue::new()),
             reactor: RefCell::new(reactor),
             inbox,
@@ -308,12 +312,13 @@ impl Hub {
             main_task: RefCell::new(None),
             current: RefCell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
+            spare_tasks: SpareTasks::default(),
         })
     }
 
     pub(crate) fn schedule(&self, task: TaskRef) {
         if !task.queued.replace(true) {
-            self.ready.borrow_mut().push_back(task);
+            self.ready.push_back(task);
         }
     }
 
@@ -344,7 +349,7 @@ impl Hub {
         if task.kill.get() && greenlet.is_started() && !task.is_adhoc {
             greenlet.throw(Killed);
         } else {
-            greenlet.switch(());
+            greenlet.resume();
         }
     }
 
@@ -359,13 +364,14 @@ impl Hub {
             }
             left = self.turn_left.get();
         }
-        let mut ready = self.ready.borrow_mut();
-        let next = ready.front()?;
+        let next = self.ready.pop_front()?;
         if next.kill.get() || next.finished.get() {
+            // Still the next one to run, by the hub's loop.
+            self.ready.push_front(next);
             return None;
         }
         self.turn_left.set(left - 1);
-        ready.pop_front()
+        Some(next)
     }
 
     /// Ends the current turn and begins the next one without switching to the hub, when the
@@ -381,7 +387,7 @@ impl Hub {
         if runs >= POLL_EVERY {
             return false;
         }
-        let n = self.ready.borrow().len();
+        let n = self.ready.len();
         if n == 0 {
             return false;
         }
@@ -409,10 +415,10 @@ impl Hub {
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
                 drop(self.current.replace(Some(next)));
-                greenlet.switch_into(());
+                greenlet.resume_into();
             }
             None => {
-                self.greenlet.switch(());
+                self.greenlet.resume();
             }
         }
     }
@@ -428,12 +434,12 @@ impl Hub {
         // to the next one (`switch_out`), in the same order, from the same budget.
         // Green threads may also begin the next turn themselves (`next_turn_inline`), so
         // the turn that ends here is the last one begun.
-        let n = self.ready.borrow().len();
+        let n = self.ready.len();
         self.turn_runs.set(n);
         self.turn_left.set(n);
         while self.turn_left.get() > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
-            let Some(task) = self.ready.borrow_mut().pop_front() else {
+            let Some(task) = self.ready.pop_front() else {
                 break;
             };
             self.run(task);
@@ -441,7 +447,7 @@ impl Hub {
         let n = self.turn_runs.replace(0);
         self.turn_left.set(0);
         let runs = self.runs_since_poll.get().saturating_add(n as u32);
-        let idle = self.ready.borrow().is_empty();
+        let idle = self.ready.is_empty();
         if idle {
             self.runs_since_poll.set(0);
             if self.inbox.pending.load(Ordering::Acquire) {
@@ -466,7 +472,7 @@ impl Hub {
     }
 
     fn nothing_can_wake(&self) -> bool {
-        self.ready.borrow().is_empty()
+        self.ready.is_empty()
             && self.timers.borrow().is_empty()
             && self.io_waiters.get() == 0
             && self.remote_tasks.borrow().is_empty()
@@ -616,7 +622,7 @@ pub(crate) enum WakeReason {
 
 /// The green thread running now (creating this thread's hub and main task on first use).
 pub(crate) fn current_task() -> TaskRef {
-    with_hub(Hub::current_task)
+    with_hub(Hub::current_task_outlined)
 }
 
 impl Hub {
@@ -629,6 +635,13 @@ impl Hub {
             }
         }
         self.adhoc_current()
+    }
+
+    /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
+    /// inlined with the thread-local's accessor (as `yield_current`).
+    #[inline(never)]
+    fn current_task_outlined(&self) -> TaskRef {
+        self.current_task()
     }
 
     /// The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.
@@ -651,7 +664,16 @@ impl Hub {
 /// green thread has fired; `Err(WouldBlockForever)` if nothing could ever wake it. A kill
 /// unwinds out of this call.
 pub(crate) fn park() -> Result<(), WaitError> {
-    with_hub(|hub| park_task(&hub.current_task(), hub).map(|_| ()))
+    with_hub(Hub::park_current)
+}
+
+impl Hub {
+    // Out of line, so that `with_hub` around it is inlined with the thread-local's
+    // accessor (as `yield_current`).
+    #[inline(never)]
+    fn park_current(&self) -> Result<(), WaitError> {
+        park_task(&self.current_task(), self).map(|_| ())
+    }
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
@@ -709,7 +731,37 @@ pub fn yield_now() {
 }
 
 impl Hub {
+    // Out of line, so that `with_hub` around it stays small enough to be inlined (with the
+    // thread-local's accessor) into `yield_now`.
+    #[inline(never)]
     fn yield_current(&self) {
+        // The usual case: the hub's current record is the running green thread, which is
+        // not queued and not being killed. Its record moves from `current` to the run
+        // queue (no reference count traffic), and one handle stays here for the way back.
+        let task = self.current.borrow_mut().take();
+        let task = match task {
+            Some(task)
+                if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
+            {
+                task
+            }
+            other => {
+                drop(self.current.replace(other));
+                return self.yield_slow();
+            }
+        };
+        let me = task.clone();
+        task.queued.set(true);
+        task.parked.set(true);
+        self.ready.push_back(task);
+        self.switch_out();
+        me.reason.set(WakeReason::Normal);
+        me.check_kill();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn yield_slow(&self) {
         let hub = self;
         let task = hub.current_task();
         task.check_kill();
@@ -809,6 +861,16 @@ pub(crate) fn task_finished(id: u64) {
     let _ = HUB.try_with(|slot| {
         if let Some(hub) = slot.0.get() {
             hub.activity.finished(id);
+        }
+    });
+}
+
+/// Keeps a finished task record (a clone of its last handle) for the next spawn. A no-op
+/// without a hub (thread teardown).
+pub(crate) fn recycle_task(task: &TaskRef) {
+    let _ = HUB.try_with(|slot| {
+        if let Some(hub) = slot.0.get() {
+            hub.spare_tasks.give(task.clone());
         }
     });
 }

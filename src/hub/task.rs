@@ -95,6 +95,39 @@ impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
 #[derive(Clone)]
 pub(crate) struct TaskRef(Rc<Task>);
 
+/// Most finished task records a hub keeps for reuse ([`SpareTasks`]).
+const SPARE_TASKS: usize = 256;
+
+/// Finished task records, each with its dead greenlet, kept by the hub so that a spawn
+/// after warm-up allocates neither (see [`Builder::build`]). A record goes here when the
+/// last handle to it, a `JoinHandle`, is dropped after the green thread finished; only
+/// memory stays in it (the result was dropped, the stack went back to its pool).
+#[derive(Default)]
+pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
+
+impl SpareTasks {
+    fn take(&self) -> Option<TaskRef> {
+        self.0.borrow_mut().pop()
+    }
+
+    /// How many records are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
+    pub(crate) fn give(&self, task: TaskRef) {
+        let mut spare = self.0.borrow_mut();
+        if spare.len() < SPARE_TASKS {
+            spare.push(task);
+            return;
+        }
+        drop(spare);
+        drop(task);
+    }
+}
+
 impl Deref for TaskRef {
     type Target = Task;
     fn deref(&self) -> &Task {
@@ -134,6 +167,30 @@ impl Task {
 static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
 
 impl Task {
+    /// Makes a finished spawned record (its greenlet already respawned) the record of a
+    /// new green thread, keeping the allocations it has (the waiters' vector).
+    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn TaskBody>>) {
+        self.id = id;
+        self.name = name;
+        self.is_adhoc = false;
+        self.queued.set(false);
+        self.parked.set(false);
+        self.finished.set(false);
+        self.kill.set(false);
+        self.reason.set(super::WakeReason::Normal);
+        self.expired.set(0);
+        self.epoch.set(0);
+        self.closed.set(false);
+        self.done.set(false);
+        self.finished_seq.set(0);
+        let waiters = self.waiters.get_mut();
+        waiters.first = None;
+        waiters.rest.clear();
+        self.body = body;
+    }
+}
+
+impl Task {
     /// Marks the task done (its result is stored) and wakes its joiners.
     fn complete(&self) {
         if self.done.replace(true) {
@@ -141,10 +198,20 @@ impl Task {
         }
         self.finished_seq
             .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
-        // Woken after the borrow is released.
-        let (first, rest) = self.waiters.borrow_mut().take();
-        for w in first.into_iter().chain(rest) {
+        // Woken after the borrow is released; the usual single joiner without touching
+        // the vector.
+        let (first, more) = {
+            let mut waiters = self.waiters.borrow_mut();
+            (waiters.first.take(), !waiters.rest.is_empty())
+        };
+        if let Some(w) = first {
             w.wake();
+        }
+        if more {
+            let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+            for w in rest {
+                w.wake();
+            }
         }
     }
 }
@@ -176,9 +243,15 @@ impl TaskRef {
         self.finished.get()
     }
 
+    /// Whether a kill is pending for it (ad hoc tasks cannot be killed).
+    #[inline]
+    pub(crate) fn kill_pending(&self) -> bool {
+        self.kill.get() && !self.is_adhoc
+    }
+
     /// Unwinds the current green thread if a kill is pending for it.
     pub(crate) fn check_kill(&self) {
-        if self.kill.get() && !self.is_adhoc {
+        if self.kill_pending() {
             panic::resume_unwind(Box::new(Killed));
         }
     }
@@ -296,10 +369,6 @@ impl Waiters {
             self.rest.retain(|w| !w.ptr_eq(task));
         }
     }
-
-    fn take(&mut self) -> (Option<TaskRef>, Vec<TaskRef>) {
-        (self.first.take(), std::mem::take(&mut self.rest))
-    }
 }
 
 /// An owned permission to join a green thread (wait for it and take its value), as
@@ -342,14 +411,17 @@ impl<T> JoinHandle<T> {
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
     fn wait(&self, deadline: Option<Instant>) -> Result<bool, JoinError> {
-        if self.task.ptr_eq(&current_task()) {
+        if self.task.done.get() {
+            return Ok(true);
+        }
+        let me = current_task();
+        if self.task.ptr_eq(&me) {
             panic!("a green thread cannot join itself (it would wait forever)");
         }
         loop {
             if self.task.done.get() {
                 return Ok(true);
             }
-            let me = current_task();
             self.task.waiters.borrow_mut().push(me.clone());
             let r = match deadline {
                 Some(d) => park_until(d),
@@ -391,6 +463,19 @@ impl<T> JoinHandle<T> {
     /// The green thread's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
         self.task.name.as_deref()
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        // The last handle to a finished green thread: its result goes now (as it would
+        // with the record), and the record is kept for the next spawn.
+        if self.task.done.get() && Rc::strong_count(&self.task.0) == 1 {
+            drop(self.slot.result().borrow_mut().take());
+            if Rc::strong_count(&self.task.0) == 1 {
+                super::recycle_task(&self.task);
+            }
+        }
     }
 }
 
@@ -473,7 +558,21 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let hub = hub();
+        // Taken here: the closure below would end the caller tracking.
+        let site = std::panic::Location::caller();
+        with_hub(|hub| self.build_in(hub, f, site))
+    }
+
+    fn build_in<F, T>(
+        self,
+        hub: &super::Hub,
+        f: F,
+        site: &'static std::panic::Location<'static>,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
@@ -485,24 +584,50 @@ impl Builder {
         }
         // The body captures nothing (so boxing it allocates nothing): the closure and the
         // result live in the task record, found through the current task.
-        let greenlet = builder.spawn(|_| {
+        let body = |_| -> greenlet::Value {
             run_task::<F, T>();
             Box::new(())
-        })?;
+        };
         let slot: Rc<Slot<F, T>> = Rc::new(Slot {
             f: Cell::new(Some(f)),
             result: RefCell::new(None),
             recorded,
         });
         if recorded {
-            hub.activity
-                .spawned(id, self.name.as_deref(), std::panic::Location::caller());
+            hub.activity.spawned(id, self.name.as_deref(), site);
         }
-        let task = Task::new(id, self.name, greenlet, false, Some(slot.clone()));
-        Ok(JoinHandle {
-            task: TaskRef(Rc::new(task)),
-            slot,
-        })
+        // A finished record from the hub's spare ones, reused in place (with its dead
+        // greenlet's), or a new one.
+        let task = match hub.spare_tasks.take() {
+            Some(mut spare) => match Rc::get_mut(&mut spare.0) {
+                Some(record) => {
+                    builder.respawn(&mut record.greenlet, body)?;
+                    record.reset(id, self.name, Some(slot.clone()));
+                    spare
+                }
+                None => {
+                    let greenlet = builder.spawn(body)?;
+                    TaskRef(Rc::new(Task::new(
+                        id,
+                        self.name,
+                        greenlet,
+                        false,
+                        Some(slot.clone()),
+                    )))
+                }
+            },
+            None => {
+                let greenlet = builder.spawn(body)?;
+                TaskRef(Rc::new(Task::new(
+                    id,
+                    self.name,
+                    greenlet,
+                    false,
+                    Some(slot.clone()),
+                )))
+            }
+        };
+        Ok(JoinHandle { task, slot })
     }
 }
 

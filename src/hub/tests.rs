@@ -82,3 +82,55 @@ fn a_stale_wait_slot_wakes_nothing() {
     crate::yield_now();
     assert!(woken.is_finished());
 }
+
+#[test]
+fn a_reused_task_record_starts_afresh() {
+    // A record that was killed, named and joined...
+    let killed = crate::Builder::new()
+        .name("first")
+        .spawn(|| {
+            yield_now();
+            1
+        })
+        .unwrap();
+    let first_id = killed.id();
+    killed.kill();
+    assert!(killed.join().unwrap_err().is_killed());
+    // ...is what the next spawns get (the hub keeps it): nothing of it may show.
+    let spare = with_hub(|hub| hub.spare_tasks.len());
+    assert!(spare >= 1, "the joined record is kept for reuse");
+    let next = crate::spawn(|| {
+        yield_now();
+        let me = crate::current();
+        (me.id(), me.name().map(str::to_owned))
+    });
+    assert!(!next.is_finished());
+    let next_id = next.id();
+    assert_ne!(next_id, first_id);
+    assert_eq!(next.join().unwrap(), (next_id, None));
+    // A Timeout that fired in a record's previous life does not fire in the next one.
+    let timed = crate::spawn(|| {
+        let _t = crate::Timeout::start(Duration::from_millis(1));
+        crate::sleep(Duration::from_millis(50))
+    });
+    assert!(timed.join().unwrap().is_err());
+    let after = crate::spawn(|| crate::sleep(Duration::from_millis(1)));
+    assert!(after.join().unwrap().is_ok());
+}
+
+#[test]
+fn dropping_the_handle_of_a_finished_green_thread_drops_its_result_at_once() {
+    let witness = Rc::new(());
+    let w = witness.clone();
+    let h = crate::spawn(move || w);
+    while !h.is_finished() {
+        yield_now();
+    }
+    assert_eq!(Rc::strong_count(&witness), 2, "the result holds it");
+    drop(h);
+    assert_eq!(
+        Rc::strong_count(&witness),
+        1,
+        "the result went with the handle"
+    );
+}
