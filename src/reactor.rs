@@ -402,6 +402,38 @@ impl<W> Reactor<W> {
         (read, write)
     }
 
+    /// Proves that `id` still watches the file its fd number names now, for a registration
+    /// kept across waits by the monkey shim, whose fd may have been closed and the number
+    /// reused behind verdant's back (a raw `close` system call, another OS thread). An epoll
+    /// registration belongs to the pair (fd number, open file): `EPOLL_CTL_MOD` finds it
+    /// only if that number still names the registered open file, and fails with `ENOENT`
+    /// once the file was closed or the number now names another file. Then the fd is
+    /// registered afresh under the same token, starting out ready in both directions:
+    /// `Ok(true)` tells the caller that whatever it cached about the old file is void.
+    /// `Ok(false)`: the registration is current (`MOD` also re-arms the edge-triggered
+    /// registration, so an event for data that is already there is queued at once).
+    ///
+    /// Only epoll can tell: kqueue's `EV_ADD` succeeds either way, so this is Linux-only.
+    /// An error is the fd's (`EBADF`: not open), or `NotConnected` for an id that is no
+    /// longer this fd's registration.
+    #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn refresh(&mut self, id: SourceId, fd: RawFd) -> io::Result<bool> {
+        if self.source(id).is_none_or(|s| s.fd != fd) {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        match self.selector.reregister(fd, id.token(), Interest::BOTH) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.selector.register(fd, id.token(), Interest::BOTH)?;
+                if let Some(s) = self.source_mut(id) {
+                    s.ready = Readiness::READABLE | Readiness::WRITABLE;
+                }
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether `id` is registered.
     // Part of the documented contract; exercised by unit tests, not yet by the layers above.
     #[allow(dead_code)]

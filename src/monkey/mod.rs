@@ -328,6 +328,8 @@
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
 //! then a call through a cached function pointer.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod cache;
 mod dns;
 mod fds;
 mod hooks;
