@@ -23,7 +23,7 @@
 //! read the flag and the timeouts at every wait instead.)
 
 use super::{errno, original};
-use crate::net::source::{self, FdCache, HookedRegistration};
+use crate::net::source::{self, HookedRegistration};
 use crate::reactor::{Direction, SourceId};
 use libc::{c_int, c_ulong, c_void, socklen_t};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,8 +148,26 @@ pub(super) fn settings(fd: c_int, dir: Direction) -> Result<Settings, c_int> {
             })
         }
     };
-    let before = cache;
     let epoch = SETTINGS_EPOCH.load(Ordering::Acquire);
+    let drained = dir == Direction::Read && cache.drained;
+    if let (true, Some(nonblocking), Some(nanos)) = (
+        cache.epoch == epoch,
+        cache.nonblocking,
+        cache.timeouts[dir as usize],
+    ) {
+        // The common case: everything known, nothing to write back but a taken flag.
+        if drained {
+            cache.drained = false;
+            source::store_cache(fd, id, cache);
+        }
+        return Ok(Settings {
+            id,
+            _temporary: None,
+            nonblocking,
+            timeout: timeout_of(nanos),
+            drained,
+        });
+    }
     if cache.epoch != epoch {
         cache.epoch = epoch;
         cache.nonblocking = None;
@@ -159,27 +177,28 @@ pub(super) fn settings(fd: c_int, dir: Direction) -> Result<Settings, c_int> {
         Some(b) => b,
         None => *cache.nonblocking.insert(super::hooks::is_nonblocking(fd)?),
     };
-    let slot = &mut cache.timeouts[dir as usize];
-    let timeout = *slot.get_or_insert_with(|| super::hooks::socket_timeout(fd, dir));
-    let drained = dir == Direction::Read && std::mem::take(&mut cache.drained);
-    if !same(&before, &cache) {
-        source::store_cache(fd, id, cache);
+    let nanos = *cache.timeouts[dir as usize].get_or_insert_with(|| {
+        super::hooks::socket_timeout(fd, dir).map_or(0, |t| {
+            // At least 1 ns: 0 stands for "none".
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+        })
+    });
+    if drained {
+        cache.drained = false;
     }
+    source::store_cache(fd, id, cache);
     Ok(Settings {
         id,
         _temporary: None,
         nonblocking,
-        timeout,
+        timeout: timeout_of(nanos),
         drained,
     })
 }
 
-fn same(a: &FdCache, b: &FdCache) -> bool {
-    a.epoch == b.epoch
-        && a.nonblocking == b.nonblocking
-        && a.timeouts == b.timeouts
-        && a.tcp == b.tcp
-        && a.drained == b.drained
+/// A cached timeout: nanoseconds, 0 for none.
+fn timeout_of(nanos: u64) -> Option<Duration> {
+    (nanos != 0).then(|| Duration::from_nanos(nanos))
 }
 
 /// Whether the last read of `fd` drained it (the flag of its kept registration, not yet

@@ -107,8 +107,9 @@ pub(crate) struct FdCache {
     pub(crate) epoch: u64,
     /// Whether the caller made the fd non-blocking (`None`: not read since `epoch`).
     pub(crate) nonblocking: Option<bool>,
-    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` (`None`: not read since `epoch`).
-    pub(crate) timeouts: [Option<Option<Duration>>; 2],
+    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` in nanoseconds, 0 for none (`None`: not read since
+    /// `epoch`). Small: the table holds one per descriptor number.
+    pub(crate) timeouts: [Option<u64>; 2],
     /// Whether the fd is a TCP socket (`None`: not asked yet). Never changes for a file.
     pub(crate) tcp: Option<bool>,
     /// The last hooked read drained the receive buffer (the drained shortcut).
