@@ -405,13 +405,13 @@ impl<W> Reactor<W> {
     /// Proves that `id` still watches the file its fd number names now, for a registration
     /// kept across waits by the monkey shim, whose fd may have been closed and the number
     /// reused behind verdant's back (a raw `close` system call, another OS thread). An epoll
-    /// registration belongs to the pair (fd number, open file): `EPOLL_CTL_MOD` finds it
-    /// only if that number still names the registered open file, and fails with `ENOENT`
-    /// once the file was closed or the number now names another file. Then the fd is
-    /// registered afresh under the same token, starting out ready in both directions:
+    /// registration belongs to the pair (fd number, open file), so `EPOLL_CTL_ADD` of the
+    /// fd fails with `EEXIST` exactly while that number still names the registered open
+    /// file: `Ok(false)`, nothing changed (unlike `EPOLL_CTL_MOD`, which would re-arm the
+    /// edge and queue a spurious event for a writable socket at every call). Once the file
+    /// was closed, or the number names another file, the `ADD` succeeds: the fd is now
+    /// registered afresh under the same token, starting out ready in both directions, and
     /// `Ok(true)` tells the caller that whatever it cached about the old file is void.
-    /// `Ok(false)`: the registration is current (`MOD` also re-arms the edge-triggered
-    /// registration, so an event for data that is already there is queued at once).
     ///
     /// Only epoll can tell: kqueue's `EV_ADD` succeeds either way, so this is Linux-only.
     /// An error is the fd's (`EBADF`: not open), or `NotConnected` for an id that is no
@@ -421,16 +421,15 @@ impl<W> Reactor<W> {
         if self.source(id).is_none_or(|s| s.fd != fd) {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        match self.selector.reregister(fd, id.token(), Interest::BOTH) {
-            Ok(()) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.selector.register(fd, id.token(), Interest::BOTH)?;
+        match self.selector.register(fd, id.token(), Interest::BOTH) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+            Ok(()) => {
                 if let Some(s) = self.source_mut(id) {
                     s.ready = Readiness::READABLE | Readiness::WRITABLE;
                 }
                 Ok(true)
             }
-            Err(e) => Err(e),
         }
     }
 

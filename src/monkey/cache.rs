@@ -5,9 +5,10 @@
 //!
 //! * The registration stays in `net::source`'s fd-indexed table until the `close`,
 //!   `dup2` or `dup3` hook ends the descriptor. Every use first proves it current with one
-//!   `EPOLL_CTL_MOD` ([`source::hooked_registration`]), which fails with `ENOENT` once the
-//!   number names another open file (closed and reused behind the hooks: a raw system
-//!   call, another OS thread); then it is registered afresh and the cache starts empty.
+//!   `EPOLL_CTL_ADD` ([`source::hooked_registration`]), which fails with `EEXIST` while
+//!   the number still names the registered open file, and succeeds once it names another
+//!   (closed and reused behind the hooks: a raw system call, another OS thread): then it
+//!   is registered afresh by that very call and the cache starts empty.
 //! * The flag and the timeouts belong to the open file (shared by its `dup`s), so they are
 //!   valid while the registration is. They change through `fcntl(F_SETFL)`,
 //!   `ioctl(FIONBIO)` and `setsockopt(SOL_SOCKET, ..)`: the hooks below count those calls,

@@ -196,12 +196,15 @@
 //! On Linux a descriptor that a hooked call waited on keeps, until the `close`, `dup2` or
 //! `dup3` hook ends it (`cache.rs`):
 //! * **its registration with the hub**, in the same fd-indexed table as `verdant::net`'s
-//!   sockets. Each later wait first proves it current with one `EPOLL_CTL_MOD`: an epoll
-//!   registration belongs to the pair (descriptor number, open file), so `MOD` fails with
-//!   `ENOENT` once the number was closed behind the hooks (a raw `close` system call, a
-//!   `close` on another OS thread, whose hook cannot reach this thread's table) and now
-//!   names another file; the number is then registered afresh and everything below is
-//!   forgotten. A `close` through the hook on another OS thread does not wake this
+//!   sockets. Each later wait first proves it current with one `EPOLL_CTL_ADD`: an epoll
+//!   registration belongs to the pair (descriptor number, open file), so the `ADD` fails
+//!   with `EEXIST` while the number names the registered file (nothing changes, no event
+//!   is queued), and succeeds once the number was closed behind the hooks (a raw `close`
+//!   system call, an `fdopen`ed socket closed with `fclose`, whose `close` glibc makes
+//!   internally, a `close` on another OS thread, whose hook cannot reach this thread's
+//!   table) and now names another file: the number is then registered afresh and
+//!   everything below is forgotten. (`EPOLL_CTL_MOD` would prove the same, but re-arm the
+//!   edge: a writable socket would queue a spurious event at every wait.) A `close` through the hook on another OS thread does not wake this
 //!   thread's waiters (see below), and neither does a raw one.
 //! * **whether the caller made it non-blocking, and its `SO_RCVTIMEO`/`SO_SNDTIMEO`**,
 //!   read with `fcntl(F_GETFL)` and `getsockopt` at its first wait. They belong to the
@@ -330,7 +333,7 @@
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
 //! `MSG_DONTWAIT` (a short TCP read adds a table lookup, and once per socket a
-//! `getsockopt(SO_PROTOCOL)`). On Linux one that waits adds one `EPOLL_CTL_MOD` (proving
+//! `getsockopt(SO_PROTOCOL)`). On Linux one that waits adds one `EPOLL_CTL_ADD` (proving
 //! the kept registration current) and, after a drained TCP read, saves the failing
 //! `recv`; the first wait on a descriptor adds `EPOLL_CTL_ADD`, `fcntl(F_GETFL)` and
 //! `getsockopt`, and its hooked `close` an `EPOLL_CTL_DEL`. So a keep-alive HTTP request
@@ -355,7 +358,7 @@
 //! trip (two waits) against 2,670 for `verdant::net` (4,460 with a temporary registration
 //! per wait, 5,800 while the table was a `HashMap` with std's SipHash). The rest of the
 //! difference is the hooks' checks, `suspended`, the cache, and the kernel's share of the
-//! two extra system calls per wait (the failing `recv`, the `EPOLL_CTL_MOD`), which
+//! two extra system calls per wait (the failing `recv`, the `EPOLL_CTL_ADD`), which
 //! callgrind does not count.
 
 //! ## Cost when not patched

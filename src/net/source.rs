@@ -188,7 +188,8 @@ pub(crate) enum HookedRegistration {
 }
 
 /// How a monkey hook waits on `fd`: its kept registration, proven current with one
-/// `EPOLL_CTL_MOD` (registered afresh, with an empty cache, if the number was reused
+/// `EPOLL_CTL_ADD` that fails with `EEXIST` (registered afresh by it, with an empty
+/// cache, if the number was reused
 /// behind the hooks' back: a raw `close`, another OS thread's `close`), or a new kept
 /// registration (one `EPOLL_CTL_ADD`). A `verdant::net` socket's own registration, or a
 /// `wait_readable`'s temporary one, is shared instead.
