@@ -644,4 +644,25 @@ isolated! {
         .join()
         .unwrap();
     }
+
+    fn a_std_socket_that_hooked_calls_waited_on_converts_to_verdant_net() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (client, mut server) = tcp_pair();
+            let writer = write_later(client, Duration::from_millis(20), b"std");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"std");
+            // The kept registration of the hooked wait must not make the socket's own
+            // registration fail (EEXIST).
+            let mut server = verdant::net::TcpStream::from_std(server).unwrap();
+            let client = writer.join().unwrap();
+            let writer = write_later(client, Duration::from_millis(20), b"net");
+            let mut buf = [0u8; 8];
+            let n = server.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"net");
+            writer.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -213,16 +213,19 @@ pub(crate) fn hooked_registration(fd: RawFd) -> io::Result<HookedRegistration> {
                 store_cache(fd, id, FdCache::default());
                 return Ok(HookedRegistration::Kept(id, FdCache::default()));
             }
-            // Not open (EBADF), or no longer this fd's registration: start afresh below
+            // Not open (EBADF), or no longer this fd's registration (`NotConnected`: the
+            // id may name another fd's now, so it is not deregistered): start afresh below
             // (registering a closed fd fails with its error).
-            Err(_) => {
+            Err(e) => {
                 REGISTERED.with(|m| {
                     let mut m = m.borrow_mut();
                     if m.get(fd).is_some_and(|s| s.id == id) {
                         m.remove(fd);
                     }
                 });
-                hub::deregister_fd(id);
+                if e.kind() != io::ErrorKind::NotConnected {
+                    hub::deregister_fd(id);
+                }
             }
         },
         Some(Err(None)) | None => {}
@@ -231,6 +234,15 @@ pub(crate) fn hooked_registration(fd: RawFd) -> io::Result<HookedRegistration> {
     let owner = Owner::Kept(FdCache::default());
     REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, owner }));
     Ok(HookedRegistration::Kept(id, FdCache::default()))
+}
+
+/// Deregisters the monkey shim's kept registration of `fd`, if it has one (waking its
+/// waiters, as [`forget`] does).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+fn forget_kept(fd: RawFd) {
+    if kept_cache(fd).is_some() {
+        forget(fd);
+    }
 }
 
 /// Writes back the shim's cache of `fd` if `id` is still its kept registration.
@@ -373,6 +385,11 @@ impl<T: StdSocket> Source<T> {
     pub(crate) fn new(io: T) -> io::Result<Source<T>> {
         io.nonblocking(true)?;
         let fd = io.as_raw_fd();
+        // A std socket that hooked calls waited on (`from_std` after `patch_all`): the
+        // socket takes over from the kept registration, which would make its own fail with
+        // `EEXIST`.
+        #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+        forget_kept(fd);
         let reg = Registration::new(fd)?;
         let id = reg.id;
         let owner = Owner::Socket;
