@@ -337,9 +337,11 @@
 //! the kept registration current) and, after a drained TCP read, saves the failing
 //! `recv`; the first wait on a descriptor adds `EPOLL_CTL_ADD`, `fcntl(F_GETFL)` and
 //! `getsockopt`, and its hooked `close` an `EPOLL_CTL_DEL`. So a keep-alive HTTP request
-//! served by `std::net` after `patch_all` makes three system calls (`recvfrom`, `sendto`,
-//! `epoll_ctl`) and a share of an `epoll_wait`, against two for `verdant::net` (`strace
-//! -f -c` on `examples/std_http_hello` and `examples/http_hello` under `wrk -c100`). Elsewhere
+//! served by `std::net` after `patch_all` makes `recvfrom` and `sendto`, as on
+//! `verdant::net`, plus one `epoll_ctl` (failing with `EEXIST`) if its read waited (`strace
+//! -f -c` on `examples/std_http_hello` and `examples/http_hello` under `wrk -c10`: 0.24
+//! `epoll_ctl` per request, the rest as `http_hello`'s; before, a wait added a failing
+//! `recvfrom`, `fcntl`, `getsockopt` and two `epoll_ctl`). Elsewhere
 //! a wait adds `fcntl(F_GETFL)`, `getsockopt` and a temporary registration (two kernel
 //! calls). `read`/`write` (and `readv`/`writev`) on a descriptor that is not a socket first
 //! learn so from `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the
@@ -354,7 +356,7 @@
 //! `examples/monkey_pingpong.rs` measures the waiting path without a network client:
 //! two green threads bounce a byte over a Unix socketpair (no drained shortcut: every read
 //! first fails with `EAGAIN`), so every read waits, and callgrind's instruction count is
-//! the same on every run. std after `patch_all` costs about 3,890 instructions per round
+//! the same on every run. std after `patch_all` costs about 3,730 instructions per round
 //! trip (two waits) against 2,670 for `verdant::net` (4,460 with a temporary registration
 //! per wait, 5,800 while the table was a `HashMap` with std's SipHash). The rest of the
 //! difference is the hooks' checks, `suspended`, the cache, and the kernel's share of the
