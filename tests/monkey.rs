@@ -665,4 +665,18 @@ isolated! {
         .join()
         .unwrap();
     }
+
+    fn kept_registrations_do_not_hide_a_wait_nothing_can_end() {
+        monkey::patch_all();
+        // Hooked waits on both ends leave their registrations kept with the hub.
+        let (client, mut server) = tcp_pair();
+        let writer = write_later(client, Duration::from_millis(20), b"kept");
+        assert_eq!(read_or_hang(&mut server).unwrap(), b"kept");
+        let _client = writer.join().unwrap();
+        // They are not waiters: the hub still sees that nothing can set this event.
+        assert_eq!(
+            verdant::Event::new().wait(),
+            Err(verdant::WaitError::WouldBlockForever)
+        );
+    }
 }
