@@ -136,7 +136,9 @@ pub(super) struct Settings {
 /// of the kept registration (proven current first), read with `fcntl`/`getsockopt` where
 /// the cache does not have them.
 pub(super) fn settings(fd: c_int, dir: Direction) -> Result<Settings, c_int> {
-    let reg = source::hooked_registration(fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    // The drained flag is taken (cleared in the table) by the same lookup.
+    let reg = source::hooked_registration(fd, dir == Direction::Read)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let (id, mut cache) = match reg {
         HookedRegistration::Kept(id, cache) => (id, cache),
         HookedRegistration::Shared(id, temporary) => {
@@ -156,11 +158,7 @@ pub(super) fn settings(fd: c_int, dir: Direction) -> Result<Settings, c_int> {
         cache.nonblocking,
         cache.timeouts[dir as usize],
     ) {
-        // The common case: everything known, nothing to write back but a taken flag.
-        if drained {
-            cache.drained = false;
-            source::store_cache(fd, id, cache);
-        }
+        // The common case: everything known, nothing to write back.
         return Ok(Settings {
             id,
             _temporary: None,
@@ -184,9 +182,8 @@ pub(super) fn settings(fd: c_int, dir: Direction) -> Result<Settings, c_int> {
             u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
         })
     });
-    if drained {
-        cache.drained = false;
-    }
+    // Taken in the table already; the write-back must not set it again.
+    cache.drained = cache.drained && !drained;
     source::store_cache(fd, id, cache);
     Ok(Settings {
         id,
@@ -206,7 +203,7 @@ fn timeout_of(nanos: u64) -> Option<Duration> {
 /// proven current: [`settings`] does that, and takes the flag).
 #[inline]
 pub(super) fn drained(fd: c_int) -> bool {
-    source::kept_cache(fd).is_some_and(|(_, c)| c.drained)
+    source::with_kept(fd, |_, c| c.drained).unwrap_or(false)
 }
 
 /// After a stream read of `fd` that returned fewer bytes than asked for, but some: if
@@ -216,17 +213,13 @@ pub(super) fn drained(fd: c_int) -> bool {
 /// Not for other sockets: a Unix stream read can stop short at a message carrying
 /// credentials or descriptors with more data buffered.
 pub(super) fn read_drained(fd: c_int) {
-    let Some((id, mut cache)) = source::kept_cache(fd) else {
-        return;
-    };
-    if cache.drained {
-        return;
-    }
-    if *cache.tcp.get_or_insert_with(|| is_tcp(fd)) {
-        crate::hub::fd_drained(id, Direction::Read);
-        cache.drained = true;
-    }
-    source::store_cache(fd, id, cache);
+    // One lookup; `is_tcp` and `fd_drained` do not reach the table.
+    source::with_kept(fd, |id, cache| {
+        if !cache.drained && *cache.tcp.get_or_insert_with(|| is_tcp(fd)) {
+            crate::hub::fd_drained(id, Direction::Read);
+            cache.drained = true;
+        }
+    });
 }
 
 /// `getsockopt(SO_PROTOCOL)` says TCP. errno is unchanged.

@@ -172,7 +172,7 @@ pub(super) fn wait(
     deadline: Option<Instant>,
 ) -> Result<(), Interrupted> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let registration = crate::net::source::hooked_registration(fd).map(|r| match r {
+    let registration = crate::net::source::hooked_registration(fd, false).map(|r| match r {
         crate::net::source::HookedRegistration::Kept(id, _) => (id, None),
         crate::net::source::HookedRegistration::Shared(id, temporary) => (id, temporary),
     });

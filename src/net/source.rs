@@ -144,7 +144,7 @@ pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Reg
         }
         #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
         Some(Found::Kept) => {
-            if let HookedRegistration::Kept(id, _) = hooked_registration(fd)? {
+            if let HookedRegistration::Kept(id, _) = hooked_registration(fd, false)? {
                 return Ok((id, None));
             }
         }
@@ -194,15 +194,21 @@ pub(crate) enum HookedRegistration {
 /// registration (one `EPOLL_CTL_ADD`). A `verdant::net` socket's own registration, or a
 /// `wait_readable`'s temporary one, is shared instead.
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
-pub(crate) fn hooked_registration(fd: RawFd) -> io::Result<HookedRegistration> {
+pub(crate) fn hooked_registration(fd: RawFd, take_drained: bool) -> io::Result<HookedRegistration> {
     let found = REGISTERED.with(|m| {
-        m.borrow().get(fd).map(|s| match &s.owner {
+        m.borrow_mut().get_mut(fd).map(|s| match &mut s.owner {
             Owner::Socket => Ok(HookedRegistration::Shared(s.id, None)),
             Owner::Temp(weak) => match weak.upgrade() {
                 Some(reg) => Ok(HookedRegistration::Shared(s.id, Some(reg))),
                 None => Err(None),
             },
-            Owner::Kept(cache) => Err(Some((s.id, *cache))),
+            Owner::Kept(cache) => {
+                let found = *cache;
+                if take_drained {
+                    cache.drained = false;
+                }
+                Err(Some((s.id, found)))
+            }
         })
     });
     match found {
@@ -240,9 +246,29 @@ pub(crate) fn hooked_registration(fd: RawFd) -> io::Result<HookedRegistration> {
 /// waiters, as [`forget`] does).
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 fn forget_kept(fd: RawFd) {
-    if kept_cache(fd).is_some() {
+    if with_kept(fd, |_, _| ()).is_some() {
         forget(fd);
     }
+}
+
+/// Runs `f` on the kept registration of `fd` and its cache, as they are (not proven
+/// current: a use that depends on the registration must go through
+/// [`hooked_registration`]); `None` if `fd` has none. `f` must not reach this table.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> R) -> Option<R> {
+    REGISTERED
+        .try_with(|m| {
+            let mut m = m.try_borrow_mut().ok()?;
+            match m.get_mut(fd)? {
+                Shared {
+                    id,
+                    owner: Owner::Kept(c),
+                } => Some(f(*id, c)),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
 }
 
 /// Writes back the shim's cache of `fd` if `id` is still its kept registration.
@@ -261,25 +287,6 @@ pub(crate) fn store_cache(fd: RawFd, id: SourceId, cache: FdCache) {
             }
         }
     });
-}
-
-/// The kept registration of `fd` and its cache, as they are (not proven current: a use
-/// that depends on the registration must go through [`hooked_registration`]).
-#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
-pub(crate) fn kept_cache(fd: RawFd) -> Option<(SourceId, FdCache)> {
-    REGISTERED
-        .try_with(|m| {
-            let m = m.try_borrow().ok()?;
-            match m.get(fd)? {
-                Shared {
-                    id,
-                    owner: Owner::Kept(c),
-                } => Some((*id, *c)),
-                _ => None,
-            }
-        })
-        .ok()
-        .flatten()
 }
 
 /// Whether a green thread of this thread may be waiting on `fd` through the hub (it is in
