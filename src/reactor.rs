@@ -402,6 +402,37 @@ impl<W> Reactor<W> {
         (read, write)
     }
 
+    /// Proves that `id` still watches the file its fd number names now, for a registration
+    /// kept across waits by the monkey shim, whose fd may have been closed and the number
+    /// reused behind verdant's back (a raw `close` system call, another OS thread). An epoll
+    /// registration belongs to the pair (fd number, open file), so `EPOLL_CTL_ADD` of the
+    /// fd fails with `EEXIST` exactly while that number still names the registered open
+    /// file: `Ok(false)`, nothing changed (unlike `EPOLL_CTL_MOD`, which would re-arm the
+    /// edge and queue a spurious event for a writable socket at every call). Once the file
+    /// was closed, or the number names another file, the `ADD` succeeds: the fd is now
+    /// registered afresh under the same token, starting out ready in both directions, and
+    /// `Ok(true)` tells the caller that whatever it cached about the old file is void.
+    ///
+    /// Only epoll can tell: kqueue's `EV_ADD` succeeds either way, so this is Linux-only.
+    /// An error is the fd's (`EBADF`: not open), or `NotConnected` for an id that is no
+    /// longer this fd's registration.
+    #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn refresh(&mut self, id: SourceId, fd: RawFd) -> io::Result<bool> {
+        if self.source(id).is_none_or(|s| s.fd != fd) {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        match self.selector.register(fd, id.token(), Interest::BOTH) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+            Ok(()) => {
+                if let Some(s) = self.source_mut(id) {
+                    s.ready = Readiness::READABLE | Readiness::WRITABLE;
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// Whether `id` is registered.
     // Part of the documented contract; exercised by unit tests, not yet by the layers above.
     #[allow(dead_code)]

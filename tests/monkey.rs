@@ -441,3 +441,242 @@ impl CLibrary {
         }
     }
 }
+
+/// A connected loopback TCP pair `(client, server)` of plain std sockets.
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    tcp_pair_on(&std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// A connected pair `(client, server)` through `listener`: the client socket is created
+/// first, so it takes the lowest free descriptor number.
+fn tcp_pair_on(listener: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Writes `bytes` to `peer` after `delay`, from a green thread of its own.
+fn write_later(
+    mut peer: std::net::TcpStream,
+    delay: Duration,
+    bytes: &'static [u8],
+) -> verdant::JoinHandle<std::net::TcpStream> {
+    verdant::spawn(move || {
+        std::thread::sleep(delay);
+        peer.write_all(bytes).unwrap();
+        peer
+    })
+}
+
+/// A read of up to 64 bytes in the current green thread, ended with `ETIMEDOUT` after
+/// 10 s: a read that waits on a registration nobody fires fails instead of hanging.
+fn read_or_hang(s: &mut std::net::TcpStream) -> io::Result<Vec<u8>> {
+    let _t = verdant::Timeout::start(Duration::from_secs(10));
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+// The socket hooks keep a descriptor's registration, its O_NONBLOCK flag, its timeouts and
+// its drained state between calls (src/monkey/cache.rs): each is changed here behind the
+// cache's back, the way callers do, and the next call must behave as unpatched libc would.
+isolated! {
+    fn o_nonblock_set_after_hooked_waits_is_honoured_via_fcntl_ioctl_and_dups() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            // Whatever hangs on a stale registration fails the test in 30 s.
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (client, mut server) = tcp_pair();
+            // Two waiting reads, the second after a short (draining) read: the registration
+            // is kept and the cache says "blocking" and "drained".
+            let writer = write_later(client, Duration::from_millis(20), b"one");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"one");
+            let client = writer.join().unwrap();
+            let writer = write_later(client, Duration::from_millis(20), b"two");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"two");
+            let client = writer.join().unwrap();
+            let fd = server.as_raw_fd();
+            // fcntl(F_SETFL) on a dup of the descriptor: the flag is the open file's.
+            // SAFETY: `fd` is open; the dup is closed below.
+            let dup = unsafe { libc::dup(fd) };
+            assert!(dup >= 0);
+            // SAFETY: F_GETFL/F_SETFL take no pointer.
+            unsafe {
+                let flags = libc::fcntl(dup, libc::F_GETFL);
+                assert_eq!(libc::fcntl(dup, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+            }
+            // A read that waited would get these bytes instead of WouldBlock.
+            let late = write_later(client, Duration::from_millis(200), b"three");
+            let err = read_or_hang(&mut server).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+            // Back to blocking with ioctl(FIONBIO) (std's set_nonblocking): the read waits.
+            server.set_nonblocking(false).unwrap();
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"three");
+            // And non-blocking again with ioctl, after a wait and a short read.
+            server.set_nonblocking(true).unwrap();
+            let client = write_later(late.join().unwrap(), Duration::from_millis(200), b"four");
+            let err = read_or_hang(&mut server).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+            client.join().unwrap();
+            // SAFETY: `dup` is this test's own descriptor.
+            assert_eq!(unsafe { libc::close(dup) }, 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn a_descriptor_closed_by_a_raw_system_call_and_reused_still_waits_right() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            // Whatever hangs on a stale registration fails the test in 30 s.
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            // Created first: no hooked close of the number below may forget its entry.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (client, mut server) = tcp_pair_on(&listener);
+            let writer = write_later(client, Duration::from_millis(20), b"old");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
+            let client = writer.join().unwrap();
+            // Closed behind the close hook: the kept registration of this number is stale.
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+            // SAFETY: `fd` is this test's own (taken from the stream above).
+            assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
+            // The lowest free number, the old one, for the new client.
+            let (mut reader, writer) = tcp_pair_on(&listener);
+            assert_eq!(reader.as_raw_fd(), fd, "the new socket did not reuse the number");
+            drop(client);
+            // Waits on the reused number: a stale registration would never fire.
+            let writer = write_later(writer, Duration::from_millis(20), b"new");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
+            let writer = write_later(writer.join().unwrap(), Duration::from_millis(20), b"again");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"again");
+            writer.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn a_read_timeout_changed_between_two_reads_is_honoured() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            // Whatever hangs on a stale registration fails the test in 30 s.
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (client, mut server) = tcp_pair();
+            // No timeout: a wait of 20 ms, and the cache has "no timeout".
+            let writer = write_later(client, Duration::from_millis(20), b"one");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"one");
+            let client = writer.join().unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let start = Instant::now();
+            let err = read_or_hang(&mut server).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            // Longer than the old timeout, and no timeout at all: the read waits for data.
+            server.set_read_timeout(None).unwrap();
+            let client = write_later(client, Duration::from_millis(150), b"two");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"two");
+            client.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn close_wakes_a_reader_of_a_kept_registration_and_the_number_starts_afresh() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            // Whatever hangs on a stale registration fails the test in 30 s.
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (client, mut server) = tcp_pair();
+            let writer = write_later(client, Duration::from_millis(20), b"one");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"one");
+            let client = writer.join().unwrap();
+            let fd = server.as_raw_fd();
+            // The second read waits on the kept registration; the close hook wakes it.
+            let reader = verdant::spawn(move || {
+                let mut buf = [0u8; 8];
+                // SAFETY: a live buffer of the length passed.
+                let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                (n, last_errno())
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            drop(server);
+            assert_eq!(reader.join().unwrap(), (-1, Some(libc::EBADF)));
+            drop(client);
+            let (client, server) = tcp_pair();
+            let (mut reader, writer) = if server.as_raw_fd() == fd {
+                (server, client)
+            } else {
+                (client, server)
+            };
+            let writer = write_later(writer, Duration::from_millis(20), b"new");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
+            writer.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn drained_tcp_reads_wait_for_the_next_bytes_and_full_reads_do_not_drain() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            // Whatever hangs on a stale registration fails the test in 30 s.
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (mut client, mut server) = tcp_pair();
+            // A read that fills the buffer leaves bytes behind (no new edge will come for
+            // them): the next read must take them without waiting.
+            client.write_all(&[7u8; 100]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let mut buf = [0u8; 64];
+            assert_eq!(server.read(&mut buf).unwrap(), 64);
+            assert_eq!(read_or_hang(&mut server).unwrap(), [7u8; 36]);
+            // That read was short: drained. Bytes that arrive later wake the next read,
+            // including while the reader is not waiting yet.
+            client.write_all(b"x").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"x");
+            let writer = write_later(client, Duration::from_millis(20), b"y");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"y");
+            let client = writer.join().unwrap();
+            drop(client);
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"");
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn a_std_socket_that_hooked_calls_waited_on_converts_to_verdant_net() {
+        monkey::patch_all();
+        verdant::spawn(|| {
+            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+            let (client, mut server) = tcp_pair();
+            let writer = write_later(client, Duration::from_millis(20), b"std");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"std");
+            // The kept registration of the hooked wait must not make the socket's own
+            // registration fail (EEXIST).
+            let mut server = verdant::net::TcpStream::from_std(server).unwrap();
+            let client = writer.join().unwrap();
+            let writer = write_later(client, Duration::from_millis(20), b"net");
+            let mut buf = [0u8; 8];
+            let n = server.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"net");
+            writer.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn kept_registrations_do_not_hide_a_wait_nothing_can_end() {
+        monkey::patch_all();
+        // Hooked waits on both ends leave their registrations kept with the hub.
+        let (client, mut server) = tcp_pair();
+        let writer = write_later(client, Duration::from_millis(20), b"kept");
+        assert_eq!(read_or_hang(&mut server).unwrap(), b"kept");
+        let _client = writer.join().unwrap();
+        // They are not waiters: the hub still sees that nothing can set this event.
+        assert_eq!(
+            verdant::Event::new().wait(),
+            Err(verdant::WaitError::WouldBlockForever)
+        );
+    }
+}

@@ -812,6 +812,14 @@ pub(crate) fn deregister_fd(id: SourceId) {
     }
 }
 
+/// See [`Reactor::refresh`](crate::reactor::Reactor::refresh): proves that the kept
+/// registration `id` of `fd` still watches the file `fd` names (`Ok(false)`), or registers
+/// it afresh (`Ok(true)`: the number was reused). For the monkey shim's kept registrations.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn refresh_fd(id: SourceId, fd: RawFd) -> io::Result<bool> {
+    with_hub(|hub| hub.reactor.borrow_mut().refresh(id, fd))
+}
+
 /// Whether an operation on the registered source `id` in `dir` may succeed, per the
 /// reactor's cached readiness: `false` only when it is known to fail with `WouldBlock`.
 /// `true` when unknown: a stale id, no hub (thread teardown), the reactor busy.

@@ -7,8 +7,9 @@
 //! descriptor with the same number would meet the old registration. So, once sockets are
 //! patched, these hooks first deregister the descriptor from the reactor — every waiter
 //! wakes: a hooked libc call fails with `EBADF`, a `verdant::net` call with `NotConnected`
-//! — and only then make the real call. A descriptor nobody waits on costs one lookup in a
-//! thread-local map.
+//! — and only then make the real call. On Linux this also ends the registration that hooked
+//! calls keep for a descriptor they waited on (see `cache.rs`): one `EPOLL_CTL_DEL`. A
+//! descriptor that nothing waits or waited on costs one lookup in a thread-local map.
 //!
 //! `dup` needs no hook: its new descriptor number is free, so nobody can wait on it.
 

@@ -12,7 +12,7 @@ use super::io::{waitall_continues, RECV_NEVER_WAITS};
 use super::{cooperative, errno, original, set_errno, suspended, Nested, SOCKETS, TIME};
 use crate::greenlet::GreenletExit;
 use crate::hub::{self, FdWait, Killed, WaitError};
-use crate::reactor::Direction;
+use crate::reactor::{Direction, SourceId};
 use libc::{c_int, c_uint, c_void, nfds_t, pollfd, size_t, sockaddr, socklen_t};
 use libc::{ssize_t, timespec, useconds_t};
 use std::os::fd::AsRawFd;
@@ -28,6 +28,8 @@ pub(super) fn address_of(name: &str) -> usize {
             super::poll::address_of(name)
         }
         "close" | "dup2" | "dup3" => super::fds::address_of(name),
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        "fcntl" | "fcntl64" | "ioctl" | "setsockopt" => super::cache::address_of(name),
         "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
@@ -84,6 +86,11 @@ pub(super) fn run<T: From<i8>>(body: impl FnOnce() -> Result<T, Errno>) -> T {
 /// How long a wait on `fd` may last: `SO_RCVTIMEO`/`SO_SNDTIMEO` for sockets (as blocking
 /// libc honours them), none otherwise.
 fn socket_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
+    socket_timeout(fd, dir).map(|t| Instant::now() + t)
+}
+
+/// `SO_RCVTIMEO`/`SO_SNDTIMEO` of `fd` (`None`: none, or not a socket).
+pub(super) fn socket_timeout(fd: c_int, dir: Direction) -> Option<Duration> {
     let opt = match dir {
         Direction::Read => libc::SO_RCVTIMEO,
         Direction::Write => libc::SO_SNDTIMEO,
@@ -106,12 +113,11 @@ fn socket_deadline(fd: c_int, dir: Direction) -> Option<Instant> {
     if r != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
         return None;
     }
-    let timeout = Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    Some(Instant::now() + timeout)
+    Some(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
 }
 
 /// `fcntl(F_GETFL)`: `Ok(true)` if the caller made `fd` non-blocking.
-fn is_nonblocking(fd: c_int) -> Result<bool, Errno> {
+pub(super) fn is_nonblocking(fd: c_int) -> Result<bool, Errno> {
     // SAFETY: F_GETFL takes no pointer argument; a bad fd is reported as EBADF.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags == -1 {
@@ -165,10 +171,33 @@ pub(super) fn wait(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<(), Interrupted> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let registration = crate::net::source::hooked_registration(fd, false).map(|r| match r {
+        crate::net::source::HookedRegistration::Kept(id, _) => (id, None),
+        crate::net::source::HookedRegistration::Shared(id, temporary) => (id, temporary),
+    });
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let registration = crate::net::source::registration_for(fd);
+    let (id, _temporary) =
+        registration.map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    wait_on(id, dir, deadline, false)
+}
+
+/// Waits on the hub until the registered `id` may be ready in `dir`; with `drained`
+/// after a drained read ([`hub::wait_fd_drained`]) rather than an `EAGAIN`.
+fn wait_on(
+    id: SourceId,
+    dir: Direction,
+    deadline: Option<Instant>,
+    drained: bool,
+) -> Result<(), Interrupted> {
     suspended(|| {
-        let (id, _temporary) = crate::net::source::registration_for(fd)
-            .map_err(|e| Interrupted::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        match hub::wait_fd(id, dir, deadline) {
+        let waited = if drained {
+            hub::wait_fd_drained(id, dir, deadline)
+        } else {
+            hub::wait_fd(id, dir, deadline)
+        };
+        match waited {
             Ok(FdWait::Ready) => Ok(()),
             Ok(FdWait::Deadline) => Err(Interrupted::Deadline),
             Ok(FdWait::Closed) => Err(Interrupted::Errno(libc::EBADF)),
@@ -195,28 +224,113 @@ fn wait_errno(e: WaitError) -> Errno {
 pub(super) fn socket_io(
     fd: c_int,
     dir: Direction,
+    op: impl FnMut(c_int) -> ssize_t,
+) -> Result<Option<ssize_t>, Errno> {
+    socket_io_with(fd, dir, None, op)
+}
+
+/// [`socket_io`] for a plain stream read of `len` bytes (`read`, `recv` with no flags):
+/// with the drained shortcut where it applies (see `cache::read_drained`).
+fn socket_read(
+    fd: c_int,
+    len: size_t,
+    op: impl FnMut(c_int) -> ssize_t,
+) -> Result<Option<ssize_t>, Errno> {
+    socket_io_with(fd, Direction::Read, Some(len), op)
+}
+
+/// What a socket wait needs: the registration, and the caller's settings.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn socket_settings(fd: c_int, dir: Direction) -> Result<super::cache::Settings, Errno> {
+    super::cache::settings(fd, dir)
+}
+
+/// What a socket wait needs: the registration, and the caller's settings, read afresh
+/// (there is no cache off Linux).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn socket_settings(fd: c_int, dir: Direction) -> Result<Settings, Errno> {
+    let (id, temporary) = crate::net::source::registration_for(fd)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok(Settings {
+        id,
+        _temporary: temporary,
+        nonblocking: is_nonblocking(fd)?,
+        timeout: socket_timeout(fd, dir),
+        drained: false,
+    })
+}
+
+/// What [`socket_settings`] returns off Linux.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+struct Settings {
+    id: SourceId,
+    _temporary: Option<std::rc::Rc<crate::net::source::Registration>>,
+    nonblocking: bool,
+    timeout: Option<Duration>,
+    drained: bool,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn drained(fd: c_int) -> bool {
+    super::cache::drained(fd)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn drained(_fd: c_int) -> bool {
+    false
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_drained(fd: c_int) {
+    super::cache::read_drained(fd)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_drained(_fd: c_int) {}
+
+/// The loop of [`socket_io`]; `stream_len`: a plain stream read of that many bytes.
+fn socket_io_with(
+    fd: c_int,
+    dir: Direction,
+    stream_len: Option<size_t>,
     mut op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
     let mut deadline = None;
+    // After a read that drained the socket, another attempt could only fail: wait first.
+    let mut after_drain = stream_len.is_some() && drained(fd);
     loop {
-        let n = op(libc::MSG_DONTWAIT);
-        if n >= 0 {
-            return Ok(Some(n));
+        if !after_drain {
+            let n = op(libc::MSG_DONTWAIT);
+            if n >= 0 {
+                if stream_len.is_some_and(|len| n > 0 && (n as size_t) < len) {
+                    read_drained(fd);
+                }
+                return Ok(Some(n));
+            }
+            match errno() {
+                libc::ENOTSOCK => return Ok(None),
+                libc::EAGAIN => {}
+                e => return Err(e),
+            }
         }
-        match errno() {
-            libc::ENOTSOCK => return Ok(None),
-            libc::EAGAIN => {}
-            e => return Err(e),
+        let settings = socket_settings(fd, dir)?;
+        if after_drain && (settings.nonblocking || !settings.drained) {
+            // Non-blocking (the caller wants the attempt's own answer), or the flag was
+            // void (the number names another file now): try first after all.
+            after_drain = false;
+            continue;
         }
-        if is_nonblocking(fd)? {
+        if settings.nonblocking {
             return Err(libc::EAGAIN);
         }
-        let deadline = *deadline.get_or_insert_with(|| socket_deadline(fd, dir));
-        match wait(fd, dir, deadline) {
+        let deadline =
+            *deadline.get_or_insert_with(|| settings.timeout.map(|t| Instant::now() + t));
+        match wait_on(settings.id, dir, deadline, after_drain) {
             Ok(()) => {}
             Err(Interrupted::Deadline) => return Err(libc::EAGAIN),
             Err(Interrupted::Errno(e)) => return Err(e),
         }
+        after_drain = false;
     }
 }
 
@@ -281,7 +395,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
     run(|| {
         // SAFETY (both calls): the caller's contract is read's; recv on a socket with no
         // flags is read.
-        match socket_io(fd, Direction::Read, |flags| unsafe {
+        match socket_read(fd, count, |flags| unsafe {
             original::recv(fd, buf, count, flags)
         })? {
             Some(n) => Ok(n),
@@ -334,10 +448,13 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
     }
     run(|| {
         // SAFETY: the caller's contract is recv's.
-        socket_io(fd, Direction::Read, |extra| unsafe {
-            original::recv(fd, buf, len, flags | extra)
-        })
-        .map(|n| n.unwrap_or(-1))
+        let op = |extra| unsafe { original::recv(fd, buf, len, flags | extra) };
+        let n = if flags == 0 {
+            socket_read(fd, len, op)
+        } else {
+            socket_io(fd, Direction::Read, op)
+        };
+        n.map(|n| n.unwrap_or(-1))
     })
 }
 crate::sys::interpose!(recv);

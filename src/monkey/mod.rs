@@ -27,7 +27,10 @@
 //! `recvfrom`, `sendto`, `connect`, `accept`, `accept4` (not macOS), `poll`, `ppoll` (not
 //! macOS), `select`, `pselect`, `epoll_wait` and `epoll_pwait` (Linux), `close`, `dup2`,
 //! `dup3` (not macOS), `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep` (not
-//! macOS), `usleep` and `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`).
+//! macOS), `usleep` and `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`);
+//! on Linux also `fcntl`, `fcntl64` (glibc), `ioctl` and `setsockopt`, which only watch
+//! for changes of what the other hooks cache (`cache.rs`, see
+//! [below](#descriptors-the-caller-believes-blocking)).
 //! Every call to them in the process lands in a hook, which decides in a few loads:
 //!
 //! ```text
@@ -159,8 +162,9 @@
 //! The descriptor is left blocking. The choices and their races:
 //! * **Sockets** (`read`, `write`, `recv`, `send`, `recvfrom`, `sendto`): the call is made
 //!   with `MSG_DONTWAIT` (`read`/`write` on a socket are `recv`/`send` with no flags), so
-//!   there is no shared state to race on. Only on `EAGAIN` is `fcntl(F_GETFL)` asked
-//!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer).
+//!   there is no shared state to race on. Only on `EAGAIN` does the hook need to know
+//!   whether the caller made the descriptor non-blocking (then `EAGAIN` is the answer):
+//!   `fcntl(F_GETFL)` says, or on Linux the hook's cache ([below](#what-the-socket-hooks-keep-linux)).
 //!   A write on a stream socket continues after a partial send, as blocking `send` does,
 //!   and returns the total (or the count so far if an error follows progress); `recv`
 //!   with `MSG_WAITALL` likewise receives until full, end of stream or error, on a stream
@@ -188,22 +192,53 @@
 //! * **Regular files, block devices, directories** are always "ready" for the kernel:
 //!   their reads and writes pass straight through and block the hub for their duration.
 //!
-//! ## Calls that need no hook
-//! The issue's list also names `socket`, `socketpair`, `fcntl`, `ioctl(FIONBIO)` and
-//! `setsockopt`. None is hooked, because the hooks keep no per-descriptor state and never
-//! change a caller's `O_NONBLOCK` (except `connect`'s one-call window above):
-//! * **`socket`/`socketpair` with `SOCK_NONBLOCK`** set `O_NONBLOCK` on the open file, and
-//!   `fcntl(F_SETFL, O_NONBLOCK)` and `ioctl(FIONBIO)` (what std's `set_nonblocking`
-//!   uses) set the same flag. The hooks read it with `fcntl(F_GETFL)` at every `EAGAIN`, so
-//!   a descriptor made non-blocking by any of these returns `EAGAIN` at once, and one
-//!   switched back to blocking waits on the hub again from its next call.
-//! * **`setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)`** is read back with `getsockopt` when a call
-//!   first has to wait: receives and `accept` end with `EAGAIN`, sends with the count so
-//!   far or `EAGAIN`, `connect` with `EINPROGRESS`, as blocking libc does.
-//! * `fcntl` and `ioctl` are variadic in C; stable Rust cannot define a variadic function,
-//!   so they could not be hooked soundly anyway (a fixed-arity definition relies on each
-//!   ABI passing variadic arguments like named ones).
+//! ## What the socket hooks keep (Linux)
+//! On Linux a descriptor that a hooked call waited on keeps, until the `close`, `dup2` or
+//! `dup3` hook ends it (`cache.rs`):
+//! * **its registration with the hub**, in the same fd-indexed table as `verdant::net`'s
+//!   sockets. Each later wait first proves it current with one `EPOLL_CTL_ADD`: an epoll
+//!   registration belongs to the pair (descriptor number, open file), so the `ADD` fails
+//!   with `EEXIST` while the number names the registered file (nothing changes, no event
+//!   is queued), and succeeds once the number was closed behind the hooks (a raw `close`
+//!   system call, an `fdopen`ed socket closed with `fclose`, whose `close` glibc makes
+//!   internally, a `close` on another OS thread, whose hook cannot reach this thread's
+//!   table) and now names another file: the number is then registered afresh and
+//!   everything below is forgotten. (`EPOLL_CTL_MOD` would prove the same, but re-arm the
+//!   edge: a writable socket would queue a spurious event at every wait.) A `close` through the hook on another OS thread does not wake this
+//!   thread's waiters (see below), and neither does a raw one.
+//! * **whether the caller made it non-blocking, and its `SO_RCVTIMEO`/`SO_SNDTIMEO`**,
+//!   read with `fcntl(F_GETFL)` and `getsockopt` at its first wait. They belong to the
+//!   open file, and the calls that change them are hooked as well — `fcntl`/`fcntl64` with
+//!   `F_SETFL`, `ioctl` with `FIONBIO` (what std's `set_nonblocking` uses) and
+//!   `setsockopt` at `SOL_SOCKET` level — on every descriptor, from every OS thread: each
+//!   such call bumps a process-wide epoch, and a cache of another epoch is read again. So
+//!   a flag set through a `dup` of the descriptor, or from another thread, is seen at the
+//!   next wait. **Not seen**: the same changes made with a raw system call, or by another
+//!   process sharing the open file (after `fork`, or one it was passed to): the hooks keep
+//!   the old answer until the next hooked `fcntl`/`ioctl`/`setsockopt` anywhere in the
+//!   process. `socket`, `socketpair`, `accept4` and `open` with `SOCK_NONBLOCK`/`O_NONBLOCK`
+//!   need no hook: they make a new open file, whose first wait reads afresh.
+//!   `fcntl` and `ioctl` are variadic in C, and stable Rust cannot define a variadic
+//!   function: their hooks take the optional argument as a fixed third one, which the
+//!   x86_64 System V and aarch64 Linux calling conventions pass in the same register as a
+//!   variadic one (not Apple's arm64, which passes variadic arguments on the stack), and
+//!   pass it on through a variadic function pointer. macOS and FreeBSD therefore hook
+//!   neither, keep nothing, and ask `fcntl(F_GETFL)`, `getsockopt` and a temporary
+//!   registration at every wait; their `EVFILT` registrations could not prove themselves
+//!   current anyway (kqueue's `EV_ADD` succeeds on a reused number).
+//! * **whether it is a TCP socket** (`SO_PROTOCOL`, asked once), and whether the last
+//!   plain read (`read`, `recv` with no flags) **drained** it: a TCP read that returned
+//!   fewer bytes than asked for, but some, emptied the receive buffer, so the next read
+//!   waits for the kernel's next edge at once instead of first failing with `EAGAIN` (the
+//!   reactor's drained shortcut, as `verdant::net::TcpStream` reads do). Not for other
+//!   sockets: a Unix stream read can stop short at a message carrying credentials or
+//!   descriptors with more data behind it.
 //!
+//! A kept registration costs the hub a slot and an epoll entry, not a waiter: the hub's
+//! "nothing can wake this" detection counts parked green threads, so it is unaffected.
+//! A descriptor closed behind the hooks leaves its slot until its number is waited on
+//! again.
+
 //! ## Waits on several descriptors
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the
 //! original with a zero timeout; if nothing is ready, the green thread waits on the hub
@@ -297,37 +332,43 @@
 //!
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
-//! `MSG_DONTWAIT`. One that waits adds `fcntl(F_GETFL)`, `getsockopt` (the socket's
-//! timeout) and a temporary registration with the hub (two `epoll_ctl`, and a lookup,
-//! insert and removal in a thread-local table indexed by descriptor number). `read`/`write`
-//! (and `readv`/`writev`) on a descriptor that is not a socket first learn so from
-//! `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the real call: a
-//! regular-file `read` in a green thread costs three system calls more than unpatched.
-//! A `poll`/`ppoll`/`select` that finds something ready at once costs one zero-timeout
-//! call of the original; one that waits adds a poll set (on Linux `epoll_create1`, one
-//! `epoll_ctl` per descriptor, `close`) and its registration with the hub. `close`, `dup2`
-//! and `dup3` cost one thread-local map lookup when nobody waits on the descriptor
-//! (`dup2`/`dup3` add an `fcntl` when somebody does).
+//! `MSG_DONTWAIT` (a short TCP read adds a table lookup, and once per socket a
+//! `getsockopt(SO_PROTOCOL)`). On Linux one that waits adds one `EPOLL_CTL_ADD` (proving
+//! the kept registration current) and, after a drained TCP read, saves the failing
+//! `recv`; the first wait on a descriptor adds `EPOLL_CTL_ADD`, `fcntl(F_GETFL)` and
+//! `getsockopt`, and its hooked `close` an `EPOLL_CTL_DEL`. So a keep-alive HTTP request
+//! served by `std::net` after `patch_all` makes `recvfrom` and `sendto`, as on
+//! `verdant::net`, plus one `epoll_ctl` (failing with `EEXIST`) if its read waited (`strace
+//! -f -c` on `examples/std_http_hello` and `examples/http_hello` under `wrk -c10`: 0.24
+//! `epoll_ctl` per request, the rest as `http_hello`'s; before, a wait added a failing
+//! `recvfrom`, `fcntl`, `getsockopt` and two `epoll_ctl`). Elsewhere
+//! a wait adds `fcntl(F_GETFL)`, `getsockopt` and a temporary registration (two kernel
+//! calls). `read`/`write` (and `readv`/`writev`) on a descriptor that is not a socket first
+//! learn so from `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the
+//! real call: a regular-file `read` in a green thread costs three system calls more than
+//! unpatched. A `poll`/`ppoll`/`select` that finds something ready at once costs one
+//! zero-timeout call of the original; one that waits adds a poll set (on Linux
+//! `epoll_create1`, one `epoll_ctl` per descriptor, `close`) and its registration with the
+//! hub. `close`, `dup2` and `dup3` cost one thread-local table lookup when nobody waits on
+//! the descriptor (`dup2`/`dup3` add an `fcntl` when somebody does). The `fcntl`, `ioctl`
+//! and `setsockopt` hooks cost a compare, and an atomic add for the calls they watch.
 //!
 //! `examples/monkey_pingpong.rs` measures the waiting path without a network client:
-//! two green threads bounce a byte over a socketpair, so every read waits, and callgrind's
-//! instruction count is the same on every run. std after `patch_all` costs about 4,460
-//! instructions per round trip (two waits) against 2,650 for `verdant::net` (5,800 while
-//! the table above was a `HashMap` with std's SipHash). The rest of the difference is the
-//! temporary registration (the hub's register and deregister, the `Rc` holding it: about
-//! 400 instructions per wait), the hook's checks and `suspended`, and the kernel's share of
-//! the three system calls, which callgrind does not count. Keeping a hooked descriptor
-//! registered across waits would save most of that and one `epoll_ctl`, but a descriptor
-//! closed behind the hooks (on another OS thread, or by a raw system call) leaves an entry
-//! that a new file with the same number would then wait on forever. Each wait on a kept
-//! registration would first have to prove it current — `EPOLL_CTL_MOD` fails with `ENOENT`
-//! once the kernel dropped the (number, open file) pair — and register afresh otherwise;
-//! the reactor has no such call yet, so registrations stay temporary.
-//!
+//! two green threads bounce a byte over a Unix socketpair (no drained shortcut: every read
+//! first fails with `EAGAIN`), so every read waits, and callgrind's instruction count is
+//! the same on every run. std after `patch_all` costs about 3,730 instructions per round
+//! trip (two waits) against 2,670 for `verdant::net` (4,460 with a temporary registration
+//! per wait, 5,800 while the table was a `HashMap` with std's SipHash). The rest of the
+//! difference is the hooks' checks, `suspended`, the cache, and the kernel's share of the
+//! two extra system calls per wait (the failing `recv`, the `EPOLL_CTL_ADD`), which
+//! callgrind does not count.
+
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
 //! then a call through a cached function pointer.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod cache;
 mod dns;
 mod fds;
 mod hooks;
@@ -344,7 +385,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum Family {
     /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
     /// `accept4`, `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`,
-    /// `close`, `dup2`, `dup3`, `readv`, `writev`, `recvmsg`, `sendmsg`.
+    /// `close`, `dup2`, `dup3`, `readv`, `writev`, `recvmsg`, `sendmsg` (on Linux
+    /// `fcntl`, `fcntl64`, `ioctl` and `setsockopt` watch, whether patched or not, for
+    /// changes of what these cache).
     Sockets,
     /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
     Time,

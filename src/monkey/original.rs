@@ -164,6 +164,54 @@ originals! {
     ) -> c_int;
 }
 
+// The hooks that keep the socket hooks' cache right (`cache.rs`, Linux only).
+originals! {
+    /// Linux only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        value: *const c_void,
+        len: socklen_t,
+    ) -> c_int;
+}
+
+/// The C library's variadic functions with one optional argument, called with it (see
+/// `cache.rs` for the calling conventions this relies on): Linux only.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+macro_rules! variadic_originals {
+    ($( $(#[$attr:meta])* fn $name:ident($a:ident: $ta:ty, $b:ident: $tb:ty, $c:ident: $tc:ty) -> $ret:ty; )*) => {$(
+        #[doc = concat!("The C library's `", stringify!($name), "`, with its optional argument.")]
+        ///
+        /// # Safety
+        /// The contract of the libc function of the same name: the third argument is
+        /// what the second one takes (an int, a pointer, or anything if it takes none).
+        $(#[$attr])*
+        pub unsafe fn $name($a: $ta, $b: $tb, $c: $tc) -> $ret {
+            static SLOT: AtomicUsize = AtomicUsize::new(0);
+            let mut p = SLOT.load(Ordering::Relaxed);
+            if p == 0 {
+                p = resolve(&SLOT, concat!(stringify!($name), "\0"));
+            }
+            // SAFETY: `p` is the address dlsym returned for this very symbol, a variadic C
+            // function with these two named parameters.
+            let f: unsafe extern "C" fn($ta, $tb, ...) -> $ret = unsafe { std::mem::transmute(p) };
+            // SAFETY: the caller upholds the libc contract (this function's # Safety).
+            unsafe { f($a, $b, $c) }
+        }
+    )*};
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+variadic_originals! {
+    fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
+    /// glibc only.
+    #[cfg(target_env = "gnu")]
+    fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
+    fn ioctl(fd: c_int, request: libc::Ioctl, arg: *mut c_void) -> c_int;
+}
+
 originals! {
     fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t;
     fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t;

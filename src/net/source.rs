@@ -54,6 +54,13 @@ impl FdMap {
         self.get(fd).is_some()
     }
 
+    #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Shared> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.0.get_mut(i)?.as_mut())
+    }
+
     fn insert(&mut self, fd: RawFd, shared: Shared) {
         // Only registered fds are inserted, and the reactor refuses negative ones.
         let Ok(i) = usize::try_from(fd) else { return };
@@ -73,10 +80,40 @@ impl FdMap {
 /// An entry of [`REGISTERED`].
 struct Shared {
     id: SourceId,
-    /// `None`: owned by a socket (it deregisters when its last clone drops). `Some`: a
-    /// temporary registration of `wait_readable`/`wait_writable`, alive while one of its
-    /// waiters holds it.
-    temp: Option<Weak<Registration>>,
+    owner: Owner,
+}
+
+/// Who deregisters an entry of [`REGISTERED`].
+enum Owner {
+    /// A socket: it deregisters when its last clone drops.
+    Socket,
+    /// Nobody: a temporary registration of `wait_readable`/`wait_writable` (or of a hooked
+    /// wait where registrations are not kept), alive while one of its waiters holds it.
+    Temp(Weak<Registration>),
+    /// The monkey shim's hooked waits: kept across waits, with what the shim cached about
+    /// the fd, until the fd is closed through the `close`/`dup2`/`dup3` hooks ([`forget`]).
+    /// Every use first proves it current ([`hooked_registration`]).
+    #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+    Kept(FdCache),
+}
+
+/// What the monkey shim caches about a descriptor with a kept registration (see
+/// `crate::monkey`, "Cost when patched"). Void, and reset to the default, when the fd
+/// number turns out to name another file.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FdCache {
+    /// The shim's settings epoch when `nonblocking` and `timeouts` were read.
+    pub(crate) epoch: u64,
+    /// Whether the caller made the fd non-blocking (`None`: not read since `epoch`).
+    pub(crate) nonblocking: Option<bool>,
+    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` in nanoseconds, 0 for none (`None`: not read since
+    /// `epoch`). Small: the table holds one per descriptor number.
+    pub(crate) timeouts: [Option<u64>; 2],
+    /// Whether the fd is a TCP socket (`None`: not asked yet). Never changes for a file.
+    pub(crate) tcp: Option<bool>,
+    /// The last hooked read drained the receive buffer (the drained shortcut).
+    pub(crate) drained: bool,
 }
 
 #[cfg(test)]
@@ -90,27 +127,166 @@ thread_local! {
 /// then `None`: the socket owns it), else a temporary one shared with other green threads
 /// waiting on `fd` (deregistered when the last of them drops it).
 pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Registration>>)> {
-    let found = REGISTERED.with(|m| m.borrow().get(fd).map(|s| (s.id, s.temp.clone())));
+    let found = REGISTERED.with(|m| {
+        m.borrow().get(fd).map(|s| match &s.owner {
+            Owner::Socket => Found::Socket(s.id),
+            Owner::Temp(weak) => Found::Temp(s.id, weak.clone()),
+            #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+            Owner::Kept(_) => Found::Kept,
+        })
+    });
     match found {
-        Some((id, None)) => return Ok((id, None)),
-        Some((id, Some(weak))) => {
+        Some(Found::Socket(id)) => return Ok((id, None)),
+        Some(Found::Temp(id, weak)) => {
             if let Some(reg) = weak.upgrade() {
                 return Ok((id, Some(reg)));
             }
         }
+        #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+        Some(Found::Kept) => {
+            if let HookedRegistration::Kept(id, _) = hooked_registration(fd, false)? {
+                return Ok((id, None));
+            }
+        }
         None => {}
     }
+    temporary_registration(fd)
+}
+
+/// What [`registration_for`] found in [`REGISTERED`].
+enum Found {
+    Socket(SourceId),
+    Temp(SourceId, Weak<Registration>),
+    #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+    Kept,
+}
+
+/// A new temporary registration of `fd`, entered in [`REGISTERED`].
+fn temporary_registration(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Registration>>)> {
     let reg = Rc::new(Registration::new(fd)?);
     REGISTERED.with(|m| {
         m.borrow_mut().insert(
             fd,
             Shared {
                 id: reg.id,
-                temp: Some(Rc::downgrade(&reg)),
+                owner: Owner::Temp(Rc::downgrade(&reg)),
             },
         )
     });
     Ok((reg.id, Some(reg)))
+}
+
+/// A monkey hook's registration of `fd`, from [`hooked_registration`].
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) enum HookedRegistration {
+    /// Kept across waits, proven current, with the shim's cache (write it back with
+    /// [`store_cache`]).
+    Kept(SourceId, FdCache),
+    /// A socket's registration, or a temporary one (held by the `Option` while it is
+    /// used): nothing is cached.
+    Shared(SourceId, Option<Rc<Registration>>),
+}
+
+/// How a monkey hook waits on `fd`: its kept registration, proven current with one
+/// `EPOLL_CTL_ADD` that fails with `EEXIST` (registered afresh by it, with an empty
+/// cache, if the number was reused
+/// behind the hooks' back: a raw `close`, another OS thread's `close`), or a new kept
+/// registration (one `EPOLL_CTL_ADD`). A `verdant::net` socket's own registration, or a
+/// `wait_readable`'s temporary one, is shared instead.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn hooked_registration(fd: RawFd, take_drained: bool) -> io::Result<HookedRegistration> {
+    let found = REGISTERED.with(|m| {
+        m.borrow_mut().get_mut(fd).map(|s| match &mut s.owner {
+            Owner::Socket => Ok(HookedRegistration::Shared(s.id, None)),
+            Owner::Temp(weak) => match weak.upgrade() {
+                Some(reg) => Ok(HookedRegistration::Shared(s.id, Some(reg))),
+                None => Err(None),
+            },
+            Owner::Kept(cache) => {
+                let found = *cache;
+                if take_drained {
+                    cache.drained = false;
+                }
+                Err(Some((s.id, found)))
+            }
+        })
+    });
+    match found {
+        Some(Ok(shared)) => return Ok(shared),
+        Some(Err(Some((id, cache)))) => match hub::refresh_fd(id, fd) {
+            Ok(false) => return Ok(HookedRegistration::Kept(id, cache)),
+            Ok(true) => {
+                store_cache(fd, id, FdCache::default());
+                return Ok(HookedRegistration::Kept(id, FdCache::default()));
+            }
+            // Not open (EBADF), or no longer this fd's registration (`NotConnected`: the
+            // id may name another fd's now, so it is not deregistered): start afresh below
+            // (registering a closed fd fails with its error).
+            Err(e) => {
+                REGISTERED.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.get(fd).is_some_and(|s| s.id == id) {
+                        m.remove(fd);
+                    }
+                });
+                if e.kind() != io::ErrorKind::NotConnected {
+                    hub::deregister_fd(id);
+                }
+            }
+        },
+        Some(Err(None)) | None => {}
+    }
+    let id = hub::register_fd(fd)?;
+    let owner = Owner::Kept(FdCache::default());
+    REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, owner }));
+    Ok(HookedRegistration::Kept(id, FdCache::default()))
+}
+
+/// Deregisters the monkey shim's kept registration of `fd`, if it has one (waking its
+/// waiters, as [`forget`] does).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+fn forget_kept(fd: RawFd) {
+    if with_kept(fd, |_, _| ()).is_some() {
+        forget(fd);
+    }
+}
+
+/// Runs `f` on the kept registration of `fd` and its cache, as they are (not proven
+/// current: a use that depends on the registration must go through
+/// [`hooked_registration`]); `None` if `fd` has none. `f` must not reach this table.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> R) -> Option<R> {
+    REGISTERED
+        .try_with(|m| {
+            let mut m = m.try_borrow_mut().ok()?;
+            match m.get_mut(fd)? {
+                Shared {
+                    id,
+                    owner: Owner::Kept(c),
+                } => Some(f(*id, c)),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// Writes back the shim's cache of `fd` if `id` is still its kept registration.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn store_cache(fd: RawFd, id: SourceId, cache: FdCache) {
+    let _ = REGISTERED.try_with(|m| {
+        if let Ok(mut m) = m.try_borrow_mut() {
+            if let Some(Shared {
+                id: kept,
+                owner: Owner::Kept(c),
+            }) = m.get_mut(fd)
+            {
+                if *kept == id {
+                    *c = cache;
+                }
+            }
+        }
+    });
 }
 
 /// Whether a green thread of this thread may be waiting on `fd` through the hub (it is in
@@ -216,9 +392,15 @@ impl<T: StdSocket> Source<T> {
     pub(crate) fn new(io: T) -> io::Result<Source<T>> {
         io.nonblocking(true)?;
         let fd = io.as_raw_fd();
+        // A std socket that hooked calls waited on (`from_std` after `patch_all`): the
+        // socket takes over from the kept registration, which would make its own fail with
+        // `EEXIST`.
+        #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+        forget_kept(fd);
         let reg = Registration::new(fd)?;
         let id = reg.id;
-        REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, temp: None }));
+        let owner = Owner::Socket;
+        REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, owner }));
         Ok(Source {
             inner: Rc::new(Inner {
                 reg,
