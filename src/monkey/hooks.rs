@@ -271,13 +271,27 @@ struct Settings {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn drained(fd: c_int) -> bool {
-    super::cache::drained(fd)
+use super::cache::DrainedRead;
+
+/// What a stream read knows before its first attempt (see `cache::drained_read`; off
+/// Linux nothing is cached, so it is always `Clear`).
+#[allow(dead_code)]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+enum DrainedRead {
+    Clear,
+    Wait(Settings),
+    General,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn drained_read(fd: c_int) -> DrainedRead {
+    super::cache::drained_read(fd)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn drained(_fd: c_int) -> bool {
-    false
+fn drained_read(_fd: c_int) -> DrainedRead {
+    DrainedRead::Clear
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -296,8 +310,17 @@ fn socket_io_with(
     mut op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
     let mut deadline = None;
-    // After a read that drained the socket, another attempt could only fail: wait first.
-    let mut after_drain = stream_len.is_some() && drained(fd);
+    // After a read that drained the socket, another attempt could only fail: wait first
+    // (in the common case with the settings found by the same lookup).
+    let mut known = None;
+    let mut after_drain = match stream_len.map(|_| drained_read(fd)) {
+        None | Some(DrainedRead::Clear) => false,
+        Some(DrainedRead::Wait(settings)) => {
+            known = Some(settings);
+            true
+        }
+        Some(DrainedRead::General) => true,
+    };
     loop {
         if !after_drain {
             let n = op(libc::MSG_DONTWAIT);
@@ -313,7 +336,10 @@ fn socket_io_with(
                 e => return Err(e),
             }
         }
-        let settings = socket_settings(fd, dir)?;
+        let settings = match known.take() {
+            Some(settings) => settings,
+            None => socket_settings(fd, dir)?,
+        };
         if after_drain && (settings.nonblocking || !settings.drained) {
             // Non-blocking (the caller wants the attempt's own answer), or the flag was
             // void (the number names another file now): try first after all.

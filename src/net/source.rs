@@ -271,6 +271,27 @@ pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> 
         .flatten()
 }
 
+/// Proves that `id`, found in `fd`'s kept entry (by [`with_kept`]), is still current, as
+/// [`hooked_registration`] does: `true` if it is, with its cache as it was. `false` if not
+/// (the number names another file now, or the fd is closed): the entry's cache is then
+/// reset or the entry left for [`hooked_registration`] to end, so that the caller goes
+/// the slow way through it, which sees the same outcome again.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+#[inline]
+pub(crate) fn kept_is_current(fd: RawFd, id: SourceId) -> bool {
+    match hub::refresh_fd(id, fd) {
+        Ok(false) => true,
+        // Registered afresh by the proof itself: what was cached is void, and the next
+        // proof (the caller's slow way) finds the new registration current.
+        Ok(true) => {
+            store_cache(fd, id, FdCache::default());
+            false
+        }
+        // `hooked_registration` meets the same error and ends the entry.
+        Err(_) => false,
+    }
+}
+
 /// Writes back the shim's cache of `fd` if `id` is still its kept registration.
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 pub(crate) fn store_cache(fd: RawFd, id: SourceId, cache: FdCache) {
