@@ -422,7 +422,8 @@ impl<W> Reactor<W> {
             return Err(io::ErrorKind::NotConnected.into());
         }
         match self.selector.register(fd, id.token(), Interest::BOTH) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // The raw errno, not `kind()`: this is the common answer, once per hooked wait.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(e),
             Ok(()) => {
                 if let Some(s) = self.source_mut(id) {
