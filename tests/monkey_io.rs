@@ -824,6 +824,42 @@ isolated! {
         assert!(ticks > 0);
     }
 
+    fn a_receive_timeout_bounds_a_whole_waitall_call_not_each_wait() {
+        // The kernel spends SO_RCVTIMEO once per call: a MSG_WAITALL receive that gets a
+        // byte now and then returns what arrived when the timeout is used up, even though
+        // each single wait was shorter than the timeout.
+        monkey::patch_sockets();
+        let timeout = Duration::from_millis(300);
+        type Recv = fn(RawFd) -> Outcome;
+        let calls: [(&str, Recv); 2] = [
+            ("recv waitall", |fd| {
+                let mut b = [0u8; 10];
+                // SAFETY: `b` is writable for its length.
+                outcome(unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 10, libc::MSG_WAITALL) })
+            }),
+            ("recvmsg waitall", |fd| recvmsg(fd, &[5, 5], libc::MSG_WAITALL).0),
+        ];
+        for (name, call) in calls {
+            let (a, b) = UnixStream::pair().unwrap();
+            set_timeout(a.as_raw_fd(), libc::SO_RCVTIMEO, timeout);
+            // One byte every 200 ms, ten in all: 2 s to fill the buffer.
+            let trickle = verdant::spawn(move || {
+                for _ in 0..10 {
+                    if (&b).write_all(b"x").is_err() {
+                        break;
+                    }
+                    verdant::sleep(Duration::from_millis(200)).unwrap();
+                }
+            });
+            let reader = verdant::spawn(move || call(a.as_raw_fd()));
+            let (n, err) = reader.join().unwrap();
+            trickle.kill();
+            assert_eq!(err, None, "{name}");
+            // A timeout restarted at each wait would have waited for all ten bytes.
+            assert!((1..10).contains(&n), "{name}: returned {n} bytes");
+        }
+    }
+
     fn send_timeouts_end_waits_while_others_run() {
         monkey::patch_sockets();
         let timeout = Duration::from_millis(200);

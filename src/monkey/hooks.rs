@@ -226,7 +226,20 @@ pub(super) fn socket_io(
     dir: Direction,
     op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
-    socket_io_with(fd, dir, None, op)
+    socket_io_with(fd, dir, None, &mut None, op)
+}
+
+/// [`socket_io`] for one step of a call that may wait several times (a send continued
+/// after a partial write, `MSG_WAITALL`): `deadline` is the whole call's, set at its first
+/// wait from `SO_RCVTIMEO`/`SO_SNDTIMEO` and kept across steps, because the kernel spends
+/// one timeout on the whole call, not one per wait. Start with `None`.
+pub(super) fn socket_io_until(
+    fd: c_int,
+    dir: Direction,
+    deadline: &mut Option<Option<Instant>>,
+    op: impl FnMut(c_int) -> ssize_t,
+) -> Result<Option<ssize_t>, Errno> {
+    socket_io_with(fd, dir, None, deadline, op)
 }
 
 /// [`socket_io`] for a plain stream read of `len` bytes (`read`, `recv` with no flags):
@@ -236,7 +249,7 @@ fn socket_read(
     len: size_t,
     op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
-    socket_io_with(fd, Direction::Read, Some(len), op)
+    socket_io_with(fd, Direction::Read, Some(len), &mut None, op)
 }
 
 /// What a socket wait needs: the registration, and the caller's settings.
@@ -302,14 +315,15 @@ fn read_drained(fd: c_int) {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn read_drained(_fd: c_int) {}
 
-/// The loop of [`socket_io`]; `stream_len`: a plain stream read of that many bytes.
+/// The loop of [`socket_io`]; `stream_len`: a plain stream read of that many bytes;
+/// `deadline`: see [`socket_io_until`].
 fn socket_io_with(
     fd: c_int,
     dir: Direction,
     stream_len: Option<size_t>,
+    deadline: &mut Option<Option<Instant>>,
     mut op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
-    let mut deadline = None;
     // After a read that drained the socket, another attempt could only fail: wait first
     // (in the common case with the settings found by the same lookup).
     let mut known = None;
@@ -369,8 +383,9 @@ pub(super) fn socket_send(
     mut op: impl FnMut(size_t, c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
     let mut sent: size_t = 0;
+    let mut deadline = None;
     loop {
-        match socket_io(fd, Direction::Write, |flags| op(sent, flags)) {
+        match socket_io_until(fd, Direction::Write, &mut deadline, |flags| op(sent, flags)) {
             Ok(None) => return Ok(None),
             Ok(Some(n)) => {
                 sent += n as size_t;
@@ -499,9 +514,10 @@ unsafe fn recv_all(
     flags: c_int,
 ) -> Result<ssize_t, Errno> {
     let mut got: size_t = 0;
+    let mut deadline = None;
     loop {
         // SAFETY: `got < len` or this is the first call, so the range is inside `buf`.
-        let r = socket_io(fd, Direction::Read, |extra| unsafe {
+        let r = socket_io_until(fd, Direction::Read, &mut deadline, |extra| unsafe {
             original::recv(
                 fd,
                 buf.cast::<u8>().add(got).cast(),

@@ -43,7 +43,7 @@
 //! * **Timeouts**: `SO_RCVTIMEO`/`SO_SNDTIMEO` end the wait with `EAGAIN` as for the other
 //!   socket hooks (read with `getsockopt` when a call first has to wait).
 
-use super::hooks::{poll_then_call, run, socket_io, socket_send, Errno};
+use super::hooks::{poll_then_call, run, socket_io, socket_io_until, socket_send, Errno};
 use super::{cooperative, original, SOCKETS};
 use crate::reactor::Direction;
 use libc::{c_int, iovec, msghdr, size_t, ssize_t};
@@ -240,8 +240,10 @@ unsafe fn recvmsg_all(fd: c_int, msg: *mut msghdr, flags: c_int) -> Result<ssize
         let m = &*msg;
         (m.msg_iov, iovlen(m), m.msg_control, m.msg_controllen)
     };
+    // One timeout for the whole call, as the kernel's MSG_WAITALL spends it.
+    let mut deadline = None;
     // SAFETY: the caller's contract is recvmsg's.
-    let first = socket_io(fd, Direction::Read, |extra| unsafe {
+    let first = socket_io_until(fd, Direction::Read, &mut deadline, |extra| unsafe {
         original::recvmsg(fd, msg, flags | extra)
     })?;
     let Some(n) = first else { return Ok(-1) };
@@ -267,7 +269,7 @@ unsafe fn recvmsg_all(fd: c_int, msg: *mut msghdr, flags: c_int) -> Result<ssize
         part.msg_controllen = capacity;
         // SAFETY: `part` describes the rest of the caller's buffers and its control
         // buffer, all valid per the caller's contract.
-        let r = socket_io(fd, Direction::Read, |extra| unsafe {
+        let r = socket_io_until(fd, Direction::Read, &mut deadline, |extra| unsafe {
             original::recvmsg(fd, &mut part, flags | extra)
         });
         let k = match r {
