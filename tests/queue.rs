@@ -190,12 +190,14 @@ fn an_item_handed_to_a_getter_whose_deadline_passes_before_it_runs_is_returned()
     for ch in [Queue::new(), Queue::bounded(0)] {
         let getter = {
             let ch = ch.clone();
-            verdant::spawn(move || ch.get_timeout(Duration::from_millis(1)))
+            verdant::spawn(move || ch.get_timeout(Duration::from_millis(500)))
         };
         settle();
-        // Handed over now; the getter only runs after its deadline has passed too.
-        ch.put(7).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        // Handed over now; the getter only runs after its deadline has passed too (the OS
+        // thread sleeps). 500 ms leaves room for qemu on a busy machine to reach the `put`
+        // first; the bounded `put` fails instead of hanging if it ever does not.
+        ch.put_timeout(7, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!(getter.join().unwrap(), Ok(7));
         assert!(format!("{ch:?}").contains("getters: 0"), "{ch:?}");
         assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
@@ -211,13 +213,16 @@ fn a_putter_whose_item_was_taken_before_its_deadline_passed_succeeds() {
         let putters: Vec<_> = (1..=2)
             .map(|i| {
                 let q = q.clone();
-                verdant::spawn(move || q.put_timeout(i, Duration::from_millis(1)))
+                verdant::spawn(move || q.put_timeout(i, Duration::from_millis(500)))
             })
             .collect();
         settle();
-        // Serves the first putter only; both deadlines pass before either runs again.
-        let first = q.get().unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        // Serves the first putter only; both deadlines pass before either runs again (the
+        // OS thread sleeps, so no green thread runs). 500 ms leaves room for qemu on a busy
+        // machine to reach the `get` before the deadlines; the bounded `get` fails instead
+        // of hanging if it ever does not.
+        let first = q.get_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
         let results: Vec<_> = putters.into_iter().map(|p| p.join().unwrap()).collect();
         assert!(
             matches!(results[..], [Ok(()), Err(SendError::TimedOut(2))]),
