@@ -598,6 +598,11 @@ impl Builder {
         }
         // A finished record from the hub's spare ones, reused in place (with its dead
         // greenlet's), or a new one.
+        let fresh = |builder: greenlet::Builder, name| -> io::Result<TaskRef> {
+            let greenlet = builder.spawn(body)?;
+            let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
+            Ok(TaskRef(Rc::new(task)))
+        };
         let task = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
@@ -605,27 +610,9 @@ impl Builder {
                     record.reset(id, self.name, Some(slot.clone()));
                     spare
                 }
-                None => {
-                    let greenlet = builder.spawn(body)?;
-                    TaskRef(Rc::new(Task::new(
-                        id,
-                        self.name,
-                        greenlet,
-                        false,
-                        Some(slot.clone()),
-                    )))
-                }
+                None => fresh(builder, self.name)?,
             },
-            None => {
-                let greenlet = builder.spawn(body)?;
-                TaskRef(Rc::new(Task::new(
-                    id,
-                    self.name,
-                    greenlet,
-                    false,
-                    Some(slot.clone()),
-                )))
-            }
+            None => fresh(builder, self.name)?,
         };
         Ok(JoinHandle { task, slot })
     }
