@@ -456,6 +456,18 @@ fn tcp_pair_on(listener: &std::net::TcpListener) -> (std::net::TcpStream, std::n
 }
 
 /// Writes `bytes` to `peer` after `delay`, from a green thread of its own.
+/// Runs `body` in a green thread after `patch_all()`, within a 30 s `Timeout`: whatever
+/// hangs on a stale registration fails the test instead of hanging it.
+fn patched_green_thread(body: impl FnOnce() + 'static) {
+    monkey::patch_all();
+    verdant::spawn(move || {
+        let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        body()
+    })
+    .join()
+    .unwrap();
+}
+
 fn write_later(
     mut peer: std::net::TcpStream,
     delay: Duration,
@@ -482,10 +494,7 @@ fn read_or_hang(s: &mut std::net::TcpStream) -> io::Result<Vec<u8>> {
 // cache's back, the way callers do, and the next call must behave as unpatched libc would.
 isolated! {
     fn o_nonblock_set_after_hooked_waits_is_honoured_via_fcntl_ioctl_and_dups() {
-        monkey::patch_all();
-        verdant::spawn(|| {
-            // Whatever hangs on a stale registration fails the test in 30 s.
-            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        patched_green_thread(|| {
             let (client, mut server) = tcp_pair();
             // Two waiting reads, the second after a short (draining) read: the registration
             // is kept and the cache says "blocking" and "drained".
@@ -520,16 +529,11 @@ isolated! {
             client.join().unwrap();
             // SAFETY: `dup` is this test's own descriptor.
             assert_eq!(unsafe { libc::close(dup) }, 0);
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     fn a_descriptor_closed_by_a_raw_system_call_and_reused_still_waits_right() {
-        monkey::patch_all();
-        verdant::spawn(|| {
-            // Whatever hangs on a stale registration fails the test in 30 s.
-            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        patched_green_thread(|| {
             // Created first: no hooked close of the number below may forget its entry.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let (client, mut server) = tcp_pair_on(&listener);
@@ -550,16 +554,11 @@ isolated! {
             let writer = write_later(writer.join().unwrap(), Duration::from_millis(20), b"again");
             assert_eq!(read_or_hang(&mut reader).unwrap(), b"again");
             writer.join().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     fn a_read_timeout_changed_between_two_reads_is_honoured() {
-        monkey::patch_all();
-        verdant::spawn(|| {
-            // Whatever hangs on a stale registration fails the test in 30 s.
-            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        patched_green_thread(|| {
             let (client, mut server) = tcp_pair();
             // No timeout: a wait of 20 ms, and the cache has "no timeout".
             let writer = write_later(client, Duration::from_millis(20), b"one");
@@ -577,16 +576,11 @@ isolated! {
             let client = write_later(client, Duration::from_millis(150), b"two");
             assert_eq!(read_or_hang(&mut server).unwrap(), b"two");
             client.join().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     fn close_wakes_a_reader_of_a_kept_registration_and_the_number_starts_afresh() {
-        monkey::patch_all();
-        verdant::spawn(|| {
-            // Whatever hangs on a stale registration fails the test in 30 s.
-            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        patched_green_thread(|| {
             let (client, mut server) = tcp_pair();
             let writer = write_later(client, Duration::from_millis(20), b"one");
             assert_eq!(read_or_hang(&mut server).unwrap(), b"one");
@@ -612,16 +606,11 @@ isolated! {
             let writer = write_later(writer, Duration::from_millis(20), b"new");
             assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
             writer.join().unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     fn drained_tcp_reads_wait_for_the_next_bytes_and_full_reads_do_not_drain() {
-        monkey::patch_all();
-        verdant::spawn(|| {
-            // Whatever hangs on a stale registration fails the test in 30 s.
-            let _hang = verdant::Timeout::start(Duration::from_secs(30));
+        patched_green_thread(|| {
             let (mut client, mut server) = tcp_pair();
             // A read that fills the buffer leaves bytes behind (no new edge will come for
             // them): the next read must take them without waiting.
@@ -640,9 +629,7 @@ isolated! {
             let client = writer.join().unwrap();
             drop(client);
             assert_eq!(read_or_hang(&mut server).unwrap(), b"");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     fn a_std_socket_that_hooked_calls_waited_on_converts_to_verdant_net() {
