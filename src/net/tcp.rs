@@ -327,9 +327,26 @@ fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpS
     }
 }
 
+impl TcpStream {
+    /// `read` for `TcpStream` and `&TcpStream`: one function, called directly.
+    #[inline(never)]
+    fn read_direct(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.source.read_stream(buf.len(), |mut s| s.read(buf))
+    }
+
+    /// `write` for `TcpStream` and `&TcpStream`: one function, called directly.
+    #[inline(never)]
+    fn write_direct(&self, buf: &[u8]) -> io::Result<usize> {
+        self.source.write_with(|mut s| s.write(buf))
+    }
+}
+
 impl Read for TcpStream {
+    // Inlined into the caller as a direct call of `read_direct`: one frame between the
+    // caller and the hub while a read waits (see `Source::read_stream`).
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
+        self.read_direct(buf)
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -338,8 +355,9 @@ impl Read for TcpStream {
 }
 
 impl Read for &TcpStream {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.read_stream(buf.len(), |mut s| s.read(buf))
+        self.read_direct(buf)
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -354,8 +372,9 @@ impl Read for &TcpStream {
 }
 
 impl Write for TcpStream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
+        self.write_direct(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -368,8 +387,9 @@ impl Write for TcpStream {
 }
 
 impl Write for &TcpStream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.source.write_with(|mut s| s.write(buf))
+        self.write_direct(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
