@@ -29,7 +29,8 @@ pub(super) fn address_of(name: &str) -> usize {
         }
         "close" | "dup2" | "dup3" => super::fds::address_of(name),
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        "fcntl" | "fcntl64" | "ioctl" | "setsockopt" => super::cache::address_of(name),
+        "fcntl" | "fcntl64" | "ioctl" | "setsockopt" | "socket" | "socketpair" | "dup"
+        | "fclose" => super::cache::address_of(name),
         "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
@@ -172,7 +173,10 @@ pub(super) fn wait(
     deadline: Option<Instant>,
 ) -> Result<(), Interrupted> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let registration = crate::net::source::hooked_registration(fd, false).map(|r| match r {
+    // Proven current at every wait (no generation): the descriptors waited on here
+    // (pipes, terminals, poll sets, listeners, connecting sockets) may come from calls
+    // that are not hooked, such as `pipe` or `epoll_create1`.
+    let registration = crate::net::source::hooked_registration(fd, false, None).map(|r| match r {
         crate::net::source::HookedRegistration::Kept(id, _) => (id, None),
         crate::net::source::HookedRegistration::Shared(id, temporary) => (id, temporary),
     });
@@ -691,17 +695,20 @@ crate::sys::interpose!(connect);
 /// The contract of libc's `accept`.
 #[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !cooperative(&SOCKETS) {
+    let new = if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept's.
-        return unsafe { original::accept(fd, addr, len) };
-    }
-    run(|| {
-        let deadline = socket_deadline(fd, Direction::Read);
-        // SAFETY: the caller's contract is accept's.
-        poll_then_call(fd, Direction::Read, deadline, || unsafe {
-            original::accept(fd, addr, len)
+        unsafe { original::accept(fd, addr, len) }
+    } else {
+        run(|| {
+            let deadline = socket_deadline(fd, Direction::Read);
+            // SAFETY: the caller's contract is accept's.
+            poll_then_call(fd, Direction::Read, deadline, || unsafe {
+                original::accept(fd, addr, len)
+            })
         })
-    })
+    };
+    super::fds::renumbered(new);
+    new
 }
 crate::sys::interpose!(accept);
 
@@ -718,17 +725,20 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if !cooperative(&SOCKETS) {
+    let new = if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept4's.
-        return unsafe { original::accept4(fd, addr, len, flags) };
-    }
-    run(|| {
-        let deadline = socket_deadline(fd, Direction::Read);
-        // SAFETY: the caller's contract is accept4's.
-        poll_then_call(fd, Direction::Read, deadline, || unsafe {
-            original::accept4(fd, addr, len, flags)
+        unsafe { original::accept4(fd, addr, len, flags) }
+    } else {
+        run(|| {
+            let deadline = socket_deadline(fd, Direction::Read);
+            // SAFETY: the caller's contract is accept4's.
+            poll_then_call(fd, Direction::Read, deadline, || unsafe {
+                original::accept4(fd, addr, len, flags)
+            })
         })
-    })
+    };
+    super::fds::renumbered(new);
+    new
 }
 
 /// Hook of `poll(2)`: with a non-zero timeout and at least one descriptor, the wait
