@@ -606,6 +606,37 @@ isolated! {
         });
     }
 
+    fn a_socket_closed_and_reused_past_every_hook_wakes_within_a_sweep() {
+        patched_green_thread(|| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (client, mut server) = tcp_pair_on(&listener);
+            // A waiting read, then a short (draining) one: the registration is kept.
+            let writer = write_later(client, Duration::from_millis(20), b"old");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
+            let client = writer.join().unwrap();
+            let (fresh, writer) = tcp_pair_on(&listener);
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+            // Closed and reused by raw system calls: no hook sees or counts the number.
+            // SAFETY: `fd` is this test's own (taken from the stream above).
+            assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
+            drop(client);
+            // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned below.
+            let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
+            assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
+            // SAFETY: `fd` is the new descriptor, owned by nothing else.
+            let mut reader = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            // The read trusts the old file's registration, which reports nothing; the
+            // sweep (every second) proves it and registers the new file: late, not never.
+            let late = write_later(writer, Duration::from_millis(20), b"new");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
+            // From then on the number's registration is the new file's.
+            let late = write_later(late.join().unwrap(), Duration::from_millis(20), b"again");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"again");
+            late.join().unwrap();
+            drop(fresh);
+        });
+    }
+
     fn a_read_timeout_changed_between_two_reads_is_honoured() {
         patched_green_thread(|| {
             let (client, mut server) = tcp_pair();

@@ -34,6 +34,7 @@ use super::{errno, original};
 use crate::net::source::{self, HookedRegistration};
 use crate::reactor::{Direction, SourceId};
 use libc::{c_int, c_ulong, c_void, socklen_t};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -278,6 +279,80 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
     let r = unsafe { original::fclose(stream) };
     renumbered(fd);
     r
+}
+
+/// How long a socket wait may trust a registration before the sweep proves it again.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How many kept registrations one sweep proves at most (one `EPOLL_CTL_ADD` each).
+const SWEEP_BUDGET: usize = 1024;
+
+thread_local! {
+    /// Socket waits of this thread's green threads parked now, and whether the sweep
+    /// green thread runs.
+    static PARKED: Cell<(u32, bool)> = const { Cell::new((0, false)) };
+}
+
+/// A socket wait on the hub, counted while it lasts (see [`Parked::enter`]).
+pub(super) struct Parked;
+
+impl Parked {
+    /// Counts a socket wait about to park, and starts the sweep of this thread if it does
+    /// not run: every [`SWEEP_EVERY`], while socket waits are parked, it proves up to
+    /// [`SWEEP_BUDGET`] kept registrations current, going round the table
+    /// ([`source::prove_kept`]). The safety net for a number closed and reused past every
+    /// counted call: such a wait trusts a registration of the closed file, which reports
+    /// nothing; the sweep registers the new file under the same id, so the wait ends at
+    /// most a few sweeps late, not never.
+    #[inline]
+    pub(super) fn enter() -> Parked {
+        let (n, sweeping) = PARKED.get();
+        PARKED.set((n + 1, true));
+        if !sweeping {
+            start_sweep();
+        }
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    #[inline]
+    fn drop(&mut self) {
+        let (n, sweeping) = PARKED.get();
+        PARKED.set((n - 1, sweeping));
+    }
+}
+
+#[cold]
+fn start_sweep() {
+    let spawned = crate::Builder::new()
+        .name("verdant-monkey-sweep")
+        .spawn(sweep);
+    match spawned {
+        // Detached: it ends by itself once no socket wait is parked.
+        Ok(handle) => drop(handle),
+        // No stack: the next wait tries again.
+        Err(_) => PARKED.set((PARKED.get().0, false)),
+    }
+}
+
+/// The sweep green thread (see [`Parked::enter`]).
+fn sweep() {
+    /// Lets the next wait start a sweep again, however this one ends (a kill unwinds).
+    struct Ended;
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            let _ = PARKED.try_with(|p| p.set((p.get().0, false)));
+        }
+    }
+    let _ended = Ended;
+    let mut from = 0;
+    loop {
+        if crate::time::sleep(SWEEP_EVERY).is_err() || PARKED.get().0 == 0 {
+            return;
+        }
+        from = source::prove_kept(from, SWEEP_BUDGET);
+    }
 }
 
 /// What a hooked socket wait needs to know, from the cache where it is current.

@@ -369,6 +369,8 @@ fn socket_io_with(
         }
         let deadline =
             *deadline.get_or_insert_with(|| settings.timeout.map(|t| Instant::now() + t));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _parked = super::cache::Parked::enter();
         match wait_on(settings.id, dir, deadline, after_drain) {
             Ok(()) => {}
             Err(Interrupted::Deadline) => return Err(libc::EAGAIN),

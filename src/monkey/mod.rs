@@ -220,12 +220,22 @@
 //!   call (a raw `socket` or `dup` system call, descriptors received with `SCM_RIGHTS`,
 //!   `accept` made inside another library), then read or written through the hooks on the
 //!   OS thread that kept the old registration. Its wait then trusts a registration of the
-//!   closed file, which no longer reports anything: it ends only at the socket's
-//!   `SO_RCVTIMEO`/`SO_SNDTIMEO` or a [`Timeout`](crate::Timeout) (a read after a drained
-//!   read waits on it without trying first). Reused through any counted call, or closed
-//!   through a hook, the number is proven afresh at its next wait. A `close` through the
-//!   hook on another OS thread does not wake this thread's waiters (see below), and
-//!   neither does a raw one.
+//!   closed file, which no longer reports anything (a read after a drained read waits on
+//!   it without trying first). The safety net: while socket waits are parked, a green
+//!   thread of the hub (`verdant-monkey-sweep`, started by the first such wait, ended
+//!   once none is parked at its next round) proves up to 1,024 kept registrations current
+//!   every second, going round the table, as a wait whose count moved does; a stale one is
+//!   registered afresh under the same id, so its waiter sees the new file's events, and
+//!   one whose number is closed ends, waking its waiters with `EBADF`. So such a wait ends
+//!   late (about a second, more with over 1,024 kept descriptors on the thread), not
+//!   never, and never with another file's readiness: it retries the call and waits again.
+//!   The same net catches a number closed and reused *during* a wait, which no proof at
+//!   the wait's start could see. Reused through any counted call, or closed through a
+//!   hook, the number is proven afresh at its next wait. A `close` through the hook on
+//!   another OS thread does not wake this thread's waiters (see below), and neither does
+//!   a raw one. A side effect of the sweep: a [`WouldBlockForever`](crate::WaitError)
+//!   that follows the last parked socket wait of a thread is reported up to a second
+//!   late (the sweep's pending sleep counts as something that could wake it).
 //! * **whether the caller made it non-blocking, and its `SO_RCVTIMEO`/`SO_SNDTIMEO`**,
 //!   read with `fcntl(F_GETFL)` and `getsockopt` at its first wait. They belong to the
 //!   open file, and the calls that change them are hooked as well — `fcntl`/`fcntl64` with
@@ -255,9 +265,9 @@
 //!   descriptors with more data behind it.
 //!
 //! A kept registration costs the hub a slot and an epoll entry, not a waiter: the hub's
-//! "nothing can wake this" detection counts parked green threads, so it is unaffected.
-//! A descriptor closed behind the hooks leaves its slot until its number is waited on
-//! again.
+//! "nothing can wake this" detection counts parked green threads, so it is unaffected
+//! (but for the sweep's last second, above). A descriptor closed behind the hooks leaves
+//! its slot until its number is waited on again or a sweep finds it closed.
 
 //! ## Waits on several descriptors
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the

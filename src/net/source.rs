@@ -309,6 +309,54 @@ pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> 
         .flatten()
 }
 
+/// Proves up to `budget` of this thread's kept registrations current, from descriptor
+/// number `from` on, as [`hooked_registration`] does when the count moved: a registration
+/// whose number names another file now is registered afresh under the same id (its
+/// waiters then see the new file's events) with an empty cache; one whose number is
+/// closed is ended, waking its waiters with [`FdWait::Closed`]. Returns the number to go
+/// on from next time (0 once the end of the table was reached). The monkey shim's
+/// safety net against closes it cannot see (see `crate::monkey`).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn prove_kept(from: RawFd, budget: usize) -> RawFd {
+    let from = usize::try_from(from).unwrap_or(0);
+    let kept: Vec<(RawFd, SourceId)> = REGISTERED.with(|m| {
+        let m = m.borrow();
+        let entries = m.0.iter().enumerate().skip(from);
+        entries
+            .filter_map(|(fd, s)| match s {
+                Some(Shared {
+                    id,
+                    owner: Owner::Kept(_),
+                }) => Some((fd as RawFd, *id)),
+                _ => None,
+            })
+            .take(budget)
+            .collect()
+    });
+    let next = match kept.last() {
+        Some(&(fd, _)) if kept.len() == budget => fd + 1,
+        _ => 0,
+    };
+    for (fd, id) in kept {
+        match hub::refresh_fd(id, fd) {
+            Ok(false) => {}
+            Ok(true) => store_cache(fd, id, FdCache::default()),
+            Err(e) => {
+                REGISTERED.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.get(fd).is_some_and(|s| s.id == id) {
+                        m.remove(fd);
+                    }
+                });
+                if e.kind() != io::ErrorKind::NotConnected {
+                    hub::deregister_fd(id);
+                }
+            }
+        }
+    }
+    next
+}
+
 /// Writes back the shim's cache of `fd` if `id` is still its kept registration.
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 pub(crate) fn store_cache(fd: RawFd, id: SourceId, cache: FdCache) {
