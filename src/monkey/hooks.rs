@@ -643,15 +643,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
     run(|| {
         // Non-blocking for this one call only (see the module docs for the race).
-        // SAFETY: F_SETFL takes an int argument.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+        if set_flags(fd, flags | libc::O_NONBLOCK) == -1 {
             return Err(errno());
         }
         // SAFETY: the caller's contract is connect's.
         let r = unsafe { original::connect(fd, addr, len) };
         let e = errno();
-        // SAFETY: F_SETFL takes an int argument; `flags` are the caller's own.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        // The caller's own flags again.
+        set_flags(fd, flags);
         if r == 0 {
             return Ok(0);
         }
@@ -690,6 +689,19 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     })
 }
 crate::sys::interpose!(connect);
+
+/// `fcntl(F_SETFL)`, on Linux past the `fcntl` hook: the `connect` hook's own toggle of
+/// `O_NONBLOCK`, undone at once, must not void every descriptor's cached settings (as a
+/// caller's `F_SETFL` does, see `cache.rs`).
+fn set_flags(fd: c_int, flags: c_int) -> c_int {
+    // SAFETY: F_SETFL takes an int argument (passed in the register a variadic one uses).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let r = unsafe { original::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
+    // SAFETY: F_SETFL takes an int argument.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    r
+}
 
 /// Hook of `accept(2)`.
 ///

@@ -177,7 +177,8 @@
 //! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
 //!   blocking again at once; then the green thread waits for writability and reports
 //!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
-//!   it non-blocking.
+//!   it non-blocking. (On Linux the toggle goes past the `fcntl` hook: it does not void
+//!   the settings the socket hooks cache for every descriptor.)
 //! * **`readv`, `writev`, `recvmsg`, `sendmsg`** do the same: on a socket the call is a
 //!   `recvmsg`/`sendmsg` with `MSG_DONTWAIT` (what `readv`/`writev` amount to there),
 //!   `writev`/`sendmsg` continue after partial sends on a stream socket, `recvmsg` with
