@@ -391,12 +391,18 @@
 //! `examples/monkey_pingpong.rs` measures the waiting path without a network client:
 //! two green threads bounce a byte over a Unix socketpair (no drained shortcut: every read
 //! first fails with `EAGAIN`), so every read waits, and callgrind's instruction count is
-//! the same on every run. std after `patch_all` costs about 3,730 instructions per round
-//! trip (two waits) against 2,670 for `verdant::net` (4,460 with a temporary registration
-//! per wait, 5,800 while the table was a `HashMap` with std's SipHash). The rest of the
-//! difference is the hooks' checks, `suspended`, the cache, and the kernel's share of the
-//! two extra system calls per wait (the failing `recv`, the `EPOLL_CTL_ADD`), which
-//! callgrind does not count.
+//! the same on every run. std after `patch_all` costs about 3,570 instructions per round
+//! trip (two waits) against 2,010 for `verdant::net`, measured with rustc 1.95 (3,180
+//! with an `EPOLL_CTL_ADD` proof at every wait and no sweep, in the same build; earlier
+//! builds: 3,730 against 2,670, 4,460 with a temporary registration per wait, 5,800 while
+//! the table was a `HashMap` with std's SipHash). About 360 of the difference is the
+//! sweep's pending sleep: with a timer pending the hub reads the clock at every poll, and
+//! this loop polls at every wait, where a loaded server polls once for many requests (its
+//! real cost: the `EPOLL_CTL_ADD` the proof made in the kernel, 2 per round trip, which
+//! callgrind does not count, is gone; `strace -c`: 4 `recvfrom`, 2 `sendto`, 2
+//! `epoll_wait` and no `epoll_ctl` per round trip). The rest is the hooks' checks,
+//! `suspended`, the cache, and the kernel's share of the extra system call per wait (the
+//! failing `recv`).
 
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
