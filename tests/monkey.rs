@@ -637,6 +637,25 @@ isolated! {
         });
     }
 
+    fn a_read_of_a_socket_another_os_thread_closes_ends_with_ebadf_at_the_sweep() {
+        patched_green_thread(|| {
+            let (_client, server) = tcp_pair();
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+            // Its close hook cannot reach this thread's waiters; the sweep finds the number
+            // closed and ends the wait.
+            let closer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                // SAFETY: `fd` is this test's own (taken from the stream above).
+                assert_eq!(unsafe { libc::close(fd) }, 0);
+            });
+            let mut buf = [0u8; 16];
+            // SAFETY: a live buffer of the length passed.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            assert_eq!((n, last_errno()), (-1, Some(libc::EBADF)));
+            closer.join().unwrap();
+        });
+    }
+
     fn a_read_timeout_changed_between_two_reads_is_honoured() {
         patched_green_thread(|| {
             let (client, mut server) = tcp_pair();

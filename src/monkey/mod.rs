@@ -234,7 +234,7 @@
 //!   the wait's start could see. Reused through any counted call, or closed through a
 //!   hook, the number is proven afresh at its next wait. A `close` through the hook on
 //!   another OS thread does not wake this thread's waiters (see below), and neither does
-//!   a raw one. A side effect of the sweep: a [`WouldBlockForever`](crate::WaitError)
+//!   a raw one: only the sweep ends their waits. A side effect of the sweep: a [`WouldBlockForever`](crate::WaitError)
 //!   that follows the last parked socket wait of a thread is reported up to a second
 //!   late (the sweep's pending sleep counts as something that could wake it).
 //! * **whether the caller made it non-blocking, and its `SO_RCVTIMEO`/`SO_SNDTIMEO`**,
@@ -323,7 +323,10 @@
 //! would fail or do nothing); so does `fclose` of a stream over it on Linux (glibc's
 //! `close` inside it is past the hook; elsewhere it is not hooked). `dup` needs no hook
 //! for this (on Linux it is hooked only to count its new number). Green threads of *other* OS threads
-//! waiting on the descriptor are not woken (each hub knows only its own waits), and a
+//! waiting on the descriptor are not woken by the close (each hub knows only its own
+//! waits; on Linux their hub's sweep, see [above](#what-the-socket-hooks-keep-linux), ends
+//! such a wait with `EBADF` within about a second if the number is still closed then, or
+//! lets it wait on the file that took the number), and a
 //! `poll`/`select`/`epoll_wait` whose set contains the descriptor is not woken either —
 //! as with the real calls on Linux, it waits for the other descriptors or its timeout.
 //!
