@@ -557,6 +557,105 @@ isolated! {
         });
     }
 
+    fn a_socket_closed_on_another_os_thread_then_reused_behind_the_hooks_still_waits_right() {
+        patched_green_thread(|| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // `close`, and `fclose` of an `fdopen`ed stream, whose `close` glibc makes
+            // internally, past the close hook.
+            for with_fclose in [false, true] {
+                let (client, mut server) = tcp_pair_on(&listener);
+                // A waiting read, then a short (draining) one: the registration is kept.
+                let writer = write_later(client, Duration::from_millis(20), b"old");
+                assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
+                let client = writer.join().unwrap();
+                let (fresh, mut writer) = tcp_pair_on(&listener);
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+                // Closed on another OS thread: its hooks cannot reach this thread's table.
+                std::thread::spawn(move || {
+                    if with_fclose {
+                        // SAFETY: `fd` is this test's own; the stream takes it over.
+                        let stream = unsafe { libc::fdopen(fd, c"r+".as_ptr()) };
+                        assert!(!stream.is_null(), "fdopen: {}", io::Error::last_os_error());
+                        // SAFETY: a stream just opened.
+                        assert_eq!(unsafe { libc::fclose(stream) }, 0);
+                    } else {
+                        // SAFETY: `fd` is this test's own.
+                        assert_eq!(unsafe { libc::close(fd) }, 0);
+                    }
+                })
+                .join()
+                .unwrap();
+                drop(client);
+                // The number reused by a call no hook sees (a raw dup3 of another socket):
+                // only what the closing hook counted says the kept registration is stale.
+                // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned below.
+                let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
+                assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
+                // SAFETY: `fd` is the new descriptor, owned by nothing else.
+                let mut reader = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+                // Waits on the reused number, drained and not: a stale registration would
+                // never fire.
+                let late = write_later(writer, Duration::from_millis(20), b"new");
+                assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
+                writer = late.join().unwrap();
+                let late = write_later(writer, Duration::from_millis(20), b"again");
+                assert_eq!(read_or_hang(&mut reader).unwrap(), b"again");
+                late.join().unwrap();
+                drop(fresh);
+            }
+        });
+    }
+
+    fn a_socket_closed_and_reused_past_every_hook_wakes_within_a_sweep() {
+        patched_green_thread(|| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (client, mut server) = tcp_pair_on(&listener);
+            // A waiting read, then a short (draining) one: the registration is kept.
+            let writer = write_later(client, Duration::from_millis(20), b"old");
+            assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
+            let client = writer.join().unwrap();
+            let (fresh, writer) = tcp_pair_on(&listener);
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+            // Closed and reused by raw system calls: no hook sees or counts the number.
+            // SAFETY: `fd` is this test's own (taken from the stream above).
+            assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
+            drop(client);
+            // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned below.
+            let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
+            assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
+            // SAFETY: `fd` is the new descriptor, owned by nothing else.
+            let mut reader = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            // The read trusts the old file's registration, which reports nothing; the
+            // sweep (every second) proves it and registers the new file: late, not never.
+            let late = write_later(writer, Duration::from_millis(20), b"new");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"new");
+            // From then on the number's registration is the new file's.
+            let late = write_later(late.join().unwrap(), Duration::from_millis(20), b"again");
+            assert_eq!(read_or_hang(&mut reader).unwrap(), b"again");
+            late.join().unwrap();
+            drop(fresh);
+        });
+    }
+
+    fn a_read_of_a_socket_another_os_thread_closes_ends_with_ebadf_at_the_sweep() {
+        patched_green_thread(|| {
+            let (_client, server) = tcp_pair();
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+            // Its close hook cannot reach this thread's waiters; the sweep finds the number
+            // closed and ends the wait.
+            let closer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                // SAFETY: `fd` is this test's own (taken from the stream above).
+                assert_eq!(unsafe { libc::close(fd) }, 0);
+            });
+            let mut buf = [0u8; 16];
+            // SAFETY: a live buffer of the length passed.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            assert_eq!((n, last_errno()), (-1, Some(libc::EBADF)));
+            closer.join().unwrap();
+        });
+    }
+
     fn a_read_timeout_changed_between_two_reads_is_honoured() {
         patched_green_thread(|| {
             let (client, mut server) = tcp_pair();

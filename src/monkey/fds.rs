@@ -47,6 +47,25 @@ fn forget_slow(fd: c_int, replaces: impl FnOnce() -> bool) {
     set_errno(errno);
 }
 
+/// A hooked call is about to close `fd`, or has closed it or made a new descriptor with
+/// its number (see `cache::renumbered`; nothing to count off Linux, where no registration
+/// is kept). errno is unchanged.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) use super::cache::renumbered;
+
+/// See the Linux version: off Linux no registration is kept.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+pub(super) fn renumbered(_fd: c_int) {}
+
+/// `fd` is about to be closed: wakes the green threads of this OS thread that wait on it
+/// and counts the number ([`renumbered`]; count it again once closed). errno is unchanged.
+#[inline]
+pub(super) fn closing(fd: c_int) {
+    forget_if(fd, || true);
+    renumbered(fd);
+}
+
 /// Whether `fd` is an open descriptor (so `dup2` onto another one will succeed).
 fn is_open(fd: c_int) -> bool {
     // SAFETY: F_GETFD takes no pointer argument; a bad fd is reported as EBADF.
@@ -60,9 +79,11 @@ fn is_open(fd: c_int) -> bool {
 /// The contract of libc's `close`.
 #[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    forget_if(fd, || true);
+    closing(fd);
     // SAFETY: the caller's contract is close's.
-    unsafe { original::close(fd) }
+    let r = unsafe { original::close(fd) };
+    renumbered(fd);
+    r
 }
 crate::sys::interpose!(close);
 // x86_64 macOS: the libc crate's `close` is libSystem's `close$NOCANCEL`, while C code
@@ -79,8 +100,11 @@ crate::sys::interpose!(close => crate::sys::interpose::plain::close);
 #[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
     forget_if(newfd, || oldfd != newfd && is_open(oldfd));
+    renumbered(newfd);
     // SAFETY: the caller's contract is dup2's.
-    unsafe { original::dup2(oldfd, newfd) }
+    let r = unsafe { original::dup2(oldfd, newfd) };
+    renumbered(newfd);
+    r
 }
 crate::sys::interpose!(dup2);
 
@@ -95,6 +119,9 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
     forget_if(newfd, || {
         oldfd != newfd && flags & !libc::O_CLOEXEC == 0 && is_open(oldfd)
     });
+    renumbered(newfd);
     // SAFETY: the caller's contract is dup3's.
-    unsafe { original::dup3(oldfd, newfd, flags) }
+    let r = unsafe { original::dup3(oldfd, newfd, flags) };
+    renumbered(newfd);
+    r
 }

@@ -29,7 +29,8 @@ pub(super) fn address_of(name: &str) -> usize {
         }
         "close" | "dup2" | "dup3" => super::fds::address_of(name),
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        "fcntl" | "fcntl64" | "ioctl" | "setsockopt" => super::cache::address_of(name),
+        "fcntl" | "fcntl64" | "ioctl" | "setsockopt" | "socket" | "socketpair" | "dup"
+        | "fclose" => super::cache::address_of(name),
         "getaddrinfo" | "getnameinfo" => super::dns::address_of(name),
         "read" => read as *const () as usize,
         "write" => write as *const () as usize,
@@ -172,7 +173,10 @@ pub(super) fn wait(
     deadline: Option<Instant>,
 ) -> Result<(), Interrupted> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let registration = crate::net::source::hooked_registration(fd, false).map(|r| match r {
+    // Proven current at every wait (no generation): the descriptors waited on here
+    // (pipes, terminals, poll sets, listeners, connecting sockets) may come from calls
+    // that are not hooked, such as `pipe` or `epoll_create1`.
+    let registration = crate::net::source::hooked_registration(fd, false, None).map(|r| match r {
         crate::net::source::HookedRegistration::Kept(id, _) => (id, None),
         crate::net::source::HookedRegistration::Shared(id, temporary) => (id, temporary),
     });
@@ -365,6 +369,8 @@ fn socket_io_with(
         }
         let deadline =
             *deadline.get_or_insert_with(|| settings.timeout.map(|t| Instant::now() + t));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _parked = super::cache::Parked::enter();
         match wait_on(settings.id, dir, deadline, after_drain) {
             Ok(()) => {}
             Err(Interrupted::Deadline) => return Err(libc::EAGAIN),
@@ -637,15 +643,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
     run(|| {
         // Non-blocking for this one call only (see the module docs for the race).
-        // SAFETY: F_SETFL takes an int argument.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+        if set_flags(fd, flags | libc::O_NONBLOCK) == -1 {
             return Err(errno());
         }
         // SAFETY: the caller's contract is connect's.
         let r = unsafe { original::connect(fd, addr, len) };
         let e = errno();
-        // SAFETY: F_SETFL takes an int argument; `flags` are the caller's own.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        // The caller's own flags again.
+        set_flags(fd, flags);
         if r == 0 {
             return Ok(0);
         }
@@ -685,23 +690,39 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 }
 crate::sys::interpose!(connect);
 
+/// `fcntl(F_SETFL)`, on Linux past the `fcntl` hook: the `connect` hook's own toggle of
+/// `O_NONBLOCK`, undone at once, must not void every descriptor's cached settings (as a
+/// caller's `F_SETFL` does, see `cache.rs`).
+fn set_flags(fd: c_int, flags: c_int) -> c_int {
+    // SAFETY: F_SETFL takes an int argument (passed in the register a variadic one uses).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let r = unsafe { original::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
+    // SAFETY: F_SETFL takes an int argument.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    r
+}
+
 /// Hook of `accept(2)`.
 ///
 /// # Safety
 /// The contract of libc's `accept`.
 #[cfg_attr(not(target_os = "macos"), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !cooperative(&SOCKETS) {
+    let new = if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept's.
-        return unsafe { original::accept(fd, addr, len) };
-    }
-    run(|| {
-        let deadline = socket_deadline(fd, Direction::Read);
-        // SAFETY: the caller's contract is accept's.
-        poll_then_call(fd, Direction::Read, deadline, || unsafe {
-            original::accept(fd, addr, len)
+        unsafe { original::accept(fd, addr, len) }
+    } else {
+        run(|| {
+            let deadline = socket_deadline(fd, Direction::Read);
+            // SAFETY: the caller's contract is accept's.
+            poll_then_call(fd, Direction::Read, deadline, || unsafe {
+                original::accept(fd, addr, len)
+            })
         })
-    })
+    };
+    super::fds::renumbered(new);
+    new
 }
 crate::sys::interpose!(accept);
 
@@ -718,17 +739,20 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if !cooperative(&SOCKETS) {
+    let new = if !cooperative(&SOCKETS) {
         // SAFETY: the caller's contract is accept4's.
-        return unsafe { original::accept4(fd, addr, len, flags) };
-    }
-    run(|| {
-        let deadline = socket_deadline(fd, Direction::Read);
-        // SAFETY: the caller's contract is accept4's.
-        poll_then_call(fd, Direction::Read, deadline, || unsafe {
-            original::accept4(fd, addr, len, flags)
+        unsafe { original::accept4(fd, addr, len, flags) }
+    } else {
+        run(|| {
+            let deadline = socket_deadline(fd, Direction::Read);
+            // SAFETY: the caller's contract is accept4's.
+            poll_then_call(fd, Direction::Read, deadline, || unsafe {
+                original::accept4(fd, addr, len, flags)
+            })
         })
-    })
+    };
+    super::fds::renumbered(new);
+    new
 }
 
 /// Hook of `poll(2)`: with a non-zero timeout and at least one descriptor, the wait

@@ -28,9 +28,10 @@
 //! macOS), `select`, `pselect`, `epoll_wait` and `epoll_pwait` (Linux), `close`, `dup2`,
 //! `dup3` (not macOS), `getaddrinfo`, `getnameinfo`, `nanosleep`, `clock_nanosleep` (not
 //! macOS), `usleep` and `sleep`, and `readv`, `writev`, `recvmsg`, `sendmsg` (in `io.rs`);
-//! on Linux also `fcntl`, `fcntl64` (glibc), `ioctl` and `setsockopt`, which only watch
-//! for changes of what the other hooks cache (`cache.rs`, see
-//! [below](#descriptors-the-caller-believes-blocking)).
+//! on Linux also `fcntl`, `fcntl64` (glibc), `ioctl`, `setsockopt`, `socket`,
+//! `socketpair`, `dup` and `fclose`, which only watch for changes of what the other hooks
+//! cache (`cache.rs`, see [below](#what-the-socket-hooks-keep-linux); `fclose` also wakes
+//! waiters as `close` does).
 //! Every call to them in the process lands in a hook, which decides in a few loads:
 //!
 //! ```text
@@ -176,7 +177,8 @@
 //! * **`connect`**: the socket is made non-blocking for the one `connect` call and made
 //!   blocking again at once; then the green thread waits for writability and reports
 //!   `SO_ERROR`. Another OS thread using the same socket during that one syscall would see
-//!   it non-blocking.
+//!   it non-blocking. (On Linux the toggle goes past the `fcntl` hook: it does not void
+//!   the settings the socket hooks cache for every descriptor.)
 //! * **`readv`, `writev`, `recvmsg`, `sendmsg`** do the same: on a socket the call is a
 //!   `recvmsg`/`sendmsg` with `MSG_DONTWAIT` (what `readv`/`writev` amount to there),
 //!   `writev`/`sendmsg` continue after partial sends on a stream socket, `recvmsg` with
@@ -196,16 +198,45 @@
 //! On Linux a descriptor that a hooked call waited on keeps, until the `close`, `dup2` or
 //! `dup3` hook ends it (`cache.rs`):
 //! * **its registration with the hub**, in the same fd-indexed table as `verdant::net`'s
-//!   sockets. Each later wait first proves it current with one `EPOLL_CTL_ADD`: an epoll
-//!   registration belongs to the pair (descriptor number, open file), so the `ADD` fails
-//!   with `EEXIST` while the number names the registered file (nothing changes, no event
-//!   is queued), and succeeds once the number was closed behind the hooks (a raw `close`
-//!   system call, an `fdopen`ed socket closed with `fclose`, whose `close` glibc makes
-//!   internally, a `close` on another OS thread, whose hook cannot reach this thread's
-//!   table) and now names another file: the number is then registered afresh and
-//!   everything below is forgotten. (`EPOLL_CTL_MOD` would prove the same, but re-arm the
-//!   edge: a writable socket would queue a spurious event at every wait.) A `close` through the hook on another OS thread does not wake this
-//!   thread's waiters (see below), and neither does a raw one.
+//!   sockets, with the number's *generation*: a process-wide count, per descriptor
+//!   number, of the hooked calls that closed the number or made a new descriptor with it —
+//!   `close`, `dup2`, `dup3` and `fclose` (whose `close` glibc makes internally) on any
+//!   OS thread, counted before and after the call, and `socket`, `socketpair`, `accept`,
+//!   `accept4`, `dup`, `fcntl(F_DUPFD)`, which are hooked for this alone (Linux). While the
+//!   count is the one recorded, a socket wait uses the registration as it is: no system
+//!   call. When it moved (the number was closed on another OS thread, whose hooks cannot
+//!   reach this thread's table, or reused), the wait first proves the registration
+//!   current with one `EPOLL_CTL_ADD`: an epoll registration belongs to the pair
+//!   (descriptor number, open file), so the `ADD` fails with `EEXIST` while the number
+//!   names the registered file (nothing changes, no event is queued), and succeeds once
+//!   it names another file: the number is then registered afresh and everything below is
+//!   forgotten. (`EPOLL_CTL_MOD` would prove the same, but re-arm the edge: a writable
+//!   socket would queue a spurious event at every wait.) Waits on pipes, terminals,
+//!   listeners, connecting sockets and poll sets prove it at every wait (`pipe` and
+//!   `epoll_create1` are not counted).
+//!
+//!   **Not seen**: a socket closed past every hook (a raw `close` system call, `close`
+//!   made inside another library, glibc's own closes other than `fclose`'s: `pclose`,
+//!   `freopen`, `close_range`, `closefrom`) *and* its number reused past every counted
+//!   call (a raw `socket` or `dup` system call, descriptors received with `SCM_RIGHTS`,
+//!   `accept` made inside another library), then read or written through the hooks on the
+//!   OS thread that kept the old registration. Its wait then trusts a registration of the
+//!   closed file, which no longer reports anything (a read after a drained read waits on
+//!   it without trying first). The safety net: while socket waits are parked, a green
+//!   thread of the hub (`verdant-monkey-sweep`, started by the first such wait, ended
+//!   once none is parked at its next round) proves up to 1,024 kept registrations current
+//!   every second, going round the table, as a wait whose count moved does; a stale one is
+//!   registered afresh under the same id, so its waiter sees the new file's events, and
+//!   one whose number is closed ends, waking its waiters with `EBADF`. So such a wait ends
+//!   late (about a second, more with over 1,024 kept descriptors on the thread), not
+//!   never, and never with another file's readiness: it retries the call and waits again.
+//!   The same net catches a number closed and reused *during* a wait, which no proof at
+//!   the wait's start could see. Reused through any counted call, or closed through a
+//!   hook, the number is proven afresh at its next wait. A `close` through the hook on
+//!   another OS thread does not wake this thread's waiters (see below), and neither does
+//!   a raw one: only the sweep ends their waits. A side effect of the sweep: a [`WouldBlockForever`](crate::WaitError)
+//!   that follows the last parked socket wait of a thread is reported up to a second
+//!   late (the sweep's pending sleep counts as something that could wake it).
 //! * **whether the caller made it non-blocking, and its `SO_RCVTIMEO`/`SO_SNDTIMEO`**,
 //!   read with `fcntl(F_GETFL)` and `getsockopt` at its first wait. They belong to the
 //!   open file, and the calls that change them are hooked as well — `fcntl`/`fcntl64` with
@@ -235,9 +266,9 @@
 //!   descriptors with more data behind it.
 //!
 //! A kept registration costs the hub a slot and an epoll entry, not a waiter: the hub's
-//! "nothing can wake this" detection counts parked green threads, so it is unaffected.
-//! A descriptor closed behind the hooks leaves its slot until its number is waited on
-//! again.
+//! "nothing can wake this" detection counts parked green threads, so it is unaffected
+//! (but for the sweep's last second, above). A descriptor closed behind the hooks leaves
+//! its slot until its number is waited on again or a sweep finds it closed.
 
 //! ## Waits on several descriptors
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_wait` and `epoll_pwait` first ask the
@@ -289,8 +320,13 @@
 //! [`wait_readable`](crate::net::wait_readable) with `NotConnected`. A later descriptor
 //! that gets the same number starts with a fresh registration. `dup2`/`dup3` onto a
 //! descriptor green threads wait on behave like `close` of it first (unless the call
-//! would fail or do nothing); `dup` needs no hook. Green threads of *other* OS threads
-//! waiting on the descriptor are not woken (each hub knows only its own waits), and a
+//! would fail or do nothing); so does `fclose` of a stream over it on Linux (glibc's
+//! `close` inside it is past the hook; elsewhere it is not hooked). `dup` needs no hook
+//! for this (on Linux it is hooked only to count its new number). Green threads of *other* OS threads
+//! waiting on the descriptor are not woken by the close (each hub knows only its own
+//! waits; on Linux their hub's sweep, see [above](#what-the-socket-hooks-keep-linux), ends
+//! such a wait with `EBADF` within about a second if the number is still closed then, or
+//! lets it wait on the file that took the number), and a
 //! `poll`/`select`/`epoll_wait` whose set contains the descriptor is not woken either —
 //! as with the real calls on Linux, it waits for the other descriptors or its timeout.
 //!
@@ -333,15 +369,17 @@
 //! ## Cost when patched
 //! A socket call that does not wait costs what it did: one `recv`/`send` with
 //! `MSG_DONTWAIT` (a short TCP read adds a table lookup, and once per socket a
-//! `getsockopt(SO_PROTOCOL)`). On Linux one that waits adds one `EPOLL_CTL_ADD` (proving
-//! the kept registration current) and, after a drained TCP read, saves the failing
-//! `recv`; the first wait on a descriptor adds `EPOLL_CTL_ADD`, `fcntl(F_GETFL)` and
-//! `getsockopt`, and its hooked `close` an `EPOLL_CTL_DEL`. So a keep-alive HTTP request
-//! served by `std::net` after `patch_all` makes `recvfrom` and `sendto`, as on
-//! `verdant::net`, plus one `epoll_ctl` (failing with `EEXIST`) if its read waited (`strace
-//! -f -c` on `examples/std_http_hello` and `examples/http_hello` under `wrk -c10`: 0.24
-//! `epoll_ctl` per request, the rest as `http_hello`'s; before, a wait added a failing
-//! `recvfrom`, `fcntl`, `getsockopt` and two `epoll_ctl`). Elsewhere
+//! `getsockopt(SO_PROTOCOL)`). On Linux one that waits adds no system call while the
+//! number's generation is unchanged (one `EPOLL_CTL_ADD`, proving the kept registration
+//! current, once it moved) and, after a drained TCP read, saves the failing `recv`; the
+//! first wait on a descriptor adds `EPOLL_CTL_ADD`, `fcntl(F_GETFL)` and `getsockopt`,
+//! and its hooked `close` an `EPOLL_CTL_DEL`. So a keep-alive HTTP request served by
+//! `std::net` after `patch_all` makes `recvfrom` and `sendto`, as on `verdant::net`, and
+//! nothing more (before the generations, one `epoll_ctl` failing with `EEXIST` per
+//! waiting read: 0.24 per request under `wrk -c10`, 0.7 to 1 under callgrind; before the
+//! kept registrations, a wait added a failing `recvfrom`, `fcntl`, `getsockopt` and two
+//! `epoll_ctl`). The hooked closes cost two atomic adds more, the counted creations one,
+//! on numbers whose block of 4096 holds a kept registration. Elsewhere
 //! a wait adds `fcntl(F_GETFL)`, `getsockopt` and a temporary registration (two kernel
 //! calls). `read`/`write` (and `readv`/`writev`) on a descriptor that is not a socket first
 //! learn so from `ENOTSOCK`, then `fstat`, `fcntl` and a zero-timeout `poll` before the
@@ -356,12 +394,18 @@
 //! `examples/monkey_pingpong.rs` measures the waiting path without a network client:
 //! two green threads bounce a byte over a Unix socketpair (no drained shortcut: every read
 //! first fails with `EAGAIN`), so every read waits, and callgrind's instruction count is
-//! the same on every run. std after `patch_all` costs about 3,730 instructions per round
-//! trip (two waits) against 2,670 for `verdant::net` (4,460 with a temporary registration
-//! per wait, 5,800 while the table was a `HashMap` with std's SipHash). The rest of the
-//! difference is the hooks' checks, `suspended`, the cache, and the kernel's share of the
-//! two extra system calls per wait (the failing `recv`, the `EPOLL_CTL_ADD`), which
-//! callgrind does not count.
+//! the same on every run. std after `patch_all` costs about 3,570 instructions per round
+//! trip (two waits) against 2,010 for `verdant::net`, measured with rustc 1.95 (3,180
+//! with an `EPOLL_CTL_ADD` proof at every wait and no sweep, in the same build; earlier
+//! builds: 3,730 against 2,670, 4,460 with a temporary registration per wait, 5,800 while
+//! the table was a `HashMap` with std's SipHash). About 360 of the difference is the
+//! sweep's pending sleep: with a timer pending the hub reads the clock at every poll, and
+//! this loop polls at every wait, where a loaded server polls once for many requests (its
+//! real cost: the `EPOLL_CTL_ADD` the proof made in the kernel, 2 per round trip, which
+//! callgrind does not count, is gone; `strace -c`: 4 `recvfrom`, 2 `sendto`, 2
+//! `epoll_wait` and no `epoll_ctl` per round trip). The rest is the hooks' checks,
+//! `suspended`, the cache, and the kernel's share of the extra system call per wait (the
+//! failing `recv`).
 
 //! ## Cost when not patched
 //! One relaxed load of a process-global `AtomicBool` and a predictable branch per call,
@@ -386,8 +430,9 @@ pub enum Family {
     /// `read`, `write`, `recv`, `send`, `recvfrom`, `sendto`, `connect`, `accept`,
     /// `accept4`, `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`,
     /// `close`, `dup2`, `dup3`, `readv`, `writev`, `recvmsg`, `sendmsg` (on Linux
-    /// `fcntl`, `fcntl64`, `ioctl` and `setsockopt` watch, whether patched or not, for
-    /// changes of what these cache).
+    /// `fcntl`, `fcntl64`, `ioctl`, `setsockopt`, `socket`, `socketpair`, `dup` and
+    /// `fclose` watch, whether patched or not, for changes of what these cache; `fclose`
+    /// wakes waiters as `close` does).
     Sockets,
     /// `nanosleep`, `clock_nanosleep`, `usleep`, `sleep`.
     Time,

@@ -168,6 +168,18 @@ originals! {
 originals! {
     /// Linux only.
     #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    /// Linux only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int;
+    /// Linux only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn dup(fd: c_int) -> c_int;
+    /// Linux only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn fclose(stream: *mut libc::FILE) -> c_int;
+    /// Linux only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn setsockopt(
         fd: c_int,
         level: c_int,

@@ -92,7 +92,7 @@ enum Owner {
     Temp(Weak<Registration>),
     /// The monkey shim's hooked waits: kept across waits, with what the shim cached about
     /// the fd, until the fd is closed through the `close`/`dup2`/`dup3` hooks ([`forget`]).
-    /// Every use first proves it current ([`hooked_registration`]).
+    /// Every use first checks that it is current ([`hooked_registration`]).
     #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
     Kept(FdCache),
 }
@@ -114,6 +114,11 @@ pub(crate) struct FdCache {
     pub(crate) tcp: Option<bool>,
     /// The last hooked read drained the receive buffer (the drained shortcut).
     pub(crate) drained: bool,
+    /// The shim's count of hooked calls that closed or made a descriptor with this number
+    /// (`crate::monkey`'s `generation`), read before the registration was last proven
+    /// current (`None`: not tracked). While it is unchanged the registration is current
+    /// without a proof.
+    pub(crate) generation: Option<u32>,
 }
 
 #[cfg(test)]
@@ -144,7 +149,7 @@ pub(crate) fn registration_for(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Reg
         }
         #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
         Some(Found::Kept) => {
-            if let HookedRegistration::Kept(id, _) = hooked_registration(fd, false)? {
+            if let HookedRegistration::Kept(id, _) = hooked_registration(fd, false, None)? {
                 return Ok((id, None));
             }
         }
@@ -179,7 +184,7 @@ fn temporary_registration(fd: RawFd) -> io::Result<(SourceId, Option<Rc<Registra
 /// A monkey hook's registration of `fd`, from [`hooked_registration`].
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 pub(crate) enum HookedRegistration {
-    /// Kept across waits, proven current, with the shim's cache (write it back with
+    /// Kept across waits, current, with the shim's cache (write it back with
     /// [`store_cache`]).
     Kept(SourceId, FdCache),
     /// A socket's registration, or a temporary one (held by the `Option` while it is
@@ -187,14 +192,21 @@ pub(crate) enum HookedRegistration {
     Shared(SourceId, Option<Rc<Registration>>),
 }
 
-/// How a monkey hook waits on `fd`: its kept registration, proven current with one
-/// `EPOLL_CTL_ADD` that fails with `EEXIST` (registered afresh by it, with an empty
-/// cache, if the number was reused
-/// behind the hooks' back: a raw `close`, another OS thread's `close`), or a new kept
-/// registration (one `EPOLL_CTL_ADD`). A `verdant::net` socket's own registration, or a
-/// `wait_readable`'s temporary one, is shared instead.
+/// How a monkey hook waits on `fd`: its kept registration, or a new kept registration (one
+/// `EPOLL_CTL_ADD`). A `verdant::net` socket's own registration, or a `wait_readable`'s
+/// temporary one, is shared instead.
+///
+/// `generation` is the shim's count of hooked closes and creations of the number, read
+/// before this call (`None`: not tracked). A kept registration whose cache recorded the
+/// same count is current as it is. Otherwise it is proven current with one
+/// `EPOLL_CTL_ADD` that fails with `EEXIST` (and registered afresh by it, with an empty
+/// cache, if the number was reused behind the hooks' back), and the count is recorded.
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
-pub(crate) fn hooked_registration(fd: RawFd, take_drained: bool) -> io::Result<HookedRegistration> {
+pub(crate) fn hooked_registration(
+    fd: RawFd,
+    take_drained: bool,
+    generation: Option<u32>,
+) -> io::Result<HookedRegistration> {
     let found = REGISTERED.with(|m| {
         m.borrow_mut().get_mut(fd).map(|s| match &mut s.owner {
             Owner::Socket => Ok(HookedRegistration::Shared(s.id, None)),
@@ -213,11 +225,32 @@ pub(crate) fn hooked_registration(fd: RawFd, take_drained: bool) -> io::Result<H
     });
     match found {
         Some(Ok(shared)) => return Ok(shared),
+        Some(Err(Some((id, cache)))) if generation.is_some() && cache.generation == generation => {
+            return Ok(HookedRegistration::Kept(id, cache));
+        }
         Some(Err(Some((id, cache)))) => match hub::refresh_fd(id, fd) {
-            Ok(false) => return Ok(HookedRegistration::Kept(id, cache)),
+            Ok(false) => {
+                // Only the count: the drained flag may have been taken above.
+                with_kept(fd, |kept, c| {
+                    if kept == id {
+                        c.generation = generation;
+                    }
+                });
+                return Ok(HookedRegistration::Kept(
+                    id,
+                    FdCache {
+                        generation,
+                        ..cache
+                    },
+                ));
+            }
             Ok(true) => {
-                store_cache(fd, id, FdCache::default());
-                return Ok(HookedRegistration::Kept(id, FdCache::default()));
+                let fresh = FdCache {
+                    generation,
+                    ..FdCache::default()
+                };
+                store_cache(fd, id, fresh);
+                return Ok(HookedRegistration::Kept(id, fresh));
             }
             // Not open (EBADF), or no longer this fd's registration (`NotConnected`: the
             // id may name another fd's now, so it is not deregistered): start afresh below
@@ -237,9 +270,13 @@ pub(crate) fn hooked_registration(fd: RawFd, take_drained: bool) -> io::Result<H
         Some(Err(None)) | None => {}
     }
     let id = hub::register_fd(fd)?;
-    let owner = Owner::Kept(FdCache::default());
+    let fresh = FdCache {
+        generation,
+        ..FdCache::default()
+    };
+    let owner = Owner::Kept(fresh);
     REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, owner }));
-    Ok(HookedRegistration::Kept(id, FdCache::default()))
+    Ok(HookedRegistration::Kept(id, fresh))
 }
 
 /// Deregisters the monkey shim's kept registration of `fd`, if it has one (waking its
@@ -252,8 +289,9 @@ fn forget_kept(fd: RawFd) {
 }
 
 /// Runs `f` on the kept registration of `fd` and its cache, as they are (not proven
-/// current: a use that depends on the registration must go through
-/// [`hooked_registration`]); `None` if `fd` has none. `f` must not reach this table.
+/// current: a use that depends on the registration must check `generation` as
+/// [`hooked_registration`] does, or go through it); `None` if `fd` has none. `f` must not
+/// reach this table.
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> R) -> Option<R> {
     REGISTERED
@@ -271,25 +309,52 @@ pub(crate) fn with_kept<R>(fd: RawFd, f: impl FnOnce(SourceId, &mut FdCache) -> 
         .flatten()
 }
 
-/// Proves that `id`, found in `fd`'s kept entry (by [`with_kept`]), is still current, as
-/// [`hooked_registration`] does: `true` if it is, with its cache as it was. `false` if not
-/// (the number names another file now, or the fd is closed): the entry's cache is then
-/// reset or the entry left for [`hooked_registration`] to end, so that the caller goes
-/// the slow way through it, which sees the same outcome again.
+/// Proves up to `budget` of this thread's kept registrations current, from descriptor
+/// number `from` on, as [`hooked_registration`] does when the count moved: a registration
+/// whose number names another file now is registered afresh under the same id (its
+/// waiters then see the new file's events) with an empty cache; one whose number is
+/// closed is ended, waking its waiters with [`FdWait::Closed`]. Returns the number to go
+/// on from next time (0 once the end of the table was reached). The monkey shim's
+/// safety net against closes it cannot see (see `crate::monkey`).
 #[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
-#[inline]
-pub(crate) fn kept_is_current(fd: RawFd, id: SourceId) -> bool {
-    match hub::refresh_fd(id, fd) {
-        Ok(false) => true,
-        // Registered afresh by the proof itself: what was cached is void, and the next
-        // proof (the caller's slow way) finds the new registration current.
-        Ok(true) => {
-            store_cache(fd, id, FdCache::default());
-            false
+pub(crate) fn prove_kept(from: RawFd, budget: usize) -> RawFd {
+    let from = usize::try_from(from).unwrap_or(0);
+    let kept: Vec<(RawFd, SourceId)> = REGISTERED.with(|m| {
+        let m = m.borrow();
+        let entries = m.0.iter().enumerate().skip(from);
+        entries
+            .filter_map(|(fd, s)| match s {
+                Some(Shared {
+                    id,
+                    owner: Owner::Kept(_),
+                }) => Some((fd as RawFd, *id)),
+                _ => None,
+            })
+            .take(budget)
+            .collect()
+    });
+    let next = match kept.last() {
+        Some(&(fd, _)) if kept.len() == budget => fd + 1,
+        _ => 0,
+    };
+    for (fd, id) in kept {
+        match hub::refresh_fd(id, fd) {
+            Ok(false) => {}
+            Ok(true) => store_cache(fd, id, FdCache::default()),
+            Err(e) => {
+                REGISTERED.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.get(fd).is_some_and(|s| s.id == id) {
+                        m.remove(fd);
+                    }
+                });
+                if e.kind() != io::ErrorKind::NotConnected {
+                    hub::deregister_fd(id);
+                }
+            }
         }
-        // `hooked_registration` meets the same error and ends the entry.
-        Err(_) => false,
     }
+    next
 }
 
 /// Writes back the shim's cache of `fd` if `id` is still its kept registration.
