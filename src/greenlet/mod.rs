@@ -506,7 +506,8 @@ impl Greenlet {
     }
 
     /// [`switch_into`](Self::switch_into) with `()`, ignoring the value that comes back.
-    #[inline]
+    /// Always inlined, as [`switch_to`]: the hub's hand-off calls it once per switch.
+    #[inline(always)]
     pub(crate) fn resume_into(self) {
         self.switch_into_payload(Payload::Unit).into_unit()
     }

@@ -221,8 +221,9 @@ pub(crate) struct Hub {
     turn_left: Cell<usize>,
     /// Runs the current turn began with (0 outside the hub's turn loop).
     turn_runs: Cell<usize>,
-    /// The green thread running now (its record; see `current_task()`).
-    current: RefCell<Option<TaskRef>>,
+    /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
+    /// and out, never borrowed, so the hot paths maintain no borrow flag.
+    current: Cell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
@@ -310,7 +311,7 @@ impl Hub {
             turn_left: Cell::new(0),
             turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
-            current: RefCell::new(None),
+            current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
         })
@@ -356,6 +357,7 @@ impl Hub {
     /// The next ready task, taken off the queue, if the current green thread may hand
     /// control straight to it: the turn has runs left, and it is not finished and not
     /// being killed (those go through [`run`](Self::run)).
+    #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
         let mut left = self.turn_left.get();
         if left == 0 {
@@ -378,6 +380,7 @@ impl Hub {
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
     /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
+    #[inline(always)]
     fn next_turn_inline(&self) -> bool {
         let ended = self.turn_runs.get();
         if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
@@ -405,7 +408,15 @@ impl Hub {
     /// Leaves the current green thread, which is already rescheduled or registered for its
     /// wake-up: straight to the next ready green thread while the turn has runs left (what
     /// [`run`](Self::run) would do next), else to the hub.
+    #[inline(never)]
     fn switch_out(&self) {
+        self.switch_out_inline()
+    }
+
+    /// [`switch_out`](Self::switch_out) inlined into its caller (the hottest ones: yield and
+    /// park), saving a call, a return and a second frame's register saves per hand-off.
+    #[inline(always)]
+    fn switch_out_inline(&self) {
         match self.take_direct() {
             Some(next) => {
                 next.queued.set(false);
@@ -629,12 +640,17 @@ impl Hub {
     /// The green thread running now (creating its ad hoc task on first use).
     #[inline]
     fn current_task(&self) -> TaskRef {
-        if let Some(task) = self.current.borrow().as_ref() {
-            if task.greenlet.is_current() {
-                return task.clone();
+        match self.current.take() {
+            Some(task) if task.greenlet.is_current() => {
+                let me = task.clone();
+                self.current.set(Some(task));
+                me
+            }
+            other => {
+                self.current.set(other);
+                self.adhoc_current()
             }
         }
-        self.adhoc_current()
     }
 
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
@@ -672,11 +688,21 @@ impl Hub {
     // accessor (as `yield_current`).
     #[inline(never)]
     fn park_current(&self) -> Result<(), WaitError> {
-        park_task(&self.current_task(), self).map(|_| ())
+        park_task_with(&self.current_task(), self, Hub::switch_out_inline).map(|_| ())
     }
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
+    park_task_with(task, hub, Hub::switch_out)
+}
+
+/// [`park_task`] with the given way to switch out (inlined or not).
+#[inline(always)]
+fn park_task_with(
+    task: &TaskRef,
+    hub: &Hub,
+    switch_out: impl FnOnce(&Hub),
+) -> Result<WakeReason, WaitError> {
     if task.expired.get() > 0 {
         return Err(WaitError::TimedOut);
     }
@@ -684,7 +710,7 @@ fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
-    hub.switch_out();
+    switch_out(hub);
     task.check_kill();
     let reason = task.reason.replace(WakeReason::Normal);
     if task.expired.get() > 0 {
@@ -738,15 +764,14 @@ impl Hub {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
         // queue (no reference count traffic), and one handle stays here for the way back.
-        let task = self.current.borrow_mut().take();
-        let task = match task {
+        let task = match self.current.take() {
             Some(task)
                 if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
             {
                 task
             }
             other => {
-                drop(self.current.replace(other));
+                self.current.set(other);
                 return self.yield_slow();
             }
         };
@@ -754,7 +779,7 @@ impl Hub {
         task.queued.set(true);
         task.parked.set(true);
         self.ready.push_back(task);
-        self.switch_out();
+        self.switch_out_inline();
         me.reason.set(WakeReason::Normal);
         me.check_kill();
     }
