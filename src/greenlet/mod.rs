@@ -802,22 +802,39 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 /// switched from.
 #[inline(always)]
 unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
-    let (prev, incoming) = if data & UNIT != 0 {
-        ((data & !TAGS) as *const Inner, Incoming::Unit)
+    if data & UNIT != 0 {
+        // No message: the bookkeeping comes first, with nothing of the payload alive
+        // across it (the hot hand-off path: nothing to keep for an unwind).
+        // SAFETY: per the contract, the word is the sender's address.
+        unsafe { arrived_from((data & !TAGS) as *const Inner, from) };
+        return Incoming::Unit;
+    }
+    // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
+    // Read before the bookkeeping: a dead sender's message lives on the stack it frees.
+    let Message {
+        from: prev,
+        payload,
+    } = unsafe { ptr::read((data & !TAGS) as *const Message) };
+    let incoming = if data & THROWN == 0 {
+        // SAFETY: untagged: the value field is live.
+        Incoming::Value(ManuallyDrop::into_inner(unsafe { payload.value }))
     } else {
-        // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
-        let Message { from, payload } = unsafe { ptr::read((data & !TAGS) as *const Message) };
-        let incoming = if data & THROWN == 0 {
-            // SAFETY: untagged: the value field is live.
-            Incoming::Value(ManuallyDrop::into_inner(unsafe { payload.value }))
-        } else {
-            // SAFETY: tagged: the thrown field is live.
-            Incoming::Thrown(ManuallyDrop::into_inner(unsafe { payload.thrown }))
-        };
-        (from, incoming)
+        // SAFETY: tagged: the thrown field is live.
+        Incoming::Thrown(ManuallyDrop::into_inner(unsafe { payload.thrown }))
     };
-    // SAFETY: `prev` is alive: a greenlet holds its own reference until it is dead and
-    // received, which is below.
+    // SAFETY: per the contract, `prev` is the live greenlet that switched to us.
+    unsafe { arrived_from(prev, from) };
+    incoming
+}
+
+/// The bookkeeping of [`receive`] for the greenlet `prev` that switched to us from `from`.
+///
+/// # Safety
+/// `prev` must be the greenlet that switched to us, not yet received (so alive: a greenlet
+/// holds its own reference until it is dead and received, which is here).
+#[inline(always)]
+unsafe fn arrived_from(prev: *const Inner, from: StackPointer) {
+    // SAFETY: per the contract.
     let prev_inner = unsafe { &*prev };
     if prev_inner.state.get() == State::Dead {
         // SAFETY: as above; `prev` is dead and this is the receipt of its final switch.
@@ -831,7 +848,6 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
             unsafe { kill_unreferenced(prev) };
         }
     }
-    incoming
 }
 
 /// A new handle to the greenlet at `raw` (strong count + 1).

@@ -60,6 +60,10 @@ pub(crate) trait TaskBody: Any {
     /// The body itself, to downcast to its concrete [`Slot`] type (which the green thread's
     /// own start-up code knows).
     fn as_any(&self) -> &dyn Any;
+
+    /// The body as `Rc<dyn Any>`, to take back a spare record's slot with its concrete
+    /// type (for reuse by the next spawn of the same closure type).
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 /// A spawned task's result cell, seen knowing only the result type (as its
@@ -88,6 +92,35 @@ type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
 impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
+    }
+}
+
+impl<F: 'static, T: 'static> Slot<F, T> {
+    /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
+    /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
+    /// that a warm spawn of the same closure type allocates nothing; else a new one.
+    fn reuse_or_new(body: Option<Rc<dyn TaskBody>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
+        if let Some(body) = body {
+            if let Ok(mut slot) = body.into_any().downcast::<Slot<F, T>>() {
+                if let Some(s) = Rc::get_mut(&mut slot) {
+                    // Both are `None` already (the closure ran or was dropped, the last
+                    // `JoinHandle` dropped the result): nothing of the old task is dropped.
+                    *s.f.get_mut() = Some(f);
+                    *s.result.get_mut() = None;
+                    s.recorded = recorded;
+                    return slot;
+                }
+            }
+        }
+        Rc::new(Slot {
+            f: Cell::new(Some(f)),
+            result: RefCell::new(None),
+            recorded,
+        })
     }
 }
 
@@ -588,31 +621,29 @@ impl Builder {
             run_task::<F, T>();
             Box::new(())
         };
-        let slot: Rc<Slot<F, T>> = Rc::new(Slot {
-            f: Cell::new(Some(f)),
-            result: RefCell::new(None),
-            recorded,
-        });
         if recorded {
             hub.activity.spawned(id, self.name.as_deref(), site);
         }
         // A finished record from the hub's spare ones, reused in place (with its dead
-        // greenlet's), or a new one.
-        let fresh = |builder: greenlet::Builder, name| -> io::Result<TaskRef> {
-            let greenlet = builder.spawn(body)?;
-            let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
-            Ok(TaskRef(Rc::new(task)))
-        };
-        let task = match hub.spare_tasks.take() {
+        // greenlet's, and its slot if the closure type is the same), or a new one.
+        let fresh =
+            |builder: greenlet::Builder, name, f| -> io::Result<(TaskRef, Rc<Slot<F, T>>)> {
+                let greenlet = builder.spawn(body)?;
+                let slot = Slot::reuse_or_new(None, f, recorded);
+                let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
+                Ok((TaskRef(Rc::new(task)), slot))
+            };
+        let (task, slot) = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
                     builder.respawn(&mut record.greenlet, body)?;
+                    let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
                     record.reset(id, self.name, Some(slot.clone()));
-                    spare
+                    (spare, slot)
                 }
-                None => fresh(builder, self.name)?,
+                None => fresh(builder, self.name, f)?,
             },
-            None => fresh(builder, self.name)?,
+            None => fresh(builder, self.name, f)?,
         };
         Ok(JoinHandle { task, slot })
     }
