@@ -207,6 +207,10 @@ pub(crate) struct Hub {
     /// The run queue: green threads ready to run, in order (moved in and out, no borrows).
     ready: LocalQueue<TaskRef>,
     timers: RefCell<TimerQueue<TimerAction>>,
+    /// Whether `timers` holds any: kept beside it by every change (`add_timer`,
+    /// `cancel_timer`, `fire_timers`), so that a hand-off between green threads checks for
+    /// due timers with one load when there are none, without borrowing the queue.
+    has_timers: Cell<bool>,
     reactor: RefCell<Reactor<TaskRef>>,
     inbox: Arc<Inbox>,
     /// Tasks with outstanding remote wakers, and how many tokens each has.
@@ -302,6 +306,7 @@ impl Hub {
             greenlet,
             ready: LocalQueue::default(),
             timers: RefCell::new(TimerQueue::new()),
+            has_timers: Cell::new(false),
             reactor: RefCell::new(reactor),
             inbox,
             remote_tasks: RefCell::new(HashMap::new()),
@@ -317,6 +322,7 @@ impl Hub {
         })
     }
 
+    #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
         if !task.queued.replace(true) {
             self.ready.push_back(task);
@@ -324,11 +330,19 @@ impl Hub {
     }
 
     pub(crate) fn add_timer(&self, deadline: Instant, action: TimerAction) -> TimerKey {
-        self.timers.borrow_mut().insert(deadline, action)
+        let key = self.timers.borrow_mut().insert(deadline, action);
+        self.has_timers.set(true);
+        key
     }
 
     pub(crate) fn cancel_timer(&self, key: TimerKey) {
-        let cancelled = self.timers.borrow_mut().cancel(key);
+        let cancelled = {
+            let mut timers = self.timers.borrow_mut();
+            let cancelled = timers.cancel(key);
+            self.has_timers.set(!timers.is_empty());
+            cancelled
+        };
+        // The action (and the task record it may hold) is released outside the borrow.
         drop(cancelled);
     }
 
@@ -394,9 +408,11 @@ impl Hub {
         if n == 0 {
             return false;
         }
-        if let Some(deadline) = self.timers.borrow().next_deadline() {
-            if deadline <= Instant::now() {
-                return false;
+        if self.has_timers.get() {
+            if let Some(deadline) = self.timers.borrow().next_deadline() {
+                if deadline <= Instant::now() {
+                    return false;
+                }
             }
         }
         self.runs_since_poll.set(runs);
@@ -535,7 +551,12 @@ impl Hub {
 
     fn fire_timers(&self, now: Instant) {
         loop {
-            let action = self.timers.borrow_mut().pop_next_expired(now);
+            let action = {
+                let mut timers = self.timers.borrow_mut();
+                let action = timers.pop_next_expired(now);
+                self.has_timers.set(!timers.is_empty());
+                action
+            };
             let Some(action) = action else { break };
             match action {
                 TimerAction::Wake(task, epoch) => {
@@ -690,6 +711,12 @@ impl Hub {
     fn park_current(&self) -> Result<(), WaitError> {
         park_task_with(&self.current_task(), self, Hub::switch_out_inline).map(|_| ())
     }
+}
+
+/// [`park`] for a caller that holds the current task's record already (`me`, from
+/// [`current_task`] on this same green thread): no second look-up.
+pub(crate) fn park_me(me: &TaskRef) -> Result<(), WaitError> {
+    with_hub(|hub| park_task(me, hub).map(|_| ()))
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {

@@ -1,6 +1,6 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_until, with_hub, TimerAction, WaitError};
+use super::{current_task, hub, park, park_me, park_until, with_hub, TimerAction, WaitError};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -458,7 +458,7 @@ impl<T> JoinHandle<T> {
             self.task.waiters.borrow_mut().push(me.clone());
             let r = match deadline {
                 Some(d) => park_until(d),
-                None => park().map(|()| false),
+                None => park_me(&me).map(|()| false),
             };
             self.task.waiters.borrow_mut().remove(&me);
             match r {
