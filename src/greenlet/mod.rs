@@ -946,26 +946,32 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // gives it up.
     let me_ref = unsafe { &*me };
     me_ref.state.set(State::Dead);
-    // Nothing that needs dropping may stay in this frame: it never returns.
-    let parent = live_target(
-        me_ref
-            .parent
-            .borrow()
-            .as_ref()
-            .expect("non-main greenlets have a parent"),
-    );
-    let sp = parent
-        .inner
+    // Nothing that needs dropping may stay in this frame: it never returns. The target is
+    // found without a handle of its own (the usual parent, live, is not cloned and dropped).
+    let parent: *const Inner = {
+        let direct = me_ref.parent.borrow();
+        let direct = direct.as_ref().expect("non-main greenlets have a parent");
+        if direct.inner.state.get() == State::Dead {
+            Rc::as_ptr(&live_target(direct).inner)
+        } else {
+            Rc::as_ptr(&direct.inner)
+        }
+    };
+    // SAFETY: `parent` is alive: our parent chain holds a handle to it (our own `parent`
+    // field or that of a dead ancestor, none of which is dropped before our final switch
+    // is received), and once it runs it holds its own reference.
+    let parent_ref = unsafe { &*parent };
+    let sp = parent_ref
         .sp
         .take()
         .expect("a live parent has a saved context");
-    if parent.inner.state.get() == State::NotStarted {
+    if parent_ref.state.get() == State::NotStarted {
         // It starts: from now until it dies it owns a reference to itself.
-        let _ = Rc::into_raw(Rc::clone(&parent.inner));
+        // SAFETY: `parent` is the `Rc::as_ptr` of a live `Rc<Inner>` (see above).
+        unsafe { Rc::increment_strong_count(parent) };
     }
-    parent.inner.state.set(State::Running);
-    CURRENT.set(Rc::as_ptr(&parent.inner));
-    drop(parent);
+    parent_ref.state.set(State::Running);
+    CURRENT.set(parent);
     // The message lives on this (dying) stack; the receiver frees the stack only after
     // moving everything out of it, and nothing that needs dropping is left here.
     let (mut msg, tag) = Message::new(me, payload);

@@ -790,7 +790,7 @@ impl Hub {
     fn yield_current(&self) {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
-        // queue (no reference count traffic), and one handle stays here for the way back.
+        // queue (no reference count traffic), and no handle stays on this stack.
         let task = match self.current.take() {
             Some(task)
                 if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
@@ -802,13 +802,18 @@ impl Hub {
                 return self.yield_slow();
             }
         };
-        let me = task.clone();
+        // Reset before leaving rather than on the way back (which would need a handle to
+        // the record here): nothing sets the wake reason of a yielded task, as no deadline,
+        // fd or loop-exit wake-up is registered for it while it is queued.
+        task.reason.set(WakeReason::Normal);
         task.queued.set(true);
         task.parked.set(true);
         self.ready.push_back(task);
         self.switch_out_inline();
-        me.reason.set(WakeReason::Normal);
-        me.check_kill();
+        // No kill to check on the way back: a kill requested while this green thread was
+        // queued is thrown into it at its switch-in by the hub (`run`: it unwinds out of
+        // the switch above), and a direct hand-off never goes to a task with a kill
+        // requested (`take_direct`).
     }
 
     #[cold]

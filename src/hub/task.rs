@@ -57,12 +57,9 @@ pub(crate) struct Task {
 
 /// The typed part of a task record, behind `dyn` so that the hub handles every task alike.
 pub(crate) trait TaskBody: Any {
-    /// The body itself, to downcast to its concrete [`Slot`] type (which the green thread's
-    /// own start-up code knows).
-    fn as_any(&self) -> &dyn Any;
-
-    /// The body as `Rc<dyn Any>`, to take back a spare record's slot with its concrete
-    /// type (for reuse by the next spawn of the same closure type).
+    /// The body as `Rc<dyn Any>`, to downcast to its concrete [`Slot`] type (which the
+    /// green thread's own start-up code knows, and the next spawn of the same closure
+    /// type, which reuses a spare record's slot).
     fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
@@ -90,10 +87,6 @@ struct Slot<F, T> {
 type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
 
 impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
         self
     }
@@ -659,10 +652,12 @@ where
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    let (f, killed_before_start) = {
+    // The slot is held (it refers to no record, so it makes no cycle): one downcast.
+    let (slot, killed_before_start) = {
         let task = current_task();
-        (slot_of::<F, T>(&task).f.take(), task.kill.get())
+        (slot_rc_of::<F, T>(&task), task.kill.get())
     };
+    let f = slot.f.take();
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -678,7 +673,6 @@ where
     };
     let task = current_task();
     task.finished.set(true);
-    let slot = slot_of::<F, T>(&task);
     if slot.recorded {
         super::task_finished(task.id);
     }
@@ -686,13 +680,13 @@ where
     task.complete();
 }
 
-fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
-    task.body
-        .as_deref()
-        .expect("a spawned green thread's record has a slot")
-        .as_any()
-        .downcast_ref()
-        .expect("a spawned green thread's record holds its own closure type")
+fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
+    let body = task.body.clone();
+    let body = body.expect("a spawned green thread's record has a slot");
+    match body.into_any().downcast() {
+        Ok(slot) => slot,
+        Err(_) => panic!("a spawned green thread's record holds its own closure type"),
+    }
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its
