@@ -121,6 +121,8 @@ struct Inner {
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
+    /// Where the final switch goes instead of the parent, if set ([`Greenlet::exit_to`]).
+    exit_to: Cell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
 }
 
@@ -275,6 +277,7 @@ fn new_main() -> Greenlet {
             stack: Cell::new(None),
             body: Cell::new(None),
             parent: RefCell::new(None),
+            exit_to: Cell::new(None),
             storage: UnsafeCell::new(ContextStorage::default()),
         }),
     }
@@ -374,6 +377,7 @@ impl Builder {
                 stack: Cell::new(Some(stack)),
                 body: Cell::new(Some(Box::new(body))),
                 parent: RefCell::new(Some(parent)),
+                exit_to: Cell::new(None),
                 storage: UnsafeCell::new(storage),
             }),
         })
@@ -418,6 +422,8 @@ impl Builder {
                 inner.body.set(Some(Box::new(body)));
                 *inner.parent.get_mut() = Some(parent);
                 *inner.storage.get_mut() = storage;
+                // Taken by its final switch already: this drops nothing.
+                drop(inner.exit_to.take());
                 Ok(())
             }
             _ => {
@@ -510,6 +516,20 @@ impl Greenlet {
     #[inline(always)]
     pub(crate) fn resume_into(self) {
         self.switch_into_payload(Payload::Unit).into_unit()
+    }
+
+    /// Makes the running greenlet's final switch, when its body returns normally, go to
+    /// `target` instead of its parent (a scheduler handing control from a finishing green
+    /// thread straight to the next one). The value the body returns goes there: a pending
+    /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
+    /// not suspended or unstarted by then, or the body ends by a panic, the final switch
+    /// goes to the parent as usual. Set again, the last target counts.
+    pub(crate) fn exit_to(target: Greenlet) {
+        let cur = current_raw();
+        // SAFETY: the running greenlet is alive by its own reference.
+        let cur = unsafe { &*cur };
+        // A replaced target is dropped outside the cell.
+        drop(cur.exit_to.replace(Some(target)));
     }
 
     /// Like [`switch`](Self::switch), but consumes this handle: it is given up as control
@@ -948,16 +968,27 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     me_ref.state.set(State::Dead);
     // Nothing that needs dropping may stay in this frame: it never returns. The target is
     // found without a handle of its own (the usual parent, live, is not cloned and dropped).
-    let parent: *const Inner = {
-        let direct = me_ref.parent.borrow();
-        let direct = direct.as_ref().expect("non-main greenlets have a parent");
-        if direct.inner.state.get() == State::Dead {
-            Rc::as_ptr(&live_target(direct).inner)
-        } else {
-            Rc::as_ptr(&direct.inner)
+    // A target set by `exit_to` is used for a normal return if it can be switched to.
+    let exit_to = me_ref.exit_to.take();
+    let parent: *const Inner = match &exit_to {
+        Some(t)
+            if matches!(payload, Payload::Value(_))
+                && matches!(t.inner.state.get(), State::Suspended | State::NotStarted) =>
+        {
+            Rc::as_ptr(&t.inner)
+        }
+        _ => {
+            let direct = me_ref.parent.borrow();
+            let direct = direct.as_ref().expect("non-main greenlets have a parent");
+            if direct.inner.state.get() == State::Dead {
+                Rc::as_ptr(&live_target(direct).inner)
+            } else {
+                Rc::as_ptr(&direct.inner)
+            }
         }
     };
-    // SAFETY: `parent` is alive: our parent chain holds a handle to it (our own `parent`
+    // SAFETY: `parent` is alive: the `exit_to` handle (dropped below, once it runs and
+    // holds its own reference), or our parent chain holds a handle to it (our own `parent`
     // field or that of a dead ancestor, none of which is dropped before our final switch
     // is received), and once it runs it holds its own reference.
     let parent_ref = unsafe { &*parent };
@@ -972,6 +1003,9 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     }
     parent_ref.state.set(State::Running);
     CURRENT.set(parent);
+    // Dropped only now: a handle of a running greenlet is never the last one of a
+    // suspended greenlet, whose drop would unwind it (here, on a dead stack).
+    drop(exit_to);
     // The message lives on this (dying) stack; the receiver frees the stack only after
     // moving everything out of it, and nothing that needs dropping is left here.
     let (mut msg, tag) = Message::new(me, payload);

@@ -353,18 +353,23 @@ impl Hub {
             return;
         }
         self.activity.enter(task.id);
-        // The previous record is released outside the borrow.
-        drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
-        // `task` owns the greenlet for the whole switch: no extra handle is needed.
-        let greenlet = &task.greenlet;
         // A kill for a task that already runs is delivered as a panic at its blocking
         // point; one that never started is handled by the task's own wrapper.
-        if task.kill.get() && greenlet.is_started() && !task.is_adhoc {
+        let throw = task.kill.get() && task.greenlet.is_started() && !task.is_adhoc;
+        // No handle to the record stays on the hub's stack while the task runs: a task
+        // that finishes may hand control straight to the next one (`exit_direct`), and
+        // its record must then not be kept alive by this suspended frame. The previous
+        // record is released outside the cell.
+        let greenlet = task.greenlet.clone();
+        drop(self.current.replace(Some(task)));
+        if throw {
+            // Rare: the greenlet handle (not the record) is kept for the throw.
             greenlet.throw(Killed);
         } else {
-            greenlet.resume();
+            // The handle is given up as control leaves.
+            greenlet.resume_into();
         }
     }
 
@@ -919,6 +924,29 @@ pub(crate) fn in_green_thread() -> bool {
         None => false,
     })
     .unwrap_or(false)
+}
+
+/// The current green thread is finishing (its result is stored, its joiners woken, and
+/// it holds no handle to its record any more): when its greenlet's body returns, its
+/// final switch goes straight to the next ready green thread if the turn has runs left
+/// (what the hub's loop would do next: same queue, order and budget), else to the hub.
+pub(crate) fn exit_direct() {
+    with_hub(Hub::exit_direct)
+}
+
+impl Hub {
+    fn exit_direct(&self) {
+        if let Some(next) = self.take_direct() {
+            next.queued.set(false);
+            next.parked.set(false);
+            self.activity.enter(next.id);
+            let greenlet = next.greenlet.clone();
+            // The finishing record is released here (as the hub's `run` would, switching
+            // in the next one).
+            drop(self.current.replace(Some(next)));
+            Greenlet::exit_to(greenlet);
+        }
+    }
 }
 
 /// Tells the stall monitor that green thread `id` of this thread's hub finished.
