@@ -720,8 +720,9 @@ impl Hub {
 
 /// [`park`] for a caller that holds the current task's record already (`me`, from
 /// [`current_task`] on this same green thread): no second look-up.
+#[inline(never)]
 pub(crate) fn park_me(me: &TaskRef) -> Result<(), WaitError> {
-    with_hub(|hub| park_task(me, hub).map(|_| ()))
+    with_hub(|hub| park_task_with(me, hub, Hub::switch_out_inline).map(|_| ()))
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {

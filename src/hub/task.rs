@@ -557,9 +557,14 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let handle = self.build(f)?;
-        with_hub(|hub| hub.schedule(handle.task.clone()));
-        Ok(handle)
+        // Taken here: the closure below would end the caller tracking.
+        let site = std::panic::Location::caller();
+        // One look-up of the hub for building and scheduling.
+        with_hub(|hub| {
+            let handle = self.build_in(hub, f, site)?;
+            hub.schedule(handle.task.clone());
+            Ok(handle)
+        })
     }
 
     /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
