@@ -29,8 +29,10 @@
 //! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
 //! an empty run queue (the poll and the would-block-forever check), a green thread that
 //! is being killed, a due timer or poll. A green thread that has not started is started
-//! directly too (its own wrapper handles a kill that came before its start); when it
-//! finishes, its greenlet returns to its parent, the hub, which carries on its turn.
+//! directly too (its own wrapper handles a kill that came before its start). One that
+//! finishes hands control on the same way: its greenlet's final switch goes straight to
+//! the next ready green thread while the turn has runs left (`exit_direct`), else to its
+//! parent, the hub, which carries on its turn.
 //!
 //! ## The contract for the layers above (crate-internal: time, sync, net, pool, threadpool)
 //! * `current_task()` is the green thread running now (`TaskRef`: a cheap, clonable,
