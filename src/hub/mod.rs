@@ -440,6 +440,14 @@ impl Hub {
     /// park), saving a call, a return and a second frame's register saves per hand-off.
     #[inline(always)]
     fn switch_out_inline(&self) {
+        self.switch_out_with::<false>()
+    }
+
+    /// The body of [`switch_out`](Self::switch_out); `CURRENT_EMPTY`: the caller took the
+    /// record out of `current` (a yield), so there is nothing to drop when the next one
+    /// goes in.
+    #[inline(always)]
+    fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
         match self.take_direct() {
             Some(next) => {
                 next.queued.set(false);
@@ -448,7 +456,13 @@ impl Hub {
                 self.activity.enter(next.id);
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
-                drop(self.current.replace(Some(next)));
+                let previous = self.current.replace(Some(next));
+                if CURRENT_EMPTY {
+                    debug_assert!(previous.is_none());
+                    std::mem::forget(previous);
+                } else {
+                    drop(previous);
+                }
                 greenlet.resume_into();
             }
             None => {
@@ -821,7 +835,8 @@ impl Hub {
         task.queued.set(true);
         task.parked.set(true);
         self.ready.push_back(task);
-        self.switch_out_inline();
+        // `current` was emptied above and nothing refilled it (no code of ours ran since).
+        self.switch_out_with::<true>();
         // No kill to check on the way back: a kill requested while this green thread was
         // queued is thrown into it at its switch-in by the hub (`run`: it unwinds out of
         // the switch above), and a direct hand-off never goes to a task with a kill
