@@ -399,11 +399,17 @@ impl Builder {
         Ok((id, stack, sp, storage))
     }
 
-    /// Like [`spawn`](Self::spawn), into `slot`: when `slot` is a dead greenlet with no
-    /// other handle, its record is reused (a spawn that allocates nothing, with a pooled
-    /// stack); otherwise `slot` is replaced by a new greenlet. On error `slot` is left as
-    /// it was.
-    pub(crate) fn respawn<F>(self, slot: &mut Greenlet, body: F) -> Result<(), StackError>
+    /// Like [`spawn`](Self::spawn) with `parent` as the parent (the builder's own is not
+    /// used), into `slot`: when `slot` is a dead greenlet with no other handle, its record
+    /// is reused (a spawn that allocates nothing, with a pooled stack, and that keeps its
+    /// parent handle when the parent is the same); otherwise `slot` is replaced by a new
+    /// greenlet. On error `slot` is left as it was.
+    pub(crate) fn respawn<F>(
+        self,
+        slot: &mut Greenlet,
+        parent: &Greenlet,
+        body: F,
+    ) -> Result<(), StackError>
     where
         F: FnOnce(Value) -> Value + 'static,
     {
@@ -411,7 +417,6 @@ impl Builder {
         match Rc::get_mut(&mut slot.inner) {
             Some(inner) if reusable => {
                 let (id, stack, sp, storage) = self.new_context()?;
-                let parent = self.parent.unwrap_or_else(current);
                 inner.id = id;
                 inner.name = self.name;
                 inner.state.set(State::NotStarted);
@@ -420,14 +425,20 @@ impl Builder {
                 // nothing.
                 drop(inner.stack.replace(Some(stack)));
                 inner.body.set(Some(Box::new(body)));
-                *inner.parent.get_mut() = Some(parent);
+                let old_parent = inner.parent.get_mut();
+                if !old_parent
+                    .as_ref()
+                    .is_some_and(|p| Rc::ptr_eq(&p.inner, &parent.inner))
+                {
+                    *old_parent = Some(parent.clone());
+                }
                 *inner.storage.get_mut() = storage;
                 // Taken by its final switch already: this drops nothing.
                 drop(inner.exit_to.take());
                 Ok(())
             }
             _ => {
-                *slot = self.spawn(body)?;
+                *slot = self.parent(parent).spawn(body)?;
                 Ok(())
             }
         }

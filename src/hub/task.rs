@@ -607,9 +607,10 @@ impl Builder {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
-        let mut builder = greenlet::Builder::new()
-            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
-            .parent(&hub.greenlet);
+        // Parented to the hub (given at spawn or respawn: a reused record usually has it
+        // as its parent already).
+        let mut builder =
+            greenlet::Builder::new().stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE));
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
@@ -626,7 +627,7 @@ impl Builder {
         // greenlet's, and its slot if the closure type is the same), or a new one.
         let fresh =
             |builder: greenlet::Builder, name, f| -> io::Result<(TaskRef, Rc<Slot<F, T>>)> {
-                let greenlet = builder.spawn(body)?;
+                let greenlet = builder.parent(&hub.greenlet).spawn(body)?;
                 let slot = Slot::reuse_or_new(None, f, recorded);
                 let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
                 Ok((TaskRef(Rc::new(task)), slot))
@@ -634,7 +635,7 @@ impl Builder {
         let (task, slot) = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
-                    builder.respawn(&mut record.greenlet, body)?;
+                    builder.respawn(&mut record.greenlet, &hub.greenlet, body)?;
                     let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
                     record.reset(id, self.name, Some(slot.clone()));
                     (spare, slot)
