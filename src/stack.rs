@@ -220,8 +220,14 @@ impl Stack {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
         let header = unsafe { &*self.header_ptr() };
         header.owner_id.set(id);
+        let Some(name) = name else {
+            // Only the first `name_len` bytes are ever read: no buffer to write (the common
+            // case, on every spawn and every return to the pool).
+            header.name_len.set(0);
+            return;
+        };
         let mut buf = [0u8; NAME_CAP];
-        let bytes = name.map(str::as_bytes).unwrap_or(&[]);
+        let bytes = name.as_bytes();
         let len = bytes.len().min(NAME_CAP);
         buf[..len].copy_from_slice(&bytes[..len]);
         header.name.set(buf);

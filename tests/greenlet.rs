@@ -287,3 +287,30 @@ fn a_thread_can_exit_with_greenlets_still_suspended() {
     .join()
     .expect("the thread exits cleanly");
 }
+
+#[test]
+fn a_greenlet_whose_parent_died_returns_to_the_nearest_live_ancestor() {
+    let outer = Greenlet::new(|v| v);
+    assert_eq!(num(outer.switch(1i64)), 1);
+    assert!(outer.is_dead());
+    // Its parent is dead before it even starts: its return goes to outer's parent (us).
+    let child = Builder::new().parent(&outer).spawn(|v| v).unwrap();
+    assert_eq!(num(child.switch(5i64)), 5);
+    assert!(child.is_dead());
+    // Its parent dies while it is suspended.
+    let main = Greenlet::current();
+    let mid = Greenlet::new(move |_| {
+        let leaf = Greenlet::new(move |_| {
+            main.switch(10i64);
+            Box::new(12i64) as Value
+        });
+        leaf.switch(());
+        Box::new(leaf) as Value
+    });
+    // leaf switches to us (10); resuming mid lets it return leaf to us (mid dies).
+    assert_eq!(num(mid.switch(())), 10);
+    let leaf = *mid.switch(()).downcast::<Greenlet>().unwrap();
+    assert!(mid.is_dead() && !leaf.is_dead());
+    assert_eq!(num(leaf.switch(())), 12);
+    assert!(leaf.is_dead());
+}

@@ -4,63 +4,132 @@
 //! costs a flag check and two flag writes per access, and a borrow held across a switch
 //! would be a bug waiting to happen. This queue gives out no references at all: values go
 //! in and come out by move, so no access can overlap another.
+//!
+//! It is a ring buffer whose capacity is a power of two: a slot is `head + i` masked, so a
+//! push or a pop is a load, a store and two index updates, with a single capacity test on
+//! push (growing is out of line).
 
-use std::cell::UnsafeCell;
-use std::collections::VecDeque;
+use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// A single-threaded FIFO accessed through `&self`, by move only (no references into it
 /// are ever handed out, so no borrow flag is needed).
 pub(crate) struct LocalQueue<T> {
-    items: UnsafeCell<VecDeque<T>>,
+    /// The slots; `len` of them, from `head` on (wrapping), are initialised. Its length,
+    /// `cap`, is zero or a power of two. Replaced (not resized in place) when it grows.
+    buf: Cell<Box<[MaybeUninit<T>]>>,
+    /// Raw pointer and length of `buf`, kept beside it so that the hot paths need not take
+    /// the box out of its cell.
+    slots: Cell<*mut MaybeUninit<T>>,
+    cap: Cell<usize>,
+    head: Cell<usize>,
+    len: Cell<usize>,
 }
 
 impl<T> Default for LocalQueue<T> {
     fn default() -> Self {
+        let mut buf: Box<[MaybeUninit<T>]> = Box::new([]);
         LocalQueue {
-            items: UnsafeCell::new(VecDeque::new()),
+            slots: Cell::new(buf.as_mut_ptr()),
+            buf: Cell::new(buf),
+            cap: Cell::new(0),
+            head: Cell::new(0),
+            len: Cell::new(0),
         }
     }
 }
 
 impl<T> LocalQueue<T> {
-    /// Runs `f` on the deque. Every caller below is a single `VecDeque` call that runs no
-    /// code of ours and drops no `T` (values only move in or out), so it cannot re-enter.
-    #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<T>) -> R) -> R {
-        // SAFETY: `LocalQueue` is `!Sync` (UnsafeCell), so only this thread gets here; the
-        // callers (private to this module) neither drop a `T` nor call back into anything
-        // that could reach this queue while the `&mut` lives.
-        f(unsafe { &mut *self.items.get() })
-    }
-
     /// Appends `value` at the back.
     #[inline]
     pub(crate) fn push_back(&self, value: T) {
-        self.with(|q| q.push_back(value))
+        let len = self.len.get();
+        if len == self.cap.get() {
+            self.grow();
+        }
+        let i = (self.head.get() + len) & self.mask();
+        // SAFETY: `i < cap`, the number of slots (the buffer grew above if it was full, so
+        // `cap > 0`); slot `i` is outside the `len` initialised ones: nothing is overwritten.
+        unsafe { (*self.slots.get().add(i)).write(value) };
+        self.len.set(len + 1);
+    }
+
+    /// `cap - 1`: the capacity is a power of two (or 0, with no value to index).
+    #[inline(always)]
+    fn mask(&self) -> usize {
+        self.cap.get().wrapping_sub(1)
     }
 
     /// Puts `value` back at the front (it is the next to come out).
     #[inline]
     pub(crate) fn push_front(&self, value: T) {
-        self.with(|q| q.push_front(value))
+        let len = self.len.get();
+        if len == self.cap.get() {
+            self.grow();
+        }
+        let head = self.head.get().wrapping_sub(1) & self.mask();
+        // SAFETY: as in `push_back`: slot `head` is in the buffer and not initialised.
+        unsafe { (*self.slots.get().add(head)).write(value) };
+        self.head.set(head);
+        self.len.set(len + 1);
     }
 
     /// Takes the value at the front.
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<T> {
-        self.with(VecDeque::pop_front)
+        let len = self.len.get();
+        if len == 0 {
+            return None;
+        }
+        let head = self.head.get();
+        self.head.set((head + 1) & self.mask());
+        self.len.set(len - 1);
+        // SAFETY: `len > 0`, so slot `head` is initialised; it counts as empty from now on
+        // (head and len moved past it), so it is read exactly once.
+        Some(unsafe { (*self.slots.get().add(head)).assume_init_read() })
     }
 
     /// How many values are queued.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.with(|q| q.len())
+        self.len.get()
     }
 
     /// Whether the queue is empty.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.with(|q| q.is_empty())
+        self.len.get() == 0
+    }
+
+    /// Doubles the capacity (at least 16 slots), moving the values to the front of the new
+    /// buffer in order.
+    #[cold]
+    #[inline(never)]
+    fn grow(&self) {
+        let old = self.buf.take();
+        let (head, len) = (self.head.get(), self.len.get());
+        let cap = (old.len() * 2).max(16);
+        let mut new: Box<[MaybeUninit<T>]> = (0..cap).map(|_| MaybeUninit::uninit()).collect();
+        let old_mask = old.len().wrapping_sub(1);
+        for (k, slot) in new.iter_mut().enumerate().take(len) {
+            // SAFETY: slot `(head + k) & old_mask`, `k < len`, is an initialised one of
+            // `old`; it is moved out once (`old` is freed below without dropping anything:
+            // `MaybeUninit` has no drop glue).
+            *slot = MaybeUninit::new(unsafe { old[(head + k) & old_mask].assume_init_read() });
+        }
+        drop(old);
+        self.slots.set(new.as_mut_ptr());
+        self.cap.set(cap);
+        self.head.set(0);
+        self.buf.set(new);
+    }
+}
+
+impl<T> Drop for LocalQueue<T> {
+    fn drop(&mut self) {
+        while let Some(v) = self.pop_front() {
+            drop(v);
+        }
     }
 }
 
@@ -82,6 +151,47 @@ mod tests {
         let rest: Vec<i32> = std::iter::from_fn(|| q.pop_front()).collect();
         assert_eq!(rest, (1..100).collect::<Vec<_>>());
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn wraps_and_grows_keeping_the_order() {
+        let q = LocalQueue::default();
+        let mut next_in = 0;
+        let mut next_out = 0;
+        // Pushes outpace pops, so the ring wraps at every size it grows through.
+        for round in 0..200 {
+            for _ in 0..3 {
+                q.push_back(next_in);
+                next_in += 1;
+            }
+            if round % 7 == 0 {
+                next_out -= 1;
+                q.push_front(next_out);
+            }
+            for _ in 0..2 {
+                assert_eq!(q.pop_front(), Some(next_out));
+                next_out += 1;
+            }
+        }
+        assert_eq!(q.len(), (next_in - next_out) as usize);
+        while let Some(v) = q.pop_front() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+        assert_eq!(next_out, next_in);
+    }
+
+    #[test]
+    fn push_front_on_an_empty_queue() {
+        let q = LocalQueue::default();
+        q.push_front(7);
+        q.push_back(8);
+        q.push_front(6);
+        assert_eq!(
+            (q.pop_front(), q.pop_front(), q.pop_front()),
+            (Some(6), Some(7), Some(8))
+        );
+        assert_eq!(q.pop_front(), None);
     }
 
     #[test]

@@ -125,6 +125,8 @@ struct Inner {
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
+    /// Where the final switch goes instead of the parent, if set ([`Greenlet::exit_to`]).
+    exit_to: Cell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
 }
 
@@ -279,6 +281,7 @@ fn new_main() -> Greenlet {
             stack: Cell::new(None),
             body: Cell::new(None),
             parent: RefCell::new(None),
+            exit_to: Cell::new(None),
             storage: UnsafeCell::new(ContextStorage::default()),
         }),
     }
@@ -378,6 +381,7 @@ impl Builder {
                 stack: Cell::new(Some(stack)),
                 body: Cell::new(Some(Box::new(body))),
                 parent: RefCell::new(Some(parent)),
+                exit_to: Cell::new(None),
                 storage: UnsafeCell::new(storage),
             }),
         })
@@ -399,11 +403,17 @@ impl Builder {
         Ok((id, stack, sp, storage))
     }
 
-    /// Like [`spawn`](Self::spawn), into `slot`: when `slot` is a dead greenlet with no
-    /// other handle, its record is reused (a spawn that allocates nothing, with a pooled
-    /// stack); otherwise `slot` is replaced by a new greenlet. On error `slot` is left as
-    /// it was.
-    pub(crate) fn respawn<F>(self, slot: &mut Greenlet, body: F) -> Result<(), StackError>
+    /// Like [`spawn`](Self::spawn) with `parent` as the parent (the builder's own is not
+    /// used), into `slot`: when `slot` is a dead greenlet with no other handle, its record
+    /// is reused (a spawn that allocates nothing, with a pooled stack, and that keeps its
+    /// parent handle when the parent is the same); otherwise `slot` is replaced by a new
+    /// greenlet. On error `slot` is left as it was.
+    pub(crate) fn respawn<F>(
+        self,
+        slot: &mut Greenlet,
+        parent: &Greenlet,
+        body: F,
+    ) -> Result<(), StackError>
     where
         F: FnOnce(Value) -> Value + 'static,
     {
@@ -411,7 +421,6 @@ impl Builder {
         match Rc::get_mut(&mut slot.inner) {
             Some(inner) if reusable => {
                 let (id, stack, sp, storage) = self.new_context()?;
-                let parent = self.parent.unwrap_or_else(current);
                 inner.id = id;
                 inner.name = self.name;
                 inner.state.set(State::NotStarted);
@@ -420,12 +429,20 @@ impl Builder {
                 // nothing.
                 drop(inner.stack.replace(Some(stack)));
                 inner.body.set(Some(Box::new(body)));
-                *inner.parent.get_mut() = Some(parent);
+                let old_parent = inner.parent.get_mut();
+                if !old_parent
+                    .as_ref()
+                    .is_some_and(|p| Rc::ptr_eq(&p.inner, &parent.inner))
+                {
+                    *old_parent = Some(parent.clone());
+                }
                 *inner.storage.get_mut() = storage;
+                // Taken by its final switch already: this drops nothing.
+                drop(inner.exit_to.take());
                 Ok(())
             }
             _ => {
-                *slot = self.spawn(body)?;
+                *slot = self.parent(parent).spawn(body)?;
                 Ok(())
             }
         }
@@ -502,17 +519,25 @@ impl Greenlet {
         switch_to(self, into_payload(value)).into_value()
     }
 
-    /// [`switch`](Self::switch) with `()`, ignoring the value that comes back (the hub's
-    /// switch: the cheapest there is, no box either way for `()`).
-    #[inline]
-    pub(crate) fn resume(&self) {
-        switch_to(self, Payload::Unit).into_unit()
-    }
-
     /// [`switch_into`](Self::switch_into) with `()`, ignoring the value that comes back.
-    #[inline]
+    /// Always inlined, as [`switch_to`]: the hub's hand-off calls it once per switch.
+    #[inline(always)]
     pub(crate) fn resume_into(self) {
         self.switch_into_payload(Payload::Unit).into_unit()
+    }
+
+    /// Makes the running greenlet's final switch, when its body returns normally, go to
+    /// `target` instead of its parent (a scheduler handing control from a finishing green
+    /// thread straight to the next one). The value the body returns goes there: a pending
+    /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
+    /// not suspended or unstarted by then, or the body ends by a panic, the final switch
+    /// goes to the parent as usual. Set again, the last target counts.
+    pub(crate) fn exit_to(target: Greenlet) {
+        let cur = current_raw();
+        // SAFETY: the running greenlet is alive by its own reference.
+        let cur = unsafe { &*cur };
+        // A replaced target is dropped outside the cell.
+        drop(cur.exit_to.replace(Some(target)));
     }
 
     /// Like [`switch`](Self::switch), but consumes this handle: it is given up as control
@@ -805,22 +830,39 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 /// switched from.
 #[inline(always)]
 unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
-    let (prev, incoming) = if data & UNIT != 0 {
-        ((data & !TAGS) as *const Inner, Incoming::Unit)
+    if data & UNIT != 0 {
+        // No message: the bookkeeping comes first, with nothing of the payload alive
+        // across it (the hot hand-off path: nothing to keep for an unwind).
+        // SAFETY: per the contract, the word is the sender's address.
+        unsafe { arrived_from((data & !TAGS) as *const Inner, from) };
+        return Incoming::Unit;
+    }
+    // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
+    // Read before the bookkeeping: a dead sender's message lives on the stack it frees.
+    let Message {
+        from: prev,
+        payload,
+    } = unsafe { ptr::read((data & !TAGS) as *const Message) };
+    let incoming = if data & THROWN == 0 {
+        // SAFETY: untagged: the value field is live.
+        Incoming::Value(ManuallyDrop::into_inner(unsafe { payload.value }))
     } else {
-        // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
-        let Message { from, payload } = unsafe { ptr::read((data & !TAGS) as *const Message) };
-        let incoming = if data & THROWN == 0 {
-            // SAFETY: untagged: the value field is live.
-            Incoming::Value(ManuallyDrop::into_inner(unsafe { payload.value }))
-        } else {
-            // SAFETY: tagged: the thrown field is live.
-            Incoming::Thrown(ManuallyDrop::into_inner(unsafe { payload.thrown }))
-        };
-        (from, incoming)
+        // SAFETY: tagged: the thrown field is live.
+        Incoming::Thrown(ManuallyDrop::into_inner(unsafe { payload.thrown }))
     };
-    // SAFETY: `prev` is alive: a greenlet holds its own reference until it is dead and
-    // received, which is below.
+    // SAFETY: per the contract, `prev` is the live greenlet that switched to us.
+    unsafe { arrived_from(prev, from) };
+    incoming
+}
+
+/// The bookkeeping of [`receive`] for the greenlet `prev` that switched to us from `from`.
+///
+/// # Safety
+/// `prev` must be the greenlet that switched to us, not yet received (so alive: a greenlet
+/// holds its own reference until it is dead and received, which is here).
+#[inline(always)]
+unsafe fn arrived_from(prev: *const Inner, from: StackPointer) {
+    // SAFETY: per the contract.
     let prev_inner = unsafe { &*prev };
     if prev_inner.state.get() == State::Dead {
         // SAFETY: as above; `prev` is dead and this is the receipt of its final switch.
@@ -834,7 +876,6 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
             unsafe { kill_unreferenced(prev) };
         }
     }
-    incoming
 }
 
 /// A new handle to the greenlet at `raw` (strong count + 1).
@@ -933,26 +974,46 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // gives it up.
     let me_ref = unsafe { &*me };
     me_ref.state.set(State::Dead);
-    // Nothing that needs dropping may stay in this frame: it never returns.
-    let parent = live_target(
-        me_ref
-            .parent
-            .borrow()
-            .as_ref()
-            .expect("non-main greenlets have a parent"),
-    );
-    let sp = parent
-        .inner
+    // Nothing that needs dropping may stay in this frame: it never returns. The target is
+    // found without a handle of its own (the usual parent, live, is not cloned and dropped).
+    // A target set by `exit_to` is used for a normal return if it can be switched to.
+    let exit_to = me_ref.exit_to.take();
+    let parent: *const Inner = match &exit_to {
+        Some(t)
+            if matches!(payload, Payload::Value(_))
+                && matches!(t.inner.state.get(), State::Suspended | State::NotStarted) =>
+        {
+            Rc::as_ptr(&t.inner)
+        }
+        _ => {
+            let direct = me_ref.parent.borrow();
+            let direct = direct.as_ref().expect("non-main greenlets have a parent");
+            if direct.inner.state.get() == State::Dead {
+                Rc::as_ptr(&live_target(direct).inner)
+            } else {
+                Rc::as_ptr(&direct.inner)
+            }
+        }
+    };
+    // SAFETY: `parent` is alive: the `exit_to` handle (dropped below, once it runs and
+    // holds its own reference), or our parent chain holds a handle to it (our own `parent`
+    // field or that of a dead ancestor, none of which is dropped before our final switch
+    // is received), and once it runs it holds its own reference.
+    let parent_ref = unsafe { &*parent };
+    let sp = parent_ref
         .sp
         .take()
         .expect("a live parent has a saved context");
-    if parent.inner.state.get() == State::NotStarted {
+    if parent_ref.state.get() == State::NotStarted {
         // It starts: from now until it dies it owns a reference to itself.
-        let _ = Rc::into_raw(Rc::clone(&parent.inner));
+        // SAFETY: `parent` is the `Rc::as_ptr` of a live `Rc<Inner>` (see above).
+        unsafe { Rc::increment_strong_count(parent) };
     }
-    parent.inner.state.set(State::Running);
-    CURRENT.set(Rc::as_ptr(&parent.inner));
-    drop(parent);
+    parent_ref.state.set(State::Running);
+    CURRENT.set(parent);
+    // Dropped only now: a handle of a running greenlet is never the last one of a
+    // suspended greenlet, whose drop would unwind it (here, on a dead stack).
+    drop(exit_to);
     // The message lives on this (dying) stack; the receiver frees the stack only after
     // moving everything out of it, and nothing that needs dropping is left here.
     let (mut msg, tag) = Message::new(me, payload);

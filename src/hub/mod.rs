@@ -29,8 +29,10 @@
 //! [`POLL_EVERY`] poll, and something is ready). Everything else goes through the hub:
 //! an empty run queue (the poll and the would-block-forever check), a green thread that
 //! is being killed, a due timer or poll. A green thread that has not started is started
-//! directly too (its own wrapper handles a kill that came before its start); when it
-//! finishes, its greenlet returns to its parent, the hub, which carries on its turn.
+//! directly too (its own wrapper handles a kill that came before its start). One that
+//! finishes hands control on the same way: its greenlet's final switch goes straight to
+//! the next ready green thread while the turn has runs left (`exit_direct`), else to its
+//! parent, the hub, which carries on its turn.
 //!
 //! ## The contract for the layers above (crate-internal: time, sync, net, pool, threadpool)
 //! * `current_task()` is the green thread running now (`TaskRef`: a cheap, clonable,
@@ -207,6 +209,10 @@ pub(crate) struct Hub {
     /// The run queue: green threads ready to run, in order (moved in and out, no borrows).
     ready: LocalQueue<TaskRef>,
     timers: RefCell<TimerQueue<TimerAction>>,
+    /// Whether `timers` holds any: kept beside it by every change (`add_timer`,
+    /// `cancel_timer`, `fire_timers`), so that a hand-off between green threads checks for
+    /// due timers with one load when there are none, without borrowing the queue.
+    has_timers: Cell<bool>,
     reactor: RefCell<Reactor<TaskRef>>,
     inbox: Arc<Inbox>,
     /// Tasks with outstanding remote wakers, and how many tokens each has.
@@ -221,8 +227,9 @@ pub(crate) struct Hub {
     turn_left: Cell<usize>,
     /// Runs the current turn began with (0 outside the hub's turn loop).
     turn_runs: Cell<usize>,
-    /// The green thread running now (its record; see `current_task()`).
-    current: RefCell<Option<TaskRef>>,
+    /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
+    /// and out, never borrowed, so the hot paths maintain no borrow flag.
+    current: Cell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
@@ -301,6 +308,7 @@ impl Hub {
             greenlet,
             ready: LocalQueue::default(),
             timers: RefCell::new(TimerQueue::new()),
+            has_timers: Cell::new(false),
             reactor: RefCell::new(reactor),
             inbox,
             remote_tasks: RefCell::new(HashMap::new()),
@@ -310,12 +318,13 @@ impl Hub {
             turn_left: Cell::new(0),
             turn_runs: Cell::new(0),
             main_task: RefCell::new(None),
-            current: RefCell::new(None),
+            current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
         })
     }
 
+    #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
         if !task.queued.replace(true) {
             self.ready.push_back(task);
@@ -323,11 +332,19 @@ impl Hub {
     }
 
     pub(crate) fn add_timer(&self, deadline: Instant, action: TimerAction) -> TimerKey {
-        self.timers.borrow_mut().insert(deadline, action)
+        let key = self.timers.borrow_mut().insert(deadline, action);
+        self.has_timers.set(true);
+        key
     }
 
     pub(crate) fn cancel_timer(&self, key: TimerKey) {
-        let cancelled = self.timers.borrow_mut().cancel(key);
+        let cancelled = {
+            let mut timers = self.timers.borrow_mut();
+            let cancelled = timers.cancel(key);
+            self.has_timers.set(!timers.is_empty());
+            cancelled
+        };
+        // The action (and the task record it may hold) is released outside the borrow.
         drop(cancelled);
     }
 
@@ -338,24 +355,30 @@ impl Hub {
             return;
         }
         self.activity.enter(task.id);
-        // The previous record is released outside the borrow.
-        drop(self.current.replace(Some(task.clone())));
         // Cleared here rather than by the task: a kill unwinds it out of its park.
         task.parked.set(false);
-        // `task` owns the greenlet for the whole switch: no extra handle is needed.
-        let greenlet = &task.greenlet;
         // A kill for a task that already runs is delivered as a panic at its blocking
         // point; one that never started is handled by the task's own wrapper.
-        if task.kill.get() && greenlet.is_started() && !task.is_adhoc {
+        let throw = task.kill.get() && task.greenlet.is_started() && !task.is_adhoc;
+        // No handle to the record stays on the hub's stack while the task runs: a task
+        // that finishes may hand control straight to the next one (`exit_direct`), and
+        // its record must then not be kept alive by this suspended frame. The previous
+        // record is released outside the cell.
+        let greenlet = task.greenlet.clone();
+        drop(self.current.replace(Some(task)));
+        if throw {
+            // Rare: the greenlet handle (not the record) is kept for the throw.
             greenlet.throw(Killed);
         } else {
-            greenlet.resume();
+            // The handle is given up as control leaves.
+            greenlet.resume_into();
         }
     }
 
     /// The next ready task, taken off the queue, if the current green thread may hand
     /// control straight to it: the turn has runs left, and it is not finished and not
     /// being killed (those go through [`run`](Self::run)).
+    #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
         let mut left = self.turn_left.get();
         if left == 0 {
@@ -378,6 +401,7 @@ impl Hub {
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
     /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
+    #[inline(always)]
     fn next_turn_inline(&self) -> bool {
         let ended = self.turn_runs.get();
         if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
@@ -391,9 +415,11 @@ impl Hub {
         if n == 0 {
             return false;
         }
-        if let Some(deadline) = self.timers.borrow().next_deadline() {
-            if deadline <= Instant::now() {
-                return false;
+        if self.has_timers.get() {
+            if let Some(deadline) = self.timers.borrow().next_deadline() {
+                if deadline <= Instant::now() {
+                    return false;
+                }
             }
         }
         self.runs_since_poll.set(runs);
@@ -405,7 +431,23 @@ impl Hub {
     /// Leaves the current green thread, which is already rescheduled or registered for its
     /// wake-up: straight to the next ready green thread while the turn has runs left (what
     /// [`run`](Self::run) would do next), else to the hub.
+    #[inline(never)]
     fn switch_out(&self) {
+        self.switch_out_inline()
+    }
+
+    /// [`switch_out`](Self::switch_out) inlined into its caller (the hottest ones: yield and
+    /// park), saving a call, a return and a second frame's register saves per hand-off.
+    #[inline(always)]
+    fn switch_out_inline(&self) {
+        self.switch_out_with::<false>()
+    }
+
+    /// The body of [`switch_out`](Self::switch_out); `CURRENT_EMPTY`: the caller took the
+    /// record out of `current` (a yield), so there is nothing to drop when the next one
+    /// goes in.
+    #[inline(always)]
+    fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
         let target = match self.take_direct() {
             Some(next) => {
                 next.queued.set(false);
@@ -414,7 +456,13 @@ impl Hub {
                 self.activity.enter(next.id);
                 // The record stays alive as the hub's current task; no handle to the next
                 // green thread stays on this stack while it is suspended.
-                drop(self.current.replace(Some(next)));
+                let previous = self.current.replace(Some(next));
+                if CURRENT_EMPTY {
+                    debug_assert!(previous.is_none());
+                    std::mem::forget(previous);
+                } else {
+                    drop(previous);
+                }
                 greenlet
             }
             None => self.greenlet.clone(),
@@ -526,7 +574,12 @@ impl Hub {
 
     fn fire_timers(&self, now: Instant) {
         loop {
-            let action = self.timers.borrow_mut().pop_next_expired(now);
+            let action = {
+                let mut timers = self.timers.borrow_mut();
+                let action = timers.pop_next_expired(now);
+                self.has_timers.set(!timers.is_empty());
+                action
+            };
             let Some(action) = action else { break };
             match action {
                 TimerAction::Wake(task, epoch) => {
@@ -631,12 +684,21 @@ impl Hub {
     /// The green thread running now (creating its ad hoc task on first use).
     #[inline]
     fn current_task(&self) -> TaskRef {
-        if let Some(task) = self.current.borrow().as_ref() {
-            if task.greenlet.is_current() {
-                return task.clone();
+        match self.current.take() {
+            Some(task) if task.greenlet.is_current() => {
+                let me = task.clone();
+                // Put back into the cell emptied just above (nothing ran in between): the
+                // `None` that comes out needs no drop, so none is generated.
+                let empty = self.current.replace(Some(task));
+                debug_assert!(empty.is_none());
+                std::mem::forget(empty);
+                me
+            }
+            other => {
+                self.current.set(other);
+                self.adhoc_current()
             }
         }
-        self.adhoc_current()
     }
 
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
@@ -674,11 +736,28 @@ impl Hub {
     // accessor (as `yield_current`).
     #[inline(never)]
     fn park_current(&self) -> Result<(), WaitError> {
-        park_task(&self.current_task(), self).map(|_| ())
+        park_task_with(&self.current_task(), self, Hub::switch_out_inline).map(|_| ())
     }
 }
 
+/// [`park`] for a caller that holds the current task's record already (`me`, from
+/// [`current_task`] on this same green thread): no second look-up.
+#[inline(never)]
+pub(crate) fn park_me(me: &TaskRef) -> Result<(), WaitError> {
+    with_hub(|hub| park_task_with(me, hub, Hub::switch_out_inline).map(|_| ()))
+}
+
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
+    park_task_with(task, hub, Hub::switch_out)
+}
+
+/// [`park_task`] with the given way to switch out (inlined or not).
+#[inline(always)]
+fn park_task_with(
+    task: &TaskRef,
+    hub: &Hub,
+    switch_out: impl FnOnce(&Hub),
+) -> Result<WakeReason, WaitError> {
     if task.expired.get() > 0 {
         return Err(WaitError::TimedOut);
     }
@@ -686,7 +765,7 @@ fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
-    hub.switch_out();
+    switch_out(hub);
     task.check_kill();
     let reason = task.reason.replace(WakeReason::Normal);
     if task.expired.get() > 0 {
@@ -739,26 +818,31 @@ impl Hub {
     fn yield_current(&self) {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
-        // queue (no reference count traffic), and one handle stays here for the way back.
-        let task = self.current.borrow_mut().take();
-        let task = match task {
+        // queue (no reference count traffic), and no handle stays on this stack.
+        let task = match self.current.take() {
             Some(task)
                 if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
             {
                 task
             }
             other => {
-                drop(self.current.replace(other));
+                self.current.set(other);
                 return self.yield_slow();
             }
         };
-        let me = task.clone();
+        // Reset before leaving rather than on the way back (which would need a handle to
+        // the record here): nothing sets the wake reason of a yielded task, as no deadline,
+        // fd or loop-exit wake-up is registered for it while it is queued.
+        task.reason.set(WakeReason::Normal);
         task.queued.set(true);
         task.parked.set(true);
         self.ready.push_back(task);
-        self.switch_out();
-        me.reason.set(WakeReason::Normal);
-        me.check_kill();
+        // `current` was emptied above and nothing refilled it (no code of ours ran since).
+        self.switch_out_with::<true>();
+        // No kill to check on the way back: a kill requested while this green thread was
+        // queued is thrown into it at its switch-in by the hub (`run`: it unwinds out of
+        // the switch above), and a direct hand-off never goes to a task with a kill
+        // requested (`take_direct`).
     }
 
     #[cold]
@@ -864,6 +948,29 @@ pub(crate) fn in_green_thread() -> bool {
         None => false,
     })
     .unwrap_or(false)
+}
+
+/// The current green thread is finishing (its result is stored, its joiners woken, and
+/// it holds no handle to its record any more): when its greenlet's body returns, its
+/// final switch goes straight to the next ready green thread if the turn has runs left
+/// (what the hub's loop would do next: same queue, order and budget), else to the hub.
+pub(crate) fn exit_direct() {
+    with_hub(Hub::exit_direct)
+}
+
+impl Hub {
+    fn exit_direct(&self) {
+        if let Some(next) = self.take_direct() {
+            next.queued.set(false);
+            next.parked.set(false);
+            self.activity.enter(next.id);
+            let greenlet = next.greenlet.clone();
+            // The finishing record is released here (as the hub's `run` would, switching
+            // in the next one).
+            drop(self.current.replace(Some(next)));
+            Greenlet::exit_to(greenlet);
+        }
+    }
 }
 
 /// Tells the stall monitor that green thread `id` of this thread's hub finished.

@@ -1,6 +1,6 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_until, with_hub, TimerAction, WaitError};
+use super::{current_task, hub, park, park_me, park_until, with_hub, TimerAction, WaitError};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -66,9 +66,10 @@ const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
 
 /// The typed part of a task record, behind `dyn` so that the hub handles every task alike.
 pub(crate) trait TaskBody: Any {
-    /// The body itself, to downcast to its concrete [`Slot`] type (which the green thread's
-    /// own start-up code knows).
-    fn as_any(&self) -> &dyn Any;
+    /// The body as `Rc<dyn Any>`, to downcast to its concrete [`Slot`] type (which the
+    /// green thread's own start-up code knows, and the next spawn of the same closure
+    /// type, which reuses a spare record's slot).
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 /// A spawned task's result cell, seen knowing only the result type (as its
@@ -95,8 +96,33 @@ struct Slot<F, T> {
 type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
 
 impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
-    fn as_any(&self) -> &dyn Any {
+    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
         self
+    }
+}
+
+impl<F: 'static, T: 'static> Slot<F, T> {
+    /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
+    /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
+    /// that a warm spawn of the same closure type allocates nothing; else a new one.
+    fn reuse_or_new(body: Option<Rc<dyn TaskBody>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
+        if let Some(body) = body {
+            if let Ok(mut slot) = body.into_any().downcast::<Slot<F, T>>() {
+                if let Some(s) = Rc::get_mut(&mut slot) {
+                    // Both are `None` already (the closure ran or was dropped, the last
+                    // `JoinHandle` dropped the result): nothing of the old task is dropped.
+                    *s.f.get_mut() = Some(f);
+                    *s.result.get_mut() = None;
+                    s.recorded = recorded;
+                    return slot;
+                }
+            }
+        }
+        Rc::new(Slot {
+            f: Cell::new(Some(f)),
+            result: RefCell::new(None),
+            recorded,
+        })
     }
 }
 
@@ -434,7 +460,7 @@ impl<T> JoinHandle<T> {
             self.task.waiters.borrow_mut().push(me.clone());
             let r = match deadline {
                 Some(d) => park_until(d),
-                None => park().map(|()| false),
+                None => park_me(&me).map(|()| false),
             };
             self.task.waiters.borrow_mut().remove(&me);
             match r {
@@ -540,9 +566,14 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let handle = self.build(f)?;
-        with_hub(|hub| hub.schedule(handle.task.clone()));
-        Ok(handle)
+        // Taken here: the closure below would end the caller tracking.
+        let site = std::panic::Location::caller();
+        // One look-up of the hub for building and scheduling.
+        with_hub(|hub| {
+            let handle = self.build_in(hub, f, site)?;
+            hub.schedule(handle.task.clone());
+            Ok(handle)
+        })
     }
 
     /// Spawns the green thread to start after `delay` (gevent's `spawn_later`). Killed
@@ -585,9 +616,10 @@ impl Builder {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
-        let mut builder = greenlet::Builder::new()
-            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
-            .parent(&hub.greenlet);
+        // Parented to the hub (given at spawn or respawn: a reused record usually has it
+        // as its parent already).
+        let mut builder =
+            greenlet::Builder::new().stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE));
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
@@ -597,31 +629,29 @@ impl Builder {
             run_task::<F, T>();
             Box::new(())
         };
-        let slot: Rc<Slot<F, T>> = Rc::new(Slot {
-            f: Cell::new(Some(f)),
-            result: RefCell::new(None),
-            recorded,
-        });
         if recorded {
             hub.activity.spawned(id, self.name.as_deref(), site);
         }
         // A finished record from the hub's spare ones, reused in place (with its dead
-        // greenlet's), or a new one.
-        let fresh = |builder: greenlet::Builder, name| -> io::Result<TaskRef> {
-            let greenlet = builder.spawn(body)?;
-            let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
-            Ok(TaskRef(Rc::new(task)))
-        };
-        let task = match hub.spare_tasks.take() {
+        // greenlet's, and its slot if the closure type is the same), or a new one.
+        let fresh =
+            |builder: greenlet::Builder, name, f| -> io::Result<(TaskRef, Rc<Slot<F, T>>)> {
+                let greenlet = builder.parent(&hub.greenlet).spawn(body)?;
+                let slot = Slot::reuse_or_new(None, f, recorded);
+                let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
+                Ok((TaskRef(Rc::new(task)), slot))
+            };
+        let (task, slot) = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
-                    builder.respawn(&mut record.greenlet, body)?;
+                    builder.respawn(&mut record.greenlet, &hub.greenlet, body)?;
+                    let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
                     record.reset(id, self.name, Some(slot.clone()));
-                    spare
+                    (spare, slot)
                 }
-                None => fresh(builder, self.name)?,
+                None => fresh(builder, self.name, f)?,
             },
-            None => fresh(builder, self.name)?,
+            None => fresh(builder, self.name, f)?,
         };
         Ok(JoinHandle { task, slot })
     }
@@ -637,10 +667,12 @@ where
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    let (f, killed_before_start) = {
+    // The slot is held (it refers to no record, so it makes no cycle): one downcast.
+    let (slot, killed_before_start) = {
         let task = current_task();
-        (slot_of::<F, T>(&task).f.take(), task.kill.get())
+        (slot_rc_of::<F, T>(&task), task.kill.get())
     };
+    let f = slot.f.take();
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -656,21 +688,25 @@ where
     };
     let task = current_task();
     task.finished.set(true);
-    let slot = slot_of::<F, T>(&task);
     if slot.recorded {
         super::task_finished(task.id);
     }
     *slot.result.borrow_mut() = Some(result);
     task.complete();
+    drop(slot);
+    drop(task);
+    // Our greenlet's final switch (once this returns) goes straight to the next ready
+    // green thread when the turn has runs left, as a park's hand-off does.
+    super::exit_direct();
 }
 
-fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
-    task.body
-        .as_deref()
-        .expect("a spawned green thread's record has a slot")
-        .as_any()
-        .downcast_ref()
-        .expect("a spawned green thread's record holds its own closure type")
+fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
+    let body = task.body.clone();
+    let body = body.expect("a spawned green thread's record has a slot");
+    match body.into_any().downcast() {
+        Ok(slot) => slot,
+        Err(_) => panic!("a spawned green thread's record holds its own closure type"),
+    }
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its

@@ -134,3 +134,45 @@ fn dropping_the_handle_of_a_finished_green_thread_drops_its_result_at_once() {
         "the result went with the handle"
     );
 }
+
+#[test]
+fn spawns_of_one_closure_type_reuse_the_slot_and_keep_their_own_values() {
+    // The same closure type each time: from the second spawn on, the spare record's slot
+    // is reused. Each green thread still sees its own capture and returns its own value,
+    // and what one captured is dropped with it, not kept by the reused slot.
+    let witness = Rc::new(());
+    let spawn_one = |i: u32, w: Rc<()>| {
+        crate::spawn(move || {
+            yield_now();
+            drop(w);
+            i * 10
+        })
+    };
+    for i in 0..5 {
+        let h = spawn_one(i, witness.clone());
+        assert_eq!(h.join().unwrap(), i * 10);
+        assert_eq!(
+            Rc::strong_count(&witness),
+            1,
+            "the capture went with its run"
+        );
+    }
+    // Killed before it starts: its closure is dropped unrun, and the next spawn of the
+    // same type runs its own closure.
+    let h = spawn_one(7, witness.clone());
+    h.kill();
+    assert!(h.join().unwrap_err().is_killed());
+    assert_eq!(
+        Rc::strong_count(&witness),
+        1,
+        "the unrun closure was dropped"
+    );
+    assert_eq!(spawn_one(8, witness.clone()).join().unwrap(), 80);
+    // A handle still held keeps its result while later spawns of the type run.
+    let kept = spawn_one(9, witness.clone());
+    while !kept.is_finished() {
+        yield_now();
+    }
+    assert_eq!(spawn_one(10, witness.clone()).join().unwrap(), 100);
+    assert_eq!(kept.join().unwrap(), 90);
+}

@@ -14,8 +14,8 @@
 //!                                              resolves the slot when it drains the inbox
 //! ```
 //!
-//! Taking and freeing a slot is a push/pop on a free list: no allocation once the table has
-//! grown to the number of simultaneous waits, no hashing. The generation is bumped when a
+//! Taking and freeing a slot is a push/pop on a free list threaded through the table: no
+//! allocation once the table has grown to the number of simultaneous waits, no hashing. The generation is bumped when a
 //! slot is freed, so a wake-up that arrives after its wait ended (a stale [`SlotWaker`]
 //! taken out of a wait list earlier, or a cross-thread message still in the inbox) finds a
 //! different generation and is dropped instead of waking a later wait.
@@ -34,20 +34,37 @@ use std::sync::Arc;
 pub(super) struct Slot {
     /// Bumped each time the slot is freed.
     gen: u32,
+    /// While free: the next free slot ([`NO_SLOT`] for none).
+    next_free: u32,
     task: Option<TaskRef>,
 }
 
-/// The slot table of one hub.
-#[derive(Default)]
+/// The end of the free list.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The slot table of one hub. The free slots form a list threaded through the table
+/// (most recently freed first), so taking and freeing one touches only that slot.
 pub(super) struct Slots {
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// The first free slot, or [`NO_SLOT`].
+    free: u32,
     /// Slots taken now.
     pub(super) in_use: usize,
 }
 
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots {
+            slots: Vec::new(),
+            free: NO_SLOT,
+            in_use: 0,
+        }
+    }
+}
+
 impl Slots {
     /// The task waiting in `slot`, if that wait (`gen`) is still going on.
+    #[inline]
     pub(super) fn task(&self, slot: u32, gen: u32) -> Option<&TaskRef> {
         let s = self.slots.get(slot as usize)?;
         if s.gen == gen {
@@ -57,31 +74,36 @@ impl Slots {
         }
     }
 
+    #[inline]
     fn take(&mut self, task: TaskRef) -> (u32, u32) {
         self.in_use += 1;
-        match self.free.pop() {
-            Some(i) => {
-                let s = &mut self.slots[i as usize];
-                s.task = Some(task);
-                (i, s.gen)
-            }
-            None => {
-                let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 waits at once");
-                self.slots.push(Slot {
-                    gen: 0,
-                    task: Some(task),
-                });
-                (i, 0)
-            }
+        let i = self.free;
+        // `NO_SLOT` is out of range: the table never has 2^32 - 1 slots (see below).
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            self.free = s.next_free;
+            s.task = Some(task);
+            return (i, s.gen);
         }
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i != NO_SLOT)
+            .expect("fewer than 2^32 - 1 waits at once");
+        self.slots.push(Slot {
+            gen: 0,
+            next_free: NO_SLOT,
+            task: Some(task),
+        });
+        (i, 0)
     }
 
+    #[inline]
     fn release(&mut self, slot: u32) -> Option<TaskRef> {
         let s = &mut self.slots[slot as usize];
         let task = s.task.take();
         if task.is_some() {
             s.gen = s.gen.wrapping_add(1);
-            self.free.push(slot);
+            s.next_free = self.free;
+            self.free = slot;
             self.in_use -= 1;
         }
         task
