@@ -321,6 +321,10 @@ fn read_drained(_fd: c_int) {}
 
 /// The loop of [`socket_io`]; `stream_len`: a plain stream read of that many bytes;
 /// `deadline`: see [`socket_io_until`].
+///
+/// Only the attempts happen here; every wait is [`socket_wait`]'s, out of line, so that
+/// this frame, which stays on a parked green thread's stack and is read again when it
+/// resumes, holds no settings, no registration and no wait bookkeeping.
 fn socket_io_with(
     fd: c_int,
     dir: Direction,
@@ -328,55 +332,70 @@ fn socket_io_with(
     deadline: &mut Option<Option<Instant>>,
     mut op: impl FnMut(c_int) -> ssize_t,
 ) -> Result<Option<ssize_t>, Errno> {
-    // After a read that drained the socket, another attempt could only fail: wait first
-    // (in the common case with the settings found by the same lookup).
-    let mut known = None;
-    let mut after_drain = match stream_len.map(|_| drained_read(fd)) {
-        None | Some(DrainedRead::Clear) => false,
-        Some(DrainedRead::Wait(settings)) => {
-            known = Some(settings);
-            true
-        }
-        Some(DrainedRead::General) => true,
-    };
+    // After a read that drained the socket, another attempt could only fail: wait first.
+    if stream_len.is_some() {
+        socket_wait(fd, dir, Before::Read, deadline)?;
+    }
     loop {
-        if !after_drain {
-            let n = op(libc::MSG_DONTWAIT);
-            if n >= 0 {
-                if stream_len.is_some_and(|len| n > 0 && (n as size_t) < len) {
-                    read_drained(fd);
-                }
-                return Ok(Some(n));
+        let n = op(libc::MSG_DONTWAIT);
+        if n >= 0 {
+            if stream_len.is_some_and(|len| n > 0 && (n as size_t) < len) {
+                read_drained(fd);
             }
-            match errno() {
-                libc::ENOTSOCK => return Ok(None),
-                libc::EAGAIN => {}
-                e => return Err(e),
-            }
+            return Ok(Some(n));
         }
-        let settings = match known.take() {
-            Some(settings) => settings,
-            None => socket_settings(fd, dir)?,
-        };
-        if after_drain && (settings.nonblocking || !settings.drained) {
-            // Non-blocking (the caller wants the attempt's own answer), or the flag was
-            // void (the number names another file now): try first after all.
-            after_drain = false;
-            continue;
+        match errno() {
+            libc::ENOTSOCK => return Ok(None),
+            libc::EAGAIN => {}
+            e => return Err(e),
         }
-        if settings.nonblocking {
-            return Err(libc::EAGAIN);
-        }
-        let deadline =
-            *deadline.get_or_insert_with(|| settings.timeout.map(|t| Instant::now() + t));
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let _parked = super::cache::Parked::enter();
-        match wait_on(settings.id, dir, deadline, after_drain) {
-            Ok(()) => {}
-            Err(Interrupted::Deadline) => return Err(libc::EAGAIN),
-            Err(Interrupted::Errno(e)) => return Err(e),
-        }
-        after_drain = false;
+        socket_wait(fd, dir, Before::Retry, deadline)?;
+    }
+}
+
+/// What [`socket_wait`] comes before.
+#[derive(Clone, Copy)]
+enum Before {
+    /// The first attempt of a plain stream read: wait only if the last read drained the
+    /// socket (in the common case with the settings found by the same lookup).
+    Read,
+    /// Another attempt, after one that failed with `EAGAIN`.
+    Retry,
+}
+
+/// The wait of [`socket_io_with`] before its next attempt. `Ok(())`: attempt now (after a
+/// wait, or at once: before a read that need not wait, or when the caller made the
+/// descriptor non-blocking and wants the attempt's own answer after a drained read).
+#[inline(never)]
+fn socket_wait(
+    fd: c_int,
+    dir: Direction,
+    before: Before,
+    deadline: &mut Option<Option<Instant>>,
+) -> Result<(), Errno> {
+    let (settings, after_drain) = match before {
+        Before::Read => match drained_read(fd) {
+            DrainedRead::Clear => return Ok(()),
+            DrainedRead::Wait(settings) => (settings, true),
+            DrainedRead::General => (socket_settings(fd, dir)?, true),
+        },
+        Before::Retry => (socket_settings(fd, dir)?, false),
+    };
+    if after_drain && (settings.nonblocking || !settings.drained) {
+        // Non-blocking (the caller wants the attempt's own answer), or the flag was void
+        // (the number names another file now): try first after all.
+        return Ok(());
+    }
+    if settings.nonblocking {
+        return Err(libc::EAGAIN);
+    }
+    let deadline = *deadline.get_or_insert_with(|| settings.timeout.map(|t| Instant::now() + t));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _parked = super::cache::Parked::enter();
+    match wait_on(settings.id, dir, deadline, after_drain) {
+        Ok(()) => Ok(()),
+        Err(Interrupted::Deadline) => Err(libc::EAGAIN),
+        Err(Interrupted::Errno(e)) => Err(e),
     }
 }
 
