@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 #[macro_use]
@@ -455,7 +455,6 @@ fn tcp_pair_on(listener: &std::net::TcpListener) -> (std::net::TcpStream, std::n
     (client, server)
 }
 
-/// Writes `bytes` to `peer` after `delay`, from a green thread of its own.
 /// Runs `body` in a green thread after `patch_all()`, within a 30 s `Timeout`: whatever
 /// hangs on a stale registration fails the test instead of hanging it.
 fn patched_green_thread(body: impl FnOnce() + 'static) {
@@ -468,6 +467,7 @@ fn patched_green_thread(body: impl FnOnce() + 'static) {
     .unwrap();
 }
 
+/// Writes `bytes` to `peer` after `delay`, from a green thread of its own.
 fn write_later(
     mut peer: std::net::TcpStream,
     delay: Duration,
@@ -478,6 +478,16 @@ fn write_later(
         peer.write_all(bytes).unwrap();
         peer
     })
+}
+
+/// Gives `fresh`'s socket the free descriptor number `fd` by a raw `dup3` system call, which
+/// no hook sees or counts, and returns the new descriptor as a std stream.
+fn reuse_number_raw(fresh: &std::net::TcpStream, fd: RawFd) -> std::net::TcpStream {
+    // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned by the result.
+    let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
+    assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
+    // SAFETY: `fd` is the new descriptor, owned by nothing else.
+    unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
 /// A read of up to 64 bytes in the current green thread, ended with `ETIMEDOUT` after
@@ -588,11 +598,7 @@ isolated! {
                 drop(client);
                 // The number reused by a call no hook sees (a raw dup3 of another socket):
                 // only what the closing hook counted says the kept registration is stale.
-                // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned below.
-                let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
-                assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
-                // SAFETY: `fd` is the new descriptor, owned by nothing else.
-                let mut reader = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+                let mut reader = reuse_number_raw(&fresh, fd);
                 // Waits on the reused number, drained and not: a stale registration would
                 // never fire.
                 let late = write_later(writer, Duration::from_millis(20), b"new");
@@ -620,11 +626,7 @@ isolated! {
             // SAFETY: `fd` is this test's own (taken from the stream above).
             assert_eq!(unsafe { libc::syscall(libc::SYS_close, fd) }, 0);
             drop(client);
-            // SAFETY: `fresh` is open and `fd` is free; the new descriptor is owned below.
-            let reused = unsafe { libc::syscall(libc::SYS_dup3, fresh.as_raw_fd(), fd, 0) };
-            assert_eq!(reused, fd as libc::c_long, "{}", io::Error::last_os_error());
-            // SAFETY: `fd` is the new descriptor, owned by nothing else.
-            let mut reader = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            let mut reader = reuse_number_raw(&fresh, fd);
             // The read trusts the old file's registration, which reports nothing; the
             // sweep (every second) proves it and registers the new file: late, not never.
             let late = write_later(writer, Duration::from_millis(20), b"new");

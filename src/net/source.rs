@@ -255,17 +255,7 @@ pub(crate) fn hooked_registration(
             // Not open (EBADF), or no longer this fd's registration (`NotConnected`: the
             // id may name another fd's now, so it is not deregistered): start afresh below
             // (registering a closed fd fails with its error).
-            Err(e) => {
-                REGISTERED.with(|m| {
-                    let mut m = m.borrow_mut();
-                    if m.get(fd).is_some_and(|s| s.id == id) {
-                        m.remove(fd);
-                    }
-                });
-                if e.kind() != io::ErrorKind::NotConnected {
-                    hub::deregister_fd(id);
-                }
-            }
+            Err(e) => drop_stale(fd, id, &e),
         },
         Some(Err(None)) | None => {}
     }
@@ -277,6 +267,22 @@ pub(crate) fn hooked_registration(
     let owner = Owner::Kept(fresh);
     REGISTERED.with(|m| m.borrow_mut().insert(fd, Shared { id, owner }));
     Ok(HookedRegistration::Kept(id, fresh))
+}
+
+/// Drops the kept registration `id` of `fd` that proving it current failed with `e`: its
+/// table entry, if still this one; and its reactor registration, unless `e` is
+/// `NotConnected` (the id may name another descriptor's registration by now).
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
+fn drop_stale(fd: RawFd, id: SourceId, e: &io::Error) {
+    REGISTERED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.get(fd).is_some_and(|s| s.id == id) {
+            m.remove(fd);
+        }
+    });
+    if e.kind() != io::ErrorKind::NotConnected {
+        hub::deregister_fd(id);
+    }
 }
 
 /// Deregisters the monkey shim's kept registration of `fd`, if it has one (waking its
@@ -341,17 +347,7 @@ pub(crate) fn prove_kept(from: RawFd, budget: usize) -> RawFd {
         match hub::refresh_fd(id, fd) {
             Ok(false) => {}
             Ok(true) => store_cache(fd, id, FdCache::default()),
-            Err(e) => {
-                REGISTERED.with(|m| {
-                    let mut m = m.borrow_mut();
-                    if m.get(fd).is_some_and(|s| s.id == id) {
-                        m.remove(fd);
-                    }
-                });
-                if e.kind() != io::ErrorKind::NotConnected {
-                    hub::deregister_fd(id);
-                }
-            }
+            Err(e) => drop_stale(fd, id, &e),
         }
     }
     next
