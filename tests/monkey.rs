@@ -480,6 +480,15 @@ fn write_later(
     })
 }
 
+/// A connected pair `(client, server)` through `listener` whose server socket has a kept
+/// registration: a read of it waited (for "old", written 20 ms later) and drained it.
+fn kept_pair_on(listener: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
+    let (client, mut server) = tcp_pair_on(listener);
+    let writer = write_later(client, Duration::from_millis(20), b"old");
+    assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
+    (writer.join().unwrap(), server)
+}
+
 /// Gives `fresh`'s socket the free descriptor number `fd` by a raw `dup3` system call, which
 /// no hook sees or counts, and returns the new descriptor as a std stream.
 fn reuse_number_raw(fresh: &std::net::TcpStream, fd: RawFd) -> std::net::TcpStream {
@@ -546,10 +555,7 @@ isolated! {
         patched_green_thread(|| {
             // Created first: no hooked close of the number below may forget its entry.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let (client, mut server) = tcp_pair_on(&listener);
-            let writer = write_later(client, Duration::from_millis(20), b"old");
-            assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
-            let client = writer.join().unwrap();
+            let (client, server) = kept_pair_on(&listener);
             // Closed behind the close hook: the kept registration of this number is stale.
             let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
             // SAFETY: `fd` is this test's own (taken from the stream above).
@@ -573,11 +579,7 @@ isolated! {
             // `close`, and `fclose` of an `fdopen`ed stream, whose `close` glibc makes
             // internally, past the close hook.
             for with_fclose in [false, true] {
-                let (client, mut server) = tcp_pair_on(&listener);
-                // A waiting read, then a short (draining) one: the registration is kept.
-                let writer = write_later(client, Duration::from_millis(20), b"old");
-                assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
-                let client = writer.join().unwrap();
+                let (client, server) = kept_pair_on(&listener);
                 let (fresh, mut writer) = tcp_pair_on(&listener);
                 let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
                 // Closed on another OS thread: its hooks cannot reach this thread's table.
@@ -615,11 +617,7 @@ isolated! {
     fn a_socket_closed_and_reused_past_every_hook_wakes_within_a_sweep() {
         patched_green_thread(|| {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let (client, mut server) = tcp_pair_on(&listener);
-            // A waiting read, then a short (draining) one: the registration is kept.
-            let writer = write_later(client, Duration::from_millis(20), b"old");
-            assert_eq!(read_or_hang(&mut server).unwrap(), b"old");
-            let client = writer.join().unwrap();
+            let (client, server) = kept_pair_on(&listener);
             let (fresh, writer) = tcp_pair_on(&listener);
             let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
             // Closed and reused by raw system calls: no hook sees or counts the number.
