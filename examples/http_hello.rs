@@ -48,6 +48,10 @@ pub struct Progress {
 /// Answers every complete request head in `input`, appending the responses to `out`.
 /// Stops after a request that closes the connection. Bytes after the last complete head
 /// are not consumed: the caller keeps them and calls again with more.
+///
+/// Never inlined, so that every server calls the same code (tokio's build kept it out of
+/// line on its own, verdant's inlined it into the connection loop).
+#[inline(never)]
 pub fn respond(input: &[u8], out: &mut Vec<u8>) -> Progress {
     let mut p = Progress::default();
     while let Some(end) = find_head_end(&input[p.consumed..]) {

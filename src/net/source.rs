@@ -598,10 +598,11 @@ impl<T: StdSocket> Source<T> {
     /// buffered (TCP), not for datagrams.
     ///
     /// Without a read timeout (a server's usual case) the loop is written out here with
-    /// no deadline to carry: what stays on a parked connection's stack is this small frame
-    /// (the socket, `len` and `op`'s captures, in callee-saved registers) above the hub's
-    /// `wait_fd_in`, each line of which is a cache miss per request when the connection
-    /// resumes. A read timeout takes [`read_stream_timed`](Self::read_stream_timed).
+    /// no deadline to carry, small enough to inline into the caller (`TcpStream`'s reads
+    /// do): a parked connection's stack then holds the caller's frame right above the hub's
+    /// `wait_fd_in`, and nothing of its own, each line of which would be a cache miss per
+    /// request when the connection resumes. A read timeout takes
+    /// [`read_stream_timed`](Self::read_stream_timed).
     #[inline]
     pub(crate) fn read_stream(
         &self,
