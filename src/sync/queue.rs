@@ -250,6 +250,7 @@ pub(crate) struct Core<T> {
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
+#[inline]
 fn park_for(deadline: Option<Instant>) -> Result<bool, WaitError> {
     match deadline {
         Some(d) => hub::park_until(d),
@@ -262,17 +263,19 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
-/// Wakes the waiter of `waker`: at once (it is only scheduled, so this is fine under the
-/// lock) if it lives on this OS thread's hub, else returns the cross-thread wake-up, to
-/// be performed once the lock is released.
-fn wake(waker: &SharedWaker) -> Option<Wakeup> {
-    waker.wake_here_or_defer()
+/// Wakes the waiter of `waker`, taken out of its wait list: at once (it is only
+/// scheduled, so this is fine under the lock) if it lives on this OS thread's hub, else
+/// returns the waker, to be woken through its hub's inbox once the lock is released.
+#[inline]
+fn wake(waker: SharedWaker) -> Option<SharedWaker> {
+    waker.wake_here_or_return()
 }
 
 /// Performs a deferred wake-up (after the lock is released).
-fn finish_wake(wakeup: Option<Wakeup>) {
+#[inline]
+fn finish_wake(wakeup: Option<SharedWaker>) {
     if let Some(w) = wakeup {
-        w.wake();
+        w.wake_remote();
     }
 }
 
@@ -285,11 +288,11 @@ impl<T> State<T> {
     /// Hands `item` to the oldest waiting getter, if there is one.
     // Always inline: it is on the hop's path and the compiler kept it out of line.
     #[inline(always)]
-    fn hand_to_getter(&mut self, item: T) -> Result<Option<Wakeup>, T> {
+    fn hand_to_getter(&mut self, item: T) -> Result<Option<SharedWaker>, T> {
         match self.getters.pop_front() {
             Some(g) => {
                 self.handed.push((g.id, item));
-                Ok(wake(&g.waker))
+                Ok(wake(g.waker))
             }
             None => Err(item),
         }
@@ -297,7 +300,7 @@ impl<T> State<T> {
 
     /// Enqueues without blocking: to the first waiting getter, else into the buffer.
     #[inline]
-    fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<Wakeup>, T> {
+    fn offer(&mut self, item: T, capacity: Option<usize>) -> Result<Option<SharedWaker>, T> {
         let item = match self.hand_to_getter(item) {
             Ok(wakeup) => {
                 self.unfinished += 1;
@@ -317,7 +320,7 @@ impl<T> State<T> {
     /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
     /// waiting putters keep their items (they get them back with `Closed`).
     #[inline]
-    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<Wakeup>)> {
+    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<SharedWaker>)> {
         let first = self.buf.pop_front();
         let putter = if self.closed {
             None
@@ -335,11 +338,11 @@ impl<T> State<T> {
             (Some(item), Some(p)) => {
                 self.buf.push_back(p.item);
                 self.unfinished += 1;
-                Some((item, wake(&p.waker)))
+                Some((item, wake(p.waker)))
             }
             (None, Some(p)) => {
                 self.unfinished += 1;
-                Some((p.item, wake(&p.waker)))
+                Some((p.item, wake(p.waker)))
             }
             (None, None) => None,
         }
@@ -461,6 +464,7 @@ impl<T> Core<T> {
         }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // No invariant is left half-updated by a panic under the lock (only `T`'s own
         // code could panic there, in a drop), so a poisoned lock is still usable.
@@ -616,9 +620,8 @@ impl<T> Core<T> {
         let wakeups: Vec<Wakeup> = st
             .getters
             .iter()
-            .map(|g| &g.waker)
-            .chain(st.putters.iter().map(|p| &p.waker))
-            .filter_map(wake)
+            .map(|g| g.waker.wakeup())
+            .chain(st.putters.iter().map(|p| p.waker.wakeup()))
             .collect();
         drop(st);
         for w in wakeups {
@@ -644,7 +647,7 @@ impl<T> Core<T> {
         if st.unfinished > 0 {
             return;
         }
-        let wakeups: Vec<Wakeup> = st.joiners.iter().filter_map(|(_, w)| wake(w)).collect();
+        let wakeups: Vec<Wakeup> = st.joiners.iter().map(|(_, w)| w.wakeup()).collect();
         drop(st);
         for w in wakeups {
             w.wake();
