@@ -524,28 +524,42 @@ impl<T> Core<T> {
                 leave.armed = false;
                 return Ok(());
             }
-            let mut st = self.lock();
-            let Some(pos) = position(&st.putters, id, |p| p.id) else {
-                // Taken (whatever else happened meanwhile, the item was enqueued).
+            if let Some(done) = self.put_woken_unserved(id, woke) {
                 leave.armed = false;
-                return Ok(());
-            };
-            let wait_error = match woke {
-                _ if st.closed => None,
-                Ok(false) => continue,
-                Ok(true) => Some(WaitError::TimedOut),
-                Err(e) => Some(e),
-            };
-            // Not taken: leave the list now, under this lock, with the item.
-            let entry = st.putters.remove(pos).expect("found just now");
-            leave.armed = false;
-            drop(st);
-            let error = match wait_error {
-                None => SendError::Closed(entry.item),
-                Some(e) => SendError::from_wait(e, entry.item),
-            };
-            return Err(error);
+                return done;
+            }
         }
+    }
+
+    /// A putter woken before `served_putter` showed its item taken (a deadline, a
+    /// `Timeout`, `close`, or a spurious wake-up): decides under the lock. `None`: still
+    /// waiting, park again; otherwise the entry is gone and this is the result. Out of
+    /// line: the hop's path (the item was taken) never gets here.
+    #[cold]
+    #[inline(never)]
+    fn put_woken_unserved(
+        &self,
+        id: u64,
+        woke: Result<bool, WaitError>,
+    ) -> Option<Result<(), SendError<T>>> {
+        let mut st = self.lock();
+        let Some(pos) = position(&st.putters, id, |p| p.id) else {
+            // Taken (whatever else happened meanwhile, the item was enqueued).
+            return Some(Ok(()));
+        };
+        let wait_error = match woke {
+            _ if st.closed => None,
+            Ok(false) => return None,
+            Ok(true) => Some(WaitError::TimedOut),
+            Err(e) => Some(e),
+        };
+        // Not taken: leave the list now, under this lock, with the item.
+        let entry = st.putters.remove(pos).expect("found just now");
+        drop(st);
+        Some(Err(match wait_error {
+            None => SendError::Closed(entry.item),
+            Some(e) => SendError::from_wait(e, entry.item),
+        }))
     }
 
     pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
@@ -589,22 +603,37 @@ impl<T> Core<T> {
                 leave.armed = false;
                 return Ok(item);
             }
-            let error = if st.closed {
-                RecvError::Closed
-            } else {
-                match woke {
-                    Ok(false) => continue,
-                    Ok(true) => RecvError::TimedOut,
-                    Err(e) => e.into(),
-                }
-            };
-            // Not handed an item, so still waiting: leave the list now, under this lock.
-            let entry = st.remove_getter(id);
-            leave.armed = false;
-            drop(st);
-            drop(entry);
-            return Err(error);
+            if let Some(error) = Self::get_woken_unserved(st, id, woke) {
+                leave.armed = false;
+                return Err(error);
+            }
         }
+    }
+
+    /// A getter woken without an item (a deadline, a `Timeout`, `close`, or a spurious
+    /// wake-up), with the lock held: `None`: still waiting, park again; otherwise the
+    /// entry is gone and this is the error. Out of line, off the hop's path.
+    #[cold]
+    #[inline(never)]
+    fn get_woken_unserved(
+        mut st: MutexGuard<'_, State<T>>,
+        id: u64,
+        woke: Result<bool, WaitError>,
+    ) -> Option<RecvError> {
+        let error = if st.closed {
+            RecvError::Closed
+        } else {
+            match woke {
+                Ok(false) => return None,
+                Ok(true) => RecvError::TimedOut,
+                Err(e) => e.into(),
+            }
+        };
+        // Not handed an item, so still waiting: leave the list now, under this lock.
+        let entry = st.remove_getter(id);
+        drop(st);
+        drop(entry);
+        Some(error)
     }
 
     pub(crate) fn len(&self) -> usize {
