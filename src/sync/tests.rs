@@ -170,3 +170,47 @@ fn waiters_leaving_from_the_middle_of_a_wait_queue_keep_the_rest_in_order() {
     assert_eq!(sem.waiters.len(), 0);
     assert_eq!(sem.available_permits(), 0);
 }
+
+/// Green threads parked in a `Queue` or `Channel` that are woken with nothing for them (a
+/// spurious wake-up, here from `TaskRef::wake`) park again, stay registered and are served
+/// later: the out-of-line endings of a blocking `get`/`put` only end the wait on a
+/// deadline, a `Timeout` or `close`.
+#[test]
+fn spuriously_woken_queue_waiters_wait_on_and_are_served() {
+    let tasks = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let queue: Queue<u32> = Queue::new();
+    let channel: Channel<u32> = Channel::new();
+    let getter = {
+        let (q, tasks) = (queue.clone(), tasks.clone());
+        crate::spawn(move || {
+            tasks.borrow_mut().push(crate::hub::current_task());
+            q.get()
+        })
+    };
+    let putter = {
+        let (ch, tasks) = (channel.clone(), tasks.clone());
+        crate::spawn(move || {
+            tasks.borrow_mut().push(crate::hub::current_task());
+            ch.put(9)
+        })
+    };
+    crate::yield_now();
+    assert_eq!(tasks.borrow().len(), 2);
+    for _ in 0..3 {
+        for task in tasks.borrow().iter() {
+            task.wake();
+        }
+        crate::yield_now();
+        crate::yield_now();
+        assert!(!getter.is_finished() && !putter.is_finished());
+        assert!(format!("{queue:?}").contains("getters: 1"), "{queue:?}");
+        assert!(format!("{channel:?}").contains("putters: 1"), "{channel:?}");
+    }
+    queue.put(5).unwrap();
+    assert_eq!(channel.get(), Ok(9));
+    assert_eq!(getter.join().unwrap(), Ok(5));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert!(format!("{queue:?}").contains("getters: 0"), "{queue:?}");
+    assert!(format!("{channel:?}").contains("putters: 0"), "{channel:?}");
+    assert_eq!(queue.try_get(), Err(TryRecvError::Empty));
+}
