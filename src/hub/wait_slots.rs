@@ -195,6 +195,15 @@ pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
     })
 }
 
+impl SlotRegistration {
+    /// Whether another green thread of this OS thread's hub is ready to run (so that a
+    /// `yield_now` would run it rather than come straight back).
+    #[inline]
+    pub(crate) fn others_ready() -> bool {
+        with_hub(|hub| !hub.ready.is_empty())
+    }
+}
+
 impl Drop for SlotRegistration {
     #[inline]
     fn drop(&mut self) {

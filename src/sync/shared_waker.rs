@@ -37,3 +37,10 @@ pub(crate) use crate::hub::{SlotRegistration as Registration, SlotWaker as Share
 pub(crate) fn register() -> (Registration, SharedWaker) {
     crate::hub::register_slot()
 }
+
+/// Whether another green thread of this OS thread's hub is ready to run: a waiter then
+/// yields once, queued without a waker, before it takes a slot and parks.
+#[inline]
+pub(crate) fn others_ready() -> bool {
+    Registration::others_ready()
+}
