@@ -196,11 +196,27 @@ pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
 }
 
 impl SlotRegistration {
-    /// Whether another green thread of this OS thread's hub is ready to run (so that a
-    /// `yield_now` would run it rather than come straight back).
+    /// Whether a waiter may yield once before it parks: another green thread of this OS
+    /// thread's hub is ready to run (so that a `yield_now` would run it rather than come
+    /// straight back), and no [`Timeout`](crate::Timeout) has fired for the current one (a
+    /// fired one interrupts the wait at once, rather than after a turn in which the waiter
+    /// might still be served).
     #[inline]
-    pub(crate) fn others_ready() -> bool {
-        with_hub(|hub| !hub.ready.is_empty())
+    pub(crate) fn may_yield_first() -> bool {
+        with_hub(|hub| {
+            if hub.ready.is_empty() {
+                return false;
+            }
+            // A look at the current record without cloning it (as `current_task`); one
+            // that is not the running green thread's (an ad hoc one not recorded yet)
+            // parks at once.
+            let current = hub.current.take();
+            let may = current
+                .as_ref()
+                .is_some_and(|t| t.greenlet.is_current() && t.expired.get() == 0);
+            hub.current.set(current);
+            may
+        })
     }
 }
 

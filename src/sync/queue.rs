@@ -48,7 +48,8 @@
 //! release (about 40% of a hop's instructions); the place in the FIFO, the hand-off and
 //! everything said above about departures hold from the moment the entry is queued. With
 //! nothing else ready (a lone consumer fed by another OS thread) it parks at once, as a
-//! yield would come straight back.
+//! yield would come straight back; so does a green thread whose `Timeout` has fired (the
+//! call must fail at once, not be served during a turn).
 //!
 //! ```text
 //!   get, empty, others ready:  getters: [.., Getter { id, waker: None }]  → yield_now
@@ -537,7 +538,7 @@ impl<T> Core<T> {
             armed: false,
         };
         let mut item = Some(item);
-        if shared_waker::others_ready() {
+        if shared_waker::may_yield_first() {
             st.putters.push_back(Putter {
                 id,
                 item: item.take().expect("not queued yet"),
@@ -658,7 +659,7 @@ impl<T> Core<T> {
             id,
             armed: false,
         };
-        let queued = shared_waker::others_ready();
+        let queued = shared_waker::may_yield_first();
         if queued {
             st.getters.push_back(Getter { id, waker: None });
             yielding.armed = true;

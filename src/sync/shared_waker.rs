@@ -38,9 +38,10 @@ pub(crate) fn register() -> (Registration, SharedWaker) {
     crate::hub::register_slot()
 }
 
-/// Whether another green thread of this OS thread's hub is ready to run: a waiter then
-/// yields once, queued without a waker, before it takes a slot and parks.
+/// Whether a waiter should yield once, queued without a waker, before it takes a slot and
+/// parks: another green thread of this hub is ready, and no `Timeout` has fired for the
+/// current one.
 #[inline]
-pub(crate) fn others_ready() -> bool {
-    Registration::others_ready()
+pub(crate) fn may_yield_first() -> bool {
+    Registration::may_yield_first()
 }

@@ -327,25 +327,43 @@ fn waiters_in_their_yield_end_cleanly_on_close_kill_and_timeout() {
     assert_eq!(Rc::strong_count(&item), 1);
     assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
 
-    // A `Timeout` that fires while they yield ends both waits once they park.
+    // A `Timeout` that has fired interrupts the wait at once: no yield, during which the
+    // ready green thread would serve it (and the call return `Ok`).
     let q: Queue<u32> = Queue::bounded(0);
     let waiters: Vec<_> = [true, false]
         .into_iter()
         .map(|get| {
             let q = q.clone();
-            in_yield_phase(move || {
+            crate::spawn(move || {
                 let _t = Timeout::start(SHORT);
-                std::thread::sleep(SHORT * 2); // fired before the wait begins
-                if get {
+                std::thread::sleep(SHORT * 2);
+                crate::yield_now(); // the hub fires the timeout
+                let server = {
+                    let q = q.clone();
+                    crate::spawn(move || {
+                        if get {
+                            q.try_put(8).is_ok()
+                        } else {
+                            q.try_get().is_ok()
+                        }
+                    })
+                };
+                let r = if get {
                     q.get().err()
                 } else {
                     q.put(7).err().map(|_| RecvError::TimedOut)
-                }
+                };
+                (r, server)
             })
         })
         .collect();
     for w in waiters {
-        assert_eq!(w.join().unwrap(), Some(RecvError::TimedOut));
+        let (r, server) = w.join().unwrap();
+        assert_eq!(r, Some(RecvError::TimedOut));
+        assert!(
+            !server.join().unwrap(),
+            "served during a yield despite the fired Timeout"
+        );
     }
     assert_eq!(q.waiters_yielding_and_all(), (0, 0));
 }
