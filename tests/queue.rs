@@ -507,3 +507,52 @@ fn channel_close_returns_the_blocked_putters_item() {
     }
     assert_eq!(ch.get(), Err(RecvError::Closed));
 }
+
+#[test]
+fn a_bounded_putter_served_and_drained_before_it_runs_returns_ok() {
+    let q = Queue::bounded(1);
+    q.put(1).unwrap();
+    let putter = {
+        let q = q.clone();
+        verdant::spawn(move || q.put(2))
+    };
+    settle();
+    assert!(format!("{q:?}").contains("putters: 1"), "{q:?}");
+    // The first get moves the putter's item into the buffer (full again) and wakes it; the
+    // second drains the queue before the putter runs. Its item was enqueued: `Ok`.
+    assert_eq!(q.try_get(), Ok(1));
+    assert!(q.is_full());
+    assert_eq!(q.try_get(), Ok(2));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert!(format!("{q:?}").contains("putters: 0"), "{q:?}");
+    assert_eq!(q.try_get(), Err(TryRecvError::Empty));
+    assert_eq!(q.unfinished_tasks(), 2);
+}
+
+#[test]
+fn an_item_handed_to_a_killed_channel_getter_goes_to_the_next_getter_or_stays() {
+    for next_getter_waits in [true, false] {
+        let ch = Channel::new();
+        let doomed = {
+            let ch = ch.clone();
+            verdant::spawn(move || ch.get().unwrap())
+        };
+        let patient = next_getter_waits.then(|| {
+            let ch = ch.clone();
+            verdant::spawn(move || ch.get().unwrap())
+        });
+        settle();
+        ch.put("a").unwrap(); // handed to `doomed`, which has not run yet
+        doomed.kill();
+        assert!(doomed.join().unwrap_err().is_killed());
+        match patient {
+            Some(patient) => {
+                assert_eq!(patient.join().unwrap(), "a");
+                assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+            }
+            // Nobody else waits: it stays, and the next get takes it.
+            None => assert_eq!(ch.try_get(), Ok("a")),
+        }
+        assert!(format!("{ch:?}").contains("getters: 0"), "{ch:?}");
+    }
+}

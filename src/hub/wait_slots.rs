@@ -127,10 +127,9 @@ impl fmt::Debug for SlotWaker {
     }
 }
 
-/// What to wake once the primitive's lock is released.
-// The primitives only build `Remote` (through `SlotWaker::wake_here_or_defer`); the hub's
-// tests use `SlotWaker::wakeup`, and with it the other two, to check generations.
-#[cfg_attr(not(test), allow(dead_code))]
+/// What to wake once the primitive's lock is released (from [`SlotWaker::wakeup`], for
+/// waking a whole list that stays in place; a waker taken out of its list is woken with
+/// [`SlotWaker::wake_here_or_return`] instead).
 pub(crate) enum Wakeup {
     Local(TaskRef),
     Remote(SlotWaker),
@@ -151,7 +150,6 @@ impl Wakeup {
 impl SlotWaker {
     /// The wake-up to perform after the lock protecting this waker is released: the task
     /// itself on the hub's own thread (nothing, if the wait is over), a message otherwise.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn wakeup(&self) -> Wakeup {
         let local = HUB.try_with(|slot| match slot.0.get() {
             Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
@@ -179,6 +177,7 @@ pub(crate) struct SlotRegistration {
 }
 
 /// Takes a slot for the current green thread, for one wait on a shared primitive.
+#[inline]
 pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
     with_hub(|hub| {
         let (slot, gen) = hub.slots.borrow_mut().take(hub.current_task());
@@ -196,7 +195,33 @@ pub(crate) fn register_slot() -> (SlotRegistration, SlotWaker) {
     })
 }
 
+impl SlotRegistration {
+    /// Whether a waiter may yield once before it parks: another green thread of this OS
+    /// thread's hub is ready to run (so that a `yield_now` would run it rather than come
+    /// straight back), and no [`Timeout`](crate::Timeout) has fired for the current one (a
+    /// fired one interrupts the wait at once, rather than after a turn in which the waiter
+    /// might still be served).
+    #[inline]
+    pub(crate) fn may_yield_first() -> bool {
+        with_hub(|hub| {
+            if hub.ready.is_empty() {
+                return false;
+            }
+            // A look at the current record without cloning it (as `current_task`); one
+            // that is not the running green thread's (an ad hoc one not recorded yet)
+            // parks at once.
+            let current = hub.current.take();
+            let may = current
+                .as_ref()
+                .is_some_and(|t| t.greenlet.is_current() && t.expired.get() == 0);
+            hub.current.set(current);
+            may
+        })
+    }
+}
+
 impl Drop for SlotRegistration {
+    #[inline]
     fn drop(&mut self) {
         // `try_with`: a green thread released during thread teardown may drop this late.
         let released = HUB
@@ -214,28 +239,52 @@ impl Drop for SlotRegistration {
 
 impl SlotWaker {
     /// Wakes the waiting green thread at once if it lives on this OS thread's hub (it is
-    /// only scheduled: nothing switches, so a primitive may call this under its lock);
-    /// otherwise returns the cross-thread wake-up, to perform once the lock is released.
-    /// A wait that is over (a stale generation) is not woken.
+    /// only scheduled: nothing switches, so a primitive may call this under its lock), and
+    /// drops the waker; otherwise hands the waker back, to [`wake_remote`](Self::wake_remote)
+    /// once the lock is released. A wait that is over (a stale generation) is not woken.
     ///
-    /// The same-hub case is one thread-local access, with no [`Wakeup`] built and no
-    /// second look-up of the hub to schedule the task.
-    pub(crate) fn wake_here_or_defer(&self) -> Option<Wakeup> {
+    /// The same-hub case is one thread-local access: no clone of the waker, no [`Wakeup`]
+    /// built, no second look-up of the hub to schedule the task.
+    // Always inline: it is on every hop's path, and a call costs more than its body.
+    #[inline(always)]
+    pub(crate) fn wake_here_or_return(self) -> Option<SlotWaker> {
         let here = HUB.try_with(|slot| match slot.0.get() {
             Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
-                let task = hub.slots.borrow().task(self.slot, self.gen).cloned();
-                if let Some(task) = task {
-                    if !task.is_finished() {
-                        hub.schedule(task);
-                    }
-                }
+                hub.wake_slot(self.slot, self.gen);
                 true
             }
             _ => false,
         });
         match here {
             Ok(true) => None,
-            _ => Some(Wakeup::Remote(self.clone())),
+            _ => Some(self),
         }
+    }
+
+    /// Wakes the waiter through its hub's inbox (from any OS thread); a wait that is over
+    /// by the time the hub reads the message is not woken.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wake_remote(self) {
+        self.inbox.post(RemoteMsg::WakeSlot(self.slot, self.gen));
+    }
+}
+
+impl super::Hub {
+    /// Schedules the task waiting in `slot` if that wait (`gen`) is still going on and it
+    /// is not scheduled (or finished) already. The record is cloned only when it is
+    /// actually queued.
+    #[inline(always)]
+    fn wake_slot(&self, slot: u32, gen: u32) {
+        let slots = self.slots.borrow();
+        let Some(task) = slots.task(slot, gen) else {
+            return;
+        };
+        if task.queued.get() || task.is_finished() {
+            return;
+        }
+        let task = task.clone();
+        drop(slots);
+        self.schedule(task);
     }
 }

@@ -13,14 +13,16 @@
 //!        └── woken from another OS thread ───▶ the hub's inbox + eventfd
 //! ```
 //!
-//! `SharedWaker::wake_here_or_defer` does the same-hub wake at once (scheduling a task
-//! never switches, so a primitive may do it under its own lock) and hands back the
-//! cross-thread [`Wakeup`] for the primitive to perform once its lock is released.
+//! `SharedWaker::wake_here_or_return` does the same-hub wake at once (scheduling a task
+//! never switches, so a primitive may do it under its own lock) and otherwise hands the
+//! waker back, for the primitive to `wake_remote` once its lock is released. Waking every
+//! waiter of a list that stays in place (`close`) goes through `SharedWaker::wakeup`: the
+//! [`Wakeup`]s are collected under the lock and performed once it is released.
 //!
 //! The [`Registration`] guard frees the slot, so the hub can again tell that nothing outside
 //! this thread waits to wake the green thread. A primitive removes its wait-list entry
-//! (under its lock) *before* dropping the registration. A [`Wakeup`] taken out of the list
-//! earlier and performed after the wait ended is recognised by the slot's generation and
+//! (under its lock) *before* dropping the registration. A waker taken out of the list
+//! earlier and woken after the wait ended is recognised by the slot's generation and
 //! does nothing.
 //!
 //! Because the slot is held for the whole wait, a green thread blocked on a cross-thread
@@ -31,6 +33,15 @@
 pub(crate) use crate::hub::{SlotRegistration as Registration, SlotWaker as SharedWaker, Wakeup};
 
 /// Registers the current green thread for a wait on a shared primitive.
+#[inline]
 pub(crate) fn register() -> (Registration, SharedWaker) {
     crate::hub::register_slot()
+}
+
+/// Whether a waiter should yield once, queued without a waker, before it takes a slot and
+/// parks: another green thread of this hub is ready, and no `Timeout` has fired for the
+/// current one.
+#[inline]
+pub(crate) fn may_yield_first() -> bool {
+    Registration::may_yield_first()
 }

@@ -170,3 +170,200 @@ fn waiters_leaving_from_the_middle_of_a_wait_queue_keep_the_rest_in_order() {
     assert_eq!(sem.waiters.len(), 0);
     assert_eq!(sem.available_permits(), 0);
 }
+
+/// Green threads parked in a `Queue` or `Channel` that are woken with nothing for them (a
+/// spurious wake-up, here from `TaskRef::wake`) park again, stay registered and are served
+/// later: the out-of-line endings of a blocking `get`/`put` only end the wait on a
+/// deadline, a `Timeout` or `close`.
+#[test]
+fn spuriously_woken_queue_waiters_wait_on_and_are_served() {
+    let tasks = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let queue: Queue<u32> = Queue::new();
+    let channel: Channel<u32> = Channel::new();
+    let getter = {
+        let (q, tasks) = (queue.clone(), tasks.clone());
+        crate::spawn(move || {
+            tasks.borrow_mut().push(crate::hub::current_task());
+            q.get()
+        })
+    };
+    let putter = {
+        let (ch, tasks) = (channel.clone(), tasks.clone());
+        crate::spawn(move || {
+            tasks.borrow_mut().push(crate::hub::current_task());
+            ch.put(9)
+        })
+    };
+    crate::yield_now();
+    assert_eq!(tasks.borrow().len(), 2);
+    for _ in 0..3 {
+        for task in tasks.borrow().iter() {
+            task.wake();
+        }
+        crate::yield_now();
+        crate::yield_now();
+        assert!(!getter.is_finished() && !putter.is_finished());
+        assert!(format!("{queue:?}").contains("getters: 1"), "{queue:?}");
+        assert!(format!("{channel:?}").contains("putters: 1"), "{channel:?}");
+    }
+    queue.put(5).unwrap();
+    assert_eq!(channel.get(), Ok(9));
+    assert_eq!(getter.join().unwrap(), Ok(5));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert!(format!("{queue:?}").contains("getters: 0"), "{queue:?}");
+    assert!(format!("{channel:?}").contains("putters: 0"), "{channel:?}");
+    assert_eq!(queue.try_get(), Err(TryRecvError::Empty));
+}
+
+/// Runs `f` in a green thread and lets it reach its first wait while another green thread
+/// is ready, so that the wait begins with the yield (queued without a waker).
+fn in_yield_phase<R: 'static>(f: impl FnOnce() -> R + 'static) -> crate::JoinHandle<R> {
+    let waiter = crate::spawn(f);
+    let filler = crate::spawn(|| {});
+    // Ready: [waiter, filler, main]. The waiter queues itself and yields; the filler ends;
+    // main runs again while the waiter is still ready, in its yield.
+    crate::yield_now();
+    assert!(filler.is_finished());
+    waiter
+}
+
+#[test]
+fn a_waiter_served_during_its_yield_returns_without_parking() {
+    let q: Queue<u32> = Queue::new();
+    let getter = {
+        let q = q.clone();
+        in_yield_phase(move || q.get())
+    };
+    assert_eq!(q.waiters_yielding_and_all(), (1, 1));
+    q.put(1).unwrap(); // handed over; nothing to wake
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(getter.join().unwrap(), Ok(1));
+
+    let ch: Queue<u32> = Queue::bounded(0);
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(2))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    assert_eq!(ch.try_get(), Ok(2));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn a_waiter_not_served_during_its_yield_parks_with_a_waker() {
+    let q: Queue<u32> = Queue::new();
+    let getter = {
+        let q = q.clone();
+        in_yield_phase(move || q.get())
+    };
+    crate::yield_now(); // the getter finds nothing, takes a slot and parks
+    assert!(!getter.is_finished());
+    assert_eq!(q.waiters_yielding_and_all(), (0, 1));
+    q.put(3).unwrap();
+    assert_eq!(getter.join().unwrap(), Ok(3));
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn an_item_handed_to_a_getter_killed_in_its_yield_is_passed_on() {
+    let q: Queue<u32> = Queue::new();
+    let doomed = {
+        let q = q.clone();
+        in_yield_phase(move || q.get())
+    };
+    let patient = {
+        let q = q.clone();
+        crate::spawn(move || q.get())
+    };
+    crate::yield_now(); // `patient` queues behind `doomed`
+    q.put(4).unwrap(); // handed to `doomed`, still in its yield
+    doomed.kill();
+    assert!(doomed.join().unwrap_err().is_killed());
+    assert_eq!(patient.join().unwrap(), Ok(4));
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+
+    // Nobody else waits: the item stays queued.
+    let doomed = {
+        let q = q.clone();
+        in_yield_phase(move || q.get())
+    };
+    q.put(5).unwrap();
+    doomed.kill();
+    assert!(doomed.join().unwrap_err().is_killed());
+    assert_eq!(q.try_get(), Ok(5));
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn waiters_in_their_yield_end_cleanly_on_close_kill_and_timeout() {
+    // Close: the getter gets `Closed`, the putter its item back.
+    let q: Queue<u32> = Queue::bounded(0);
+    let getter = {
+        let q = q.clone();
+        in_yield_phase(move || q.get())
+    };
+    q.close();
+    assert_eq!(getter.join().unwrap(), Err(RecvError::Closed));
+    let ch: Queue<u32> = Queue::bounded(0);
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(6))
+    };
+    ch.close();
+    assert!(matches!(putter.join().unwrap(), Err(SendError::Closed(6))));
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // Kill: a putter's item is dropped, nothing stays queued.
+    let ch: Queue<Rc<()>> = Queue::bounded(0);
+    let item = Rc::new(());
+    let putter = {
+        let (ch, item) = (ch.clone(), item.clone());
+        in_yield_phase(move || ch.put(item).is_ok())
+    };
+    putter.kill();
+    assert!(putter.join().unwrap_err().is_killed());
+    assert_eq!(Rc::strong_count(&item), 1);
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // A `Timeout` that has fired interrupts the wait at once: no yield, during which the
+    // ready green thread would serve it (and the call return `Ok`).
+    let q: Queue<u32> = Queue::bounded(0);
+    let waiters: Vec<_> = [true, false]
+        .into_iter()
+        .map(|get| {
+            let q = q.clone();
+            crate::spawn(move || {
+                let _t = Timeout::start(SHORT);
+                std::thread::sleep(SHORT * 2);
+                crate::yield_now(); // the hub fires the timeout
+                let server = {
+                    let q = q.clone();
+                    crate::spawn(move || {
+                        if get {
+                            q.try_put(8).is_ok()
+                        } else {
+                            q.try_get().is_ok()
+                        }
+                    })
+                };
+                let r = if get {
+                    q.get().err()
+                } else {
+                    q.put(7).err().map(|_| RecvError::TimedOut)
+                };
+                (r, server)
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (r, server) = w.join().unwrap();
+        assert_eq!(r, Some(RecvError::TimedOut));
+        assert!(
+            !server.join().unwrap(),
+            "served during a yield despite the fired Timeout"
+        );
+    }
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+}
