@@ -33,6 +33,11 @@
 //! Finished coroutines hand their stack back to a per-thread pool, so creating a coroutine
 //! after warm-up performs no `mmap`/`munmap`. The pool keeps at most
 //! [`POOL_LIMIT`] stacks per thread.
+//!
+//! A dead greenlet may instead *keep* its stack ([`keep`]), so that the next green thread
+//! re-armed in its record (the hub's spare task records) runs on the same stack without a
+//! trip through the pool. At most [`POOL_LIMIT`] stacks are kept so per thread (besides the
+//! pool's own); one that leaves its dead owner ([`unkeep`]) goes back to the pool.
 
 use crate::sys::{memory, signal};
 use std::cell::{Cell, RefCell};
@@ -153,6 +158,8 @@ thread_local! {
     /// is readable from a signal handler and during thread teardown).
     static REGISTRY: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
     static POOL: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
+    /// How many stacks dead greenlets of this thread keep for reuse in place ([`keep`]).
+    static KEPT: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A guarded, `mmap`'d stack owned by one OS thread.
@@ -213,6 +220,11 @@ impl Stack {
     /// Usable bytes between `bottom` and `top`.
     pub(crate) fn size(&self) -> usize {
         self.top() as usize - self.bottom() as usize
+    }
+
+    /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size.
+    pub(crate) fn fits(&self, size: usize) -> bool {
+        self.size() == usable_for(size)
     }
 
     /// Records who runs on this stack, for overflow reports.
@@ -399,6 +411,34 @@ pub(crate) fn give_back(stack: Stack) {
     });
     // Dropping outside the borrow: a full pool, or thread teardown, unmaps the stack.
     drop(rejected);
+}
+
+/// Asks to keep the stack of a context that just died with its owner, for the owner's next
+/// life on the same stack, instead of [`give_back`]: granted while fewer than
+/// [`POOL_LIMIT`] stacks are kept so on this thread (so dead greenlets that are never
+/// reused, e.g. finished green threads whose handles are held, cannot pin stacks without
+/// bound). A granted stack is reported to [`unkeep`] when it leaves its owner.
+#[inline]
+pub(crate) fn keep() -> bool {
+    KEPT.try_with(|kept| {
+        let n = kept.get();
+        let granted = n < POOL_LIMIT;
+        kept.set(n + usize::from(granted));
+        granted
+    })
+    .unwrap_or(false)
+}
+
+/// A stack granted by [`keep`] left its dead owner (reused by it, or released).
+#[inline]
+pub(crate) fn unkeep() {
+    let _ = KEPT.try_with(|kept| kept.set(kept.get().saturating_sub(1)));
+}
+
+/// Number of stacks kept by dead greenlets on this thread (for tests).
+#[cfg(test)]
+pub(crate) fn kept_count() -> usize {
+    KEPT.try_with(Cell::get).unwrap_or(0)
 }
 
 /// Number of stacks in this thread's pool (for tests).

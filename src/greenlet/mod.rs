@@ -130,6 +130,20 @@ struct Inner {
     storage: UnsafeCell<ContextStorage>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A dead greenlet's stack is one it kept for reuse (`release`): to the pool. Any
+        // other greenlet's stack (never started, or suspended at thread teardown) is unmapped
+        // by its own drop.
+        if self.state.get() == State::Dead {
+            if let Some(stack) = self.stack.get_mut().take() {
+                stack::unkeep();
+                stack::give_back(stack);
+            }
+        }
+    }
+}
+
 /// A handle to a greenlet. Cloning it makes another handle to the same greenlet.
 #[derive(Clone)]
 pub struct Greenlet {
@@ -369,7 +383,7 @@ impl Builder {
     where
         F: FnOnce(Value) -> Value + 'static,
     {
-        let (id, stack, sp, storage) = self.new_context()?;
+        let (id, stack, sp, storage) = self.new_context(None)?;
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -389,10 +403,24 @@ impl Builder {
 }
 
 impl Builder {
-    /// A fresh context for a new greenlet: its id, its stack (pooled if possible) and the
-    /// initial frame on it.
-    fn new_context(&self) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
-        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
+    /// A fresh context for a new greenlet: its id, its stack (the one the record kept, or a
+    /// pooled one if possible) and the initial frame on it.
+    /// `kept`: the stack a dead record kept ([`stack::keep`], already reported to
+    /// [`stack::unkeep`]), used again if it has the size asked for, else given back.
+    fn new_context(
+        &self,
+        kept: Option<Stack>,
+    ) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
+        let size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
+        let stack = match kept {
+            Some(stack) if stack.fits(size) => stack,
+            other => {
+                if let Some(stack) = other {
+                    stack::give_back(stack);
+                }
+                stack::take(size)?
+            }
+        };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         stack.set_owner(id, self.name.as_deref());
         let mut storage = ContextStorage::default();
@@ -405,9 +433,10 @@ impl Builder {
 
     /// Like [`spawn`](Self::spawn) with `parent` as the parent (the builder's own is not
     /// used), into `slot`: when `slot` is a dead greenlet with no other handle, its record
-    /// is reused (a spawn that allocates nothing, with a pooled stack, and that keeps its
-    /// parent handle when the parent is the same); otherwise `slot` is replaced by a new
-    /// greenlet. On error `slot` is left as it was.
+    /// is reused (a spawn that allocates nothing, on the stack the record kept at its death
+    /// or a pooled one, and that keeps its parent handle when the parent is the same);
+    /// otherwise `slot` is replaced by a new greenlet. On error `slot` is a dead greenlet
+    /// still.
     pub(crate) fn respawn<F>(
         self,
         slot: &mut Greenlet,
@@ -420,14 +449,18 @@ impl Builder {
         let reusable = slot.inner.state.get() == State::Dead && !slot.inner.is_main;
         match Rc::get_mut(&mut slot.inner) {
             Some(inner) if reusable => {
-                let (id, stack, sp, storage) = self.new_context()?;
+                // The stack it kept at its death (`release`), if it did: the new life runs
+                // on it when the size fits, without a trip through the pool.
+                let kept = inner.stack.get_mut().take();
+                if kept.is_some() {
+                    stack::unkeep();
+                }
+                let (id, stack, sp, storage) = self.new_context(kept)?;
                 inner.id = id;
                 inner.name = self.name;
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
-                // A dead greenlet's stack went back at its death (`release`): this drops
-                // nothing.
-                drop(inner.stack.replace(Some(stack)));
+                inner.stack.set(Some(stack));
                 inner.body.set(Some(Box::new(body)));
                 let old_parent = inner.parent.get_mut();
                 if !old_parent
@@ -924,12 +957,18 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
     panic::resume_unwind(payload)
 }
 
-/// Frees a dead greenlet's stack (it is never resumed again).
+/// Frees a dead greenlet's stack (it is never resumed again): the greenlet keeps it for a
+/// next life in place ([`Builder::respawn`]) if [`stack::keep`] allows, else it goes back to
+/// the pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`).
 #[cold]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
-        stack::give_back(stack);
+        if stack::keep() {
+            g.inner.stack.set(Some(stack));
+        } else {
+            stack::give_back(stack);
+        }
     }
     // SAFETY: the greenlet is dead: its context will never run again, so nothing else
     // uses its storage; replacing it drops the backend's per-context state.
@@ -1020,4 +1059,83 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // SAFETY: final switch to the parent's saved context; this context is never resumed.
     unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
     crate::sys::signal::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_greenlet_keeps_its_stack_until_reused_or_dropped() {
+        let (kept, pooled) = (stack::kept_count(), stack::pooled_count());
+        let g = Greenlet::new(|v| v);
+        g.switch(());
+        assert!(g.is_dead());
+        assert_eq!(
+            stack::kept_count(),
+            kept + 1,
+            "the dead greenlet kept its stack"
+        );
+        assert_eq!(stack::pooled_count(), pooled.saturating_sub(1));
+        // Re-armed in place: the kept stack is its stack again, the pool is not touched.
+        let mut slot = g;
+        let before = stack::pooled_count();
+        Builder::new()
+            .respawn(&mut slot, &Greenlet::current(), |v| {
+                Box::new(*v.downcast::<u32>().unwrap() + 1)
+            })
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::pooled_count(), before);
+        assert_eq!(*slot.switch(41u32).downcast::<u32>().unwrap(), 42);
+        assert_eq!(stack::kept_count(), kept + 1);
+        // Dropped: the kept stack goes to the pool.
+        drop(slot);
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::pooled_count(), before + 1);
+    }
+
+    #[test]
+    fn a_kept_stack_of_another_size_goes_back_to_the_pool() {
+        let kept = stack::kept_count();
+        let mut slot = Builder::new().stack_size(64 * 1024).spawn(|v| v).unwrap();
+        slot.switch(());
+        assert_eq!(stack::kept_count(), kept + 1);
+        let pooled = stack::pooled_count();
+        Builder::new()
+            .stack_size(128 * 1024)
+            .respawn(&mut slot, &Greenlet::current(), |v| v)
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(
+            stack::pooled_count(),
+            pooled + 1,
+            "the 64 KiB stack went to the pool (no 128 KiB one was there to take)"
+        );
+        assert_eq!(*slot.switch(9u8).downcast::<u8>().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_panicked_greenlet_keeps_its_stack_and_runs_the_next_body_afresh() {
+        let witness = Rc::new(());
+        let w = witness.clone();
+        let mut slot = Greenlet::new(move |_| {
+            let _held = w;
+            panic!("first life")
+        });
+        let first = panic::catch_unwind(AssertUnwindSafe(|| slot.switch(())));
+        assert!(first.is_err());
+        assert!(slot.is_dead());
+        assert_eq!(
+            Rc::strong_count(&witness),
+            1,
+            "the first life's locals were dropped"
+        );
+        let kept = stack::kept_count();
+        Builder::new()
+            .respawn(&mut slot, &Greenlet::current(), |v| v)
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept - 1, "the kept stack was reused");
+        assert_eq!(*slot.switch(5u8).downcast::<u8>().unwrap(), 5);
+    }
 }
