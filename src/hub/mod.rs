@@ -740,13 +740,6 @@ impl Hub {
     }
 }
 
-/// [`park`] for a caller that holds the current task's record already (`me`, from
-/// [`current_task`] on this same green thread): no second look-up.
-#[inline(never)]
-pub(crate) fn park_me(me: &TaskRef) -> Result<(), WaitError> {
-    with_hub(|hub| park_task_with(me, hub, Hub::switch_out_inline).map(|_| ()))
-}
-
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
     park_task_with(task, hub, Hub::switch_out)
 }
@@ -950,16 +943,12 @@ pub(crate) fn in_green_thread() -> bool {
     .unwrap_or(false)
 }
 
-/// The current green thread is finishing (its result is stored, its joiners woken, and
-/// it holds no handle to its record any more): when its greenlet's body returns, its
-/// final switch goes straight to the next ready green thread if the turn has runs left
-/// (what the hub's loop would do next: same queue, order and budget), else to the hub.
-pub(crate) fn exit_direct() {
-    with_hub(Hub::exit_direct)
-}
-
 impl Hub {
-    fn exit_direct(&self) {
+    /// The current green thread is finishing (its result is stored, its joiners woken, and
+    /// it holds no handle to its record any more): when its greenlet's body returns, its
+    /// final switch goes straight to the next ready green thread if the turn has runs left
+    /// (what the hub's loop would do next: same queue, order and budget), else to the hub.
+    pub(crate) fn exit_direct(&self) {
         if let Some(next) = self.take_direct() {
             next.queued.set(false);
             next.parked.set(false);
@@ -971,15 +960,6 @@ impl Hub {
             Greenlet::exit_to(greenlet);
         }
     }
-}
-
-/// Tells the stall monitor that green thread `id` of this thread's hub finished.
-pub(crate) fn task_finished(id: u64) {
-    let _ = HUB.try_with(|slot| {
-        if let Some(hub) = slot.0.get() {
-            hub.activity.finished(id);
-        }
-    });
 }
 
 /// Keeps a finished task record (a clone of its last handle) for the next spawn. A no-op

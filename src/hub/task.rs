@@ -1,6 +1,8 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_me, park_until, with_hub, TimerAction, WaitError};
+use super::{
+    current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
+};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -226,8 +228,9 @@ impl Task {
 }
 
 impl Task {
-    /// Marks the task done (its result is stored) and wakes its joiners.
-    fn complete(&self) {
+    /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
+    /// hub.
+    fn complete_in(&self, hub: &super::Hub) {
         if self.done.replace(true) {
             return;
         }
@@ -240,12 +243,12 @@ impl Task {
             (waiters.first.take(), !waiters.rest.is_empty())
         };
         if let Some(w) = first {
-            w.wake();
+            w.wake_in(hub);
         }
         if more {
             let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
             for w in rest {
-                w.wake();
+                w.wake_in(hub);
             }
         }
     }
@@ -270,6 +273,14 @@ impl TaskRef {
         }
     }
 
+    /// [`wake`](Self::wake) for a caller that holds this thread's hub already.
+    #[inline]
+    fn wake_in(&self, hub: &super::Hub) {
+        if !self.finished.get() {
+            hub.schedule(self.clone());
+        }
+    }
+
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
         Rc::ptr_eq(&self.0, &other.0)
     }
@@ -282,6 +293,32 @@ impl TaskRef {
     #[inline]
     pub(crate) fn kill_pending(&self) -> bool {
         self.kill.get() && !self.is_adhoc
+    }
+
+    /// Blocks the current green thread until this task is done (`Ok(true)`) or the
+    /// deadline (`Ok(false)`). Not generic, so shared by every `JoinHandle<T>`.
+    #[inline(never)]
+    fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, JoinError> {
+        let me = hub.current_task();
+        if self.ptr_eq(&me) {
+            panic!("a green thread cannot join itself (it would wait forever)");
+        }
+        loop {
+            if self.done.get() {
+                return Ok(true);
+            }
+            self.waiters.borrow_mut().push(me.clone());
+            let r = match deadline {
+                Some(d) => park_until_in(hub, d),
+                None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
+            };
+            self.waiters.borrow_mut().remove(&me);
+            match r {
+                Ok(true) if !self.done.get() => return Ok(false),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Unwinds the current green thread if a kill is pending for it.
@@ -400,7 +437,7 @@ impl Waiters {
     fn remove(&mut self, task: &TaskRef) {
         if self.first.as_ref().is_some_and(|w| w.ptr_eq(task)) {
             self.first = None;
-        } else {
+        } else if !self.rest.is_empty() {
             self.rest.retain(|w| !w.ptr_eq(task));
         }
     }
@@ -449,26 +486,8 @@ impl<T> JoinHandle<T> {
         if self.task.done.get() {
             return Ok(true);
         }
-        let me = current_task();
-        if self.task.ptr_eq(&me) {
-            panic!("a green thread cannot join itself (it would wait forever)");
-        }
-        loop {
-            if self.task.done.get() {
-                return Ok(true);
-            }
-            self.task.waiters.borrow_mut().push(me.clone());
-            let r = match deadline {
-                Some(d) => park_until(d),
-                None => park_me(&me).map(|()| false),
-            };
-            self.task.waiters.borrow_mut().remove(&me);
-            match r {
-                Ok(true) if !self.task.done.get() => return Ok(false),
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // One look-up of the hub for the whole wait.
+        with_hub(|hub| self.task.wait_done_in(hub, deadline))
     }
 
     /// Whether the green thread has finished (returned, panicked or been killed).
@@ -686,18 +705,21 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    let task = current_task();
-    task.finished.set(true);
-    if slot.recorded {
-        super::task_finished(task.id);
-    }
-    *slot.result.borrow_mut() = Some(result);
-    task.complete();
-    drop(slot);
-    drop(task);
-    // Our greenlet's final switch (once this returns) goes straight to the next ready
-    // green thread when the turn has runs left, as a park's hand-off does.
-    super::exit_direct();
+    // One look-up of the hub for the whole ending.
+    with_hub(|hub| {
+        let task = hub.current_task();
+        task.finished.set(true);
+        if slot.recorded {
+            hub.activity.finished(task.id);
+        }
+        *slot.result.borrow_mut() = Some(result);
+        task.complete_in(hub);
+        drop(slot);
+        drop(task);
+        // Our greenlet's final switch (once this returns) goes straight to the next ready
+        // green thread when the turn has runs left, as a park's hand-off does.
+        hub.exit_direct();
+    })
 }
 
 fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
