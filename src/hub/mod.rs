@@ -397,12 +397,41 @@ impl Hub {
         Some(next)
     }
 
+    /// [`take_direct`](Self::take_direct) for a yield: `task`, the yielding one, goes to the
+    /// back of the run queue first. Within a turn both are one rotation of the queue.
+    #[inline(always)]
+    fn take_direct_after_yield(&self, task: TaskRef) -> Option<TaskRef> {
+        let mut left = self.turn_left.get();
+        if left == 0 {
+            // The next turn, if begun here, counts the yielding one too.
+            if !self.next_turn_inline_with(1) {
+                self.ready.push_back(task);
+                return None;
+            }
+            left = self.turn_left.get();
+        }
+        let next = self.ready.push_back_pop_front(task);
+        if next.kill.get() || next.finished.get() {
+            self.ready.push_front(next);
+            return None;
+        }
+        self.turn_left.set(left - 1);
+        Some(next)
+    }
+
     /// Ends the current turn and begins the next one without switching to the hub, when the
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
     /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
     #[inline(always)]
     fn next_turn_inline(&self) -> bool {
+        self.next_turn_inline_with(0)
+    }
+
+    /// [`next_turn_inline`](Self::next_turn_inline) with `extra` ready green threads not in
+    /// the run queue yet (a yielding one, about to be pushed).
+    #[inline(always)]
+    fn next_turn_inline_with(&self, extra: usize) -> bool {
         let ended = self.turn_runs.get();
         if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
             return false;
@@ -411,7 +440,7 @@ impl Hub {
         if runs >= POLL_EVERY {
             return false;
         }
-        let n = self.ready.len();
+        let n = self.ready.len() + extra;
         if n == 0 {
             return false;
         }
@@ -448,7 +477,15 @@ impl Hub {
     /// goes in.
     #[inline(always)]
     fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
-        let target = match self.take_direct() {
+        self.switch_to_next::<CURRENT_EMPTY>(self.take_direct())
+    }
+
+    /// Switches to `next`, taken by [`take_direct`](Self::take_direct) (or its yield
+    /// variant), or to the hub if there is none. `CURRENT_EMPTY` as for
+    /// [`switch_out_with`](Self::switch_out_with).
+    #[inline(always)]
+    fn switch_to_next<const CURRENT_EMPTY: bool>(&self, next: Option<TaskRef>) {
+        let target = match next {
             Some(next) => {
                 next.queued.set(false);
                 next.parked.set(false);
@@ -829,9 +866,9 @@ impl Hub {
         task.reason.set(WakeReason::Normal);
         task.queued.set(true);
         task.parked.set(true);
-        self.ready.push_back(task);
+        let next = self.take_direct_after_yield(task);
         // `current` was emptied above and nothing refilled it (no code of ours ran since).
-        self.switch_out_with::<true>();
+        self.switch_to_next::<true>(next);
         // No kill to check on the way back: a kill requested while this green thread was
         // queued is thrown into it at its switch-in by the hub (`run`: it unwinds out of
         // the switch above), and a direct hand-off never goes to a task with a kill
