@@ -242,6 +242,33 @@ impl Message {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How many ids a thread takes from the process-wide counter at a time ([`id_block`]).
+const ID_BLOCK: u64 = 1024;
+
+/// A block of fresh process-unique ids, `start..end`: each thread (and each hub, for its
+/// green threads, which pass theirs to [`Builder::respawn`]) hands out ids from a block of
+/// its own, without an atomic operation per id. Ids are unique, not ordered across threads.
+pub(crate) fn id_block() -> (u64, u64) {
+    let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+    (start, start + ID_BLOCK)
+}
+
+/// A new greenlet id, from this thread's block ([`id_block`]).
+fn next_id() -> u64 {
+    thread_local! {
+        /// The next id of this thread's block and the block's end.
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    IDS.try_with(|ids| {
+        let (next, end) = ids.get();
+        let (next, end) = if next < end { (next, end) } else { id_block() };
+        ids.set((next + 1, end));
+        next
+    })
+    // Thread teardown: straight from a block of its own.
+    .unwrap_or_else(|_| id_block().0)
+}
+
 thread_local! {
     /// Set once the thread is exiting: suspended greenlets are then released without being
     /// unwound (nothing may run any more).
@@ -287,7 +314,7 @@ pub(crate) fn begin_thread_teardown() {
 fn new_main() -> Greenlet {
     Greenlet {
         inner: Rc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             name: Some("main".into()),
             is_main: true,
             state: Cell::new(State::Running),
@@ -350,6 +377,8 @@ pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
     parent: Option<Greenlet>,
+    /// An id from the caller's own block ([`id_block`]), instead of a new one.
+    id: Option<u64>,
 }
 
 impl Builder {
@@ -367,6 +396,13 @@ impl Builder {
     /// Usable stack size in bytes.
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Gives the greenlet `id`, which the caller took from a block of [`id_block`] (the hub
+    /// gives a green thread's greenlet the green thread's own id).
+    pub(crate) fn id(mut self, id: u64) -> Self {
+        self.id = Some(id);
         self
     }
 
@@ -421,7 +457,7 @@ impl Builder {
                 stack::take(size)?
             }
         };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = self.id.unwrap_or_else(next_id);
         stack.set_owner(id, self.name.as_deref());
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is

@@ -236,6 +236,10 @@ pub(crate) struct Hub {
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
     /// Finished task records kept for the next spawns.
     spare_tasks: SpareTasks,
+    /// How many green threads of this hub finished (their completion order, for `iwait`).
+    completions: Cell<u64>,
+    /// Ids for green threads: the next one of this hub's block, and the block's end.
+    ids: Cell<(u64, u64)>,
 }
 
 /// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
@@ -321,7 +325,23 @@ impl Hub {
             current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
+            completions: Cell::new(0),
+            ids: Cell::new((0, 0)),
         })
+    }
+
+    /// A new process-unique id for a green thread (and its greenlet), from this hub's block
+    /// of them (no atomic operation per id).
+    #[inline]
+    fn next_id(&self) -> u64 {
+        let (next, end) = self.ids.get();
+        let (next, end) = if next < end {
+            (next, end)
+        } else {
+            greenlet::id_block()
+        };
+        self.ids.set((next + 1, end));
+        next
     }
 
     #[inline]
@@ -749,7 +769,7 @@ impl Hub {
     #[cold]
     #[inline(never)]
     fn adhoc_current(&self) -> TaskRef {
-        let task = TaskRef::adhoc(Greenlet::current());
+        let task = TaskRef::adhoc(Greenlet::current(), self.next_id());
         if task.greenlet.is_main() {
             drop(self.main_task.replace(Some(task.clone())));
         }

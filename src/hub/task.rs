@@ -12,7 +12,6 @@ use std::io;
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The panic payload that unwinds a killed green thread (see [`JoinHandle::kill`]).
@@ -21,8 +20,6 @@ use std::time::{Duration, Instant};
 /// (`std::panic::resume_unwind`), as it would a `GreenletExit` in gevent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Killed;
-
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The hub's record of one green thread, with its join state.
 ///
@@ -55,7 +52,7 @@ pub(crate) struct Task {
     /// Whether it finished (returned, panicked or was killed) and its result is stored.
     done: Cell<bool>,
     name: Option<String>,
-    /// When it finished, in this process's completion order (for `iwait`).
+    /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
     waiters: RefCell<Waiters>,
@@ -201,8 +198,6 @@ impl Task {
     }
 }
 
-static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
-
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
@@ -234,8 +229,10 @@ impl Task {
         if self.done.replace(true) {
             return;
         }
-        self.finished_seq
-            .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
+        // Only compared between tasks of one hub (`iwait`): the hub's own count.
+        let seq = hub.completions.get() + 1;
+        hub.completions.set(seq);
+        self.finished_seq.set(seq);
         // Woken after the borrow is released; the usual single joiner without touching
         // the vector.
         let (first, more) = {
@@ -255,15 +252,9 @@ impl Task {
 }
 
 impl TaskRef {
-    pub(crate) fn adhoc(greenlet: Greenlet) -> TaskRef {
+    pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
         let name = greenlet.name().map(str::to_owned);
-        TaskRef(Rc::new(Task::new(
-            NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
-            name,
-            greenlet,
-            true,
-            None,
-        )))
+        TaskRef(Rc::new(Task::new(id, name, greenlet, true, None)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -632,13 +623,15 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let id = hub.next_id();
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
         // Parented to the hub (given at spawn or respawn: a reused record usually has it
         // as its parent already).
-        let mut builder =
-            greenlet::Builder::new().stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE));
+        // The greenlet has the green thread's id (shown in stack-overflow reports).
+        let mut builder = greenlet::Builder::new()
+            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
+            .id(id);
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }

@@ -245,3 +245,32 @@ fn a_killed_or_panicked_green_threads_record_and_stack_serve_the_next_spawn() {
     );
     spawn_on_a_kept_stack("panicked");
 }
+
+#[test]
+fn green_thread_ids_are_unique_across_os_threads_and_name_their_greenlet() {
+    let ids = |n: usize| {
+        (0..n)
+            .map(|_| {
+                crate::spawn(|| {
+                    let id = crate::current().id();
+                    assert_eq!(
+                        Greenlet::current().id(),
+                        id,
+                        "the greenlet has the task's id"
+                    );
+                    id
+                })
+                .join()
+                .unwrap()
+            })
+            .collect::<Vec<u64>>()
+    };
+    // More than one block of ids per thread.
+    let other = std::thread::spawn(move || ids(3000));
+    let mut all = ids(3000);
+    all.extend(other.join().unwrap());
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "an id was handed out twice");
+}
