@@ -271,8 +271,10 @@ fn usable_for(size: usize) -> usize {
     round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page) - HEADER_BYTES
 }
 
+/// `n` rounded up to a multiple of `to`, a power of two (the page size).
 fn round_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
+    debug_assert!(to.is_power_of_two());
+    (n + to - 1) & !(to - 1)
 }
 
 fn link(node: *mut Header) {

@@ -56,20 +56,14 @@ pub(crate) struct Task {
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
     waiters: RefCell<Waiters>,
-    /// The closure and its result ([`Slot`]); `None` for an ad hoc task.
-    body: Option<Rc<dyn TaskBody>>,
+    /// The closure and its result ([`Slot`]), behind `dyn Any` so that the hub handles every
+    /// task alike (downcast by the green thread's own start-up code, and by the next spawn of
+    /// the same closure type, which reuses a spare record's slot); `None` for an ad hoc task.
+    body: Option<Rc<dyn Any>>,
 }
 
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
 const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
-
-/// The typed part of a task record, behind `dyn` so that the hub handles every task alike.
-pub(crate) trait TaskBody: Any {
-    /// The body as `Rc<dyn Any>`, to downcast to its concrete [`Slot`] type (which the
-    /// green thread's own start-up code knows, and the next spawn of the same closure
-    /// type, which reuses a spare record's slot).
-    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
-}
 
 /// A spawned task's result cell, seen knowing only the result type (as its
 /// `JoinHandle<T>` does).
@@ -94,19 +88,13 @@ struct Slot<F, T> {
 
 type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
 
-impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
-    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
-        self
-    }
-}
-
 impl<F: 'static, T: 'static> Slot<F, T> {
     /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
     /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
     /// that a warm spawn of the same closure type allocates nothing; else a new one.
-    fn reuse_or_new(body: Option<Rc<dyn TaskBody>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
+    fn reuse_or_new(body: Option<Rc<dyn Any>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
         if let Some(body) = body {
-            if let Ok(mut slot) = body.into_any().downcast::<Slot<F, T>>() {
+            if let Ok(mut slot) = body.downcast::<Slot<F, T>>() {
                 if let Some(s) = Rc::get_mut(&mut slot) {
                     // Both are `None` already (the closure ran or was dropped, the last
                     // `JoinHandle` dropped the result): nothing of the old task is dropped.
@@ -175,7 +163,7 @@ impl Task {
         name: Option<String>,
         greenlet: Greenlet,
         is_adhoc: bool,
-        body: Option<Rc<dyn TaskBody>>,
+        body: Option<Rc<dyn Any>>,
     ) -> Task {
         Task {
             id,
@@ -201,7 +189,7 @@ impl Task {
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
-    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn TaskBody>>) {
+    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
         self.is_adhoc = false;
@@ -718,7 +706,7 @@ where
 fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
     let body = task.body.clone();
     let body = body.expect("a spawned green thread's record has a slot");
-    match body.into_any().downcast() {
+    match body.downcast() {
         Ok(slot) => slot,
         Err(_) => panic!("a spawned green thread's record holds its own closure type"),
     }
