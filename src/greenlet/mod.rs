@@ -41,9 +41,14 @@
 //!   ─────────────────                      ────────
 //!   CURRENT := T; T.state := running
 //!   msg { from: C, payload } ───switch(&msg | thrown?)──▶ moves msg out:
-//!                                                      C.sp := from, or, if C died, free
-//!                                                      C's stack and C's own reference
+//!                                                      C.sp := from, or, if C died,
+//!                                                      release C's stack and C's own
+//!                                                      reference
 //! ```
+//! A dead greenlet keeps its released stack (up to a per-thread limit, see `stack::keep`)
+//! so that a scheduler re-arming the same record (the hub's spare task records) starts the
+//! next body on it without a trip through the stack pool; dropping the record gives the
+//! stack to the pool.
 //! A switch with `()` (the hub's, and `switch(())`) carries no message at all: the data
 //! word is C's own address with the `UNIT` tag bit, and the receiver's value is `()`.
 //! Every greenlet that has started and is not dead owns one strong reference to itself
@@ -890,7 +895,7 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or, if it died, free its stack and its own reference; if it has no handle left, kill
+/// (or, if it died, release its stack and its own reference; if it has no handle left, kill
 /// it), then take the payload.
 ///
 /// # Safety
@@ -961,7 +966,7 @@ unsafe fn new_handle(raw: *const Inner) -> Greenlet {
     }
 }
 
-/// The final switch of `raw` has been received: free its stack and drop the reference it
+/// The final switch of `raw` has been received: release its stack and drop the reference it
 /// held to itself.
 ///
 /// # Safety

@@ -123,7 +123,8 @@ const SPARE_TASKS: usize = 256;
 /// Finished task records, each with its dead greenlet, kept by the hub so that a spawn
 /// after warm-up allocates neither (see [`Builder::build`]). A record goes here when the
 /// last handle to it, a `JoinHandle`, is dropped after the green thread finished; only
-/// memory stays in it (the result was dropped, the stack went back to its pool).
+/// memory stays in it (the result was dropped), and the stack its dead greenlet kept for
+/// the next green thread (within `stack::keep`'s limit; else it went back to the pool).
 #[derive(Default)]
 pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
 
