@@ -34,10 +34,10 @@
 //! after warm-up performs no `mmap`/`munmap`. The pool keeps at most
 //! [`POOL_LIMIT`] stacks per thread.
 //!
-//! A dead greenlet may instead *keep* its stack ([`keep`]), so that the next green thread
+//! A dead greenlet may instead *keep* its stack (`keep`), so that the next green thread
 //! re-armed in its record (the hub's spare task records) runs on the same stack without a
 //! trip through the pool. At most [`POOL_LIMIT`] stacks are kept so per thread (besides the
-//! pool's own); one that leaves its dead owner ([`unkeep`]) goes back to the pool.
+//! pool's own); one that leaves its dead owner (`unkeep`) goes back to the pool.
 
 use crate::sys::{memory, signal};
 use std::cell::{Cell, RefCell};
