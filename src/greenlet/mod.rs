@@ -1137,6 +1137,29 @@ mod tests {
     }
 
     #[test]
+    fn dead_greenlets_keep_at_most_pool_limit_stacks() {
+        let before = stack::kept_count();
+        let dead: Vec<Greenlet> = (0..stack::POOL_LIMIT + 8)
+            .map(|_| {
+                let g = Builder::new()
+                    .stack_size(stack::MIN_STACK_SIZE)
+                    .spawn(|v| v)
+                    .unwrap();
+                g.switch(());
+                g
+            })
+            .collect();
+        assert!(dead.iter().all(Greenlet::is_dead));
+        assert_eq!(
+            stack::kept_count(),
+            stack::POOL_LIMIT,
+            "the rest went back to the pool"
+        );
+        drop(dead);
+        assert_eq!(stack::kept_count(), before);
+    }
+
+    #[test]
     fn a_kept_stack_of_another_size_goes_back_to_the_pool() {
         let kept = stack::kept_count();
         let mut slot = Builder::new().stack_size(64 * 1024).spawn(|v| v).unwrap();
