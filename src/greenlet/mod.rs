@@ -1044,6 +1044,9 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         Err(payload) => Err(payload),
     };
     let payload = match result {
+        // A `()` result travels as a unit switch (no message; the receiver's value is the
+        // same `()`): what the hub's green threads return.
+        Ok(v) if v.is::<()>() => Payload::Unit,
         Ok(v) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
@@ -1060,7 +1063,7 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let exit_to = me_ref.exit_to.take();
     let parent: *const Inner = match &exit_to {
         Some(t)
-            if matches!(payload, Payload::Value(_))
+            if matches!(payload, Payload::Value(_) | Payload::Unit)
                 && matches!(t.inner.state.get(), State::Suspended | State::NotStarted) =>
         {
             Rc::as_ptr(&t.inner)
@@ -1094,11 +1097,21 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // Dropped only now: a handle of a running greenlet is never the last one of a
     // suspended greenlet, whose drop would unwind it (here, on a dead stack).
     drop(exit_to);
-    // The message lives on this (dying) stack; the receiver frees the stack only after
-    // moving everything out of it, and nothing that needs dropping is left here.
-    let (mut msg, tag) = Message::new(me, payload);
-    // SAFETY: final switch to the parent's saved context; this context is never resumed.
-    unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+    if matches!(payload, Payload::Unit) {
+        // Nothing of it to drop.
+        std::mem::forget(payload);
+        // SAFETY: final switch to the parent's saved context; this context is never
+        // resumed. No message: the data word is our own (aligned) address, which the
+        // receiver only reads to release us.
+        unsafe { context::switch(sp, me as usize | UNIT) };
+    } else {
+        // The message lives on this (dying) stack; the receiver frees the stack only after
+        // moving everything out of it, and nothing that needs dropping is left here.
+        let (mut msg, tag) = Message::new(me, payload);
+        // SAFETY: final switch to the parent's saved context; this context is never
+        // resumed.
+        unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+    }
     crate::sys::signal::abort()
 }
 
