@@ -606,6 +606,7 @@ impl Greenlet {
     /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
     /// not suspended or unstarted by then, or the body ends by a panic, the final switch
     /// goes to the parent as usual. Set again, the last target counts.
+    #[inline]
     pub(crate) fn exit_to(target: Greenlet) {
         let cur = current_raw();
         // SAFETY: the running greenlet is alive by its own reference.
