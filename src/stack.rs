@@ -33,6 +33,12 @@
 //! Finished coroutines hand their stack back to a per-thread pool, so creating a coroutine
 //! after warm-up performs no `mmap`/`munmap`. The pool keeps at most
 //! [`POOL_LIMIT`] stacks per thread.
+//!
+//! A dead greenlet may instead *keep* its stack (`keep`), so that the next green thread
+//! re-armed in its record (the hub's spare task records) runs on the same stack without a
+//! trip through the pool; one that leaves its dead owner (`unkeep`) goes back to the pool.
+//! Pooled and kept stacks together, the idle stacks of a thread, are at most
+//! [`POOL_LIMIT`]: beyond that a finished coroutine's stack is unmapped.
 
 use crate::sys::{memory, signal};
 use std::cell::{Cell, RefCell};
@@ -50,7 +56,7 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest usable stack size accepted; smaller requests are rounded up to it.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
-/// Most stacks a thread's pool keeps for reuse.
+/// Most idle stacks a thread keeps for reuse: in its pool, or kept by dead greenlets.
 pub const POOL_LIMIT: usize = 1024;
 
 /// Longest owner name kept for overflow reports (longer names are truncated).
@@ -153,6 +159,9 @@ thread_local! {
     /// is readable from a signal handler and during thread teardown).
     static REGISTRY: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
     static POOL: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
+    /// How many stacks are idle on this thread: in `POOL`, or kept by dead greenlets for
+    /// their reuse in place ([`keep`]). At most [`POOL_LIMIT`].
+    static IDLE: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A guarded, `mmap`'d stack owned by one OS thread.
@@ -215,6 +224,11 @@ impl Stack {
         self.top() as usize - self.bottom() as usize
     }
 
+    /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size.
+    pub(crate) fn fits(&self, size: usize) -> bool {
+        self.size() == usable_for(size)
+    }
+
     /// Records who runs on this stack, for overflow reports.
     pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
@@ -259,8 +273,10 @@ fn usable_for(size: usize) -> usize {
     round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page) - HEADER_BYTES
 }
 
+/// `n` rounded up to a multiple of `to`, a power of two (the page size).
 fn round_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
+    debug_assert!(to.is_power_of_two());
+    (n + to - 1) & !(to - 1)
 }
 
 fn link(node: *mut Header) {
@@ -373,6 +389,8 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
         .try_with(|pool| {
             let mut pool = pool.borrow_mut();
             let pos = pool.iter().rposition(|s| s.size() == want)?;
+            // One idle stack fewer.
+            unkeep();
             Some(pool.swap_remove(pos))
         })
         .ok()
@@ -384,21 +402,49 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
     }
 }
 
-/// Returns a stack whose context is dead to this thread's pool (or unmaps it if the pool
-/// is full or the thread is exiting).
+/// Returns a stack whose context is dead to this thread's pool (or unmaps it if the thread
+/// has [`POOL_LIMIT`] idle stacks already, or is exiting).
 pub(crate) fn give_back(stack: Stack) {
     stack.set_owner(0, None);
     let rejected = POOL.try_with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < POOL_LIMIT {
-            pool.push(stack);
-            None
-        } else {
-            Some(stack)
+        // With the stacks dead greenlets keep, at most POOL_LIMIT idle ones.
+        if !keep() {
+            return Some(stack);
         }
+        pool.borrow_mut().push(stack);
+        None
     });
     // Dropping outside the borrow: a full pool, or thread teardown, unmaps the stack.
     drop(rejected);
+}
+
+/// Asks to keep the stack of a context that just died with its owner, for the owner's next
+/// life on the same stack, instead of [`give_back`]: granted while this thread has fewer
+/// than [`POOL_LIMIT`] idle stacks (pooled or kept), so dead greenlets that are never reused
+/// (e.g. finished green threads whose handles are held) cannot pin stacks without bound. A
+/// granted stack is reported to [`unkeep`] when it leaves its owner.
+#[inline]
+pub(crate) fn keep() -> bool {
+    IDLE.try_with(|idle| {
+        let n = idle.get();
+        let granted = n < POOL_LIMIT;
+        idle.set(n + usize::from(granted));
+        granted
+    })
+    .unwrap_or(false)
+}
+
+/// One idle stack fewer: a stack granted by [`keep`] left its dead owner (reused by it, or
+/// released), or a pooled one was taken.
+#[inline]
+pub(crate) fn unkeep() {
+    let _ = IDLE.try_with(|idle| idle.set(idle.get().saturating_sub(1)));
+}
+
+/// Number of stacks kept by dead greenlets on this thread (for tests).
+#[cfg(test)]
+pub(crate) fn kept_count() -> usize {
+    IDLE.try_with(Cell::get).unwrap_or(0) - pooled_count()
 }
 
 /// Number of stacks in this thread's pool (for tests).

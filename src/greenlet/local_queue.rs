@@ -89,6 +89,29 @@ impl<T> LocalQueue<T> {
         Some(unsafe { (*self.slots.get().add(head)).assume_init_read() })
     }
 
+    /// Appends `value` at the back and takes the value at the front (`value` itself if the
+    /// queue is empty): a push and a pop with one index update, no length update and never
+    /// a grow (the length does not change).
+    #[inline]
+    pub(crate) fn push_back_pop_front(&self, value: T) -> T {
+        let len = self.len.get();
+        if len == 0 {
+            return value;
+        }
+        let head = self.head.get();
+        let mask = self.mask();
+        let slots = self.slots.get();
+        // SAFETY: `len > 0`, so `cap > 0` and slot `head` is initialised: it is read first,
+        // exactly once (it counts as empty once `head` moves past it). Slot
+        // `(head + len) & mask` is then the first one after the initialised ones, or, when
+        // the queue is full, slot `head` itself, just emptied: nothing is overwritten.
+        let front = unsafe { (*slots.add(head)).assume_init_read() };
+        // SAFETY: as above.
+        unsafe { (*slots.add((head + len) & mask)).write(value) };
+        self.head.set((head + 1) & mask);
+        front
+    }
+
     /// How many values are queued.
     #[inline]
     pub(crate) fn len(&self) -> usize {
@@ -179,6 +202,33 @@ mod tests {
             next_out += 1;
         }
         assert_eq!(next_out, next_in);
+    }
+
+    #[test]
+    fn push_back_pop_front_rotates_full_wrapped_and_empty_queues() {
+        let q = LocalQueue::default();
+        assert_eq!(
+            q.push_back_pop_front(1),
+            1,
+            "empty: the value itself comes out"
+        );
+        assert!(q.is_empty());
+        // Full (16 slots, the first capacity), then rotated past the wrap many times.
+        for i in 0..16 {
+            q.push_back(i);
+        }
+        let mut next_in = 16;
+        for expect in 0..100 {
+            assert_eq!(q.push_back_pop_front(next_in), expect);
+            next_in += 1;
+            assert_eq!(q.len(), 16);
+        }
+        // Not full, with a push_front in between.
+        assert_eq!(q.pop_front(), Some(100));
+        q.push_front(-1);
+        assert_eq!(q.push_back_pop_front(next_in), -1);
+        let rest: Vec<i32> = std::iter::from_fn(|| q.pop_front()).collect();
+        assert_eq!(rest, (101..=next_in).collect::<Vec<_>>());
     }
 
     #[test]

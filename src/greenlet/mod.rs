@@ -41,9 +41,14 @@
 //!   ─────────────────                      ────────
 //!   CURRENT := T; T.state := running
 //!   msg { from: C, payload } ───switch(&msg | thrown?)──▶ moves msg out:
-//!                                                      C.sp := from, or, if C died, free
-//!                                                      C's stack and C's own reference
+//!                                                      C.sp := from, or, if C died,
+//!                                                      release C's stack and C's own
+//!                                                      reference
 //! ```
+//! A dead greenlet keeps its released stack (up to a per-thread limit, see `stack::keep`)
+//! so that a scheduler re-arming the same record (the hub's spare task records) starts the
+//! next body on it without a trip through the stack pool; dropping the record gives the
+//! stack to the pool.
 //! A switch with `()` (the hub's, and `switch(())`) carries no message at all: the data
 //! word is C's own address with the `UNIT` tag bit, and the receiver's value is `()`.
 //! Every greenlet that has started and is not dead owns one strong reference to itself
@@ -128,6 +133,20 @@ struct Inner {
     /// Where the final switch goes instead of the parent, if set ([`Greenlet::exit_to`]).
     exit_to: Cell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A dead greenlet's stack is one it kept for reuse (`release`): to the pool. Any
+        // other greenlet's stack (never started, or suspended at thread teardown) is unmapped
+        // by its own drop.
+        if self.state.get() == State::Dead {
+            if let Some(stack) = self.stack.get_mut().take() {
+                stack::unkeep();
+                stack::give_back(stack);
+            }
+        }
+    }
 }
 
 /// A handle to a greenlet. Cloning it makes another handle to the same greenlet.
@@ -228,6 +247,33 @@ impl Message {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How many ids a thread takes from the process-wide counter at a time ([`id_block`]).
+const ID_BLOCK: u64 = 1024;
+
+/// A block of fresh process-unique ids, `start..end`: each thread (and each hub, for its
+/// green threads, which pass theirs to [`Builder::respawn`]) hands out ids from a block of
+/// its own, without an atomic operation per id. Ids are unique, not ordered across threads.
+pub(crate) fn id_block() -> (u64, u64) {
+    let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+    (start, start + ID_BLOCK)
+}
+
+/// A new greenlet id, from this thread's block ([`id_block`]).
+fn next_id() -> u64 {
+    thread_local! {
+        /// The next id of this thread's block and the block's end.
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    IDS.try_with(|ids| {
+        let (next, end) = ids.get();
+        let (next, end) = if next < end { (next, end) } else { id_block() };
+        ids.set((next + 1, end));
+        next
+    })
+    // Thread teardown: straight from a block of its own.
+    .unwrap_or_else(|_| id_block().0)
+}
+
 thread_local! {
     /// Set once the thread is exiting: suspended greenlets are then released without being
     /// unwound (nothing may run any more).
@@ -273,7 +319,7 @@ pub(crate) fn begin_thread_teardown() {
 fn new_main() -> Greenlet {
     Greenlet {
         inner: Rc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             name: Some("main".into()),
             is_main: true,
             state: Cell::new(State::Running),
@@ -336,6 +382,8 @@ pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
     parent: Option<Greenlet>,
+    /// An id from the caller's own block ([`id_block`]), instead of a new one.
+    id: Option<u64>,
 }
 
 impl Builder {
@@ -356,6 +404,13 @@ impl Builder {
         self
     }
 
+    /// Gives the greenlet `id`, which the caller took from a block of [`id_block`] (the hub
+    /// gives a green thread's greenlet the green thread's own id).
+    pub(crate) fn id(mut self, id: u64) -> Self {
+        self.id = Some(id);
+        self
+    }
+
     /// The greenlet that receives control and the value when this one finishes (default:
     /// the greenlet current when `spawn` is called).
     pub fn parent(mut self, parent: &Greenlet) -> Self {
@@ -369,7 +424,7 @@ impl Builder {
     where
         F: FnOnce(Value) -> Value + 'static,
     {
-        let (id, stack, sp, storage) = self.new_context()?;
+        let (id, stack, sp, storage) = self.new_context(None)?;
         let parent = self.parent.unwrap_or_else(current);
         Ok(Greenlet {
             inner: Rc::new(Inner {
@@ -389,11 +444,25 @@ impl Builder {
 }
 
 impl Builder {
-    /// A fresh context for a new greenlet: its id, its stack (pooled if possible) and the
-    /// initial frame on it.
-    fn new_context(&self) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
-        let stack = stack::take(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    /// A fresh context for a new greenlet: its id, its stack (the one the record kept, or a
+    /// pooled one if possible) and the initial frame on it.
+    /// `kept`: the stack a dead record kept ([`stack::keep`], already reported to
+    /// [`stack::unkeep`]), used again if it has the size asked for, else given back.
+    fn new_context(
+        &self,
+        kept: Option<Stack>,
+    ) -> Result<(u64, Stack, StackPointer, ContextStorage), StackError> {
+        let size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
+        let stack = match kept {
+            Some(stack) if stack.fits(size) => stack,
+            other => {
+                if let Some(stack) = other {
+                    stack::give_back(stack);
+                }
+                stack::take(size)?
+            }
+        };
+        let id = self.id.unwrap_or_else(next_id);
         stack.set_owner(id, self.name.as_deref());
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
@@ -405,9 +474,10 @@ impl Builder {
 
     /// Like [`spawn`](Self::spawn) with `parent` as the parent (the builder's own is not
     /// used), into `slot`: when `slot` is a dead greenlet with no other handle, its record
-    /// is reused (a spawn that allocates nothing, with a pooled stack, and that keeps its
-    /// parent handle when the parent is the same); otherwise `slot` is replaced by a new
-    /// greenlet. On error `slot` is left as it was.
+    /// is reused (a spawn that allocates nothing, on the stack the record kept at its death
+    /// or a pooled one, and that keeps its parent handle when the parent is the same);
+    /// otherwise `slot` is replaced by a new greenlet. On error `slot` is a dead greenlet
+    /// still.
     pub(crate) fn respawn<F>(
         self,
         slot: &mut Greenlet,
@@ -420,14 +490,18 @@ impl Builder {
         let reusable = slot.inner.state.get() == State::Dead && !slot.inner.is_main;
         match Rc::get_mut(&mut slot.inner) {
             Some(inner) if reusable => {
-                let (id, stack, sp, storage) = self.new_context()?;
+                // The stack it kept at its death (`release`), if it did: the new life runs
+                // on it when the size fits, without a trip through the pool.
+                let kept = inner.stack.get_mut().take();
+                if kept.is_some() {
+                    stack::unkeep();
+                }
+                let (id, stack, sp, storage) = self.new_context(kept)?;
                 inner.id = id;
                 inner.name = self.name;
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
-                // A dead greenlet's stack went back at its death (`release`): this drops
-                // nothing.
-                drop(inner.stack.replace(Some(stack)));
+                inner.stack.set(Some(stack));
                 inner.body.set(Some(Box::new(body)));
                 let old_parent = inner.parent.get_mut();
                 if !old_parent
@@ -532,6 +606,7 @@ impl Greenlet {
     /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
     /// not suspended or unstarted by then, or the body ends by a panic, the final switch
     /// goes to the parent as usual. Set again, the last target counts.
+    #[inline]
     pub(crate) fn exit_to(target: Greenlet) {
         let cur = current_raw();
         // SAFETY: the running greenlet is alive by its own reference.
@@ -832,7 +907,7 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or, if it died, free its stack and its own reference; if it has no handle left, kill
+/// (or, if it died, release its stack and its own reference; if it has no handle left, kill
 /// it), then take the payload.
 ///
 /// # Safety
@@ -903,7 +978,7 @@ unsafe fn new_handle(raw: *const Inner) -> Greenlet {
     }
 }
 
-/// The final switch of `raw` has been received: free its stack and drop the reference it
+/// The final switch of `raw` has been received: release its stack and drop the reference it
 /// held to itself.
 ///
 /// # Safety
@@ -935,12 +1010,18 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
     panic::resume_unwind(payload)
 }
 
-/// Frees a dead greenlet's stack (it is never resumed again).
+/// Frees a dead greenlet's stack (it is never resumed again): the greenlet keeps it for a
+/// next life in place ([`Builder::respawn`]) if [`stack::keep`] allows, else it goes back to
+/// the pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`).
 #[cold]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
-        stack::give_back(stack);
+        if stack::keep() {
+            g.inner.stack.set(Some(stack));
+        } else {
+            stack::give_back(stack);
+        }
     }
     // SAFETY: the greenlet is dead: its context will never run again, so nothing else
     // uses its storage; replacing it drops the backend's per-context state.
@@ -975,6 +1056,9 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         Err(payload) => Err(payload),
     };
     let payload = match result {
+        // A `()` result travels as a unit switch (no message; the receiver's value is the
+        // same `()`): what the hub's green threads return.
+        Ok(v) if v.is::<()>() => Payload::Unit,
         Ok(v) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
@@ -991,7 +1075,7 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     let exit_to = me_ref.exit_to.take();
     let parent: *const Inner = match &exit_to {
         Some(t)
-            if matches!(payload, Payload::Value(_))
+            if matches!(payload, Payload::Value(_) | Payload::Unit)
                 && matches!(t.inner.state.get(), State::Suspended | State::NotStarted) =>
         {
             Rc::as_ptr(&t.inner)
@@ -1025,10 +1109,122 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // Dropped only now: a handle of a running greenlet is never the last one of a
     // suspended greenlet, whose drop would unwind it (here, on a dead stack).
     drop(exit_to);
-    // The message lives on this (dying) stack; the receiver frees the stack only after
-    // moving everything out of it, and nothing that needs dropping is left here.
-    let (mut msg, tag) = Message::new(me, payload);
-    // SAFETY: final switch to the parent's saved context; this context is never resumed.
-    unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+    if matches!(payload, Payload::Unit) {
+        // Nothing of it to drop.
+        std::mem::forget(payload);
+        // SAFETY: final switch to the parent's saved context; this context is never
+        // resumed. No message: the data word is our own (aligned) address, which the
+        // receiver only reads to release us.
+        unsafe { context::switch(sp, me as usize | UNIT) };
+    } else {
+        // The message lives on this (dying) stack; the receiver frees the stack only after
+        // moving everything out of it, and nothing that needs dropping is left here.
+        let (mut msg, tag) = Message::new(me, payload);
+        // SAFETY: final switch to the parent's saved context; this context is never
+        // resumed.
+        unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+    }
     crate::sys::signal::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_greenlet_keeps_its_stack_until_reused_or_dropped() {
+        let (kept, pooled) = (stack::kept_count(), stack::pooled_count());
+        let g = Greenlet::new(|v| v);
+        g.switch(());
+        assert!(g.is_dead());
+        assert_eq!(
+            stack::kept_count(),
+            kept + 1,
+            "the dead greenlet kept its stack"
+        );
+        assert_eq!(stack::pooled_count(), pooled.saturating_sub(1));
+        // Re-armed in place: the kept stack is its stack again, the pool is not touched.
+        let mut slot = g;
+        let before = stack::pooled_count();
+        Builder::new()
+            .respawn(&mut slot, &Greenlet::current(), |v| {
+                Box::new(*v.downcast::<u32>().unwrap() + 1)
+            })
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::pooled_count(), before);
+        assert_eq!(*slot.switch(41u32).downcast::<u32>().unwrap(), 42);
+        assert_eq!(stack::kept_count(), kept + 1);
+        // Dropped: the kept stack goes to the pool.
+        drop(slot);
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::pooled_count(), before + 1);
+    }
+
+    #[test]
+    fn dead_greenlets_keep_at_most_pool_limit_stacks() {
+        let before = stack::kept_count();
+        let dead: Vec<Greenlet> = (0..stack::POOL_LIMIT + 8)
+            .map(|_| {
+                let g = Builder::new()
+                    .stack_size(stack::MIN_STACK_SIZE)
+                    .spawn(|v| v)
+                    .unwrap();
+                g.switch(());
+                g
+            })
+            .collect();
+        assert!(dead.iter().all(Greenlet::is_dead));
+        assert_eq!(
+            stack::kept_count(),
+            stack::POOL_LIMIT,
+            "the rest went back to the pool"
+        );
+        drop(dead);
+        assert_eq!(stack::kept_count(), before);
+    }
+
+    #[test]
+    fn a_kept_stack_of_another_size_goes_back_to_the_pool() {
+        let kept = stack::kept_count();
+        let mut slot = Builder::new().stack_size(64 * 1024).spawn(|v| v).unwrap();
+        slot.switch(());
+        assert_eq!(stack::kept_count(), kept + 1);
+        let pooled = stack::pooled_count();
+        Builder::new()
+            .stack_size(128 * 1024)
+            .respawn(&mut slot, &Greenlet::current(), |v| v)
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(
+            stack::pooled_count(),
+            pooled + 1,
+            "the 64 KiB stack went to the pool (no 128 KiB one was there to take)"
+        );
+        assert_eq!(*slot.switch(9u8).downcast::<u8>().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_panicked_greenlet_keeps_its_stack_and_runs_the_next_body_afresh() {
+        let witness = Rc::new(());
+        let w = witness.clone();
+        let mut slot = Greenlet::new(move |_| {
+            let _held = w;
+            panic!("first life")
+        });
+        let first = panic::catch_unwind(AssertUnwindSafe(|| slot.switch(())));
+        assert!(first.is_err());
+        assert!(slot.is_dead());
+        assert_eq!(
+            Rc::strong_count(&witness),
+            1,
+            "the first life's locals were dropped"
+        );
+        let kept = stack::kept_count();
+        Builder::new()
+            .respawn(&mut slot, &Greenlet::current(), |v| v)
+            .unwrap();
+        assert_eq!(stack::kept_count(), kept - 1, "the kept stack was reused");
+        assert_eq!(*slot.switch(5u8).downcast::<u8>().unwrap(), 5);
+    }
 }

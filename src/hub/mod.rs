@@ -236,6 +236,10 @@ pub(crate) struct Hub {
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
     /// Finished task records kept for the next spawns.
     spare_tasks: SpareTasks,
+    /// How many green threads of this hub finished (their completion order, for `iwait`).
+    completions: Cell<u64>,
+    /// Ids for green threads: the next one of this hub's block, and the block's end.
+    ids: Cell<(u64, u64)>,
 }
 
 /// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
@@ -321,7 +325,23 @@ impl Hub {
             current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
+            completions: Cell::new(0),
+            ids: Cell::new((0, 0)),
         })
+    }
+
+    /// A new process-unique id for a green thread (and its greenlet), from this hub's block
+    /// of them (no atomic operation per id).
+    #[inline]
+    fn next_id(&self) -> u64 {
+        let (next, end) = self.ids.get();
+        let (next, end) = if next < end {
+            (next, end)
+        } else {
+            greenlet::id_block()
+        };
+        self.ids.set((next + 1, end));
+        next
     }
 
     #[inline]
@@ -397,12 +417,41 @@ impl Hub {
         Some(next)
     }
 
+    /// [`take_direct`](Self::take_direct) for a yield: `task`, the yielding one, goes to the
+    /// back of the run queue first. Within a turn both are one rotation of the queue.
+    #[inline(always)]
+    fn take_direct_after_yield(&self, task: TaskRef) -> Option<TaskRef> {
+        let mut left = self.turn_left.get();
+        if left == 0 {
+            // The next turn, if begun here, counts the yielding one too.
+            if !self.next_turn_inline_with(1) {
+                self.ready.push_back(task);
+                return None;
+            }
+            left = self.turn_left.get();
+        }
+        let next = self.ready.push_back_pop_front(task);
+        if next.kill.get() || next.finished.get() {
+            self.ready.push_front(next);
+            return None;
+        }
+        self.turn_left.set(left - 1);
+        Some(next)
+    }
+
     /// Ends the current turn and begins the next one without switching to the hub, when the
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
     /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
     #[inline(always)]
     fn next_turn_inline(&self) -> bool {
+        self.next_turn_inline_with(0)
+    }
+
+    /// [`next_turn_inline`](Self::next_turn_inline) with `extra` ready green threads not in
+    /// the run queue yet (a yielding one, about to be pushed).
+    #[inline(always)]
+    fn next_turn_inline_with(&self, extra: usize) -> bool {
         let ended = self.turn_runs.get();
         if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
             return false;
@@ -411,7 +460,7 @@ impl Hub {
         if runs >= POLL_EVERY {
             return false;
         }
-        let n = self.ready.len();
+        let n = self.ready.len() + extra;
         if n == 0 {
             return false;
         }
@@ -448,7 +497,15 @@ impl Hub {
     /// goes in.
     #[inline(always)]
     fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
-        let target = match self.take_direct() {
+        self.switch_to_next::<CURRENT_EMPTY>(self.take_direct())
+    }
+
+    /// Switches to `next`, taken by [`take_direct`](Self::take_direct) (or its yield
+    /// variant), or to the hub if there is none. `CURRENT_EMPTY` as for
+    /// [`switch_out_with`](Self::switch_out_with).
+    #[inline(always)]
+    fn switch_to_next<const CURRENT_EMPTY: bool>(&self, next: Option<TaskRef>) {
+        let target = match next {
             Some(next) => {
                 next.queued.set(false);
                 next.parked.set(false);
@@ -715,7 +772,7 @@ impl Hub {
     #[cold]
     #[inline(never)]
     fn adhoc_current(&self) -> TaskRef {
-        let task = TaskRef::adhoc(Greenlet::current());
+        let task = TaskRef::adhoc(Greenlet::current(), self.next_id());
         if task.greenlet.is_main() {
             drop(self.main_task.replace(Some(task.clone())));
         }
@@ -741,13 +798,6 @@ impl Hub {
     fn park_current(&self) -> Result<(), WaitError> {
         park_task_with(&self.current_task(), self, Hub::switch_out_inline).map(|_| ())
     }
-}
-
-/// [`park`] for a caller that holds the current task's record already (`me`, from
-/// [`current_task`] on this same green thread): no second look-up.
-#[inline(never)]
-pub(crate) fn park_me(me: &TaskRef) -> Result<(), WaitError> {
-    with_hub(|hub| park_task_with(me, hub, Hub::switch_out_inline).map(|_| ()))
 }
 
 fn park_task(task: &TaskRef, hub: &Hub) -> Result<WakeReason, WaitError> {
@@ -839,9 +889,9 @@ impl Hub {
         task.reason.set(WakeReason::Normal);
         task.queued.set(true);
         task.parked.set(true);
-        self.ready.push_back(task);
+        let next = self.take_direct_after_yield(task);
         // `current` was emptied above and nothing refilled it (no code of ours ran since).
-        self.switch_out_with::<true>();
+        self.switch_to_next::<true>(next);
         // No kill to check on the way back: a kill requested while this green thread was
         // queued is thrown into it at its switch-in by the hub (`run`: it unwinds out of
         // the switch above), and a direct hand-off never goes to a task with a kill
@@ -953,16 +1003,12 @@ pub(crate) fn in_green_thread() -> bool {
     .unwrap_or(false)
 }
 
-/// The current green thread is finishing (its result is stored, its joiners woken, and
-/// it holds no handle to its record any more): when its greenlet's body returns, its
-/// final switch goes straight to the next ready green thread if the turn has runs left
-/// (what the hub's loop would do next: same queue, order and budget), else to the hub.
-pub(crate) fn exit_direct() {
-    with_hub(Hub::exit_direct)
-}
-
 impl Hub {
-    fn exit_direct(&self) {
+    /// The current green thread is finishing (its result is stored, its joiners woken, and
+    /// it holds no handle to its record any more): when its greenlet's body returns, its
+    /// final switch goes straight to the next ready green thread if the turn has runs left
+    /// (what the hub's loop would do next: same queue, order and budget), else to the hub.
+    pub(crate) fn exit_direct(&self) {
         if let Some(next) = self.take_direct() {
             next.queued.set(false);
             next.parked.set(false);
@@ -974,15 +1020,6 @@ impl Hub {
             Greenlet::exit_to(greenlet);
         }
     }
-}
-
-/// Tells the stall monitor that green thread `id` of this thread's hub finished.
-pub(crate) fn task_finished(id: u64) {
-    let _ = HUB.try_with(|slot| {
-        if let Some(hub) = slot.0.get() {
-            hub.activity.finished(id);
-        }
-    });
 }
 
 /// Keeps a finished task record (a clone of its last handle) for the next spawn. A no-op

@@ -1,6 +1,8 @@
 //! Green threads: spawn, join, kill, and the task record the hub schedules.
 
-use super::{current_task, hub, park, park_me, park_until, with_hub, TimerAction, WaitError};
+use super::{
+    current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
+};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -10,7 +12,6 @@ use std::io;
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The panic payload that unwinds a killed green thread (see [`JoinHandle::kill`]).
@@ -19,8 +20,6 @@ use std::time::{Duration, Instant};
 /// (`std::panic::resume_unwind`), as it would a `GreenletExit` in gevent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Killed;
-
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The hub's record of one green thread, with its join state.
 ///
@@ -53,24 +52,18 @@ pub(crate) struct Task {
     /// Whether it finished (returned, panicked or was killed) and its result is stored.
     done: Cell<bool>,
     name: Option<String>,
-    /// When it finished, in this process's completion order (for `iwait`).
+    /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
     waiters: RefCell<Waiters>,
-    /// The closure and its result ([`Slot`]); `None` for an ad hoc task.
-    body: Option<Rc<dyn TaskBody>>,
+    /// The closure and its result ([`Slot`]), behind `dyn Any` so that the hub handles every
+    /// task alike (downcast by the green thread's own start-up code, and by the next spawn of
+    /// the same closure type, which reuses a spare record's slot); `None` for an ad hoc task.
+    body: Option<Rc<dyn Any>>,
 }
 
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
 const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
-
-/// The typed part of a task record, behind `dyn` so that the hub handles every task alike.
-pub(crate) trait TaskBody: Any {
-    /// The body as `Rc<dyn Any>`, to downcast to its concrete [`Slot`] type (which the
-    /// green thread's own start-up code knows, and the next spawn of the same closure
-    /// type, which reuses a spare record's slot).
-    fn into_any(self: Rc<Self>) -> Rc<dyn Any>;
-}
 
 /// A spawned task's result cell, seen knowing only the result type (as its
 /// `JoinHandle<T>` does).
@@ -95,19 +88,13 @@ struct Slot<F, T> {
 
 type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
 
-impl<F: 'static, T: 'static> TaskBody for Slot<F, T> {
-    fn into_any(self: Rc<Self>) -> Rc<dyn Any> {
-        self
-    }
-}
-
 impl<F: 'static, T: 'static> Slot<F, T> {
     /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
     /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
     /// that a warm spawn of the same closure type allocates nothing; else a new one.
-    fn reuse_or_new(body: Option<Rc<dyn TaskBody>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
+    fn reuse_or_new(body: Option<Rc<dyn Any>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
         if let Some(body) = body {
-            if let Ok(mut slot) = body.into_any().downcast::<Slot<F, T>>() {
+            if let Ok(mut slot) = body.downcast::<Slot<F, T>>() {
                 if let Some(s) = Rc::get_mut(&mut slot) {
                     // Both are `None` already (the closure ran or was dropped, the last
                     // `JoinHandle` dropped the result): nothing of the old task is dropped.
@@ -136,7 +123,8 @@ const SPARE_TASKS: usize = 256;
 /// Finished task records, each with its dead greenlet, kept by the hub so that a spawn
 /// after warm-up allocates neither (see [`Builder::build`]). A record goes here when the
 /// last handle to it, a `JoinHandle`, is dropped after the green thread finished; only
-/// memory stays in it (the result was dropped, the stack went back to its pool).
+/// memory stays in it (the result was dropped), and the stack its dead greenlet kept for
+/// the next green thread (within `stack::keep`'s limit; else it went back to the pool).
 #[derive(Default)]
 pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
 
@@ -176,7 +164,7 @@ impl Task {
         name: Option<String>,
         greenlet: Greenlet,
         is_adhoc: bool,
-        body: Option<Rc<dyn TaskBody>>,
+        body: Option<Rc<dyn Any>>,
     ) -> Task {
         Task {
             id,
@@ -199,12 +187,10 @@ impl Task {
     }
 }
 
-static COMPLETION_SEQ: AtomicU64 = AtomicU64::new(1);
-
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
-    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn TaskBody>>) {
+    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
         self.is_adhoc = false;
@@ -226,13 +212,16 @@ impl Task {
 }
 
 impl Task {
-    /// Marks the task done (its result is stored) and wakes its joiners.
-    fn complete(&self) {
+    /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
+    /// hub.
+    fn complete_in(&self, hub: &super::Hub) {
         if self.done.replace(true) {
             return;
         }
-        self.finished_seq
-            .set(COMPLETION_SEQ.fetch_add(1, Ordering::Relaxed));
+        // Only compared between tasks of one hub (`iwait`): the hub's own count.
+        let seq = hub.completions.get() + 1;
+        hub.completions.set(seq);
+        self.finished_seq.set(seq);
         // Woken after the borrow is released; the usual single joiner without touching
         // the vector.
         let (first, more) = {
@@ -240,33 +229,35 @@ impl Task {
             (waiters.first.take(), !waiters.rest.is_empty())
         };
         if let Some(w) = first {
-            w.wake();
+            w.wake_in(hub);
         }
         if more {
             let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
             for w in rest {
-                w.wake();
+                w.wake_in(hub);
             }
         }
     }
 }
 
 impl TaskRef {
-    pub(crate) fn adhoc(greenlet: Greenlet) -> TaskRef {
+    pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
         let name = greenlet.name().map(str::to_owned);
-        TaskRef(Rc::new(Task::new(
-            NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
-            name,
-            greenlet,
-            true,
-            None,
-        )))
+        TaskRef(Rc::new(Task::new(id, name, greenlet, true, None)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
     pub(crate) fn wake(&self) {
         if !self.finished.get() {
             with_hub(|hub| hub.schedule(self.clone()));
+        }
+    }
+
+    /// [`wake`](Self::wake) for a caller that holds this thread's hub already.
+    #[inline]
+    fn wake_in(&self, hub: &super::Hub) {
+        if !self.finished.get() {
+            hub.schedule(self.clone());
         }
     }
 
@@ -282,6 +273,32 @@ impl TaskRef {
     #[inline]
     pub(crate) fn kill_pending(&self) -> bool {
         self.kill.get() && !self.is_adhoc
+    }
+
+    /// Blocks the current green thread until this task is done (`Ok(true)`) or the
+    /// deadline (`Ok(false)`). Not generic, so shared by every `JoinHandle<T>`.
+    #[inline(never)]
+    fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, JoinError> {
+        let me = hub.current_task();
+        if self.ptr_eq(&me) {
+            panic!("a green thread cannot join itself (it would wait forever)");
+        }
+        loop {
+            if self.done.get() {
+                return Ok(true);
+            }
+            self.waiters.borrow_mut().push(me.clone());
+            let r = match deadline {
+                Some(d) => park_until_in(hub, d),
+                None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
+            };
+            self.waiters.borrow_mut().remove(&me);
+            match r {
+                Ok(true) if !self.done.get() => return Ok(false),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Unwinds the current green thread if a kill is pending for it.
@@ -400,7 +417,7 @@ impl Waiters {
     fn remove(&mut self, task: &TaskRef) {
         if self.first.as_ref().is_some_and(|w| w.ptr_eq(task)) {
             self.first = None;
-        } else {
+        } else if !self.rest.is_empty() {
             self.rest.retain(|w| !w.ptr_eq(task));
         }
     }
@@ -449,26 +466,8 @@ impl<T> JoinHandle<T> {
         if self.task.done.get() {
             return Ok(true);
         }
-        let me = current_task();
-        if self.task.ptr_eq(&me) {
-            panic!("a green thread cannot join itself (it would wait forever)");
-        }
-        loop {
-            if self.task.done.get() {
-                return Ok(true);
-            }
-            self.task.waiters.borrow_mut().push(me.clone());
-            let r = match deadline {
-                Some(d) => park_until(d),
-                None => park_me(&me).map(|()| false),
-            };
-            self.task.waiters.borrow_mut().remove(&me);
-            match r {
-                Ok(true) if !self.task.done.get() => return Ok(false),
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // One look-up of the hub for the whole wait.
+        with_hub(|hub| self.task.wait_done_in(hub, deadline))
     }
 
     /// Whether the green thread has finished (returned, panicked or been killed).
@@ -613,13 +612,15 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let id = hub.next_id();
         // Named for the stall monitor while it watches this hub (and forgotten at the end).
         let recorded = hub.activity.is_watched();
         // Parented to the hub (given at spawn or respawn: a reused record usually has it
         // as its parent already).
-        let mut builder =
-            greenlet::Builder::new().stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE));
+        // The greenlet has the green thread's id (shown in stack-overflow reports).
+        let mut builder = greenlet::Builder::new()
+            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
+            .id(id);
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
@@ -686,24 +687,27 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    let task = current_task();
-    task.finished.set(true);
-    if slot.recorded {
-        super::task_finished(task.id);
-    }
-    *slot.result.borrow_mut() = Some(result);
-    task.complete();
-    drop(slot);
-    drop(task);
-    // Our greenlet's final switch (once this returns) goes straight to the next ready
-    // green thread when the turn has runs left, as a park's hand-off does.
-    super::exit_direct();
+    // One look-up of the hub for the whole ending.
+    with_hub(|hub| {
+        let task = hub.current_task();
+        task.finished.set(true);
+        if slot.recorded {
+            hub.activity.finished(task.id);
+        }
+        *slot.result.borrow_mut() = Some(result);
+        task.complete_in(hub);
+        drop(slot);
+        drop(task);
+        // Our greenlet's final switch (once this returns) goes straight to the next ready
+        // green thread when the turn has runs left, as a park's hand-off does.
+        hub.exit_direct();
+    })
 }
 
 fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
     let body = task.body.clone();
     let body = body.expect("a spawned green thread's record has a slot");
-    match body.into_any().downcast() {
+    match body.downcast() {
         Ok(slot) => slot,
         Err(_) => panic!("a spawned green thread's record holds its own closure type"),
     }

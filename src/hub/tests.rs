@@ -176,3 +176,101 @@ fn spawns_of_one_closure_type_reuse_the_slot_and_keep_their_own_values() {
     assert_eq!(spawn_one(10, witness.clone()).join().unwrap(), 100);
     assert_eq!(kept.join().unwrap(), 90);
 }
+
+#[test]
+fn a_killed_or_panicked_green_threads_record_and_stack_serve_the_next_spawn() {
+    use crate::stack::{kept_count, pooled_count};
+    let witness = Rc::new(());
+    // The next spawn takes a spare record with the stack it kept: the pool is not touched,
+    // and the new green thread sees its own values only.
+    let spawn_on_a_kept_stack = |what: &str| {
+        let spare = with_hub(|hub| hub.spare_tasks.len());
+        let (kept, pooled) = (kept_count(), pooled_count());
+        assert!(
+            spare >= 1 && kept >= 1,
+            "{what}: record kept ({spare}, {kept} stacks)"
+        );
+        let next = crate::spawn(|| {
+            yield_now();
+            (crate::current().id(), crate::current().name().is_none())
+        });
+        assert_eq!(
+            kept_count(),
+            kept - 1,
+            "{what}: the spawn runs on a kept stack"
+        );
+        assert_eq!(
+            pooled_count(),
+            pooled,
+            "{what}: no stack came from the pool"
+        );
+        let id = next.id();
+        assert_eq!(next.join().unwrap(), (id, true));
+    };
+    // Killed while suspended: its locals are dropped by the unwind.
+    let w = witness.clone();
+    let killed = crate::Builder::new()
+        .name("killed")
+        .spawn(move || {
+            let _held = w;
+            loop {
+                yield_now();
+            }
+        })
+        .unwrap();
+    yield_now();
+    killed.kill();
+    assert!(killed.join().unwrap_err().is_killed());
+    assert_eq!(
+        Rc::strong_count(&witness),
+        1,
+        "the killed one's locals were dropped"
+    );
+    // The hub threw the kill from its own stack, which holds a handle to the greenlet until
+    // the hub runs again (a record whose greenlet has another handle gets a new greenlet).
+    crate::sleep(Duration::from_millis(1)).unwrap();
+    spawn_on_a_kept_stack("killed");
+    // Panicked: likewise.
+    let w = witness.clone();
+    let panicked = crate::spawn(move || {
+        let _held = w;
+        yield_now();
+        panic!("on purpose");
+    });
+    assert!(panicked.join().unwrap_err().is_panic());
+    assert_eq!(
+        Rc::strong_count(&witness),
+        1,
+        "the panicked one's locals were dropped"
+    );
+    spawn_on_a_kept_stack("panicked");
+}
+
+#[test]
+fn green_thread_ids_are_unique_across_os_threads_and_name_their_greenlet() {
+    let ids = |n: usize| {
+        (0..n)
+            .map(|_| {
+                crate::spawn(|| {
+                    let id = crate::current().id();
+                    assert_eq!(
+                        Greenlet::current().id(),
+                        id,
+                        "the greenlet has the task's id"
+                    );
+                    id
+                })
+                .join()
+                .unwrap()
+            })
+            .collect::<Vec<u64>>()
+    };
+    // More than one block of ids per thread.
+    let other = std::thread::spawn(move || ids(3000));
+    let mut all = ids(3000);
+    all.extend(other.join().unwrap());
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "an id was handed out twice");
+}
