@@ -678,17 +678,6 @@ impl Greenlet {
         self.inner.state.get() != State::NotStarted
     }
 
-    /// Asks the CPU to start loading the top of this greenlet's stack, where it resumes, if
-    /// it is suspended (see `context::prefetch_resume`). A hint: nothing else changes.
-    #[inline]
-    pub(crate) fn prefetch_resume(&self) {
-        if self.inner.state.get() == State::Suspended {
-            if let Some(sp) = self.inner.sp.get() {
-                crate::context::prefetch_resume(sp);
-            }
-        }
-    }
-
     /// Whether this is the running greenlet.
     pub fn is_current(&self) -> bool {
         self.inner.state.get() == State::Running

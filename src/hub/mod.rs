@@ -610,9 +610,6 @@ impl Hub {
         // its `wait_fd_in` that the reactor holds nothing of it any more.
         let report = self.reactor.borrow_mut().poll(timeout, |task: TaskRef| {
             task.reason.set(WakeReason::Io);
-            // Its stack has been parked through other green threads' work and is likely
-            // out of every cache; its lines load while the ones before it run.
-            task.greenlet.prefetch_resume();
             self.schedule(task);
         });
         match report {
