@@ -400,37 +400,44 @@ impl Hub {
     /// being killed (those go through [`run`](Self::run)).
     #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
-        let mut left = self.turn_left.get();
-        if left == 0 {
-            if !self.next_turn_inline() {
-                return None;
-            }
-            left = self.turn_left.get();
-        }
+        let left = self.runs_left(0)?;
         let next = self.ready.pop_front()?;
-        if next.kill.get() || next.finished.get() {
-            // Still the next one to run, by the hub's loop.
-            self.ready.push_front(next);
-            return None;
-        }
-        self.turn_left.set(left - 1);
-        Some(next)
+        self.direct_to(next, left)
     }
 
     /// [`take_direct`](Self::take_direct) for a yield: `task`, the yielding one, goes to the
     /// back of the run queue first. Within a turn both are one rotation of the queue.
     #[inline(always)]
     fn take_direct_after_yield(&self, task: TaskRef) -> Option<TaskRef> {
-        let mut left = self.turn_left.get();
-        if left == 0 {
-            // The next turn, if begun here, counts the yielding one too.
-            if !self.next_turn_inline_with(1) {
-                self.ready.push_back(task);
-                return None;
-            }
-            left = self.turn_left.get();
-        }
+        // The next turn, if begun here, counts the yielding one too.
+        let Some(left) = self.runs_left(1) else {
+            self.ready.push_back(task);
+            return None;
+        };
         let next = self.ready.push_back_pop_front(task);
+        self.direct_to(next, left)
+    }
+
+    /// The runs left in the current turn, beginning the next one inline if this one is
+    /// used up ([`next_turn_inline_with`](Self::next_turn_inline_with), `extra` as there);
+    /// `None` when control must go to the hub's loop.
+    #[inline(always)]
+    fn runs_left(&self, extra: usize) -> Option<usize> {
+        let left = self.turn_left.get();
+        if left != 0 {
+            return Some(left);
+        }
+        if !self.next_turn_inline_with(extra) {
+            return None;
+        }
+        Some(self.turn_left.get())
+    }
+
+    /// `next`, just taken off the run queue with `left` runs left in the turn, as the
+    /// target of a direct hand-off; put back at the front (still the next one to run, by
+    /// the hub's loop) if it is finished or being killed.
+    #[inline(always)]
+    fn direct_to(&self, next: TaskRef, left: usize) -> Option<TaskRef> {
         if next.kill.get() || next.finished.get() {
             self.ready.push_front(next);
             return None;
@@ -442,14 +449,8 @@ impl Hub {
     /// Ends the current turn and begins the next one without switching to the hub, when the
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
-    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over.
-    #[inline(always)]
-    fn next_turn_inline(&self) -> bool {
-        self.next_turn_inline_with(0)
-    }
-
-    /// [`next_turn_inline`](Self::next_turn_inline) with `extra` ready green threads not in
-    /// the run queue yet (a yielding one, about to be pushed).
+    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over. `extra`:
+    /// ready green threads not in the run queue yet (a yielding one, about to be pushed).
     #[inline(always)]
     fn next_turn_inline_with(&self, extra: usize) -> bool {
         let ended = self.turn_runs.get();
@@ -539,7 +540,7 @@ impl Hub {
         }
         // The runs of this turn: by this loop, or by green threads handing control straight
         // to the next one (`switch_out`), in the same order, from the same budget.
-        // Green threads may also begin the next turn themselves (`next_turn_inline`), so
+        // Green threads may also begin the next turn themselves (`next_turn_inline_with`), so
         // the turn that ends here is the last one begun.
         let n = self.ready.len();
         self.turn_runs.set(n);
