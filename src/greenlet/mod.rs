@@ -600,6 +600,41 @@ impl Greenlet {
         self.switch_into_payload(Payload::Unit).into_unit()
     }
 
+    /// Puts `owner` into `slot` and switches with `()` to the greenlet `greenlet_of(&owner)`
+    /// (ignoring the value that comes back), taking no handle to it: what keeps it alive
+    /// is `owner`, now in `slot`, where nothing can take it before control has left (only
+    /// this function runs in between). A scheduler hands control to its next green thread
+    /// this way with no reference count traffic, and keeps no handle to it on the stack of
+    /// the previous one.
+    ///
+    /// `greenlet_of` is a plain function, so the greenlet it returns is part of `owner` or
+    /// outlives it. If `slot` is not empty, its value is dropped first, which may run any
+    /// code: that (rare) case takes a handle for the switch, as [`resume_into`].
+    #[inline(always)]
+    pub(crate) fn resume_held_in<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) {
+        let target = Rc::as_ptr(&greenlet_of(&owner).inner);
+        let cur = CURRENT.get();
+        // SAFETY: `target` is alive: `owner` keeps it alive.
+        let state = unsafe { (*target).state.get() };
+        let previous = slot.replace(Some(owner));
+        if previous.is_none() && state == State::Suspended && !cur.is_null() {
+            // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
+            // this thread (greenlets are !Send), so not the caller, and it holds its own
+            // reference; `owner` in `slot` keeps it alive until it runs: nothing but this
+            // switch runs before control leaves.
+            unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
+        } else {
+            // SAFETY: `target` is alive (`owner`, in `slot`, keeps it: nothing ran since).
+            let handle = unsafe { new_handle(target) };
+            drop(previous);
+            handle.resume_into()
+        }
+    }
+
     /// Makes the running greenlet's final switch, when its body returns normally, go to
     /// `target` instead of its parent (a scheduler handing control from a finishing green
     /// thread straight to the next one). The value the body returns goes there: a pending

@@ -506,29 +506,23 @@ impl Hub {
     /// [`switch_out_with`](Self::switch_out_with).
     #[inline(always)]
     fn switch_to_next<const CURRENT_EMPTY: bool>(&self, next: Option<TaskRef>) {
-        let target = match next {
+        match next {
             Some(next) => {
                 next.queued.set(false);
                 next.parked.set(false);
-                let greenlet = next.greenlet.clone();
                 self.activity.enter(next.id);
-                // The record stays alive as the hub's current task; no handle to the next
-                // green thread stays on this stack while it is suspended.
-                let previous = self.current.replace(Some(next));
                 if CURRENT_EMPTY {
-                    debug_assert!(previous.is_none());
-                    std::mem::forget(previous);
+                    debug_assert!(self.current.take().is_none());
                 } else {
-                    drop(previous);
+                    drop(self.current.take());
                 }
-                greenlet
+                // The record goes into `current`, which keeps it (and its greenlet) alive;
+                // no handle to the next green thread stays on this stack while it is
+                // suspended, and no reference count is touched.
+                Greenlet::resume_held_in(&self.current, next, |task| &task.greenlet);
             }
-            None => self.greenlet.clone(),
-        };
-        // One switch site for both targets: a smaller frame than two (each with what the
-        // switch hands back) on the stack of every parked green thread, which misses the
-        // frame's lines again when it resumes.
-        target.resume_into();
+            None => self.greenlet.clone().resume_into(),
+        }
     }
 
     fn turn(&self) {
