@@ -221,12 +221,17 @@ pub(crate) struct Hub {
     slots: RefCell<wait_slots::Slots>,
     /// Green threads parked on a file descriptor.
     io_waiters: Cell<usize>,
+    /// Green-thread runs since the last poll of the reactor, as of the beginning of the
+    /// hub's current turn (kept by the hub's loop only).
     runs_since_poll: Cell<u32>,
     /// Runs left in the current turn (0 outside a turn): while some are left, a green
     /// thread that parks or yields hands control straight to the next ready one.
     turn_left: Cell<usize>,
-    /// Runs the current turn began with (0 outside the hub's turn loop).
-    turn_runs: Cell<usize>,
+    /// How far the reactor's poll is away, in runs: [`POLL_EVERY`] minus the runs since the
+    /// last poll, counting every begun turn's runs in full; 0 once they reach it, and
+    /// outside the hub's turn loop. A green thread begins the next turn itself only while
+    /// it is not 0 (`next_turn_inline_with`): one test for both conditions.
+    poll_budget: Cell<usize>,
     /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
     /// and out, never borrowed, so the hot paths maintain no borrow flag.
     current: Cell<Option<TaskRef>>,
@@ -320,7 +325,7 @@ impl Hub {
             io_waiters: Cell::new(0),
             runs_since_poll: Cell::new(0),
             turn_left: Cell::new(0),
-            turn_runs: Cell::new(0),
+            poll_budget: Cell::new(0),
             main_task: RefCell::new(None),
             current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
@@ -453,29 +458,27 @@ impl Hub {
     /// ready green threads not in the run queue yet (a yielding one, about to be pushed).
     #[inline(always)]
     fn next_turn_inline_with(&self, extra: usize) -> bool {
-        let ended = self.turn_runs.get();
-        if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
-            return false;
-        }
-        let runs = self.runs_since_poll.get().saturating_add(ended as u32);
-        if runs >= POLL_EVERY {
+        let budget = self.poll_budget.get();
+        if budget == 0 || self.inbox.pending.load(Ordering::Acquire) {
             return false;
         }
         let n = self.ready.len() + extra;
-        if n == 0 {
+        if n == 0 || (self.has_timers.get() && self.timer_due()) {
             return false;
         }
-        if self.has_timers.get() {
-            if let Some(deadline) = self.timers.borrow().next_deadline() {
-                if deadline <= Instant::now() {
-                    return false;
-                }
-            }
-        }
-        self.runs_since_poll.set(runs);
-        self.turn_runs.set(n);
+        self.poll_budget.set(budget.saturating_sub(n));
         self.turn_left.set(n);
         true
+    }
+
+    /// Whether the next timer is due (there is one: `has_timers`).
+    #[cold]
+    #[inline(never)]
+    fn timer_due(&self) -> bool {
+        self.timers
+            .borrow()
+            .next_deadline()
+            .is_some_and(|deadline| deadline <= Instant::now())
     }
 
     /// Leaves the current green thread, which is already rescheduled or registered for its
@@ -537,7 +540,9 @@ impl Hub {
         // Green threads may also begin the next turn themselves (`next_turn_inline_with`), so
         // the turn that ends here is the last one begun.
         let n = self.ready.len();
-        self.turn_runs.set(n);
+        let since_poll = self.runs_since_poll.get() as usize;
+        self.poll_budget
+            .set((POLL_EVERY as usize).saturating_sub(since_poll.saturating_add(n)));
         self.turn_left.set(n);
         while self.turn_left.get() > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
@@ -546,9 +551,11 @@ impl Hub {
             };
             self.run(task);
         }
-        let n = self.turn_runs.replace(0);
+        // The runs since the last poll, this turn's and those of the turns begun inline
+        // included: `POLL_EVERY` or more when the budget is used up.
+        let budget = self.poll_budget.replace(0);
         self.turn_left.set(0);
-        let runs = self.runs_since_poll.get().saturating_add(n as u32);
+        let runs = POLL_EVERY - budget as u32;
         let idle = self.ready.is_empty();
         if idle {
             self.runs_since_poll.set(0);
