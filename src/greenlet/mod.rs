@@ -622,6 +622,8 @@ impl Greenlet {
         let state = unsafe { (*target).state.get() };
         let previous = slot.replace(Some(owner));
         if previous.is_none() && state == State::Suspended && !cur.is_null() {
+            // `None`: nothing to drop, and no test of it left for after the switch.
+            std::mem::forget(previous);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
             // this thread (greenlets are !Send), so not the caller, and it holds its own
             // reference; `owner` in `slot` keeps it alive until it runs: nothing but this
