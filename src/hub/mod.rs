@@ -228,10 +228,10 @@ pub(crate) struct Hub {
     /// thread that parks or yields hands control straight to the next ready one.
     turn_left: Cell<usize>,
     /// How far the reactor's poll is away, in runs: [`POLL_EVERY`] minus the runs since the
-    /// last poll, counting every begun turn's runs in full; 0 once they reach it, and
-    /// outside the hub's turn loop. A green thread begins the next turn itself only while
-    /// it is not 0 (`next_turn_inline_with`): one test for both conditions.
-    poll_budget: Cell<usize>,
+    /// last poll, counting every begun turn's runs in full; 0 or less once they reach it,
+    /// and 0 outside the hub's turn loop. A green thread begins the next turn itself only
+    /// while it is positive (`next_turn_inline_with`): one test for both conditions.
+    poll_budget: Cell<isize>,
     /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
     /// and out, never borrowed, so the hot paths maintain no borrow flag.
     current: Cell<Option<TaskRef>>,
@@ -459,14 +459,16 @@ impl Hub {
     #[inline(always)]
     fn next_turn_inline_with(&self, extra: usize) -> bool {
         let budget = self.poll_budget.get();
-        if budget == 0 || self.inbox.pending.load(Ordering::Acquire) {
+        if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        // With `extra`, `n` is not 0: that test is left out at compile time.
+        if (extra == 0 && self.ready.is_empty()) || (self.has_timers.get() && self.timer_due()) {
             return false;
         }
         let n = self.ready.len() + extra;
-        if n == 0 || (self.has_timers.get() && self.timer_due()) {
-            return false;
-        }
-        self.poll_budget.set(budget.saturating_sub(n));
+        // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's length.
+        self.poll_budget.set(budget - n as isize);
         self.turn_left.set(n);
         true
     }
@@ -540,9 +542,9 @@ impl Hub {
         // Green threads may also begin the next turn themselves (`next_turn_inline_with`), so
         // the turn that ends here is the last one begun.
         let n = self.ready.len();
-        let since_poll = self.runs_since_poll.get() as usize;
+        let since_poll = self.runs_since_poll.get() as isize;
         self.poll_budget
-            .set((POLL_EVERY as usize).saturating_sub(since_poll.saturating_add(n)));
+            .set(POLL_EVERY as isize - since_poll.saturating_add_unsigned(n));
         self.turn_left.set(n);
         while self.turn_left.get() > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
@@ -555,7 +557,7 @@ impl Hub {
         // included: `POLL_EVERY` or more when the budget is used up.
         let budget = self.poll_budget.replace(0);
         self.turn_left.set(0);
-        let runs = POLL_EVERY - budget as u32;
+        let runs = POLL_EVERY - budget.clamp(0, POLL_EVERY as isize) as u32;
         let idle = self.ready.is_empty();
         if idle {
             self.runs_since_poll.set(0);
