@@ -7,7 +7,8 @@
 //!
 //! It is a ring buffer whose capacity is a power of two: a slot is `head + i` masked, so a
 //! push or a pop is a load, a store and two index updates, with a single capacity test on
-//! push (growing is out of line).
+//! push (growing is out of line). It keeps the mask (`capacity - 1`) rather than the
+//! capacity, which is what every index computation needs.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -18,10 +19,10 @@ pub(crate) struct LocalQueue<T> {
     /// The slots; `len` of them, from `head` on (wrapping), are initialised. Its length,
     /// `cap`, is zero or a power of two. Replaced (not resized in place) when it grows.
     buf: Cell<Box<[MaybeUninit<T>]>>,
-    /// Raw pointer and length of `buf`, kept beside it so that the hot paths need not take
-    /// the box out of its cell.
+    /// Raw pointer of `buf` and its length minus one (wrapping: `usize::MAX` while it is
+    /// empty), kept beside it so that the hot paths need not take the box out of its cell.
     slots: Cell<*mut MaybeUninit<T>>,
-    cap: Cell<usize>,
+    mask: Cell<usize>,
     head: Cell<usize>,
     len: Cell<usize>,
 }
@@ -32,7 +33,7 @@ impl<T> Default for LocalQueue<T> {
         LocalQueue {
             slots: Cell::new(buf.as_mut_ptr()),
             buf: Cell::new(buf),
-            cap: Cell::new(0),
+            mask: Cell::new(usize::MAX),
             head: Cell::new(0),
             len: Cell::new(0),
         }
@@ -44,7 +45,7 @@ impl<T> LocalQueue<T> {
     #[inline]
     pub(crate) fn push_back(&self, value: T) {
         let len = self.len.get();
-        if len == self.cap.get() {
+        if len == self.cap() {
             self.grow();
         }
         let i = (self.head.get() + len) & self.mask();
@@ -57,14 +58,20 @@ impl<T> LocalQueue<T> {
     /// `cap - 1`: the capacity is a power of two (or 0, with no value to index).
     #[inline(always)]
     fn mask(&self) -> usize {
-        self.cap.get().wrapping_sub(1)
+        self.mask.get()
+    }
+
+    /// The number of slots.
+    #[inline(always)]
+    fn cap(&self) -> usize {
+        self.mask.get().wrapping_add(1)
     }
 
     /// Puts `value` back at the front (it is the next to come out).
     #[inline]
     pub(crate) fn push_front(&self, value: T) {
         let len = self.len.get();
-        if len == self.cap.get() {
+        if len == self.cap() {
             self.grow();
         }
         let head = self.head.get().wrapping_sub(1) & self.mask();
@@ -142,7 +149,7 @@ impl<T> LocalQueue<T> {
         }
         drop(old);
         self.slots.set(new.as_mut_ptr());
-        self.cap.set(cap);
+        self.mask.set(cap - 1);
         self.head.set(0);
         self.buf.set(new);
     }

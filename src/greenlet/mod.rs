@@ -600,6 +600,43 @@ impl Greenlet {
         self.switch_into_payload(Payload::Unit).into_unit()
     }
 
+    /// Puts `owner` into `slot` and switches with `()` to the greenlet `greenlet_of(&owner)`
+    /// (ignoring the value that comes back), taking no handle to it: what keeps it alive
+    /// is `owner`, now in `slot`, where nothing can take it before control has left (only
+    /// this function runs in between). A scheduler hands control to its next green thread
+    /// this way with no reference count traffic, and keeps no handle to it on the stack of
+    /// the previous one.
+    ///
+    /// `greenlet_of` is a plain function, so the greenlet it returns is part of `owner` or
+    /// outlives it. If `slot` is not empty, its value is dropped first, which may run any
+    /// code: that (rare) case takes a handle for the switch, as [`resume_into`].
+    #[inline(always)]
+    pub(crate) fn resume_held_in<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) {
+        let target = Rc::as_ptr(&greenlet_of(&owner).inner);
+        let cur = CURRENT.get();
+        // SAFETY: `target` is alive: `owner` keeps it alive.
+        let state = unsafe { (*target).state.get() };
+        let previous = slot.replace(Some(owner));
+        if previous.is_none() && state == State::Suspended && !cur.is_null() {
+            // `None`: nothing to drop, and no test of it left for after the switch.
+            std::mem::forget(previous);
+            // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
+            // this thread (greenlets are !Send), so not the caller, and it holds its own
+            // reference; `owner` in `slot` keeps it alive until it runs: nothing but this
+            // switch runs before control leaves.
+            unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
+        } else {
+            // SAFETY: `target` is alive (`owner`, in `slot`, keeps it: nothing ran since).
+            let handle = unsafe { new_handle(target) };
+            drop(previous);
+            handle.resume_into()
+        }
+    }
+
     /// Makes the running greenlet's final switch, when its body returns normally, go to
     /// `target` instead of its parent (a scheduler handing control from a finishing green
     /// thread straight to the next one). The value the body returns goes there: a pending
@@ -1119,6 +1156,92 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a scheduler keeps in its slot for [`Greenlet::resume_held_in`]: a record that
+    /// owns the greenlet, counting its drops.
+    struct Record {
+        greenlet: Greenlet,
+        drops: Rc<Cell<u32>>,
+    }
+
+    impl Drop for Record {
+        fn drop(&mut self) {
+            self.drops.set(self.drops.get() + 1);
+        }
+    }
+
+    fn greenlet_of(record: &Record) -> &Greenlet {
+        &record.greenlet
+    }
+
+    #[test]
+    fn resume_held_in_switches_with_the_record_in_the_slot_and_no_handle_taken() {
+        let main = Greenlet::current();
+        let handles_seen = Rc::new(Cell::new(0));
+        let seen = handles_seen.clone();
+        let g = Greenlet::new(move |_| loop {
+            // While it runs: its own reference and the record's handle, nothing else.
+            seen.set(Rc::strong_count(&Greenlet::current().inner) - 1);
+            main.switch(());
+        });
+        g.switch(()); // started: suspended in its switch to main
+        let drops = Rc::new(Cell::new(0));
+        let slot = Cell::new(None);
+        let record = Record {
+            greenlet: g,
+            drops: drops.clone(),
+        };
+        Greenlet::resume_held_in(&slot, record, greenlet_of);
+        assert_eq!(
+            handles_seen.get(),
+            2,
+            "no handle besides the record's was taken"
+        );
+        assert_eq!(drops.get(), 0);
+        let record = slot.take().expect("the record stays in the slot");
+        assert!(!record.greenlet.is_dead());
+    }
+
+    #[test]
+    fn resume_held_in_drops_what_the_slot_held_and_starts_an_unstarted_greenlet() {
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        let drops = Rc::new(Cell::new(0));
+        let slot = Cell::new(Some(Record {
+            greenlet: Greenlet::new(|v| v),
+            drops: drops.clone(),
+        }));
+        let record = Record {
+            greenlet: Greenlet::new(move |v| {
+                r.set(true);
+                v
+            }),
+            drops: drops.clone(),
+        };
+        // Unstarted: it starts, returns to its parent (this greenlet), which goes on.
+        Greenlet::resume_held_in(&slot, record, greenlet_of);
+        assert!(ran.get());
+        assert_eq!(
+            drops.get(),
+            1,
+            "the record the slot held before was dropped"
+        );
+        let record = slot.take().expect("the new record is in the slot");
+        assert!(record.greenlet.is_dead());
+    }
+
+    #[test]
+    fn resume_held_in_to_the_running_greenlet_returns_at_once() {
+        let drops = Rc::new(Cell::new(0));
+        let slot = Cell::new(None);
+        let record = Record {
+            greenlet: Greenlet::current(),
+            drops: drops.clone(),
+        };
+        Greenlet::resume_held_in(&slot, record, greenlet_of);
+        assert_eq!(drops.get(), 0);
+        assert!(slot.take().is_some_and(|r| r.greenlet.is_current()));
+    }
 
     #[test]
     fn a_dead_greenlet_keeps_its_stack_until_reused_or_dropped() {

@@ -221,12 +221,17 @@ pub(crate) struct Hub {
     slots: RefCell<wait_slots::Slots>,
     /// Green threads parked on a file descriptor.
     io_waiters: Cell<usize>,
+    /// Green-thread runs since the last poll of the reactor, as of the beginning of the
+    /// hub's current turn (kept by the hub's loop only).
     runs_since_poll: Cell<u32>,
     /// Runs left in the current turn (0 outside a turn): while some are left, a green
     /// thread that parks or yields hands control straight to the next ready one.
     turn_left: Cell<usize>,
-    /// Runs the current turn began with (0 outside the hub's turn loop).
-    turn_runs: Cell<usize>,
+    /// How far the reactor's poll is away, in runs: [`POLL_EVERY`] minus the runs since the
+    /// last poll, counting every begun turn's runs in full; 0 or less once they reach it,
+    /// and 0 outside the hub's turn loop. A green thread begins the next turn itself only
+    /// while it is positive (`next_turn_inline_with`): one test for both conditions.
+    poll_budget: Cell<isize>,
     /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
     /// and out, never borrowed, so the hot paths maintain no borrow flag.
     current: Cell<Option<TaskRef>>,
@@ -320,7 +325,7 @@ impl Hub {
             io_waiters: Cell::new(0),
             runs_since_poll: Cell::new(0),
             turn_left: Cell::new(0),
-            turn_runs: Cell::new(0),
+            poll_budget: Cell::new(0),
             main_task: RefCell::new(None),
             current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
@@ -453,29 +458,29 @@ impl Hub {
     /// ready green threads not in the run queue yet (a yielding one, about to be pushed).
     #[inline(always)]
     fn next_turn_inline_with(&self, extra: usize) -> bool {
-        let ended = self.turn_runs.get();
-        if ended == 0 || self.inbox.pending.load(Ordering::Acquire) {
+        let budget = self.poll_budget.get();
+        if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
             return false;
         }
-        let runs = self.runs_since_poll.get().saturating_add(ended as u32);
-        if runs >= POLL_EVERY {
+        // With `extra`, `n` is not 0: that test is left out at compile time.
+        if (extra == 0 && self.ready.is_empty()) || (self.has_timers.get() && self.timer_due()) {
             return false;
         }
         let n = self.ready.len() + extra;
-        if n == 0 {
-            return false;
-        }
-        if self.has_timers.get() {
-            if let Some(deadline) = self.timers.borrow().next_deadline() {
-                if deadline <= Instant::now() {
-                    return false;
-                }
-            }
-        }
-        self.runs_since_poll.set(runs);
-        self.turn_runs.set(n);
+        // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's length.
+        self.poll_budget.set(budget - n as isize);
         self.turn_left.set(n);
         true
+    }
+
+    /// Whether the next timer is due (there is one: `has_timers`).
+    #[cold]
+    #[inline(never)]
+    fn timer_due(&self) -> bool {
+        self.timers
+            .borrow()
+            .next_deadline()
+            .is_some_and(|deadline| deadline <= Instant::now())
     }
 
     /// Leaves the current green thread, which is already rescheduled or registered for its
@@ -506,29 +511,23 @@ impl Hub {
     /// [`switch_out_with`](Self::switch_out_with).
     #[inline(always)]
     fn switch_to_next<const CURRENT_EMPTY: bool>(&self, next: Option<TaskRef>) {
-        let target = match next {
+        match next {
             Some(next) => {
                 next.queued.set(false);
                 next.parked.set(false);
-                let greenlet = next.greenlet.clone();
                 self.activity.enter(next.id);
-                // The record stays alive as the hub's current task; no handle to the next
-                // green thread stays on this stack while it is suspended.
-                let previous = self.current.replace(Some(next));
                 if CURRENT_EMPTY {
-                    debug_assert!(previous.is_none());
-                    std::mem::forget(previous);
+                    debug_assert!(self.current.take().is_none());
                 } else {
-                    drop(previous);
+                    drop(self.current.take());
                 }
-                greenlet
+                // The record goes into `current`, which keeps it (and its greenlet) alive;
+                // no handle to the next green thread stays on this stack while it is
+                // suspended, and no reference count is touched.
+                Greenlet::resume_held_in(&self.current, next, |task| &task.greenlet);
             }
-            None => self.greenlet.clone(),
-        };
-        // One switch site for both targets: a smaller frame than two (each with what the
-        // switch hands back) on the stack of every parked green thread, which misses the
-        // frame's lines again when it resumes.
-        target.resume_into();
+            None => self.greenlet.clone().resume_into(),
+        }
     }
 
     fn turn(&self) {
@@ -543,7 +542,9 @@ impl Hub {
         // Green threads may also begin the next turn themselves (`next_turn_inline_with`), so
         // the turn that ends here is the last one begun.
         let n = self.ready.len();
-        self.turn_runs.set(n);
+        let since_poll = self.runs_since_poll.get() as isize;
+        self.poll_budget
+            .set(POLL_EVERY as isize - since_poll.saturating_add_unsigned(n));
         self.turn_left.set(n);
         while self.turn_left.get() > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
@@ -552,9 +553,11 @@ impl Hub {
             };
             self.run(task);
         }
-        let n = self.turn_runs.replace(0);
+        // The runs since the last poll, this turn's and those of the turns begun inline
+        // included: `POLL_EVERY` or more when the budget is used up.
+        let budget = self.poll_budget.replace(0);
         self.turn_left.set(0);
-        let runs = self.runs_since_poll.get().saturating_add(n as u32);
+        let runs = POLL_EVERY - budget.clamp(0, POLL_EVERY as isize) as u32;
         let idle = self.ready.is_empty();
         if idle {
             self.runs_since_poll.set(0);
