@@ -523,6 +523,85 @@ impl Builder {
     }
 }
 
+/// Re-arms `slot` in place for a new life running `body`: the hub's spawn path, which
+/// allocates nothing. Granted when `slot` is a dead greenlet (not a main one) with no other
+/// handle; then it gets `id`, `name` and `parent`, and runs on the stack it kept at its
+/// death when that one has `stack_size` usable bytes (else on a pooled or new one), and
+/// `Ok(true)` is returned. Otherwise nothing changes and `Ok(false)` is returned (the
+/// caller makes a new greenlet). On error `slot` is a dead greenlet still.
+///
+/// What [`Builder::respawn`] does for a reusable slot, without a builder to move around
+/// and with the context made in the record's own fields.
+#[inline]
+pub(crate) fn rearm<F>(
+    slot: &mut Greenlet,
+    parent: &Greenlet,
+    id: u64,
+    stack_size: usize,
+    name: Option<&str>,
+    body: F,
+) -> Result<bool, StackError>
+where
+    F: FnOnce(Value) -> Value + 'static,
+{
+    let Some(inner) = Rc::get_mut(&mut slot.inner) else {
+        return Ok(false);
+    };
+    if inner.state.get() != State::Dead || inner.is_main {
+        return Ok(false);
+    }
+    let stack = match inner.stack.get_mut().take() {
+        Some(kept) => {
+            // It leaves its dead owner: one idle stack fewer (see `stack::keep`).
+            stack::unkeep();
+            if kept.fits(stack_size) {
+                kept
+            } else {
+                rearm_other_stack(kept, stack_size)?
+            }
+        }
+        None => stack::take(stack_size)?,
+    };
+    stack.set_owner(id, name);
+    // The storage was reset when the greenlet died (`release`).
+    // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
+    // greenlet until it is dead again; nothing runs on it.
+    let sp = unsafe {
+        context::init(
+            stack.top(),
+            stack.bottom(),
+            greenlet_entry,
+            inner.storage.get_mut(),
+        )
+    };
+    inner.sp.set(Some(sp));
+    inner.stack.set(Some(stack));
+    inner.id = id;
+    if name.is_some() || inner.name.is_some() {
+        inner.name = name.map(str::to_owned);
+    }
+    inner.state.set(State::NotStarted);
+    inner.body.set(Some(Box::new(body)));
+    let old_parent = inner.parent.get_mut();
+    if !old_parent
+        .as_ref()
+        .is_some_and(|p| Rc::ptr_eq(&p.inner, &parent.inner))
+    {
+        *old_parent = Some(parent.clone());
+    }
+    // `exit_to` was taken by the final switch already.
+    debug_assert!(inner.exit_to.get_mut().is_none());
+    Ok(true)
+}
+
+/// [`rearm`] with a kept stack of another size: it goes to the pool, another is taken.
+#[cold]
+#[inline(never)]
+fn rearm_other_stack(kept: Stack, stack_size: usize) -> Result<Stack, StackError> {
+    stack::give_back(kept);
+    stack::take(stack_size)
+}
+
 /// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
 /// test is on the static type, so it folds away at compile time (and `()` is not boxed at
 /// all: a box of a zero-sized type does not allocate).
