@@ -190,6 +190,7 @@ impl Task {
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
+    #[inline]
     fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
@@ -292,7 +293,10 @@ impl TaskRef {
                 Some(d) => park_until_in(hub, d),
                 None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
             };
-            self.waiters.borrow_mut().remove(&me);
+            // Done: `complete_in` took every waiter already, this one included.
+            if !self.done.get() {
+                self.waiters.borrow_mut().remove(&me);
+            }
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
                 Ok(_) => {}
@@ -705,12 +709,10 @@ where
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    // The slot is held (it refers to no record, so it makes no cycle): one downcast.
-    let (slot, killed_before_start) = {
+    let (f, killed_before_start) = {
         let task = hub.current_task();
-        (slot_rc_of::<F, T>(&task), task.kill.get())
+        (slot_of::<F, T>(&task).f.take(), task.kill.get())
     };
-    let f = slot.f.take();
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -725,26 +727,33 @@ where
         }
     };
     let task = hub.current_task();
+    let Some(slot) = slot_if_spawned::<F, T>(&task) else {
+        // Not our record: it was dropped while we were suspended, and its greenlet's drop
+        // unwound us from elsewhere (no one can join us). Back to that greenlet.
+        return;
+    };
     task.finished.set(true);
     if slot.recorded {
         hub.activity.finished(task.id);
     }
     *slot.result.borrow_mut() = Some(result);
     task.complete_in(hub);
-    drop(slot);
     drop(task);
     // Our greenlet's final switch (once this returns) goes straight to the next ready
     // green thread when the turn has runs left, as a park's hand-off does.
     hub.exit_direct();
 }
 
-fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
-    let body = task.body.clone();
-    let body = body.expect("a spawned green thread's record has a slot");
-    match body.downcast() {
-        Ok(slot) => slot,
-        Err(_) => panic!("a spawned green thread's record holds its own closure type"),
-    }
+/// The slot of a spawned green thread's record, seen with its closure and result types:
+/// borrowed, not cloned (one type check, no reference count).
+fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
+    slot_if_spawned(task).expect("a spawned green thread's record holds its own slot")
+}
+
+/// [`slot_of`], or `None` for a record that is not a spawned one of this closure type.
+#[inline]
+fn slot_if_spawned<F: 'static, T: 'static>(task: &Task) -> Option<&Slot<F, T>> {
+    task.body.as_deref()?.downcast_ref()
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its
