@@ -672,7 +672,15 @@ impl Builder {
                 Some(record) => {
                     let name = self.name.as_deref();
                     let parent = &hub.greenlet;
-                    if !greenlet::rearm(&mut record.greenlet, parent, id, stack_size, name, body)? {
+                    let unit_body = run_task::<F, T>;
+                    if !greenlet::rearm(
+                        &mut record.greenlet,
+                        parent,
+                        id,
+                        stack_size,
+                        name,
+                        unit_body,
+                    )? {
                         greenlet_builder(name).respawn(&mut record.greenlet, parent, body)?;
                     }
                     let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
