@@ -129,6 +129,7 @@ const SPARE_TASKS: usize = 256;
 pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
 
 impl SpareTasks {
+    #[inline]
     fn take(&self) -> Option<TaskRef> {
         self.0.borrow_mut().pop()
     }
@@ -140,6 +141,7 @@ impl SpareTasks {
     }
 
     /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
+    #[inline]
     pub(crate) fn give(&self, task: TaskRef) {
         let mut spare = self.0.borrow_mut();
         if spare.len() < SPARE_TASKS {
