@@ -1,8 +1,9 @@
 //! Loops to profile with callgrind, for instruction counts that stay exact when wall-clock
 //! figures are noisy: `channel` (ping-pong hops between two green threads over two
 //! `Channel`s), `queue` (the same over two unbounded `Queue`s) and `spawn` (spawn + run +
-//! join of a trivial green thread on a pooled stack). Run it twice and subtract, so that
-//! setup cancels out:
+//! join of a trivial green thread on a pooled stack; an optional third argument is the stack
+//! size in bytes, default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup
+//! cancels out:
 //!
 //! ```text
 //! cargo build --release --example hub_counts
@@ -13,7 +14,7 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use verdant::{Channel, Queue};
+use verdant::{Builder, Channel, Queue};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -26,6 +27,11 @@ fn main() {
                 .expect("usage: hub_counts MODE [N]")
         })
         .unwrap_or(1_000_000);
+    let stack_size: Option<usize> = args.next().map(|s| {
+        s.replace('_', "")
+            .parse()
+            .expect("usage: hub_counts spawn N [STACK_BYTES]")
+    });
     let start = Instant::now();
     match mode.as_str() {
         // N hops: N/2 round trips.
@@ -65,11 +71,22 @@ fn main() {
             ping.close();
             echo.join().unwrap();
         }
-        "spawn" => {
-            for _ in 0..n {
-                black_box(verdant::spawn(|| black_box(1u32)).join().unwrap());
+        "spawn" => match stack_size {
+            None => {
+                for _ in 0..n {
+                    black_box(verdant::spawn(|| black_box(1u32)).join().unwrap());
+                }
             }
-        }
+            Some(size) => {
+                for _ in 0..n {
+                    let handle = Builder::new()
+                        .stack_size(size)
+                        .spawn(|| black_box(1u32))
+                        .expect("spawn");
+                    black_box(handle.join().unwrap());
+                }
+            }
+        },
         other => panic!("unknown mode {other:?}: channel, queue or spawn"),
     }
     let elapsed = start.elapsed();

@@ -224,9 +224,12 @@ impl Stack {
         self.top() as usize - self.bottom() as usize
     }
 
-    /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size.
+    /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size
+    /// (the same mapping size: one page-size read, no pointer arithmetic).
+    #[inline]
     pub(crate) fn fits(&self, size: usize) -> bool {
-        self.size() == usable_for(size)
+        let page = memory::page_size();
+        self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page)
     }
 
     /// Records who runs on this stack, for overflow reports.
@@ -274,6 +277,7 @@ fn usable_for(size: usize) -> usize {
 }
 
 /// `n` rounded up to a multiple of `to`, a power of two (the page size).
+#[inline]
 fn round_up(n: usize, to: usize) -> usize {
     debug_assert!(to.is_power_of_two());
     (n + to - 1) & !(to - 1)

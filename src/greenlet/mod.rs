@@ -88,7 +88,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub type Value = Box<dyn Any>;
 
 /// The body of a greenlet.
-type Body = Box<dyn FnOnce(Value) -> Value>;
+enum Body {
+    /// Takes the first switch's value and returns the value of its final switch.
+    Value(Box<dyn FnOnce(Value) -> Value>),
+    /// Takes and returns `()` (the hub's green threads, re-armed by [`rearm`]): no value is
+    /// boxed, type-checked or dropped on the way in or out.
+    Unit(Box<dyn FnOnce()>),
+}
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
 /// normally, and its parent receives this value (greenlet's `GreenletExit`).
@@ -434,7 +440,7 @@ impl Builder {
                 state: Cell::new(State::NotStarted),
                 sp: Cell::new(Some(sp)),
                 stack: Cell::new(Some(stack)),
-                body: Cell::new(Some(Box::new(body))),
+                body: Cell::new(Some(Body::Value(Box::new(body)))),
                 parent: RefCell::new(Some(parent)),
                 exit_to: Cell::new(None),
                 storage: UnsafeCell::new(storage),
@@ -502,7 +508,7 @@ impl Builder {
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
-                inner.body.set(Some(Box::new(body)));
+                inner.body.set(Some(Body::Value(Box::new(body))));
                 let old_parent = inner.parent.get_mut();
                 if !old_parent
                     .as_ref()
@@ -521,6 +527,86 @@ impl Builder {
             }
         }
     }
+}
+
+/// Re-arms `slot` in place for a new life running `body`, which takes and returns `()`
+/// (the value of the first switch to it is dropped; its final switch carries `()`): the
+/// hub's spawn path, which allocates nothing. Granted when `slot` is a dead greenlet (not a main one) with no other
+/// handle; then it gets `id`, `name` and `parent`, and runs on the stack it kept at its
+/// death when that one has `stack_size` usable bytes (else on a pooled or new one), and
+/// `Ok(true)` is returned. Otherwise nothing changes and `Ok(false)` is returned (the
+/// caller makes a new greenlet). On error `slot` is a dead greenlet still.
+///
+/// What [`Builder::respawn`] does for a reusable slot, without a builder to move around
+/// and with the context made in the record's own fields.
+#[inline]
+pub(crate) fn rearm<F>(
+    slot: &mut Greenlet,
+    parent: &Greenlet,
+    id: u64,
+    stack_size: usize,
+    name: Option<&str>,
+    body: F,
+) -> Result<bool, StackError>
+where
+    F: FnOnce() + 'static,
+{
+    let Some(inner) = Rc::get_mut(&mut slot.inner) else {
+        return Ok(false);
+    };
+    if inner.state.get() != State::Dead || inner.is_main {
+        return Ok(false);
+    }
+    let stack = match inner.stack.get_mut().take() {
+        Some(kept) => {
+            // It leaves its dead owner: one idle stack fewer (see `stack::keep`).
+            stack::unkeep();
+            if kept.fits(stack_size) {
+                kept
+            } else {
+                rearm_other_stack(kept, stack_size)?
+            }
+        }
+        None => stack::take(stack_size)?,
+    };
+    stack.set_owner(id, name);
+    // The storage was reset when the greenlet died (`release`).
+    // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
+    // greenlet until it is dead again; nothing runs on it.
+    let sp = unsafe {
+        context::init(
+            stack.top(),
+            stack.bottom(),
+            greenlet_entry,
+            inner.storage.get_mut(),
+        )
+    };
+    inner.sp.set(Some(sp));
+    inner.stack.set(Some(stack));
+    inner.id = id;
+    if name.is_some() || inner.name.is_some() {
+        inner.name = name.map(str::to_owned);
+    }
+    inner.state.set(State::NotStarted);
+    inner.body.set(Some(Body::Unit(Box::new(body))));
+    let old_parent = inner.parent.get_mut();
+    if !old_parent
+        .as_ref()
+        .is_some_and(|p| Rc::ptr_eq(&p.inner, &parent.inner))
+    {
+        *old_parent = Some(parent.clone());
+    }
+    // `exit_to` was taken by the final switch already.
+    debug_assert!(inner.exit_to.get_mut().is_none());
+    Ok(true)
+}
+
+/// [`rearm`] with a kept stack of another size: it goes to the pool, another is taken.
+#[cold]
+#[inline(never)]
+fn rearm_other_stack(kept: Stack, stack_size: usize) -> Result<Stack, StackError> {
+    stack::give_back(kept);
+    stack::take(stack_size)
 }
 
 /// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
@@ -1070,22 +1156,29 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming 
 
 unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // SAFETY: the first switch to a greenlet passes a live `Message` like any other.
-    let first = panic::catch_unwind(AssertUnwindSafe(|| {
-        unsafe { receive(from, data) }.into_value()
-    }));
+    let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
     // SAFETY: the switcher made CURRENT point at us before switching here.
     let body = unsafe { (*CURRENT.get()).body.take() }.expect("a fresh greenlet has a body");
-    let result = match first {
-        Ok(arg) => panic::catch_unwind(AssertUnwindSafe(move || body(arg))),
-        Err(payload) => Err(payload),
+    // `Ok(None)`: the body returned `()` (a unit body).
+    let result = match (first, body) {
+        (Err(payload), _) | (Ok(Incoming::Thrown(payload)), _) => Err(payload),
+        (Ok(arg), Body::Value(body)) => {
+            panic::catch_unwind(AssertUnwindSafe(move || body(arg.into_value()))).map(Some)
+        }
+        (Ok(arg), Body::Unit(body)) => panic::catch_unwind(AssertUnwindSafe(move || {
+            arg.into_unit();
+            body()
+        }))
+        .map(|()| None),
     };
     let payload = match result {
         // A `()` result travels as a unit switch (no message; the receiver's value is the
         // same `()`): what the hub's green threads return.
-        Ok(v) if v.is::<()>() => Payload::Unit,
-        Ok(v) => Payload::Value(v),
+        Ok(None) => Payload::Unit,
+        Ok(Some(v)) if v.is::<()>() => Payload::Unit,
+        Ok(Some(v)) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
     };

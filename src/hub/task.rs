@@ -129,6 +129,7 @@ const SPARE_TASKS: usize = 256;
 pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
 
 impl SpareTasks {
+    #[inline]
     fn take(&self) -> Option<TaskRef> {
         self.0.borrow_mut().pop()
     }
@@ -140,6 +141,7 @@ impl SpareTasks {
     }
 
     /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
+    #[inline]
     pub(crate) fn give(&self, task: TaskRef) {
         let mut spare = self.0.borrow_mut();
         if spare.len() < SPARE_TASKS {
@@ -190,6 +192,7 @@ impl Task {
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
+    #[inline]
     fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
@@ -292,7 +295,10 @@ impl TaskRef {
                 Some(d) => park_until_in(hub, d),
                 None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
             };
-            self.waiters.borrow_mut().remove(&me);
+            // Done: `complete_in` took every waiter already, this one included.
+            if !self.done.get() {
+                self.waiters.borrow_mut().remove(&me);
+            }
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
                 Ok(_) => {}
@@ -438,8 +444,13 @@ impl<T> JoinHandle<T> {
     /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
     /// nothing could ever finish it.
     pub fn join(self) -> Result<T, JoinError> {
-        self.wait(None)?;
-        self.take()
+        // One look-up of the hub for the wait and for keeping the finished record.
+        with_hub(|hub| {
+            if !self.task.done.get() {
+                self.task.wait_done_in(hub, None)?;
+            }
+            self.take_in(hub)
+        })
     }
 
     /// Like [`join`](Self::join), giving up after `timeout` with `Err(JoinError::TimedOut)`.
@@ -459,6 +470,19 @@ impl<T> JoinHandle<T> {
     fn take(self) -> Result<T, JoinError> {
         let result = self.slot.result().borrow_mut().take();
         result.expect("a finished green thread stores its result once")
+    }
+
+    /// [`take`](Self::take) for a caller that holds this thread's hub: the last handle to
+    /// the record hands it to the hub's spare records here, rather than from its drop
+    /// (which would look the hub up again).
+    fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+        let result = self.slot.result().borrow_mut().take();
+        let result = result.expect("a finished green thread stores its result once");
+        if Rc::strong_count(&self.task.0) == 1 {
+            // The drop below sees a second handle (the spare one): it does nothing more.
+            hub.spare_tasks.give(self.task.clone());
+        }
+        result
     }
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
@@ -618,12 +642,15 @@ impl Builder {
         // Parented to the hub (given at spawn or respawn: a reused record usually has it
         // as its parent already).
         // The greenlet has the green thread's id (shown in stack-overflow reports).
-        let mut builder = greenlet::Builder::new()
-            .stack_size(self.stack_size.unwrap_or(DEFAULT_STACK_SIZE))
-            .id(id);
-        if let Some(name) = &self.name {
-            builder = builder.name(name.clone());
-        }
+        let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
+        // Only when no spare record can be re-armed in place (`greenlet::rearm`).
+        let greenlet_builder = |name: Option<&str>| {
+            let builder = greenlet::Builder::new().stack_size(stack_size).id(id);
+            match name {
+                Some(name) => builder.name(name),
+                None => builder,
+            }
+        };
         // The body captures nothing (so boxing it allocates nothing): the closure and the
         // result live in the task record, found through the current task.
         let body = |_| -> greenlet::Value {
@@ -645,14 +672,26 @@ impl Builder {
         let (task, slot) = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
-                    builder.respawn(&mut record.greenlet, &hub.greenlet, body)?;
+                    let name = self.name.as_deref();
+                    let parent = &hub.greenlet;
+                    let unit_body = run_task::<F, T>;
+                    if !greenlet::rearm(
+                        &mut record.greenlet,
+                        parent,
+                        id,
+                        stack_size,
+                        name,
+                        unit_body,
+                    )? {
+                        greenlet_builder(name).respawn(&mut record.greenlet, parent, body)?;
+                    }
                     let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
                     record.reset(id, self.name, Some(slot.clone()));
                     (spare, slot)
                 }
-                None => fresh(builder, self.name, f)?,
+                None => fresh(greenlet_builder(self.name.as_deref()), self.name, f)?,
             },
-            None => fresh(builder, self.name, f)?,
+            None => fresh(greenlet_builder(self.name.as_deref()), self.name, f)?,
         };
         Ok(JoinHandle { task, slot })
     }
@@ -665,15 +704,25 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
+    // One look-up of the hub for the whole life (held across the closure's switches: the
+    // hub outlives every green thread of its thread).
+    with_hub(run_task_in::<F, T>)
+}
+
+/// [`run_task`] with this thread's hub.
+#[inline(always)]
+fn run_task_in<F, T>(hub: &super::Hub)
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    // The slot is held (it refers to no record, so it makes no cycle): one downcast.
-    let (slot, killed_before_start) = {
-        let task = current_task();
-        (slot_rc_of::<F, T>(&task), task.kill.get())
+    let (f, killed_before_start) = {
+        let task = hub.current_task();
+        (slot_of::<F, T>(&task).f.take(), task.kill.get())
     };
-    let f = slot.f.take();
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -687,30 +736,34 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    // One look-up of the hub for the whole ending.
-    with_hub(|hub| {
-        let task = hub.current_task();
-        task.finished.set(true);
-        if slot.recorded {
-            hub.activity.finished(task.id);
-        }
-        *slot.result.borrow_mut() = Some(result);
-        task.complete_in(hub);
-        drop(slot);
-        drop(task);
-        // Our greenlet's final switch (once this returns) goes straight to the next ready
-        // green thread when the turn has runs left, as a park's hand-off does.
-        hub.exit_direct();
-    })
+    let task = hub.current_task();
+    let Some(slot) = slot_if_spawned::<F, T>(&task) else {
+        // Not our record: it was dropped while we were suspended, and its greenlet's drop
+        // unwound us from elsewhere (no one can join us). Back to that greenlet.
+        return;
+    };
+    task.finished.set(true);
+    if slot.recorded {
+        hub.activity.finished(task.id);
+    }
+    *slot.result.borrow_mut() = Some(result);
+    task.complete_in(hub);
+    drop(task);
+    // Our greenlet's final switch (once this returns) goes straight to the next ready
+    // green thread when the turn has runs left, as a park's hand-off does.
+    hub.exit_direct();
 }
 
-fn slot_rc_of<F: 'static, T: 'static>(task: &Task) -> Rc<Slot<F, T>> {
-    let body = task.body.clone();
-    let body = body.expect("a spawned green thread's record has a slot");
-    match body.downcast() {
-        Ok(slot) => slot,
-        Err(_) => panic!("a spawned green thread's record holds its own closure type"),
-    }
+/// The slot of a spawned green thread's record, seen with its closure and result types:
+/// borrowed, not cloned (one type check, no reference count).
+fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
+    slot_if_spawned(task).expect("a spawned green thread's record holds its own slot")
+}
+
+/// [`slot_of`], or `None` for a record that is not a spawned one of this closure type.
+#[inline]
+fn slot_if_spawned<F: 'static, T: 'static>(task: &Task) -> Option<&Slot<F, T>> {
+    task.body.as_deref()?.downcast_ref()
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its

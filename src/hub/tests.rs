@@ -274,3 +274,30 @@ fn green_thread_ids_are_unique_across_os_threads_and_name_their_greenlet() {
     all.dedup();
     assert_eq!(all.len(), count, "an id was handed out twice");
 }
+
+#[test]
+fn a_spare_record_is_rearmed_with_a_new_name_and_stack_size() {
+    let first = crate::Builder::new()
+        .name("first")
+        .stack_size(64 * 1024)
+        .spawn(|| crate::current().name().map(str::to_owned))
+        .unwrap();
+    assert_eq!(first.join().unwrap().as_deref(), Some("first"));
+    // The record (and its 64 KiB stack) is spare: re-armed with another size and name.
+    let second = crate::Builder::new()
+        .name("second")
+        .stack_size(128 * 1024)
+        .spawn(|| {
+            // Uses more than 64 KiB of stack (one array, borrowed, never copied): it got
+            // the size it asked for.
+            let mut big = [0u8; 80 * 1024];
+            std::hint::black_box(&mut big);
+            big[80 * 1024 - 1] = 7;
+            let last = std::hint::black_box(&big)[80 * 1024 - 1];
+            (crate::current().name().map(str::to_owned), last)
+        })
+        .unwrap();
+    assert_eq!(second.join().unwrap(), (Some("second".to_owned()), 7));
+    let third = crate::spawn(|| crate::current().name().map(str::to_owned));
+    assert_eq!(third.join().unwrap(), None);
+}
