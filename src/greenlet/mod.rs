@@ -811,6 +811,17 @@ impl Greenlet {
         self.inner.is_main
     }
 
+    /// Usable bytes of the greenlet's stack; `None` for a main greenlet or a greenlet
+    /// without a stack (one whose stack was released). For tests that check which stack a
+    /// green thread got without overflowing a wrong one.
+    #[cfg(test)]
+    pub(crate) fn stack_size(&self) -> Option<usize> {
+        let stack = self.inner.stack.take();
+        let size = stack.as_ref().map(Stack::size);
+        self.inner.stack.set(stack);
+        size
+    }
+
     /// The greenlet's process-unique id.
     pub fn id(&self) -> u64 {
         self.inner.id

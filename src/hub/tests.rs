@@ -277,27 +277,38 @@ fn green_thread_ids_are_unique_across_os_threads_and_name_their_greenlet() {
 
 #[test]
 fn a_spare_record_is_rearmed_with_a_new_name_and_stack_size() {
+    // Which stack a green thread runs on, read from its greenlet: a test that used the
+    // stack to find out would overflow a wrong one and abort the whole test binary.
+    let name_and_stack = || {
+        (
+            crate::current().name().map(str::to_owned),
+            crate::greenlet::Greenlet::current().stack_size(),
+        )
+    };
     let first = crate::Builder::new()
         .name("first")
         .stack_size(64 * 1024)
-        .spawn(|| crate::current().name().map(str::to_owned))
+        .spawn(name_and_stack)
         .unwrap();
-    assert_eq!(first.join().unwrap().as_deref(), Some("first"));
+    let (name, size) = first.join().unwrap();
+    assert_eq!(name.as_deref(), Some("first"));
+    let first_size = size.expect("a spawned green thread has a stack");
+    assert!(
+        (64 * 1024..128 * 1024).contains(&first_size),
+        "{first_size}"
+    );
     // The record (and its 64 KiB stack) is spare: re-armed with another size and name.
     let second = crate::Builder::new()
         .name("second")
         .stack_size(128 * 1024)
-        .spawn(|| {
-            // Uses more than 64 KiB of stack (one array, borrowed, never copied): it got
-            // the size it asked for.
-            let mut big = [0u8; 80 * 1024];
-            std::hint::black_box(&mut big);
-            big[80 * 1024 - 1] = 7;
-            let last = std::hint::black_box(&big)[80 * 1024 - 1];
-            (crate::current().name().map(str::to_owned), last)
-        })
+        .spawn(name_and_stack)
         .unwrap();
-    assert_eq!(second.join().unwrap(), (Some("second".to_owned()), 7));
-    let third = crate::spawn(|| crate::current().name().map(str::to_owned));
-    assert_eq!(third.join().unwrap(), None);
+    let (name, size) = second.join().unwrap();
+    assert_eq!(name.as_deref(), Some("second"));
+    let second_size = size.expect("a spawned green thread has a stack");
+    assert!(second_size >= 128 * 1024, "{second_size}");
+    let third = crate::spawn(name_and_stack);
+    let (name, size) = third.join().unwrap();
+    assert_eq!(name, None);
+    assert!(size.expect("a stack") >= crate::stack::DEFAULT_STACK_SIZE);
 }
