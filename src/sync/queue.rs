@@ -5,8 +5,8 @@
 //! ## Design
 //! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
 //! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
-//! finds a getter waiting takes it off the list, files the item under the getter's id in
-//! `handed` and wakes it; a `get` that frees a slot takes the first blocked putter off its
+//! finds a getter waiting takes it off the list, files the item under the getter's id (in
+//! the hand-off cell, else in `handed`) and wakes it; a `get` that frees a slot takes the first blocked putter off its
 //! list, moves its item into the buffer and wakes it. So a woken waiter never competes
 //! with a newcomer (strict FIFO, no barging), and these invariants hold whenever the lock
 //! is free:
@@ -15,14 +15,20 @@
 //!   a getter is still waiting  ⇒  the buffer is empty
 //!   a putter is still waiting  ⇒  the buffer is full (capacity 0: always)
 //!
-//!   getters: [Getter { id, waker }, ..]        served: off the list, item in `handed`
-//!   handed:  [(getter id, item), ..]           picked up by the getter when it runs
+//!   getters: [Getter { id, waker }, ..]        served: off the list, item in cell/handed
+//!   cell:    (getter id, item) or empty        picked up by the getter, without the lock
+//!   handed:  [(getter id, item), ..]           (the cell was taken) picked up under the lock
 //!   putters: [Putter { id, item, waker }, ..]  served: off the list (it finds itself gone)
 //!   (waker: None while the waiter yields once before parking, see "Yielding first")
 //! ```
 //!
 //! Ids grow with every wait, so both lists are sorted by id and a waiter finds its own
-//! entry by binary search. Waking a waiter of this OS thread's hub only schedules it, so
+//! entry by binary search. The hand-off cell (`Core::cell`, a
+//! [`HandOffCell`](crate::greenlet::HandOffCell)) is filled under the lock by whoever hands
+//! an item over and emptied by the getter it is for with one compare-and-swap: a getter
+//! served while it yielded or parked returns its item without taking the lock again. An
+//! item is in the cell or in `handed`, never both; a getter that did not find it in the
+//! cell looks in both under the lock. Waking a waiter of this OS thread's hub only schedules it, so
 //! that is done at once, under the lock; a waiter of another hub is woken through that
 //! hub's inbox once the lock is released.
 //!
@@ -53,7 +59,7 @@
 //!
 //! ```text
 //!   get, empty, others ready:  getters: [.., Getter { id, waker: None }]  → yield_now
-//!     a put meanwhile:  item in `handed`, nothing to wake → the get returns it, no park
+//!     a put meanwhile:  item in the cell, nothing to wake → the get takes it, no park, no lock
 //!     no put:           take a slot, waker: Some(..) in the same entry → park as above
 //! ```
 //!
@@ -64,6 +70,7 @@
 //! [`RecvError::Closed`]. It is the usual way to stop a pool of consumers.
 
 use super::shared_waker::{self, SharedWaker, Wakeup};
+use crate::greenlet::{HandOffCell, HandOffWriter};
 use crate::hub::{self, WaitError};
 use std::collections::VecDeque;
 use std::fmt;
@@ -248,8 +255,10 @@ struct State<T> {
     /// Getters still waiting (none of them has been handed an item), oldest first. Ids
     /// grow with each wait, so the list is sorted by id.
     getters: VecDeque<Getter>,
-    /// Items handed to getters that have not picked them up yet, by getter id (usually
-    /// none or one: a woken getter picks its item up as soon as it runs).
+    /// The writing side of `Core::cell`: an item handed to a getter goes there when the
+    /// cell is free (the usual case: a getter picks its item up as soon as it runs).
+    to_cell: HandOffWriter<T>,
+    /// Items handed to getters while the cell was taken, by getter id.
     handed: Vec<(u64, T)>,
     /// Putters still waiting (their item not taken), oldest first; sorted by id too.
     putters: VecDeque<Putter<T>>,
@@ -270,6 +279,10 @@ pub(crate) struct Core<T> {
     /// reads it without taking the lock (see `put`). Only written under the lock, in
     /// increasing order.
     served_putter: AtomicU64,
+    /// An item handed to a getter, filed under its id, that the getter takes out without
+    /// the lock (filled under the lock, through `State::to_cell`). An item is in the cell or
+    /// in `State::handed`, never both; only the getter it is for takes it out.
+    cell: HandOffCell<T>,
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
@@ -315,7 +328,9 @@ impl<T> State<T> {
     fn hand_to_getter(&mut self, item: T) -> Result<Option<SharedWaker>, T> {
         match self.getters.pop_front() {
             Some(g) => {
-                self.handed.push((g.id, item));
+                if let Err(item) = self.to_cell.put(g.id, item) {
+                    self.handed.push((g.id, item));
+                }
                 Ok(wake(g.waker))
             }
             None => Err(item),
@@ -372,9 +387,13 @@ impl<T> State<T> {
         }
     }
 
-    /// Takes back the item handed to getter `id`, if one was.
+    /// Takes back the item handed to getter `id`, if one was (from `cell`, this queue's
+    /// `Core::cell`, or from `handed`).
     #[inline]
-    fn take_handed(&mut self, id: u64) -> Option<T> {
+    fn take_handed(&mut self, cell: &HandOffCell<T>, id: u64) -> Option<T> {
+        if let Some(item) = cell.take(id) {
+            return Some(item);
+        }
         let pos = self.handed.iter().position(|(i, _)| *i == id)?;
         Some(self.handed.swap_remove(pos).1)
     }
@@ -447,7 +466,7 @@ impl<T> Leave<'_, T> {
         match self.list {
             List::Getters => {
                 if st.remove_getter(id).is_none() {
-                    if let Some(item) = st.take_handed(id) {
+                    if let Some(item) = st.take_handed(&self.core.cell, id) {
                         // Handed to us but never returned: on to the next waiting getter,
                         // else back to the front of the buffer.
                         match st.hand_to_getter(item) {
@@ -472,10 +491,12 @@ impl<T> Leave<'_, T> {
 
 impl<T> Core<T> {
     pub(crate) fn new(capacity: Option<usize>) -> Core<T> {
+        let (cell, to_cell) = HandOffCell::new();
         Core {
             state: Mutex::new(State {
                 buf: VecDeque::new(),
                 getters: VecDeque::new(),
+                to_cell,
                 handed: Vec::new(),
                 putters: VecDeque::new(),
                 joiners: Vec::new(),
@@ -485,6 +506,7 @@ impl<T> Core<T> {
             }),
             capacity,
             served_putter: AtomicU64::new(0),
+            cell,
         }
     }
 
@@ -665,8 +687,13 @@ impl<T> Core<T> {
             yielding.armed = true;
             drop(st);
             crate::yield_now();
+            // Served during the turn? The item is in the cell: no need for the lock.
+            if let Some(item) = self.cell.take(id) {
+                yielding.armed = false;
+                return Ok(item);
+            }
             st = self.lock();
-            if let Some(item) = st.take_handed(id) {
+            if let Some(item) = st.take_handed(&self.cell, id) {
                 yielding.armed = false;
                 return Ok(item);
             }
@@ -696,8 +723,13 @@ impl<T> Core<T> {
         yielding.armed = false;
         loop {
             let woke = park_for(deadline);
+            // As after the yield: an item in the cell is taken without the lock.
+            if let Some(item) = self.cell.take(id) {
+                leave.armed = false;
+                return Ok(item);
+            }
             let mut st = self.lock();
-            if let Some(item) = st.take_handed(id) {
+            if let Some(item) = st.take_handed(&self.cell, id) {
                 // Whatever else happened (a deadline, a Timeout), the item did arrive.
                 leave.armed = false;
                 return Ok(item);
@@ -1116,6 +1148,10 @@ impl<T> Queue<T> {
     pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
         self.core.waiters_yielding_and_all()
     }
+
+    pub(crate) fn handed_in_cell_and_list(&self) -> (usize, usize) {
+        self.core.handed_in_cell_and_list()
+    }
 }
 
 #[cfg(test)]
@@ -1125,5 +1161,11 @@ impl<T> Core<T> {
         let yielding = st.getters.iter().filter(|g| g.waker.is_none()).count()
             + st.putters.iter().filter(|p| p.waker.is_none()).count();
         (yielding, st.getters.len() + st.putters.len())
+    }
+    /// Items handed to getters and not picked up yet: in the hand-off cell (0 or 1), and
+    /// in the `handed` list.
+    pub(crate) fn handed_in_cell_and_list(&self) -> (usize, usize) {
+        let st = self.lock();
+        (usize::from(self.cell.is_filled()), st.handed.len())
     }
 }

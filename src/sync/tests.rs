@@ -367,3 +367,54 @@ fn waiters_in_their_yield_end_cleanly_on_close_kill_and_timeout() {
     }
     assert_eq!(q.waiters_yielding_and_all(), (0, 0));
 }
+
+#[test]
+fn items_handed_while_the_cell_is_taken_wait_in_the_list_and_pass_on_too() {
+    let q: Queue<u32> = Queue::new();
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            crate::spawn(move || q.get())
+        })
+        .collect();
+    crate::yield_now(); // all three are queued
+    assert_eq!(q.waiters_yielding_and_all().1, 3);
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    // The first getter's item is in the cell, the others wait in the list.
+    assert_eq!(q.handed_in_cell_and_list(), (1, 2));
+    let mut getters = getters.into_iter();
+    let (first, second, third) = (
+        getters.next().unwrap(),
+        getters.next().unwrap(),
+        getters.next().unwrap(),
+    );
+    // Killed before they run: their items (one from the cell, one from the list) go back
+    // to the queue, as nobody else waits; the third getter gets its own.
+    first.kill();
+    second.kill();
+    assert!(first.join().unwrap_err().is_killed());
+    assert!(second.join().unwrap_err().is_killed());
+    assert_eq!(third.join().unwrap(), Ok(2));
+    assert_eq!(q.handed_in_cell_and_list(), (0, 0));
+    let mut left = vec![q.try_get().unwrap(), q.try_get().unwrap()];
+    left.sort_unstable();
+    assert_eq!(left, [0, 1]);
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn a_getter_in_another_os_thread_takes_its_item_from_the_cell() {
+    let q: Queue<u64> = Queue::new();
+    let (tx, rx) = (q.clone(), q.clone());
+    let consumer = std::thread::spawn(move || (0..1000).map(|_| rx.get().unwrap()).sum::<u64>());
+    for i in 0..1000 {
+        tx.put(i).unwrap();
+        if i % 7 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(consumer.join().unwrap(), 999 * 1000 / 2);
+    assert_eq!(q.handed_in_cell_and_list(), (0, 0));
+}
