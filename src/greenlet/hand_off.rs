@@ -122,6 +122,26 @@ impl<T> HandOffCell<T> {
         Some(value)
     }
 
+    /// Takes the value, whatever key it was put for, with that key; `None` if the cell is
+    /// empty or another reader is taking the value right now.
+    #[inline]
+    pub(crate) fn take_any(&self) -> Option<(u64, T)> {
+        let state = &self.inner.state;
+        let key = state.load(Ordering::Relaxed);
+        if key == EMPTY || key == BUSY {
+            return None;
+        }
+        // Acquire: as in `take`.
+        state
+            .compare_exchange(key, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // SAFETY: as in `take`: the CAS moved the state from `FULL(key)` to `BUSY`.
+        let value = unsafe { (*self.inner.value.get()).assume_init_read() };
+        // Release: as in `take`.
+        state.store(EMPTY, Ordering::Release);
+        Some((key, value))
+    }
+
     /// Whether the cell holds a value (for any key) or is being emptied.
     pub(crate) fn is_filled(&self) -> bool {
         self.inner.state.load(Ordering::Acquire) != EMPTY
@@ -190,6 +210,19 @@ mod tests {
         assert_eq!(cell.take(1), Some(10));
         writer.put(2, 20).unwrap();
         assert_eq!(cell.take(2), Some(20));
+    }
+
+    #[test]
+    fn take_any_takes_whatever_key_it_is_for() {
+        let (cell, mut writer) = HandOffCell::new();
+        assert_eq!(cell.take_any(), None);
+        writer.put(9, 'x').unwrap();
+        assert_eq!(cell.take_any(), Some((9, 'x')));
+        assert_eq!(cell.take_any(), None);
+        assert_eq!(cell.take(9), None);
+        writer.put(10, 'y').unwrap();
+        assert_eq!(cell.take(10), Some('y'));
+        assert_eq!(cell.take_any(), None);
     }
 
     #[test]
@@ -267,13 +300,22 @@ mod tests {
         let cell = Arc::new(cell);
         let taken = Arc::new(AtomicUsize::new(0));
         let readers: Vec<_> = (0..2)
-            .map(|_| {
+            .map(|reader| {
                 let (cell, taken) = (cell.clone(), taken.clone());
                 thread::spawn(move || {
                     for key in 1..=ROUNDS {
-                        // Both race for every key; the loser moves on once it is gone.
+                        // Both race for every key (one with `take_any`); the loser moves
+                        // on once it is gone.
                         while taken.load(Ordering::Acquire) < key as usize {
-                            if cell.take(key).is_some() {
+                            let got = if reader == 0 {
+                                cell.take(key)
+                            } else {
+                                cell.take_any().map(|(k, v)| {
+                                    assert_eq!(k, key);
+                                    v
+                                })
+                            };
+                            if got.is_some() {
                                 taken.fetch_add(1, Ordering::AcqRel);
                             }
                             thread::yield_now();

@@ -39,7 +39,7 @@ impl<T> Channel<T> {
     /// A new channel.
     pub fn new() -> Channel<T> {
         Channel {
-            core: Arc::new(Core::new(Some(0))),
+            core: Arc::new(Core::rendezvous()),
         }
     }
 
@@ -122,5 +122,13 @@ impl<T> fmt::Debug for Channel<T> {
         let mut s = f.debug_struct("Channel");
         self.core.debug_fields(&mut s);
         s.finish()
+    }
+}
+
+#[cfg(test)]
+impl<T> Channel<T> {
+    /// Waiters queued without a waker (yielding once before they park), and all waiters.
+    pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
+        self.core.waiters_yielding_and_all()
     }
 }

@@ -63,6 +63,25 @@
 //!     no put:           take a slot, waker: Some(..) in the same entry → park as above
 //! ```
 //!
+//! ## Channels: the offer cell
+//! A [`Channel`](super::Channel) (not a `Queue`, even of capacity 0: a channel keeps no
+//! count of unfinished tasks, so its get need not touch the state) has one more hand-off
+//! cell, `Core::offer`. A putter that yields first (see above) while no other putter waits
+//! leaves its item there, filed under its id, instead of in the list; a get takes it from
+//! there with one compare-and-swap, without the lock, and publishes the id in
+//! `served_putter` (so the putter returns without the lock too). The offering putter is
+//! older than every putter in the list (it offers only when the list is empty, and the
+//! ones after it queue in the list), so getters look in the cell first, under the lock as
+//! well. If nobody took the item during its yield, the putter takes it back under the lock
+//! and parks with it at the front of the list; a kill takes it back the same way, and
+//! `close` moves it to the list, so that it comes back with `Closed` like any other.
+//!
+//! ```text
+//!   put, no getter, no putter, others ready:  offer: (id, item) → yield_now
+//!     a get meanwhile:  takes it (CAS), served_putter = id → the put returns, no lock
+//!     no get:           lock, take it back, putters: [Putter { id, item, waker }, ..] → park
+//! ```
+//!
 //! ## Closing
 //! [`Queue::close`] (Python 3.13's `Queue.shutdown()`, the disconnection of std's channels)
 //! wakes every blocked caller: putters get their item back in [`SendError::Closed`], later
@@ -260,6 +279,8 @@ struct State<T> {
     to_cell: HandOffWriter<T>,
     /// Items handed to getters while the cell was taken, by getter id.
     handed: Vec<(u64, T)>,
+    /// A channel's: the writing side of `Core::offer`.
+    to_offer: Option<HandOffWriter<T>>,
     /// Putters still waiting (their item not taken), oldest first; sorted by id too.
     putters: VecDeque<Putter<T>>,
     joiners: Vec<(u64, SharedWaker)>,
@@ -276,13 +297,20 @@ pub(crate) struct Core<T> {
     /// The id of the last putter whose item a get took (0: none yet). Putters are served
     /// oldest first and only leave the list otherwise by themselves, so a putter that is
     /// still waiting was served exactly when this is at least its own id: a woken putter
-    /// reads it without taking the lock (see `put`). Only written under the lock, in
-    /// increasing order.
+    /// reads it without taking the lock (see `put`). Written under the lock, in
+    /// increasing order, except by a getter that takes a channel's offered item without
+    /// the lock: that one may write an older id over a younger one, which only makes a
+    /// served putter look under the lock (it never makes a waiting one think it was
+    /// served: the offering putter is older than every putter in the list).
     served_putter: AtomicU64,
     /// An item handed to a getter, filed under its id, that the getter takes out without
     /// the lock (filled under the lock, through `State::to_cell`). An item is in the cell or
     /// in `State::handed`, never both; only the getter it is for takes it out.
     cell: HandOffCell<T>,
+    /// A [`Channel`](super::Channel)'s (`None` for a queue, even of capacity 0): the item
+    /// of the oldest waiting putter while it yields, filed under its id, for a getter to
+    /// take without the lock (see "Channels: the offer cell").
+    offer: Option<HandOffCell<T>>,
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
@@ -359,7 +387,18 @@ impl<T> State<T> {
     /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
     /// waiting putters keep their items (they get them back with `Closed`).
     #[inline]
-    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<SharedWaker>)> {
+    fn take(
+        &mut self,
+        served_putter: &AtomicU64,
+        offer: Option<&HandOffCell<T>>,
+    ) -> Option<(T, Option<SharedWaker>)> {
+        // A channel's offered item is the oldest waiting putter's (and a channel buffers
+        // nothing); after `close` the cell stays empty.
+        if let Some((id, item)) = offer.and_then(HandOffCell::take_any) {
+            served_putter.store(id, Ordering::Release);
+            self.unfinished += 1;
+            return Some((item, None));
+        }
         let first = self.buf.pop_front();
         let putter = if self.closed {
             None
@@ -404,7 +443,8 @@ impl<T> State<T> {
         self.getters.remove(pos)
     }
 
-    /// Removes putter `id` from the waiting putters, if its item was not taken.
+    /// Removes putter `id` from the waiting putters, if its item was not taken (from the
+    /// list: see `Core::take_offer_back` for the offer cell).
     fn remove_putter(&mut self, id: u64) -> Option<Putter<T>> {
         let pos = position(&self.putters, id, |p| p.id)?;
         self.putters.remove(pos)
@@ -462,6 +502,7 @@ impl<T> Leave<'_, T> {
         let mut wakeup = None;
         // Dropped outside the lock: a putter's item is the caller's `T`.
         let mut removed_putter = None;
+        let mut removed_offer = None;
         let mut removed_joiner = None;
         match self.list {
             List::Getters => {
@@ -476,7 +517,12 @@ impl<T> Leave<'_, T> {
                     }
                 }
             }
-            List::Putters => removed_putter = st.remove_putter(id),
+            List::Putters => {
+                removed_putter = st.remove_putter(id);
+                if removed_putter.is_none() {
+                    removed_offer = self.core.take_offer_back(id);
+                }
+            }
             List::Joiners => {
                 let pos = st.joiners.iter().position(|(i, _)| *i == id);
                 removed_joiner = pos.map(|p| st.joiners.swap_remove(p).1);
@@ -484,6 +530,7 @@ impl<T> Leave<'_, T> {
         }
         drop(st);
         drop(removed_putter);
+        drop(removed_offer);
         drop(removed_joiner);
         finish_wake(wakeup);
     }
@@ -491,13 +538,30 @@ impl<T> Leave<'_, T> {
 
 impl<T> Core<T> {
     pub(crate) fn new(capacity: Option<usize>) -> Core<T> {
+        Core::with_offer(capacity, false)
+    }
+
+    /// A [`Channel`](super::Channel)'s core: capacity 0, with the offer cell.
+    pub(crate) fn rendezvous() -> Core<T> {
+        Core::with_offer(Some(0), true)
+    }
+
+    fn with_offer(capacity: Option<usize>, offer: bool) -> Core<T> {
         let (cell, to_cell) = HandOffCell::new();
+        let (offer, to_offer) = match offer {
+            true => {
+                let (offer, to_offer) = HandOffCell::new();
+                (Some(offer), Some(to_offer))
+            }
+            false => (None, None),
+        };
         Core {
             state: Mutex::new(State {
                 buf: VecDeque::new(),
                 getters: VecDeque::new(),
                 to_cell,
                 handed: Vec::new(),
+                to_offer,
                 putters: VecDeque::new(),
                 joiners: Vec::new(),
                 unfinished: 0,
@@ -507,6 +571,7 @@ impl<T> Core<T> {
             capacity,
             served_putter: AtomicU64::new(0),
             cell,
+            offer,
         }
     }
 
@@ -521,6 +586,12 @@ impl<T> Core<T> {
 
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.capacity
+    }
+
+    /// Takes putter `id`'s item back out of the offer cell, if it is still there.
+    #[inline]
+    fn take_offer_back(&self, id: u64) -> Option<T> {
+        self.offer.as_ref()?.take(id)
     }
 
     pub(crate) fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
@@ -561,11 +632,20 @@ impl<T> Core<T> {
         };
         let mut item = Some(item);
         if shared_waker::may_yield_first() {
-            st.putters.push_back(Putter {
-                id,
-                item: item.take().expect("not queued yet"),
-                waker: None,
-            });
+            let queued = item.take().expect("not queued yet");
+            let state = &mut *st;
+            // The oldest waiting putter of a channel offers its item in the cell.
+            let offered = match &mut state.to_offer {
+                Some(to_offer) if state.putters.is_empty() => to_offer.put(id, queued),
+                _ => Err(queued),
+            };
+            if let Err(queued) = offered {
+                state.putters.push_back(Putter {
+                    id,
+                    item: queued,
+                    waker: None,
+                });
+            }
             yielding.armed = true;
             drop(st);
             crate::yield_now();
@@ -575,7 +655,16 @@ impl<T> Core<T> {
                 return Ok(());
             }
             st = self.lock();
-            if st.closed || position(&st.putters, id, |p| p.id).is_none() {
+            // Not taken from the cell: still the oldest waiting putter; it parks with its
+            // item in the list, at the front.
+            item = self.take_offer_back(id);
+            if let Some(item) = item.take_if(|_| st.closed) {
+                // (`close` moves an offered item to the list: not expected here.)
+                drop(st);
+                yielding.armed = false;
+                return Err(SendError::Closed(item));
+            }
+            if item.is_none() && (st.closed || position(&st.putters, id, |p| p.id).is_none()) {
                 drop(st);
                 yielding.armed = false;
                 return self
@@ -585,11 +674,19 @@ impl<T> Core<T> {
         }
         let (_registration, waker) = shared_waker::register();
         match item {
-            Some(item) => st.putters.push_back(Putter {
-                id,
-                item,
-                waker: Some(waker),
-            }),
+            Some(item) => {
+                // At the back, or (back from the offer cell) at the front: where its id
+                // keeps the list sorted.
+                let pos = st.putters.partition_point(|p| p.id < id);
+                st.putters.insert(
+                    pos,
+                    Putter {
+                        id,
+                        item,
+                        waker: Some(waker),
+                    },
+                );
+            }
             None => {
                 let pos = position(&st.putters, id, |p| p.id).expect("checked under this lock");
                 st.putters[pos].waker = Some(waker);
@@ -652,7 +749,7 @@ impl<T> Core<T> {
 
     pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
         let mut st = self.lock();
-        match st.take(&self.served_putter) {
+        match st.take(&self.served_putter, self.offer.as_ref()) {
             Some((item, wakeup)) => {
                 drop(st);
                 finish_wake(wakeup);
@@ -664,8 +761,16 @@ impl<T> Core<T> {
     }
 
     pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        // A channel's oldest putter offers its item in the cell: take it without the lock.
+        if let Some((id, item)) = self.offer.as_ref().and_then(HandOffCell::take_any) {
+            // Release: as in `State::take`. Written outside the lock, so a slower getter
+            // may overwrite a younger id with an older one: a putter then only fails to
+            // see that it was served and looks under the lock (`put_woken_unserved`).
+            self.served_putter.store(id, Ordering::Release);
+            return Ok(item);
+        }
         let mut st = self.lock();
-        if let Some((item, wakeup)) = st.take(&self.served_putter) {
+        if let Some((item, wakeup)) = st.take(&self.served_putter, self.offer.as_ref()) {
             drop(st);
             finish_wake(wakeup);
             return Ok(item);
@@ -777,6 +882,15 @@ impl<T> Core<T> {
             return;
         }
         st.closed = true;
+        // The offering putter (yielding, so nothing to wake) gets its item back with
+        // `Closed`, from the list, like any other.
+        if let Some((id, item)) = self.offer.as_ref().and_then(HandOffCell::take_any) {
+            st.putters.push_front(Putter {
+                id,
+                item,
+                waker: None,
+            });
+        }
         let wakeups: Vec<Wakeup> = st
             .getters
             .iter()
@@ -1126,7 +1240,7 @@ impl<T> fmt::Debug for Queue<T> {
             .field("len", &st.buf.len())
             .field("capacity", &self.core.capacity)
             .field("getters", &st.getters.len())
-            .field("putters", &st.putters.len())
+            .field("putters", &self.core.putters_waiting(&st))
             .field("unfinished_tasks", &st.unfinished)
             .field("closed", &st.closed)
             .finish()
@@ -1134,10 +1248,16 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 impl<T> Core<T> {
+    /// Putters waiting: in the list, and the one offering its item in the cell.
+    fn putters_waiting(&self, st: &State<T>) -> usize {
+        let offering = self.offer.as_ref().is_some_and(HandOffCell::is_filled);
+        st.putters.len() + usize::from(offering)
+    }
+
     pub(crate) fn debug_fields(&self, s: &mut fmt::DebugStruct<'_, '_>) {
         let st = self.lock();
         s.field("getters", &st.getters.len())
-            .field("putters", &st.putters.len())
+            .field("putters", &self.putters_waiting(&st))
             .field("closed", &st.closed);
     }
 }
@@ -1158,9 +1278,11 @@ impl<T> Queue<T> {
 impl<T> Core<T> {
     pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
         let st = self.lock();
+        let offering = usize::from(self.offer.as_ref().is_some_and(HandOffCell::is_filled));
         let yielding = st.getters.iter().filter(|g| g.waker.is_none()).count()
-            + st.putters.iter().filter(|p| p.waker.is_none()).count();
-        (yielding, st.getters.len() + st.putters.len())
+            + st.putters.iter().filter(|p| p.waker.is_none()).count()
+            + offering;
+        (yielding, st.getters.len() + st.putters.len() + offering)
     }
     /// Items handed to getters and not picked up yet: in the hand-off cell (0 or 1), and
     /// in the `handed` list.

@@ -418,3 +418,105 @@ fn a_getter_in_another_os_thread_takes_its_item_from_the_cell() {
     assert_eq!(consumer.join().unwrap(), 999 * 1000 / 2);
     assert_eq!(q.handed_in_cell_and_list(), (0, 0));
 }
+
+#[test]
+fn a_channel_putter_in_its_yield_offers_its_item_in_the_cell() {
+    // Served during the yield: a get takes the item from the cell.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(1))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    assert!(format!("{ch:?}").contains("putters: 1"), "{ch:?}");
+    assert_eq!(ch.get(), Ok(1));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // Not served: the offering putter takes its item back and parks at the front of the
+    // list, ahead of a younger putter queued meanwhile; gets serve them in order.
+    let first = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(2))
+    };
+    let second = {
+        let ch = ch.clone();
+        crate::spawn(move || ch.put(3))
+    };
+    crate::yield_now(); // `second` queues in the list (the cell is taken)
+    assert_eq!(ch.waiters_yielding_and_all().1, 2);
+    crate::yield_now(); // both find themselves unserved and park
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 2));
+    assert_eq!(ch.try_get(), Ok(2));
+    assert_eq!(ch.get(), Ok(3));
+    assert_eq!(first.join().unwrap(), Ok(()));
+    assert_eq!(second.join().unwrap(), Ok(()));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn a_channel_putter_offering_its_item_ends_cleanly_on_close_kill_and_timeout() {
+    // Close: the item comes back with `Closed`; a later get finds nothing.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(6))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    ch.close();
+    assert!(matches!(putter.join().unwrap(), Err(SendError::Closed(6))));
+    assert_eq!(ch.get(), Err(RecvError::Closed));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // Kill: the item is taken back out of the cell and dropped.
+    let ch: Channel<Rc<()>> = Channel::new();
+    let item = Rc::new(());
+    let putter = {
+        let (ch, item) = (ch.clone(), item.clone());
+        in_yield_phase(move || ch.put(item).is_ok())
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    putter.kill();
+    assert!(putter.join().unwrap_err().is_killed());
+    assert_eq!(Rc::strong_count(&item), 1);
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+
+    // A deadline: not served during the yield, the putter parks and gets its item back.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put_timeout(7, SHORT))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    assert!(matches!(
+        putter.join().unwrap(),
+        Err(SendError::TimedOut(7))
+    ));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn a_getter_on_another_os_thread_takes_the_offered_item() {
+    let ch: Channel<u64> = Channel::new();
+    let rx = ch.clone();
+    let consumer = std::thread::spawn(move || (0..500).map(|_| rx.get().unwrap()).sum::<u64>());
+    // A second green thread keeps the hub busy, so that puts yield first and offer.
+    let done = Rc::new(std::cell::Cell::new(false));
+    let busy = {
+        let done = done.clone();
+        crate::spawn(move || {
+            while !done.get() {
+                crate::yield_now();
+            }
+        })
+    };
+    for i in 0..500 {
+        ch.put(i).unwrap();
+    }
+    done.set(true);
+    assert_eq!(consumer.join().unwrap(), 499 * 500 / 2);
+    busy.join().unwrap();
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+}
