@@ -760,6 +760,7 @@ impl<T> Core<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         // A channel's oldest putter offers its item in the cell: take it without the lock.
         if let Some((id, item)) = self.offer.as_ref().and_then(HandOffCell::take_any) {
@@ -769,6 +770,13 @@ impl<T> Core<T> {
             self.served_putter.store(id, Ordering::Release);
             return Ok(item);
         }
+        self.get_locked(deadline)
+    }
+
+    /// `get` once the offer cell had nothing: under the lock, and waiting if need be. Out
+    /// of line, so that the channel's hop through the cell stays a short call.
+    #[inline(never)]
+    fn get_locked(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         let mut st = self.lock();
         if let Some((item, wakeup)) = st.take(&self.served_putter, self.offer.as_ref()) {
             drop(st);
