@@ -48,7 +48,7 @@ impl<T> Channel<T> {
     /// Fails with [`SendError::Closed`] if the channel is (or gets) closed, with `TimedOut`
     /// if a [`Timeout`](crate::Timeout) covering the call fires; the error holds the item.
     pub fn put(&self, item: T) -> Result<(), SendError<T>> {
-        self.core.put(item, None)
+        self.core.put_rendezvous(item, None)
     }
 
     /// Like [`put`](Self::put), giving up after `timeout`.
@@ -61,7 +61,7 @@ impl<T> Channel<T> {
     /// assert!(matches!(r, Err(SendError::TimedOut(1))));
     /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), SendError<T>> {
-        self.core.put(item, deadline_after(timeout))
+        self.core.put_rendezvous(item, deadline_after(timeout))
     }
 
     /// Hands `item` to a getter that is already waiting; [`TrySendError::Full`] if none is.

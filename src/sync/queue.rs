@@ -609,19 +609,64 @@ impl<T> Core<T> {
         }
     }
 
+    /// A queue's `put`: a short call when there is room (the item is enqueued or handed
+    /// to a getter at once); the wait is out of line.
+    #[inline]
     pub(crate) fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
         let mut st = self.lock();
         if st.closed {
             return Err(SendError::Closed(item));
         }
-        let item = match st.offer(item, self.capacity) {
+        match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
                 finish_wake(wakeup);
-                return Ok(());
+                Ok(())
             }
-            Err(item) => item,
-        };
+            Err(item) => self.put_wait_out_of_line(st, item, deadline),
+        }
+    }
+
+    /// A channel's `put`: the same in one function with the wait, as a channel's put
+    /// usually waits (a call to an out-of-line wait would cost it more than it saves).
+    pub(crate) fn put_rendezvous(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed(item));
+        }
+        match st.offer(item, self.capacity) {
+            Ok(wakeup) => {
+                drop(st);
+                finish_wake(wakeup);
+                Ok(())
+            }
+            Err(item) => self.put_wait(st, item, deadline),
+        }
+    }
+
+    #[inline(never)]
+    fn put_wait_out_of_line<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<T>>,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
+        self.put_wait(st, item, deadline)
+    }
+
+    /// `put` once there was no room: waits (yielding first if it may) for a get to take
+    /// the item.
+    #[inline(always)]
+    fn put_wait<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<T>>,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
         let id = st.new_id();
         // Armed while the entry is queued without a waker, across the yield.
         let mut yielding = Leave {
