@@ -6,10 +6,10 @@
 //! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
 //! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
 //! finds a getter waiting takes it off the list, files the item under the getter's id (in
-//! the hand-off cell, else in `handed`) and wakes it; a `get` that frees a slot takes the first blocked putter off its
-//! list, moves its item into the buffer and wakes it. So a woken waiter never competes
-//! with a newcomer (strict FIFO, no barging), and these invariants hold whenever the lock
-//! is free:
+//! the hand-off cell, else in `handed`) and wakes it; a `get` that frees a slot takes the
+//! first blocked putter off its list, moves its item into the buffer and wakes it. So a
+//! woken waiter never competes with a newcomer (strict FIFO, no barging), and these
+//! invariants hold whenever the lock is free:
 //!
 //! ```text
 //!   a getter is still waiting  ⇒  the buffer is empty
@@ -28,9 +28,9 @@
 //! an item over and emptied by the getter it is for with one compare-and-swap: a getter
 //! served while it yielded or parked returns its item without taking the lock again. An
 //! item is in the cell or in `handed`, never both; a getter that did not find it in the
-//! cell looks in both under the lock. Waking a waiter of this OS thread's hub only schedules it, so
-//! that is done at once, under the lock; a waiter of another hub is woken through that
-//! hub's inbox once the lock is released.
+//! cell looks in both under the lock. Waking a waiter of this OS thread's hub only
+//! schedules it, so that is done at once, under the lock; a waiter of another hub is woken
+//! through that hub's inbox once the lock is released.
 //!
 //! A waiter leaves its wait list itself, whatever ended its wait (success, deadline,
 //! `Timeout`, `close`, a kill unwinding it): nothing stays registered. An item handed to a
