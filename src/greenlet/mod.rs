@@ -69,8 +69,10 @@
 //! std::thread::spawn(move || g.switch(())); // error: `Rc<..>` cannot be sent between threads
 //! ```
 
+mod hand_off;
 mod local_queue;
 
+pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
 
 use crate::context::{self, ContextStorage, StackPointer};

@@ -4,7 +4,10 @@
 //! A channel buffers nothing: `put` blocks until a `get` takes the item, and `get` blocks
 //! until a `put` offers one. It is a [`Queue`](super::Queue) of capacity 0 with the
 //! buffer-specific parts of the API left out; the hand-off, FIFO and clean-departure
-//! guarantees are the queue's (see [`Queue`](super::Queue)).
+//! guarantees are the queue's (see [`Queue`](super::Queue)). One thing only a channel
+//! does: a put that yields first (other green threads are ready) leaves its item in an
+//! offer cell that a get empties without taking the lock ("Channels: the offer cell" in
+//! `queue.rs`), so a ping-pong hop takes the lock once.
 
 use super::queue::{Core, RecvError, SendError, TryRecvError, TrySendError};
 use std::fmt;
@@ -39,7 +42,7 @@ impl<T> Channel<T> {
     /// A new channel.
     pub fn new() -> Channel<T> {
         Channel {
-            core: Arc::new(Core::new(Some(0))),
+            core: Arc::new(Core::rendezvous()),
         }
     }
 
@@ -48,7 +51,7 @@ impl<T> Channel<T> {
     /// Fails with [`SendError::Closed`] if the channel is (or gets) closed, with `TimedOut`
     /// if a [`Timeout`](crate::Timeout) covering the call fires; the error holds the item.
     pub fn put(&self, item: T) -> Result<(), SendError<T>> {
-        self.core.put(item, None)
+        self.core.put_rendezvous(item, None)
     }
 
     /// Like [`put`](Self::put), giving up after `timeout`.
@@ -61,7 +64,7 @@ impl<T> Channel<T> {
     /// assert!(matches!(r, Err(SendError::TimedOut(1))));
     /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), SendError<T>> {
-        self.core.put(item, deadline_after(timeout))
+        self.core.put_rendezvous(item, deadline_after(timeout))
     }
 
     /// Hands `item` to a getter that is already waiting; [`TrySendError::Full`] if none is.
@@ -122,5 +125,13 @@ impl<T> fmt::Debug for Channel<T> {
         let mut s = f.debug_struct("Channel");
         self.core.debug_fields(&mut s);
         s.finish()
+    }
+}
+
+#[cfg(test)]
+impl<T> Channel<T> {
+    /// Waiters queued without a waker (yielding once before they park), and all waiters.
+    pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
+        self.core.waiters_yielding_and_all()
     }
 }

@@ -5,26 +5,32 @@
 //! ## Design
 //! One [`Core`] behind an `Arc<Mutex<..>>` holds the buffered items and two FIFO wait lists,
 //! one of blocked getters and one of blocked putters. Items are *handed off*: a `put` that
-//! finds a getter waiting takes it off the list, files the item under the getter's id in
-//! `handed` and wakes it; a `get` that frees a slot takes the first blocked putter off its
-//! list, moves its item into the buffer and wakes it. So a woken waiter never competes
-//! with a newcomer (strict FIFO, no barging), and these invariants hold whenever the lock
-//! is free:
+//! finds a getter waiting takes it off the list, files the item under the getter's id (in
+//! the hand-off cell, else in `handed`) and wakes it; a `get` that frees a slot takes the
+//! first blocked putter off its list, moves its item into the buffer and wakes it. So a
+//! woken waiter never competes with a newcomer (strict FIFO, no barging), and these
+//! invariants hold whenever the lock is free:
 //!
 //! ```text
 //!   a getter is still waiting  ⇒  the buffer is empty
 //!   a putter is still waiting  ⇒  the buffer is full (capacity 0: always)
 //!
-//!   getters: [Getter { id, waker }, ..]        served: off the list, item in `handed`
-//!   handed:  [(getter id, item), ..]           picked up by the getter when it runs
+//!   getters: [Getter { id, waker }, ..]        served: off the list, item in cell/handed
+//!   cell:    (getter id, item) or empty        picked up by the getter, without the lock
+//!   handed:  [(getter id, item), ..]           (the cell was taken) picked up under the lock
 //!   putters: [Putter { id, item, waker }, ..]  served: off the list (it finds itself gone)
 //!   (waker: None while the waiter yields once before parking, see "Yielding first")
 //! ```
 //!
 //! Ids grow with every wait, so both lists are sorted by id and a waiter finds its own
-//! entry by binary search. Waking a waiter of this OS thread's hub only schedules it, so
-//! that is done at once, under the lock; a waiter of another hub is woken through that
-//! hub's inbox once the lock is released.
+//! entry by binary search. The hand-off cell (`Core::cell`, a
+//! [`HandOffCell`](crate::greenlet::HandOffCell)) is filled under the lock by whoever hands
+//! an item over and emptied by the getter it is for with one compare-and-swap: a getter
+//! served while it yielded or parked returns its item without taking the lock again. An
+//! item is in the cell or in `handed`, never both; a getter that did not find it in the
+//! cell looks in both under the lock. Waking a waiter of this OS thread's hub only
+//! schedules it, so that is done at once, under the lock; a waiter of another hub is woken
+//! through that hub's inbox once the lock is released.
 //!
 //! A waiter leaves its wait list itself, whatever ended its wait (success, deadline,
 //! `Timeout`, `close`, a kill unwinding it): nothing stays registered. An item handed to a
@@ -53,8 +59,27 @@
 //!
 //! ```text
 //!   get, empty, others ready:  getters: [.., Getter { id, waker: None }]  → yield_now
-//!     a put meanwhile:  item in `handed`, nothing to wake → the get returns it, no park
+//!     a put meanwhile:  item in the cell, nothing to wake → the get takes it, no park, no lock
 //!     no put:           take a slot, waker: Some(..) in the same entry → park as above
+//! ```
+//!
+//! ## Channels: the offer cell
+//! A [`Channel`](super::Channel) (not a `Queue`, even of capacity 0: a channel keeps no
+//! count of unfinished tasks, so its get need not touch the state) has one more hand-off
+//! cell, `Core::offer`. A putter that yields first (see above) while no other putter waits
+//! leaves its item there, filed under its id, instead of in the list; a get takes it from
+//! there with one compare-and-swap, without the lock, and publishes the id in
+//! `served_putter` (so the putter returns without the lock too). The offering putter is
+//! older than every putter in the list (it offers only when the list is empty, and the
+//! ones after it queue in the list), so getters look in the cell first, under the lock as
+//! well. If nobody took the item during its yield, the putter takes it back under the lock
+//! and parks with it at the front of the list; a kill takes it back the same way, and
+//! `close` moves it to the list, so that it comes back with `Closed` like any other.
+//!
+//! ```text
+//!   put, no getter, no putter, others ready:  offer: (id, item) → yield_now
+//!     a get meanwhile:  takes it (CAS), served_putter = id → the put returns, no lock
+//!     no get:           lock, take it back, putters: [Putter { id, item, waker }, ..] → park
 //! ```
 //!
 //! ## Closing
@@ -64,6 +89,7 @@
 //! [`RecvError::Closed`]. It is the usual way to stop a pool of consumers.
 
 use super::shared_waker::{self, SharedWaker, Wakeup};
+use crate::greenlet::{HandOffCell, HandOffWriter};
 use crate::hub::{self, WaitError};
 use std::collections::VecDeque;
 use std::fmt;
@@ -248,9 +274,13 @@ struct State<T> {
     /// Getters still waiting (none of them has been handed an item), oldest first. Ids
     /// grow with each wait, so the list is sorted by id.
     getters: VecDeque<Getter>,
-    /// Items handed to getters that have not picked them up yet, by getter id (usually
-    /// none or one: a woken getter picks its item up as soon as it runs).
+    /// The writing side of `Core::cell`: an item handed to a getter goes there when the
+    /// cell is free (the usual case: a getter picks its item up as soon as it runs).
+    to_cell: HandOffWriter<T>,
+    /// Items handed to getters while the cell was taken, by getter id.
     handed: Vec<(u64, T)>,
+    /// A channel's: the writing side of `Core::offer`.
+    to_offer: Option<HandOffWriter<T>>,
     /// Putters still waiting (their item not taken), oldest first; sorted by id too.
     putters: VecDeque<Putter<T>>,
     joiners: Vec<(u64, SharedWaker)>,
@@ -267,9 +297,20 @@ pub(crate) struct Core<T> {
     /// The id of the last putter whose item a get took (0: none yet). Putters are served
     /// oldest first and only leave the list otherwise by themselves, so a putter that is
     /// still waiting was served exactly when this is at least its own id: a woken putter
-    /// reads it without taking the lock (see `put`). Only written under the lock, in
-    /// increasing order.
+    /// reads it without taking the lock (see `put`). Written under the lock, in
+    /// increasing order, except by a getter that takes a channel's offered item without
+    /// the lock: that one may write an older id over a younger one, which only makes a
+    /// served putter look under the lock (it never makes a waiting one think it was
+    /// served: the offering putter is older than every putter in the list).
     served_putter: AtomicU64,
+    /// An item handed to a getter, filed under its id, that the getter takes out without
+    /// the lock (filled under the lock, through `State::to_cell`). An item is in the cell or
+    /// in `State::handed`, never both; only the getter it is for takes it out.
+    cell: HandOffCell<T>,
+    /// A [`Channel`](super::Channel)'s (`None` for a queue, even of capacity 0): the item
+    /// of the oldest waiting putter while it yields, filed under its id, for a getter to
+    /// take without the lock (see "Channels: the offer cell").
+    offer: Option<HandOffCell<T>>,
 }
 
 /// Blocks until woken; `Ok(true)` once `deadline` has passed.
@@ -315,7 +356,9 @@ impl<T> State<T> {
     fn hand_to_getter(&mut self, item: T) -> Result<Option<SharedWaker>, T> {
         match self.getters.pop_front() {
             Some(g) => {
-                self.handed.push((g.id, item));
+                if let Err(item) = self.to_cell.put(g.id, item) {
+                    self.handed.push((g.id, item));
+                }
                 Ok(wake(g.waker))
             }
             None => Err(item),
@@ -344,7 +387,18 @@ impl<T> State<T> {
     /// else straight from the first waiting putter (capacity 0). Once the queue is closed,
     /// waiting putters keep their items (they get them back with `Closed`).
     #[inline]
-    fn take(&mut self, served_putter: &AtomicU64) -> Option<(T, Option<SharedWaker>)> {
+    fn take(
+        &mut self,
+        served_putter: &AtomicU64,
+        offer: Option<&HandOffCell<T>>,
+    ) -> Option<(T, Option<SharedWaker>)> {
+        // A channel's offered item is the oldest waiting putter's (and a channel buffers
+        // nothing); after `close` the cell stays empty.
+        if let Some((id, item)) = offer.and_then(HandOffCell::take_any) {
+            served_putter.store(id, Ordering::Release);
+            self.unfinished += 1;
+            return Some((item, None));
+        }
         let first = self.buf.pop_front();
         let putter = if self.closed {
             None
@@ -372,9 +426,13 @@ impl<T> State<T> {
         }
     }
 
-    /// Takes back the item handed to getter `id`, if one was.
+    /// Takes back the item handed to getter `id`, if one was (from `cell`, this queue's
+    /// `Core::cell`, or from `handed`).
     #[inline]
-    fn take_handed(&mut self, id: u64) -> Option<T> {
+    fn take_handed(&mut self, cell: &HandOffCell<T>, id: u64) -> Option<T> {
+        if let Some(item) = cell.take(id) {
+            return Some(item);
+        }
         let pos = self.handed.iter().position(|(i, _)| *i == id)?;
         Some(self.handed.swap_remove(pos).1)
     }
@@ -385,7 +443,8 @@ impl<T> State<T> {
         self.getters.remove(pos)
     }
 
-    /// Removes putter `id` from the waiting putters, if its item was not taken.
+    /// Removes putter `id` from the waiting putters, if its item was not taken (from the
+    /// list: see `Core::take_offer_back` for the offer cell).
     fn remove_putter(&mut self, id: u64) -> Option<Putter<T>> {
         let pos = position(&self.putters, id, |p| p.id)?;
         self.putters.remove(pos)
@@ -443,11 +502,12 @@ impl<T> Leave<'_, T> {
         let mut wakeup = None;
         // Dropped outside the lock: a putter's item is the caller's `T`.
         let mut removed_putter = None;
+        let mut removed_offer = None;
         let mut removed_joiner = None;
         match self.list {
             List::Getters => {
                 if st.remove_getter(id).is_none() {
-                    if let Some(item) = st.take_handed(id) {
+                    if let Some(item) = st.take_handed(&self.core.cell, id) {
                         // Handed to us but never returned: on to the next waiting getter,
                         // else back to the front of the buffer.
                         match st.hand_to_getter(item) {
@@ -457,7 +517,12 @@ impl<T> Leave<'_, T> {
                     }
                 }
             }
-            List::Putters => removed_putter = st.remove_putter(id),
+            List::Putters => {
+                removed_putter = st.remove_putter(id);
+                if removed_putter.is_none() {
+                    removed_offer = self.core.take_offer_back(id);
+                }
+            }
             List::Joiners => {
                 let pos = st.joiners.iter().position(|(i, _)| *i == id);
                 removed_joiner = pos.map(|p| st.joiners.swap_remove(p).1);
@@ -465,6 +530,7 @@ impl<T> Leave<'_, T> {
         }
         drop(st);
         drop(removed_putter);
+        drop(removed_offer);
         drop(removed_joiner);
         finish_wake(wakeup);
     }
@@ -472,11 +538,30 @@ impl<T> Leave<'_, T> {
 
 impl<T> Core<T> {
     pub(crate) fn new(capacity: Option<usize>) -> Core<T> {
+        Core::with_offer(capacity, false)
+    }
+
+    /// A [`Channel`](super::Channel)'s core: capacity 0, with the offer cell.
+    pub(crate) fn rendezvous() -> Core<T> {
+        Core::with_offer(Some(0), true)
+    }
+
+    fn with_offer(capacity: Option<usize>, offer: bool) -> Core<T> {
+        let (cell, to_cell) = HandOffCell::new();
+        let (offer, to_offer) = match offer {
+            true => {
+                let (offer, to_offer) = HandOffCell::new();
+                (Some(offer), Some(to_offer))
+            }
+            false => (None, None),
+        };
         Core {
             state: Mutex::new(State {
                 buf: VecDeque::new(),
                 getters: VecDeque::new(),
+                to_cell,
                 handed: Vec::new(),
+                to_offer,
                 putters: VecDeque::new(),
                 joiners: Vec::new(),
                 unfinished: 0,
@@ -485,6 +570,8 @@ impl<T> Core<T> {
             }),
             capacity,
             served_putter: AtomicU64::new(0),
+            cell,
+            offer,
         }
     }
 
@@ -499,6 +586,12 @@ impl<T> Core<T> {
 
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.capacity
+    }
+
+    /// Takes putter `id`'s item back out of the offer cell, if it is still there.
+    #[inline]
+    fn take_offer_back(&self, id: u64) -> Option<T> {
+        self.offer.as_ref()?.take(id)
     }
 
     pub(crate) fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
@@ -516,19 +609,64 @@ impl<T> Core<T> {
         }
     }
 
+    /// A queue's `put`: a short call when there is room (the item is enqueued or handed
+    /// to a getter at once); the wait is out of line.
+    #[inline]
     pub(crate) fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
         let mut st = self.lock();
         if st.closed {
             return Err(SendError::Closed(item));
         }
-        let item = match st.offer(item, self.capacity) {
+        match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
                 finish_wake(wakeup);
-                return Ok(());
+                Ok(())
             }
-            Err(item) => item,
-        };
+            Err(item) => self.put_wait_out_of_line(st, item, deadline),
+        }
+    }
+
+    /// A channel's `put`: the same in one function with the wait, as a channel's put
+    /// usually waits (a call to an out-of-line wait would cost it more than it saves).
+    pub(crate) fn put_rendezvous(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed(item));
+        }
+        match st.offer(item, self.capacity) {
+            Ok(wakeup) => {
+                drop(st);
+                finish_wake(wakeup);
+                Ok(())
+            }
+            Err(item) => self.put_wait(st, item, deadline),
+        }
+    }
+
+    #[inline(never)]
+    fn put_wait_out_of_line<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<T>>,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
+        self.put_wait(st, item, deadline)
+    }
+
+    /// `put` once there was no room: waits (yielding first if it may) for a get to take
+    /// the item.
+    #[inline(always)]
+    fn put_wait<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<T>>,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<T>> {
         let id = st.new_id();
         // Armed while the entry is queued without a waker, across the yield.
         let mut yielding = Leave {
@@ -539,11 +677,20 @@ impl<T> Core<T> {
         };
         let mut item = Some(item);
         if shared_waker::may_yield_first() {
-            st.putters.push_back(Putter {
-                id,
-                item: item.take().expect("not queued yet"),
-                waker: None,
-            });
+            let queued = item.take().expect("not queued yet");
+            let state = &mut *st;
+            // The oldest waiting putter of a channel offers its item in the cell.
+            let offered = match &mut state.to_offer {
+                Some(to_offer) if state.putters.is_empty() => to_offer.put(id, queued),
+                _ => Err(queued),
+            };
+            if let Err(queued) = offered {
+                state.putters.push_back(Putter {
+                    id,
+                    item: queued,
+                    waker: None,
+                });
+            }
             yielding.armed = true;
             drop(st);
             crate::yield_now();
@@ -553,7 +700,16 @@ impl<T> Core<T> {
                 return Ok(());
             }
             st = self.lock();
-            if st.closed || position(&st.putters, id, |p| p.id).is_none() {
+            // Not taken from the cell: still the oldest waiting putter; it parks with its
+            // item in the list, at the front.
+            item = self.take_offer_back(id);
+            if let Some(item) = item.take_if(|_| st.closed) {
+                // (`close` moves an offered item to the list: not expected here.)
+                drop(st);
+                yielding.armed = false;
+                return Err(SendError::Closed(item));
+            }
+            if item.is_none() && (st.closed || position(&st.putters, id, |p| p.id).is_none()) {
                 drop(st);
                 yielding.armed = false;
                 return self
@@ -563,11 +719,19 @@ impl<T> Core<T> {
         }
         let (_registration, waker) = shared_waker::register();
         match item {
-            Some(item) => st.putters.push_back(Putter {
-                id,
-                item,
-                waker: Some(waker),
-            }),
+            Some(item) => {
+                // At the back, or (back from the offer cell) at the front: where its id
+                // keeps the list sorted.
+                let pos = st.putters.partition_point(|p| p.id < id);
+                st.putters.insert(
+                    pos,
+                    Putter {
+                        id,
+                        item,
+                        waker: Some(waker),
+                    },
+                );
+            }
             None => {
                 let pos = position(&st.putters, id, |p| p.id).expect("checked under this lock");
                 st.putters[pos].waker = Some(waker);
@@ -630,7 +794,7 @@ impl<T> Core<T> {
 
     pub(crate) fn try_get(&self) -> Result<T, TryRecvError> {
         let mut st = self.lock();
-        match st.take(&self.served_putter) {
+        match st.take(&self.served_putter, self.offer.as_ref()) {
             Some((item, wakeup)) => {
                 drop(st);
                 finish_wake(wakeup);
@@ -641,9 +805,25 @@ impl<T> Core<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        // A channel's oldest putter offers its item in the cell: take it without the lock.
+        if let Some((id, item)) = self.offer.as_ref().and_then(HandOffCell::take_any) {
+            // Release: as in `State::take`. Written outside the lock, so a slower getter
+            // may overwrite a younger id with an older one: a putter then only fails to
+            // see that it was served and looks under the lock (`put_woken_unserved`).
+            self.served_putter.store(id, Ordering::Release);
+            return Ok(item);
+        }
+        self.get_locked(deadline)
+    }
+
+    /// `get` once the offer cell had nothing: under the lock, and waiting if need be. Out
+    /// of line, so that the channel's hop through the cell stays a short call.
+    #[inline(never)]
+    fn get_locked(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
         let mut st = self.lock();
-        if let Some((item, wakeup)) = st.take(&self.served_putter) {
+        if let Some((item, wakeup)) = st.take(&self.served_putter, self.offer.as_ref()) {
             drop(st);
             finish_wake(wakeup);
             return Ok(item);
@@ -665,8 +845,13 @@ impl<T> Core<T> {
             yielding.armed = true;
             drop(st);
             crate::yield_now();
+            // Served during the turn? The item is in the cell: no need for the lock.
+            if let Some(item) = self.cell.take(id) {
+                yielding.armed = false;
+                return Ok(item);
+            }
             st = self.lock();
-            if let Some(item) = st.take_handed(id) {
+            if let Some(item) = st.take_handed(&self.cell, id) {
                 yielding.armed = false;
                 return Ok(item);
             }
@@ -696,8 +881,13 @@ impl<T> Core<T> {
         yielding.armed = false;
         loop {
             let woke = park_for(deadline);
+            // As after the yield: an item in the cell is taken without the lock.
+            if let Some(item) = self.cell.take(id) {
+                leave.armed = false;
+                return Ok(item);
+            }
             let mut st = self.lock();
-            if let Some(item) = st.take_handed(id) {
+            if let Some(item) = st.take_handed(&self.cell, id) {
                 // Whatever else happened (a deadline, a Timeout), the item did arrive.
                 leave.armed = false;
                 return Ok(item);
@@ -745,6 +935,15 @@ impl<T> Core<T> {
             return;
         }
         st.closed = true;
+        // The offering putter (yielding, so nothing to wake) gets its item back with
+        // `Closed`, from the list, like any other.
+        if let Some((id, item)) = self.offer.as_ref().and_then(HandOffCell::take_any) {
+            st.putters.push_front(Putter {
+                id,
+                item,
+                waker: None,
+            });
+        }
         let wakeups: Vec<Wakeup> = st
             .getters
             .iter()
@@ -1094,7 +1293,7 @@ impl<T> fmt::Debug for Queue<T> {
             .field("len", &st.buf.len())
             .field("capacity", &self.core.capacity)
             .field("getters", &st.getters.len())
-            .field("putters", &st.putters.len())
+            .field("putters", &self.core.putters_waiting(&st))
             .field("unfinished_tasks", &st.unfinished)
             .field("closed", &st.closed)
             .finish()
@@ -1102,10 +1301,16 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 impl<T> Core<T> {
+    /// Putters waiting: in the list, and the one offering its item in the cell.
+    fn putters_waiting(&self, st: &State<T>) -> usize {
+        let offering = self.offer.as_ref().is_some_and(HandOffCell::is_filled);
+        st.putters.len() + usize::from(offering)
+    }
+
     pub(crate) fn debug_fields(&self, s: &mut fmt::DebugStruct<'_, '_>) {
         let st = self.lock();
         s.field("getters", &st.getters.len())
-            .field("putters", &st.putters.len())
+            .field("putters", &self.putters_waiting(&st))
             .field("closed", &st.closed);
     }
 }
@@ -1116,14 +1321,26 @@ impl<T> Queue<T> {
     pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
         self.core.waiters_yielding_and_all()
     }
+
+    pub(crate) fn handed_in_cell_and_list(&self) -> (usize, usize) {
+        self.core.handed_in_cell_and_list()
+    }
 }
 
 #[cfg(test)]
 impl<T> Core<T> {
     pub(crate) fn waiters_yielding_and_all(&self) -> (usize, usize) {
         let st = self.lock();
+        let offering = usize::from(self.offer.as_ref().is_some_and(HandOffCell::is_filled));
         let yielding = st.getters.iter().filter(|g| g.waker.is_none()).count()
-            + st.putters.iter().filter(|p| p.waker.is_none()).count();
-        (yielding, st.getters.len() + st.putters.len())
+            + st.putters.iter().filter(|p| p.waker.is_none()).count()
+            + offering;
+        (yielding, st.getters.len() + st.putters.len() + offering)
+    }
+    /// Items handed to getters and not picked up yet: in the hand-off cell (0 or 1), and
+    /// in the `handed` list.
+    pub(crate) fn handed_in_cell_and_list(&self) -> (usize, usize) {
+        let st = self.lock();
+        (usize::from(self.cell.is_filled()), st.handed.len())
     }
 }

@@ -367,3 +367,156 @@ fn waiters_in_their_yield_end_cleanly_on_close_kill_and_timeout() {
     }
     assert_eq!(q.waiters_yielding_and_all(), (0, 0));
 }
+
+#[test]
+fn items_handed_while_the_cell_is_taken_wait_in_the_list_and_pass_on_too() {
+    let q: Queue<u32> = Queue::new();
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            crate::spawn(move || q.get())
+        })
+        .collect();
+    crate::yield_now(); // all three are queued
+    assert_eq!(q.waiters_yielding_and_all().1, 3);
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    // The first getter's item is in the cell, the others wait in the list.
+    assert_eq!(q.handed_in_cell_and_list(), (1, 2));
+    let mut getters = getters.into_iter();
+    let (first, second, third) = (
+        getters.next().unwrap(),
+        getters.next().unwrap(),
+        getters.next().unwrap(),
+    );
+    // Killed before they run: their items (one from the cell, one from the list) go back
+    // to the queue, as nobody else waits; the third getter gets its own.
+    first.kill();
+    second.kill();
+    assert!(first.join().unwrap_err().is_killed());
+    assert!(second.join().unwrap_err().is_killed());
+    assert_eq!(third.join().unwrap(), Ok(2));
+    assert_eq!(q.handed_in_cell_and_list(), (0, 0));
+    let mut left = vec![q.try_get().unwrap(), q.try_get().unwrap()];
+    left.sort_unstable();
+    assert_eq!(left, [0, 1]);
+    assert_eq!(q.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn a_getter_in_another_os_thread_takes_its_item_from_the_cell() {
+    let q: Queue<u64> = Queue::new();
+    let (tx, rx) = (q.clone(), q.clone());
+    let consumer = std::thread::spawn(move || (0..1000).map(|_| rx.get().unwrap()).sum::<u64>());
+    for i in 0..1000 {
+        tx.put(i).unwrap();
+        if i % 7 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(consumer.join().unwrap(), 999 * 1000 / 2);
+    assert_eq!(q.handed_in_cell_and_list(), (0, 0));
+}
+
+#[test]
+fn a_channel_putter_in_its_yield_offers_its_item_in_the_cell() {
+    // Served during the yield: a get takes the item from the cell.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(1))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    assert!(format!("{ch:?}").contains("putters: 1"), "{ch:?}");
+    assert_eq!(ch.get(), Ok(1));
+    assert_eq!(putter.join().unwrap(), Ok(()));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // Not served: the offering putter takes its item back and parks at the front of the
+    // list, ahead of a younger putter queued meanwhile; gets serve them in order.
+    let first = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(2))
+    };
+    let second = {
+        let ch = ch.clone();
+        crate::spawn(move || ch.put(3))
+    };
+    crate::yield_now(); // `second` queues in the list (the cell is taken)
+    assert_eq!(ch.waiters_yielding_and_all().1, 2);
+    crate::yield_now(); // both find themselves unserved and park
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 2));
+    assert_eq!(ch.try_get(), Ok(2));
+    assert_eq!(ch.get(), Ok(3));
+    assert_eq!(first.join().unwrap(), Ok(()));
+    assert_eq!(second.join().unwrap(), Ok(()));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+}
+
+#[test]
+fn a_channel_putter_offering_its_item_ends_cleanly_on_close_kill_and_timeout() {
+    // Close: the item comes back with `Closed`; a later get finds nothing.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put(6))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    ch.close();
+    assert!(matches!(putter.join().unwrap(), Err(SendError::Closed(6))));
+    assert_eq!(ch.get(), Err(RecvError::Closed));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+
+    // Kill: the item is taken back out of the cell and dropped.
+    let ch: Channel<Rc<()>> = Channel::new();
+    let item = Rc::new(());
+    let putter = {
+        let (ch, item) = (ch.clone(), item.clone());
+        in_yield_phase(move || ch.put(item).is_ok())
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    putter.kill();
+    assert!(putter.join().unwrap_err().is_killed());
+    assert_eq!(Rc::strong_count(&item), 1);
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+
+    // A deadline: not served during the yield, the putter parks and gets its item back.
+    let ch: Channel<u32> = Channel::new();
+    let putter = {
+        let ch = ch.clone();
+        in_yield_phase(move || ch.put_timeout(7, SHORT))
+    };
+    assert_eq!(ch.waiters_yielding_and_all(), (1, 1));
+    assert!(matches!(
+        putter.join().unwrap(),
+        Err(SendError::TimedOut(7))
+    ));
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+    assert_eq!(ch.try_get(), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn a_getter_on_another_os_thread_takes_the_offered_item() {
+    let ch: Channel<u64> = Channel::new();
+    let rx = ch.clone();
+    let consumer = std::thread::spawn(move || (0..500).map(|_| rx.get().unwrap()).sum::<u64>());
+    // A second green thread keeps the hub busy, so that puts yield first and offer.
+    let done = Rc::new(std::cell::Cell::new(false));
+    let busy = {
+        let done = done.clone();
+        crate::spawn(move || {
+            while !done.get() {
+                crate::yield_now();
+            }
+        })
+    };
+    for i in 0..500 {
+        ch.put(i).unwrap();
+    }
+    done.set(true);
+    assert_eq!(consumer.join().unwrap(), 499 * 500 / 2);
+    busy.join().unwrap();
+    assert_eq!(ch.waiters_yielding_and_all(), (0, 0));
+}
