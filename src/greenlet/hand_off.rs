@@ -64,9 +64,9 @@ impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
         let state = *self.state.get_mut();
         if state != EMPTY && state != BUSY {
-            // SAFETY: `&mut self`: no reader or writer is left, and in a `FULL` state the
-            // value is initialised (module docs). `BUSY` cannot be seen here: the reader
-            // that set it holds an `Arc` until it has stored `EMPTY`.
+            // `BUSY` cannot be seen here: the reader that set it holds an `Arc` until it
+            // has stored `EMPTY`.
+            // SAFETY: `&mut self`, so no reader or writer is left; `FULL`: initialised.
             unsafe { self.value.get_mut().assume_init_drop() };
         }
     }
@@ -108,6 +108,26 @@ impl<T> HandOffCell<T> {
         if key == EMPTY || key == BUSY || state.load(Ordering::Relaxed) != key {
             return None;
         }
+        self.take_filed(key)
+    }
+
+    /// Takes the value, whatever key it was put for, with that key; `None` if the cell is
+    /// empty or another reader is taking the value right now.
+    #[inline]
+    pub(crate) fn take_any(&self) -> Option<(u64, T)> {
+        let state = &self.inner.state;
+        let key = state.load(Ordering::Relaxed);
+        if key == EMPTY || key == BUSY {
+            return None;
+        }
+        Some((key, self.take_filed(key)?))
+    }
+
+    /// Moves the value out if the state is still `FULL(key)` (`key` neither `EMPTY` nor
+    /// `BUSY`): one compare-and-swap, the read, one store.
+    #[inline(always)]
+    fn take_filed(&self, key: u64) -> Option<T> {
+        let state = &self.inner.state;
         // Acquire: pairs with the writer's Release store of `key`, so its write of the
         // value is visible here.
         state
@@ -120,26 +140,6 @@ impl<T> HandOffCell<T> {
         // Release: the read above happens before the writer's next write.
         state.store(EMPTY, Ordering::Release);
         Some(value)
-    }
-
-    /// Takes the value, whatever key it was put for, with that key; `None` if the cell is
-    /// empty or another reader is taking the value right now.
-    #[inline]
-    pub(crate) fn take_any(&self) -> Option<(u64, T)> {
-        let state = &self.inner.state;
-        let key = state.load(Ordering::Relaxed);
-        if key == EMPTY || key == BUSY {
-            return None;
-        }
-        // Acquire: as in `take`.
-        state
-            .compare_exchange(key, BUSY, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        // SAFETY: as in `take`: the CAS moved the state from `FULL(key)` to `BUSY`.
-        let value = unsafe { (*self.inner.value.get()).assume_init_read() };
-        // Release: as in `take`.
-        state.store(EMPTY, Ordering::Release);
-        Some((key, value))
     }
 
     /// Whether the cell holds a value (for any key) or is being emptied.

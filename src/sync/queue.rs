@@ -536,6 +536,16 @@ impl<T> Leave<'_, T> {
     }
 }
 
+/// How [`Core::offer_now`] ended.
+enum OfferNow<'a, T> {
+    /// Enqueued or handed to a getter.
+    Done,
+    /// The queue is closed: the item comes back.
+    Closed(T),
+    /// No room and no getter: the item comes back with the locked state.
+    Full(MutexGuard<'a, State<T>>, T),
+}
+
 impl<T> Core<T> {
     pub(crate) fn new(capacity: Option<usize>) -> Core<T> {
         Core::with_offer(capacity, false)
@@ -594,18 +604,30 @@ impl<T> Core<T> {
         self.offer.as_ref()?.take(id)
     }
 
-    pub(crate) fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+    /// What every put begins with: under the lock, the item is enqueued or handed to a
+    /// getter at once (then the lock is released and the getter woken); otherwise the
+    /// item comes back, closed or with the locked state for the caller to wait on.
+    #[inline(always)]
+    fn offer_now(&self, item: T) -> OfferNow<'_, T> {
         let mut st = self.lock();
         if st.closed {
-            return Err(TrySendError::Closed(item));
+            return OfferNow::Closed(item);
         }
         match st.offer(item, self.capacity) {
             Ok(wakeup) => {
                 drop(st);
                 finish_wake(wakeup);
-                Ok(())
+                OfferNow::Done
             }
-            Err(item) => Err(TrySendError::Full(item)),
+            Err(item) => OfferNow::Full(st, item),
+        }
+    }
+
+    pub(crate) fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+        match self.offer_now(item) {
+            OfferNow::Done => Ok(()),
+            OfferNow::Closed(item) => Err(TrySendError::Closed(item)),
+            OfferNow::Full(_, item) => Err(TrySendError::Full(item)),
         }
     }
 
@@ -613,17 +635,10 @@ impl<T> Core<T> {
     /// to a getter at once); the wait is out of line.
     #[inline]
     pub(crate) fn put(&self, item: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(SendError::Closed(item));
-        }
-        match st.offer(item, self.capacity) {
-            Ok(wakeup) => {
-                drop(st);
-                finish_wake(wakeup);
-                Ok(())
-            }
-            Err(item) => self.put_wait_out_of_line(st, item, deadline),
+        match self.offer_now(item) {
+            OfferNow::Done => Ok(()),
+            OfferNow::Closed(item) => Err(SendError::Closed(item)),
+            OfferNow::Full(st, item) => self.put_wait_out_of_line(st, item, deadline),
         }
     }
 
@@ -634,17 +649,10 @@ impl<T> Core<T> {
         item: T,
         deadline: Option<Instant>,
     ) -> Result<(), SendError<T>> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(SendError::Closed(item));
-        }
-        match st.offer(item, self.capacity) {
-            Ok(wakeup) => {
-                drop(st);
-                finish_wake(wakeup);
-                Ok(())
-            }
-            Err(item) => self.put_wait(st, item, deadline),
+        match self.offer_now(item) {
+            OfferNow::Done => Ok(()),
+            OfferNow::Closed(item) => Err(SendError::Closed(item)),
+            OfferNow::Full(st, item) => self.put_wait(st, item, deadline),
         }
     }
 
