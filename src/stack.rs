@@ -6,6 +6,8 @@
 //! ```text
 //!   mapping + total ┌──────────────────────────┐
 //!                   │ Header (registry node)   │  id, name, guard range, list links
+//!                   ├──────────────────────────┤
+//!                   │ colour (0..MAX_COLOUR)   │  unused, 64-byte steps (see below)
 //!             top → ├──────────────────────────┤  16-byte aligned
 //!                   │                          │
 //!                   │ usable stack             │  `size` bytes requested, rounded up
@@ -14,6 +16,21 @@
 //!                   │ guard page (PROT_NONE)   │  any access faults
 //!         mapping → └──────────────────────────┘
 //! ```
+//!
+//! ## Colour
+//! Every mapping ends on a page boundary, so without a colour every stack would start at
+//! the same offset in its page, and so would the frames of green threads that run the
+//! same code (a server's connections, parked in the same read): the same few cache sets
+//! would hold every one of them. A cache picks the set of a line by its address bits
+//! above the line offset, the lowest of which (6 to 11) are the offset in the page: an L1
+//! cache (48 KiB, 12-way: 64 sets) would hold 12 connections' copies of each such line,
+//! an L2 (2 MiB, 16-way) 512 instead of the 32,768 lines it has. With 1,000 connections
+//! each parked frame missed both at every request while tokio's tasks, spread by `malloc`
+//! over every offset, stayed in L2. So `top` lies a *colour* below the header: 0 to
+//! [`MAX_COLOUR`] − 64 bytes in 64-byte steps, picked from the mapping's address (the same
+//! stack keeps its colour when it is pooled and reused). The colour is reserved on top of
+//! the requested size, which pages usually round up anyway; with [`MAX_COLOUR`] at 2 KiB a
+//! server connection's stack (about 1.2 KiB deep) still lies in one page.
 //!
 //! One stack is one `mmap` plus one `mprotect`, which the kernel keeps as **two** mappings.
 //! Linux caps mappings per process at `vm.max_map_count` (65,530 by default), so about
@@ -58,6 +75,10 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 /// Most idle stacks a thread keeps for reuse: in its pool, or kept by dead greenlets.
 pub const POOL_LIMIT: usize = 1024;
+
+/// Stack tops are spread over this many bytes below the header, in 64-byte (cache line)
+/// steps: see "Colour" in the module docs.
+const MAX_COLOUR: usize = 2048;
 
 /// Longest owner name kept for overflow reports (longer names are truncated).
 const NAME_CAP: usize = 46;
@@ -176,7 +197,7 @@ impl Stack {
         let page = memory::page_size();
         // The header shares the top page with the stack, so a green thread that uses little
         // stack touches a single page.
-        let total = page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page);
+        let total = page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page);
         let mapping = memory::map_stack(total).map_err(|e| StackError::new(size, e))?;
         // Own the mapping at once, so that an error below unmaps it.
         let stack = Stack { mapping, total };
@@ -193,7 +214,7 @@ impl Stack {
                 prev: Cell::new(ptr::null_mut()),
                 guard_lo: mapping as usize,
                 guard_hi: mapping as usize + page,
-                usable: stack.top() as usize - stack.bottom() as usize,
+                usable: stack.size(),
                 owner_id: Cell::new(0),
                 name_len: Cell::new(0),
                 name: Cell::new([0; NAME_CAP]),
@@ -208,9 +229,12 @@ impl Stack {
         unsafe { self.mapping.add(self.total - HEADER_BYTES).cast() }
     }
 
-    /// The highest usable address (exclusive), 16-byte aligned: where the stack starts.
+    /// The highest usable address (exclusive), 16-byte aligned: where the stack starts,
+    /// its colour below the header (see the module docs).
     pub(crate) fn top(&self) -> *mut u8 {
-        self.header_ptr().cast()
+        let end = self.mapping as usize + self.total;
+        // SAFETY: the colour (below MAX_COLOUR) and the header lie within the mapping.
+        unsafe { self.mapping.add(self.total - HEADER_BYTES - colour(end)) }
     }
 
     /// The lowest usable address: just above the guard page.
@@ -219,9 +243,11 @@ impl Stack {
         unsafe { self.mapping.add(memory::page_size()) }
     }
 
-    /// Usable bytes between `bottom` and `top`.
+    /// Usable bytes the stack guarantees: what `take` matches a request against, the same
+    /// for every stack of one mapping size. `bottom..top` may be up to [`MAX_COLOUR`] − 64
+    /// bytes longer (a stack of colour 0).
     pub(crate) fn size(&self) -> usize {
-        self.top() as usize - self.bottom() as usize
+        self.total - memory::page_size() - HEADER_BYTES - MAX_COLOUR
     }
 
     /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size
@@ -229,7 +255,7 @@ impl Stack {
     #[inline]
     pub(crate) fn fits(&self, size: usize) -> bool {
         let page = memory::page_size();
-        self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page)
+        self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page)
     }
 
     /// Records who runs on this stack, for overflow reports.
@@ -273,7 +299,19 @@ impl fmt::Debug for Stack {
 /// The usable size `Stack::new(size)` produces.
 fn usable_for(size: usize) -> usize {
     let page = memory::page_size();
-    round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES, page) - HEADER_BYTES
+    let reserved = HEADER_BYTES + MAX_COLOUR;
+    round_up(size.max(MIN_STACK_SIZE) + reserved, page) - reserved
+}
+
+/// The colour of the stack whose mapping ends at `end` (a page boundary): a multiple of
+/// 64 below [`MAX_COLOUR`], from a multiplicative hash of the page number, so that stacks
+/// mapped next to each other (every few pages) get colours spread over the whole range.
+#[inline]
+fn colour(end: usize) -> usize {
+    const LINES: usize = MAX_COLOUR / 64;
+    let page = (end >> 12) as u64;
+    let hash = page.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (hash as usize % LINES) * 64
 }
 
 /// `n` rounded up to a multiple of `to`, a power of two (the page size).
@@ -487,8 +525,31 @@ mod tests {
     #[test]
     fn whole_usable_range_is_writable() {
         let s = Stack::new(64 * 1024).unwrap();
+        let len = s.top() as usize - s.bottom() as usize;
+        assert!(len >= s.size());
         // SAFETY: bottom..top is our writable stack memory, unused by any context.
-        unsafe { ptr::write_bytes(s.bottom(), 0xA5, s.size()) };
+        unsafe { ptr::write_bytes(s.bottom(), 0xA5, len) };
+    }
+
+    #[test]
+    fn stack_tops_are_coloured() {
+        // Stacks mapped one after the other start at different offsets in their pages,
+        // 16-byte aligned, never above their header.
+        let stacks: Vec<Stack> = (0..32)
+            .map(|_| Stack::new(MIN_STACK_SIZE).unwrap())
+            .collect();
+        let mut offsets: Vec<usize> = stacks
+            .iter()
+            .map(|s| s.top() as usize % memory::page_size())
+            .collect();
+        for s in &stacks {
+            assert_eq!(s.top() as usize % 16, 0);
+            assert!(s.top() <= s.header_ptr().cast());
+            assert!(s.top() as usize - s.bottom() as usize >= MIN_STACK_SIZE);
+        }
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert!(offsets.len() >= 8, "stack tops share offsets: {offsets:?}");
     }
 
     #[test]
