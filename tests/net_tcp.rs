@@ -147,6 +147,40 @@ fn read_timeout_fails_the_read_and_the_stream_stays_usable() {
 }
 
 #[test]
+fn write_timeout_fails_a_blocked_write_and_the_stream_stays_usable() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    // Nobody reads: the socket buffers fill up, then a write blocks until the timeout.
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0usize;
+    let err = loop {
+        match client.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) => break e,
+        }
+        assert!(sent < 1 << 30, "1 GiB written to a peer that reads nothing");
+    };
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    // Once the peer reads everything, writing works again.
+    let reader = verdant::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        while got < sent + 4 {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "early end of stream");
+            got += n;
+        }
+        got
+    });
+    client.write_all(b"more").unwrap();
+    assert_eq!(reader.join().unwrap(), sent + 4);
+}
+
+#[test]
 fn timeout_around_accept_leaves_the_listener_usable() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -338,10 +338,11 @@ impl TcpStream {
         self.source.read_stream(buf.len(), |mut s| s.read(buf))
     }
 
-    /// `write` for `TcpStream` and `&TcpStream`: one function, called directly.
+    /// `write` for `TcpStream` and `&TcpStream`: one function, called directly, whose
+    /// first attempt is inlined ([`Source::write_stream`]).
     #[inline(never)]
     fn write_direct(&self, buf: &[u8]) -> io::Result<usize> {
-        self.source.write_with(|mut s| s.write(buf))
+        self.source.write_stream(|mut s| s.write(buf))
     }
 }
 
