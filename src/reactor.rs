@@ -69,6 +69,7 @@
 //! then), telling the hub to drain its cross-thread queue. The other thread must publish
 //! its work (e.g. push to a mutex-protected queue) *before* calling `wake()`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -89,6 +90,21 @@ const MAX_SOURCES: usize = INDEX_MASK;
 const WAKER_TOKEN: usize = usize::MAX;
 
 const NO_SLOT: u32 = u32::MAX;
+
+thread_local! {
+    /// How many times a reactor of this thread began a [`Reactor::poll`]: the only call
+    /// that sets cached readiness bits of a registered fd.
+    static POLLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The number of polls this thread's reactors began. While it is unchanged, no cached
+/// readiness bit was set: a socket that recorded it at a drained read may clear its read
+/// readiness at its next wait as [`Reactor::clear_ready_drained`] would have at the read
+/// (what `net`'s stream reads do, instead of reaching the reactor at every read).
+#[inline]
+pub(crate) fn polls() -> u64 {
+    POLLS.with(Cell::get)
+}
 
 /// Identifies a registered fd: a slot index and the slot's generation at registration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +142,26 @@ impl Direction {
             Direction::Write => Readiness::WRITABLE,
         }
     }
+
+    /// The bits that keep [`Reactor::clear_ready_drained`] from clearing this direction.
+    fn drained_keep(self) -> u8 {
+        match self {
+            Direction::Read => Readiness::READ_CLOSED | Readiness::ERROR | Readiness::PRIORITY,
+            Direction::Write => Readiness::WRITE_CLOSED | Readiness::ERROR,
+        }
+    }
+}
+
+/// What [`Reactor::set_waiter_after`] does to the cached readiness before it parks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Clear {
+    /// Nothing.
+    Not,
+    /// [`Reactor::clear_ready`]: the operation just failed with `WouldBlock`.
+    AfterWouldBlock,
+    /// [`Reactor::clear_ready_drained`]: a stream read drained the fd and no poll came
+    /// since (see [`polls`]).
+    Drained,
 }
 
 /// The cached readiness of a source.
@@ -483,6 +519,9 @@ impl<W> Reactor<W> {
 
     /// Forgets that `dir` is ready. Call it after an operation returned `WouldBlock`, and
     /// only then (see the module docs). A stale id is ignored.
+    // Part of the documented contract; exercised by unit tests, the layers above use
+    // `set_waiter_after`.
+    #[allow(dead_code)]
     pub(crate) fn clear_ready(&mut self, id: SourceId, dir: Direction) {
         if let Some(s) = self.source_mut(id) {
             s.ready &= !dir.ready_bit();
@@ -494,13 +533,12 @@ impl<W> Reactor<W> {
     /// some (see "The drained shortcut" in the module docs). Does nothing while `dir` is
     /// closed or errored, or, for reads, while the last event reported urgent data; a stale
     /// id is ignored.
+    // Part of the documented contract; exercised by unit tests, the layers above use
+    // `set_waiter_after`.
+    #[allow(dead_code)]
     pub(crate) fn clear_ready_drained(&mut self, id: SourceId, dir: Direction) {
         if let Some(s) = self.source_mut(id) {
-            let keep = match dir {
-                Direction::Read => Readiness::READ_CLOSED | Readiness::ERROR | Readiness::PRIORITY,
-                Direction::Write => Readiness::WRITE_CLOSED | Readiness::ERROR,
-            };
-            if s.ready & keep == 0 {
+            if s.ready & dir.drained_keep() == 0 {
                 s.ready &= !dir.ready_bit();
             }
         }
@@ -509,15 +547,41 @@ impl<W> Reactor<W> {
     /// Parks `waiter` until `dir` becomes ready, errors or closes, or the source is
     /// deregistered. Refused, with the waiter handed back, for a stale id, a second waiter
     /// in the same direction, or a direction currently marked ready.
+    // Part of the documented contract; exercised by unit tests, the layers above use
+    // `set_waiter_after`.
+    #[allow(dead_code)]
     pub(crate) fn set_waiter(
         &mut self,
         id: SourceId,
         dir: Direction,
         waiter: W,
     ) -> Result<(), WaiterError<W>> {
+        self.set_waiter_after(id, dir, Clear::Not, waiter)
+    }
+
+    /// [`set_waiter`](Self::set_waiter) after [`clear_ready`](Self::clear_ready)
+    /// (`Clear::AfterWouldBlock`) or [`clear_ready_drained`](Self::clear_ready_drained)
+    /// (`Clear::Drained`), with one lookup of the source: what a socket's wait does.
+    #[inline]
+    pub(crate) fn set_waiter_after(
+        &mut self,
+        id: SourceId,
+        dir: Direction,
+        clear: Clear,
+        waiter: W,
+    ) -> Result<(), WaiterError<W>> {
         let Some(s) = self.source_mut(id) else {
             return Err(WaiterError::Stale(waiter));
         };
+        match clear {
+            Clear::Not => {}
+            Clear::AfterWouldBlock => s.ready &= !dir.ready_bit(),
+            Clear::Drained => {
+                if s.ready & dir.drained_keep() == 0 {
+                    s.ready &= !dir.ready_bit();
+                }
+            }
+        }
         if s.ready & dir.ready_bit() != 0 {
             return Err(WaiterError::Ready(waiter));
         }
@@ -546,6 +610,7 @@ impl<W> Reactor<W> {
         timeout: Option<Duration>,
         mut wake: impl FnMut(W),
     ) -> io::Result<PollReport> {
+        POLLS.with(|n| n.set(n.get() + 1));
         self.selector.select(&mut self.events, timeout)?;
         let mut report = PollReport::default();
         for event in self.events.iter() {

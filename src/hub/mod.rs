@@ -70,7 +70,7 @@ pub(crate) use task::{panic_message, TaskRef};
 pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 
 use crate::greenlet::{self, Greenlet, LocalQueue};
-use crate::reactor::{Direction, Reactor, SourceId, WaiterError};
+use crate::reactor::{Clear, Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -979,9 +979,10 @@ pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
 
 /// After a stream read returned fewer bytes than asked for (but some): the receive buffer
 /// is drained, so the next read may go straight to [`wait_fd_drained`] (the reactor's
-/// "drained shortcut").
+/// "drained shortcut"). The monkey shim's; `verdant::net` sockets clear at the wait
+/// instead (see `net::source`).
+#[cfg(feature = "monkey")]
 pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
-    // Once per request of a server: no reference count traffic (`existing_hub`).
     let _ = HUB.try_with(|slot| {
         if let Some(hub) = slot.0.get() {
             if let Ok(mut reactor) = hub.reactor.try_borrow_mut() {
@@ -1063,43 +1064,43 @@ pub(crate) fn wait_fd(
     deadline: Option<Instant>,
 ) -> Result<FdWait, WaitError> {
     match deadline {
-        None => with_hub(move |hub| wait_fd_in(hub, id, dir, true)),
-        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, true)),
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, Clear::AfterWouldBlock)),
+        Some(deadline) => {
+            with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, Clear::AfterWouldBlock))
+        }
     }
 }
 
-/// [`wait_fd`] without an operation's `WouldBlock` first, after [`fd_drained`]: the
-/// cached readiness is not cleared (it was, by `fd_drained`), so an edge that came since
-/// returns `Ready` at once instead of being lost.
+/// [`wait_fd`] without an operation's `WouldBlock` first, after a stream read that
+/// drained the receive buffer (the reactor's "drained shortcut"). With `clear` (no poll
+/// since that read: [`crate::reactor::polls`] unchanged) the cached readiness is cleared
+/// first as [`Reactor::clear_ready_drained`](crate::reactor::Reactor::clear_ready_drained)
+/// would have at the read; without (a poll came since, which may have recorded a new
+/// edge) it is left as it is, so that an edge that came since returns `Ready` at once
+/// instead of being lost.
 #[inline]
 pub(crate) fn wait_fd_drained(
     id: SourceId,
     dir: Direction,
     deadline: Option<Instant>,
+    clear: bool,
 ) -> Result<FdWait, WaitError> {
+    let clear = if clear { Clear::Drained } else { Clear::Not };
     match deadline {
-        None => with_hub(move |hub| wait_fd_in(hub, id, dir, false)),
-        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, false)),
+        None => with_hub(move |hub| wait_fd_in(hub, id, dir, clear)),
+        Some(deadline) => with_hub(move |hub| wait_fd_until(hub, id, dir, deadline, clear)),
     }
 }
 
 /// Parks the current task as the waiter of `id` in `dir` (after clearing the cached
-/// readiness, `after_would_block`), or says why not.
+/// readiness as `clear` says), or says why not.
 #[inline(always)]
-fn set_fd_waiter(
-    hub: &Hub,
-    id: SourceId,
-    dir: Direction,
-    after_would_block: bool,
-) -> Result<TaskRef, FdWait> {
+fn set_fd_waiter(hub: &Hub, id: SourceId, dir: Direction, clear: Clear) -> Result<TaskRef, FdWait> {
     let task = hub.current_task();
-    let set = {
-        let mut reactor = hub.reactor.borrow_mut();
-        if after_would_block {
-            reactor.clear_ready(id, dir);
-        }
-        reactor.set_waiter(id, dir, task.clone())
-    };
+    let set = hub
+        .reactor
+        .borrow_mut()
+        .set_waiter_after(id, dir, clear, task.clone());
     match set {
         Ok(()) => {}
         Err(WaiterError::Ready(_)) => return Err(FdWait::Ready),
@@ -1116,13 +1117,8 @@ fn set_fd_waiter(
 // one borrow of the reactor to register, none after a wake-up by the poll
 // (`WakeReason::Io`).
 #[inline(never)]
-fn wait_fd_in(
-    hub: &Hub,
-    id: SourceId,
-    dir: Direction,
-    after_would_block: bool,
-) -> Result<FdWait, WaitError> {
-    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+fn wait_fd_in(hub: &Hub, id: SourceId, dir: Direction, clear: Clear) -> Result<FdWait, WaitError> {
+    let task = match set_fd_waiter(hub, id, dir, clear) {
         Ok(task) => task,
         Err(not_parked) => return Ok(not_parked),
     };
@@ -1145,9 +1141,9 @@ fn wait_fd_until(
     id: SourceId,
     dir: Direction,
     deadline: Instant,
-    after_would_block: bool,
+    clear: Clear,
 ) -> Result<FdWait, WaitError> {
-    let task = match set_fd_waiter(hub, id, dir, after_would_block) {
+    let task = match set_fd_waiter(hub, id, dir, clear) {
         Ok(task) => task,
         Err(not_parked) => return Ok(not_parked),
     };

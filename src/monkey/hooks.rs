@@ -197,7 +197,8 @@ fn wait_on(
 ) -> Result<(), Interrupted> {
     suspended(|| {
         let waited = if drained {
-            hub::wait_fd_drained(id, dir, deadline)
+            // `read_drained` cleared the cached readiness already.
+            hub::wait_fd_drained(id, dir, deadline, false)
         } else {
             hub::wait_fd(id, dir, deadline)
         };
