@@ -203,17 +203,20 @@ impl Stack {
         Ok(stack)
     }
 
+    #[inline]
     fn header_ptr(&self) -> *mut Header {
         // SAFETY: the header occupies the last HEADER_BYTES of the mapping.
         unsafe { self.mapping.add(self.total - HEADER_BYTES).cast() }
     }
 
     /// The highest usable address (exclusive), 16-byte aligned: where the stack starts.
+    #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
         self.header_ptr().cast()
     }
 
     /// The lowest usable address: just above the guard page.
+    #[inline]
     pub(crate) fn bottom(&self) -> *mut u8 {
         // SAFETY: the guard page is the first page of the mapping.
         unsafe { self.mapping.add(memory::page_size()) }
@@ -233,6 +236,7 @@ impl Stack {
     }
 
     /// Records who runs on this stack, for overflow reports.
+    #[inline]
     pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
         let header = unsafe { &*self.header_ptr() };

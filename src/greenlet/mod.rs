@@ -1240,7 +1240,18 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     CURRENT.set(parent);
     // Dropped only now: a handle of a running greenlet is never the last one of a
     // suspended greenlet, whose drop would unwind it (here, on a dead stack).
-    drop(exit_to);
+    match exit_to {
+        // The usual case (a scheduler's hand-off): the target is running now, so the
+        // handle's `Drop` test (the last handle of a suspended greenlet?) is known to fail;
+        // only its reference is given up.
+        Some(t) if ptr::eq(Rc::as_ptr(&t.inner), parent) => {
+            let t = ManuallyDrop::new(t);
+            // SAFETY: the handle's own reference, given up once (the handle is forgotten);
+            // the target, running, holds its own reference, so this is not the last one.
+            unsafe { Rc::decrement_strong_count(Rc::as_ptr(&t.inner)) };
+        }
+        other => drop(other),
+    }
     if matches!(payload, Payload::Unit) {
         // Nothing of it to drop.
         std::mem::forget(payload);

@@ -762,6 +762,23 @@ impl Hub {
         }
     }
 
+    /// Runs `f` with the running green thread's record, borrowed where `current` holds it
+    /// (no reference count touched), or with `None` if `current` does not hold it (a
+    /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
+    /// spawned green thread's own start and finish ([`task`]'s `run_task`): `f` must not
+    /// switch, nor run code that looks at the current task (no user code).
+    #[inline(always)]
+    fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
+        let task = self.current.take();
+        let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
+        // Put back into the cell emptied just above (`f` left it alone): the `None` that
+        // comes out needs no drop.
+        let empty = self.current.replace(task);
+        debug_assert!(empty.is_none());
+        std::mem::forget(empty);
+        r
+    }
+
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
     /// inlined with the thread-local's accessor (as `yield_current`).
     #[inline(never)]

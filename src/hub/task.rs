@@ -192,7 +192,7 @@ impl Task {
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
-    #[inline]
+    #[inline(always)]
     fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
@@ -232,12 +232,12 @@ impl Task {
             (waiters.first.take(), !waiters.rest.is_empty())
         };
         if let Some(w) = first {
-            w.wake_in(hub);
+            w.wake_owned_in(hub);
         }
         if more {
             let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
             for w in rest {
-                w.wake_in(hub);
+                w.wake_owned_in(hub);
             }
         }
     }
@@ -256,11 +256,12 @@ impl TaskRef {
         }
     }
 
-    /// [`wake`](Self::wake) for a caller that holds this thread's hub already.
+    /// [`wake`](Self::wake) for a caller that holds this thread's hub already and gives
+    /// up its handle (moved into the run queue rather than cloned).
     #[inline]
-    fn wake_in(&self, hub: &super::Hub) {
+    fn wake_owned_in(self, hub: &super::Hub) {
         if !self.finished.get() {
-            hub.schedule(self.clone());
+            hub.schedule(self);
         }
     }
 
@@ -719,10 +720,10 @@ where
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    let (f, killed_before_start) = {
-        let task = hub.current_task();
-        (slot_of::<F, T>(&task).f.take(), task.kill.get())
-    };
+    let (f, killed_before_start) = hub.with_current_task(|task| {
+        let task = task.expect("a spawned green thread starts as the hub's current task");
+        (slot_of::<F, T>(task).f.take(), task.kill.get())
+    });
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -736,19 +737,26 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    let task = hub.current_task();
-    let Some(slot) = slot_if_spawned::<F, T>(&task) else {
+    // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
+    // code of the user's (the result is stored, its joiners scheduled).
+    let unclaimed = hub.with_current_task(|task| {
+        let Some((task, slot)) = task.and_then(|t| Some((t, slot_if_spawned::<F, T>(t)?))) else {
+            return Some(result);
+        };
+        task.finished.set(true);
+        if slot.recorded {
+            hub.activity.finished(task.id);
+        }
+        *slot.result.borrow_mut() = Some(result);
+        task.complete_in(hub);
+        None
+    });
+    if let Some(result) = unclaimed {
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
+        drop(result);
         return;
-    };
-    task.finished.set(true);
-    if slot.recorded {
-        hub.activity.finished(task.id);
     }
-    *slot.result.borrow_mut() = Some(result);
-    task.complete_in(hub);
-    drop(task);
     // Our greenlet's final switch (once this returns) goes straight to the next ready
     // green thread when the turn has runs left, as a park's hand-off does.
     hub.exit_direct();
