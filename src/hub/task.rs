@@ -258,7 +258,7 @@ impl TaskRef {
 
     /// [`wake`](Self::wake) for a caller that holds this thread's hub already and gives
     /// up its handle (moved into the run queue rather than cloned).
-    #[inline]
+    #[inline(always)]
     fn wake_owned_in(self, hub: &super::Hub) {
         if !self.finished.get() {
             hub.schedule(self);
