@@ -141,7 +141,7 @@ impl SpareTasks {
     }
 
     /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn give(&self, task: TaskRef) {
         let mut spare = self.0.borrow_mut();
         if spare.len() < SPARE_TASKS {
