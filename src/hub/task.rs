@@ -526,14 +526,24 @@ impl<T> JoinHandle<T> {
 }
 
 impl<T> Drop for JoinHandle<T> {
+    /// Inline: after a `join` (which handed the record to the spare ones already) only the
+    /// test is left.
+    #[inline]
     fn drop(&mut self) {
-        // The last handle to a finished green thread: its result goes now (as it would
-        // with the record), and the record is kept for the next spawn.
         if self.task.done.get() && Rc::strong_count(&self.task.0) == 1 {
-            drop(self.slot.result().borrow_mut().take());
-            if Rc::strong_count(&self.task.0) == 1 {
-                super::recycle_task(&self.task);
-            }
+            self.drop_last_finished();
+        }
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The last handle to a finished green thread is dropped: its result goes now (as it
+    /// would with the record), and the record is kept for the next spawn.
+    #[inline(never)]
+    fn drop_last_finished(&mut self) {
+        drop(self.slot.result().borrow_mut().take());
+        if Rc::strong_count(&self.task.0) == 1 {
+            super::recycle_task(&self.task);
         }
     }
 }
