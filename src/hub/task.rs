@@ -216,7 +216,9 @@ impl Task {
 
 impl Task {
     /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
-    /// hub.
+    /// hub. Inline (its one caller is a green thread's finish); more than one joiner is the
+    /// rare case, out of line.
+    #[inline(always)]
     fn complete_in(&self, hub: &super::Hub) {
         if self.done.replace(true) {
             return;
@@ -235,10 +237,16 @@ impl Task {
             w.wake_owned_in(hub);
         }
         if more {
-            let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
-            for w in rest {
-                w.wake_owned_in(hub);
-            }
+            self.wake_more_joiners(hub);
+        }
+    }
+
+    /// The joiners after the first one (in `join`/`iwait` on several handles at once).
+    #[inline(never)]
+    fn wake_more_joiners(&self, hub: &super::Hub) {
+        let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+        for w in rest {
+            w.wake_owned_in(hub);
         }
     }
 }
