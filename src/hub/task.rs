@@ -484,6 +484,7 @@ impl<T> JoinHandle<T> {
     /// [`take`](Self::take) for a caller that holds this thread's hub: the last handle to
     /// the record hands it to the hub's spare records here, rather than from its drop
     /// (which would look the hub up again).
+    #[inline]
     fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
         let result = self.slot.result().borrow_mut().take();
         let result = result.expect("a finished green thread stores its result once");
@@ -645,6 +646,7 @@ impl Builder {
         with_hub(|hub| self.build_in(hub, f, site))
     }
 
+    #[inline]
     fn build_in<F, T>(
         self,
         hub: &super::Hub,
