@@ -92,6 +92,7 @@ impl<F: 'static, T: 'static> Slot<F, T> {
     /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
     /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
     /// that a warm spawn of the same closure type allocates nothing; else a new one.
+    #[inline]
     fn reuse_or_new(body: Option<Rc<dyn Any>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
         if let Some(body) = body {
             if let Ok(mut slot) = body.downcast::<Slot<F, T>>() {
