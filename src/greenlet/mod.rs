@@ -1138,7 +1138,7 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
 /// Frees a dead greenlet's stack (it is never resumed again): the greenlet keeps it for a
 /// next life in place ([`Builder::respawn`]) if [`stack::keep`] allows, else it goes back to
 /// the pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`).
-#[inline]
+#[inline(always)]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
