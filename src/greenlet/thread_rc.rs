@@ -1,0 +1,179 @@
+//! [`ThreadRc`]: a thread's own `Rc<T>` (the hub), read with one thread-local load.
+//!
+//! A `thread_local!` of a type with a destructor costs a state test on every access: std
+//! registers the destructor lazily, on first use, and must know whether it was. A value
+//! that is released at thread exit *and* read on every hand-off between green threads is
+//! therefore kept in two thread-locals, both declared by [`thread_rc!`] and private to it:
+//!
+//! ```text
+//!   PTR   : Cell<*const T>        const-initialised, no destructor: an access is one load
+//!                                 (no state byte, nothing registered)
+//!   OWNER : Owner(Option<Rc<T>>)  has the destructor: touched when the value is installed
+//!                                 (which registers it, on first use as before) and at thread
+//!                                 exit, when it clears PTR, runs the exit hook, and only
+//!                                 then drops the Rc
+//! ```
+//! Invariant: PTR is null, or `Rc::as_ptr` of the `Rc` that OWNER holds. Only the macro's
+//! own expansion writes either, and no code outside it can name them. A reference handed
+//! out by [`ThreadRc::with`] lives for that call only, and OWNER's destructor runs at
+//! thread exit, when no such call is on the thread's stack any more (one on a suspended
+//! greenlet's stack never resumes: the exit hook marks the thread's teardown), so the
+//! value outlives every reference to it.
+
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// The two thread-locals behind a [`ThreadRc`], implemented by [`thread_rc!`] only.
+///
+/// # Safety
+/// [`get`](Self::get) returns null or the `Rc::as_ptr` of an `Rc` that is kept alive
+/// until `get` returns null again, and at least until the thread exits (when no
+/// reference from [`ThreadRc::with`] can be alive any more); [`install`](Self::install)
+/// moves its `Rc` where it is kept so, and then `get` returns its address.
+#[doc(hidden)]
+pub(crate) unsafe trait ThreadRcSlot: 'static {
+    type Value: 'static;
+    /// The value's address, or null.
+    fn get() -> *const Self::Value;
+    /// Keeps `value` and makes [`get`](Self::get) return its address.
+    fn install(value: Rc<Self::Value>);
+}
+
+/// A thread's own `Rc<T>`, created on first use and released at thread exit: see the
+/// module docs. Declared with [`thread_rc!`].
+pub(crate) struct ThreadRc<S>(PhantomData<S>);
+
+impl<S: ThreadRcSlot> ThreadRc<S> {
+    #[doc(hidden)]
+    pub(crate) const fn new() -> ThreadRc<S> {
+        ThreadRc(PhantomData)
+    }
+
+    /// Runs `f` with the value, `None` before it is created or once the thread is tearing
+    /// its locals down. Never creates it.
+    #[inline(always)]
+    pub(crate) fn with<R>(&'static self, f: impl FnOnce(Option<&S::Value>) -> R) -> R {
+        // SAFETY: null, or the address of the `Rc` that is kept alive while it is set and
+        // until the thread exits (`ThreadRcSlot`'s contract); the reference does not
+        // outlive this call.
+        f(unsafe { S::get().as_ref() })
+    }
+
+    /// Runs `f` with the value, created by `init` first if there is none.
+    #[inline(always)]
+    pub(crate) fn with_or_init<R>(
+        &'static self,
+        init: fn() -> Rc<S::Value>,
+        f: impl FnOnce(&S::Value) -> R,
+    ) -> R {
+        let mut raw = S::get();
+        if raw.is_null() {
+            raw = Self::install_new(init);
+        }
+        // SAFETY: as in `with`; not null: set just above if it was.
+        f(unsafe { &*raw })
+    }
+
+    /// A new handle to the value, created by `init` first if there is none.
+    pub(crate) fn rc_or_init(&'static self, init: fn() -> Rc<S::Value>) -> Rc<S::Value> {
+        self.with_or_init(init, |value| {
+            let raw: *const S::Value = value;
+            // SAFETY: `raw` is the `Rc::as_ptr` of the `Rc` kept by the slot
+            // (`ThreadRcSlot`'s contract); the increment gives the new handle its own
+            // reference.
+            unsafe {
+                Rc::increment_strong_count(raw);
+                Rc::from_raw(raw)
+            }
+        })
+    }
+
+    /// A new handle to the value, if there is one (see [`with`](Self::with)).
+    pub(crate) fn rc(&'static self) -> Option<Rc<S::Value>> {
+        self.with(|value| {
+            value.map(|value| {
+                let raw: *const S::Value = value;
+                // SAFETY: as in `rc_or_init`.
+                unsafe {
+                    Rc::increment_strong_count(raw);
+                    Rc::from_raw(raw)
+                }
+            })
+        })
+    }
+
+    /// Creates the value and installs it; its address.
+    #[cold]
+    #[inline(never)]
+    fn install_new(init: fn() -> Rc<S::Value>) -> *const S::Value {
+        let value = init();
+        let raw = Rc::as_ptr(&value);
+        S::install(value);
+        raw
+    }
+}
+
+/// Declares `static NAME: ThreadRc<..>` holding a `T` (see the module docs), and beside it
+/// a module `NAME` with its two thread-locals; `at_exit` runs at thread exit, after the
+/// value can no longer be reached and before it is dropped.
+macro_rules! thread_rc {
+    ($(#[$attr:meta])* static $name:ident: ThreadRc<$t:ty>, at_exit: $hook:expr;) => {
+        $(#[$attr])*
+        static $name: $crate::greenlet::ThreadRc<$name::Slot> = $crate::greenlet::ThreadRc::new();
+
+        #[allow(non_snake_case)]
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use ::std::cell::Cell;
+            use ::std::rc::Rc;
+
+            pub(crate) struct Slot;
+
+            ::std::thread_local! {
+                static PTR: Cell<*const $t> = const { Cell::new(::std::ptr::null()) };
+                static OWNER: Owner = const { Owner(Cell::new(None)) };
+            }
+
+            struct Owner(Cell<Option<Rc<$t>>>);
+
+            impl Drop for Owner {
+                fn drop(&mut self) {
+                    PTR.set(::std::ptr::null());
+                    ($hook)();
+                    drop(self.0.take());
+                }
+            }
+
+            // SAFETY: `PTR` and `OWNER` are private to this module. `install` sets `PTR`
+            // to the address of the `Rc` it has just moved into `OWNER`, which keeps it
+            // until `Owner`'s destructor (thread exit) clears `PTR` and only then drops it;
+            // nothing else writes either.
+            unsafe impl $crate::greenlet::ThreadRcSlot for Slot {
+                type Value = $t;
+
+                #[inline(always)]
+                fn get() -> *const $t {
+                    PTR.get()
+                }
+
+                fn install(value: Rc<$t>) {
+                    let raw = Rc::as_ptr(&value);
+                    OWNER.with(|owner| {
+                        // The installed one (if any) stays: `PTR` may point to it.
+                        let installed = owner.0.take();
+                        let twice = installed.is_some();
+                        owner.0.set(installed.or(Some(value)));
+                        assert!(
+                            !twice,
+                            "verdant: a thread's {} was created twice (its creation used it)",
+                            stringify!($name)
+                        );
+                    });
+                    PTR.set(raw);
+                }
+            }
+        }
+    };
+}
+pub(crate) use thread_rc;
