@@ -1082,8 +1082,10 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
     if data & UNIT != 0 {
         // No message: the bookkeeping comes first, with nothing of the payload alive
         // across it (the hot hand-off path: nothing to keep for an unwind).
-        // SAFETY: per the contract, the word is the sender's address.
-        unsafe { arrived_from((data & !TAGS) as *const Inner, from) };
+        // SAFETY: per the contract, the word is the sender's address with the `UNIT` bit
+        // (and only that one) set. Subtracted rather than masked: the constant folds into
+        // the field offsets of the accesses that follow.
+        unsafe { arrived_from((data - UNIT) as *const Inner, from) };
         return Incoming::Unit;
     }
     // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
