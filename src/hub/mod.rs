@@ -380,6 +380,8 @@ impl Hub {
     #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
         let left = self.runs_left(0)?;
+        // Empty only in a turn under way (a turn begins here with something ready), whose
+        // `turn_left` is `left` still.
         let next = self.ready.pop_front()?;
         self.direct_to(next, left)
     }
@@ -401,15 +403,15 @@ impl Hub {
     /// used up ([`next_turn_inline_with`](Self::next_turn_inline_with), `extra` as there);
     /// `None` when control must go to the hub's loop.
     #[inline(always)]
+    ///
+    /// `turn_left` is not updated here: [`direct_to`](Self::direct_to) stores what is left
+    /// once it knows (one store per hand-off, none for the turn begun here).
     fn runs_left(&self, extra: usize) -> Option<usize> {
         let left = self.turn_left.get();
         if left != 0 {
             return Some(left);
         }
-        if !self.next_turn_inline_with(extra) {
-            return None;
-        }
-        Some(self.turn_left.get())
+        self.next_turn_inline_with(extra)
     }
 
     /// `next`, just taken off the run queue with `left` runs left in the turn, as the
@@ -420,6 +422,8 @@ impl Hub {
         // `|`, not `||`: both flags are read, one test instead of two.
         if next.kill.get() | next.finished.get() {
             self.ready.push_front(next);
+            // The hub's loop runs it, in this turn (which may have begun just now).
+            self.turn_left.set(left);
             return None;
         }
         self.turn_left.set(left - 1);
@@ -429,23 +433,24 @@ impl Hub {
     /// Ends the current turn and begins the next one without switching to the hub, when the
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
-    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over. `extra`:
-    /// ready green threads not in the run queue yet (a yielding one, about to be pushed).
+    /// for a poll ([`POLL_EVERY`]): then the new turn's runs, which the caller stores in
+    /// `turn_left` (less the one it begins with). Otherwise `None`: the hub's loop takes
+    /// over. `extra`: ready green threads not in the run queue yet (a yielding one, about
+    /// to be pushed).
     #[inline(always)]
-    fn next_turn_inline_with(&self, extra: usize) -> bool {
+    fn next_turn_inline_with(&self, extra: usize) -> Option<usize> {
         let budget = self.poll_budget.get();
         if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         // With `extra`, `n` is not 0: that test is left out at compile time.
         if (extra == 0 && self.ready.is_empty()) || (self.has_timers.get() && self.timer_due()) {
-            return false;
+            return None;
         }
         let n = self.ready.len() + extra;
         // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's length.
         self.poll_budget.set(budget - n as isize);
-        self.turn_left.set(n);
-        true
+        Some(n)
     }
 
     /// Whether the next timer is due (there is one: `has_timers`).
@@ -851,11 +856,11 @@ impl Hub {
     fn yield_current(&self) {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
-        // queue (no reference count traffic), and no handle stays on this stack.
+        // queue (no reference count traffic), and no handle stays on this stack. (`|`: one
+        // test for both flags; a kill flag on an ad hoc task, which cannot be killed, takes
+        // the slow path, which yields all the same.)
         let task = match self.current.take() {
-            Some(task)
-                if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
-            {
+            Some(task) if task.greenlet.is_current() && !(task.queued.get() | task.kill.get()) => {
                 task
             }
             other => {
