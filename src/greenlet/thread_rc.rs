@@ -128,7 +128,7 @@ macro_rules! thread_rc {
             use ::std::cell::Cell;
             use ::std::rc::Rc;
 
-            pub(crate) struct Slot;
+            pub(super) struct Slot;
 
             ::std::thread_local! {
                 static PTR: Cell<*const $t> = const { Cell::new(::std::ptr::null()) };
@@ -177,3 +177,64 @@ macro_rules! thread_rc {
     };
 }
 pub(crate) use thread_rc;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What each step saw, in order: 1 = the exit hook ran, 2 = the value was dropped while
+    /// the slot already read as empty.
+    static STEPS: AtomicUsize = AtomicUsize::new(0);
+    static CREATED: AtomicUsize = AtomicUsize::new(0);
+
+    struct Probe {
+        touched: Cell<u32>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let empty = PROBE.with(|p| p.is_none());
+            let step = if empty { 2 } else { 20 };
+            STEPS.store(STEPS.load(Ordering::SeqCst) * 10 + step, Ordering::SeqCst);
+        }
+    }
+
+    fn exit_hook() {
+        STEPS.store(STEPS.load(Ordering::SeqCst) * 10 + 1, Ordering::SeqCst);
+    }
+
+    fn new_probe() -> Rc<Probe> {
+        CREATED.fetch_add(1, Ordering::SeqCst);
+        Rc::new(Probe {
+            touched: Cell::new(0),
+        })
+    }
+
+    thread_rc! {
+        static PROBE: ThreadRc<Probe>, at_exit: exit_hook;
+    }
+
+    #[test]
+    fn created_once_per_thread_and_released_at_its_exit_after_the_hook() {
+        std::thread::spawn(|| {
+            assert!(PROBE.with(|p| p.is_none()), "not created before first use");
+            PROBE.with_or_init(new_probe, |p| p.touched.set(p.touched.get() + 1));
+            PROBE.with_or_init(new_probe, |p| p.touched.set(p.touched.get() + 1));
+            let handle = PROBE.rc_or_init(new_probe);
+            assert_eq!(handle.touched.get(), 2, "the same value both times");
+            assert_eq!(Rc::strong_count(&handle), 2, "the slot's and this one");
+            drop(handle);
+            assert!(PROBE.rc().is_some());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(CREATED.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            STEPS.load(Ordering::SeqCst),
+            12,
+            "at thread exit: the hook, then the drop, with the slot already empty"
+        );
+    }
+}
