@@ -29,14 +29,16 @@ use std::rc::Rc;
 /// [`get`](Self::get) returns null or the `Rc::as_ptr` of an `Rc` that is kept alive
 /// until `get` returns null again, and at least until the thread exits (when no
 /// reference from [`ThreadRc::with`] can be alive any more); [`install`](Self::install)
-/// moves its `Rc` where it is kept so, and then `get` returns its address.
+/// moves the `Rc` it creates where it is kept so, and then `get` returns its address.
 #[doc(hidden)]
 pub(crate) unsafe trait ThreadRcSlot: 'static {
     type Value: 'static;
     /// The value's address, or null.
     fn get() -> *const Self::Value;
-    /// Keeps `value` and makes [`get`](Self::get) return its address.
-    fn install(value: Rc<Self::Value>);
+    /// Creates the value with `init` and keeps it; [`get`](Self::get) returns its address
+    /// from now on, as this does. Panics, before `init` runs, once the thread has
+    /// destroyed the owner (thread exit), as a destroyed thread-local does.
+    fn install(init: fn() -> Rc<Self::Value>) -> *const Self::Value;
 }
 
 /// A thread's own `Rc<T>`, created on first use and released at thread exit: see the
@@ -106,10 +108,7 @@ impl<S: ThreadRcSlot> ThreadRc<S> {
     #[cold]
     #[inline(never)]
     fn install_new(init: fn() -> Rc<S::Value>) -> *const S::Value {
-        let value = init();
-        let raw = Rc::as_ptr(&value);
-        S::install(value);
-        raw
+        S::install(init)
     }
 }
 
@@ -157,10 +156,13 @@ macro_rules! thread_rc {
                     PTR.get()
                 }
 
-                fn install(value: Rc<$t>) {
-                    let raw = Rc::as_ptr(&value);
+                fn install(init: fn() -> Rc<$t>) -> *const $t {
+                    // `init` runs inside: nothing is created once `OWNER` is destroyed.
                     OWNER.with(|owner| {
-                        // The installed one (if any) stays: `PTR` may point to it.
+                        let value = init();
+                        let raw = Rc::as_ptr(&value);
+                        // The installed one (if `init` made one too) stays: `PTR` may point
+                        // to it.
                         let installed = owner.0.take();
                         let twice = installed.is_some();
                         owner.0.set(installed.or(Some(value)));
@@ -169,8 +171,9 @@ macro_rules! thread_rc {
                             "verdant: a thread's {} was created twice (its creation used it)",
                             stringify!($name)
                         );
-                    });
-                    PTR.set(raw);
+                        PTR.set(raw);
+                        raw
+                    })
                 }
             }
         }
@@ -216,9 +219,25 @@ mod tests {
         static PROBE: ThreadRc<Probe>, at_exit: exit_hook;
     }
 
+    /// Destroyed after `PROBE`'s owner (registered before it: destructors run in reverse
+    /// order): asks for the value again, which must fail without creating one.
+    struct Late;
+
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let again = std::panic::catch_unwind(|| PROBE.with_or_init(new_probe, |_| ()));
+            assert!(again.is_err(), "no value once the thread has released it");
+        }
+    }
+
+    thread_local! {
+        static LATE: Late = const { Late };
+    }
+
     #[test]
     fn created_once_per_thread_and_released_at_its_exit_after_the_hook() {
         std::thread::spawn(|| {
+            LATE.with(|_| ());
             assert!(PROBE.with(|p| p.is_none()), "not created before first use");
             PROBE.with_or_init(new_probe, |p| p.touched.set(p.touched.get() + 1));
             PROBE.with_or_init(new_probe, |p| p.touched.set(p.touched.get() + 1));
@@ -230,7 +249,11 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(CREATED.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            CREATED.load(Ordering::SeqCst),
+            1,
+            "created once, and not again at thread exit"
+        );
         assert_eq!(
             STEPS.load(Ordering::SeqCst),
             12,
