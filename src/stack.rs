@@ -229,6 +229,7 @@ impl Stack {
         Ok(stack)
     }
 
+    #[inline]
     fn header_ptr(&self) -> *mut Header {
         // SAFETY: the header occupies the last HEADER_BYTES of the mapping.
         unsafe { self.mapping.add(self.total - HEADER_BYTES).cast() }
@@ -236,6 +237,7 @@ impl Stack {
 
     /// The highest usable address (exclusive), 16-byte aligned: where the stack starts,
     /// its colour below the header (see the module docs).
+    #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
         let end = self.mapping as usize + self.total;
         // SAFETY: the colour (below MAX_COLOUR) and the header lie within the mapping.
@@ -243,6 +245,7 @@ impl Stack {
     }
 
     /// The lowest usable address: just above the guard page.
+    #[inline]
     pub(crate) fn bottom(&self) -> *mut u8 {
         // SAFETY: the guard page is the first page of the mapping.
         unsafe { self.mapping.add(memory::page_size()) }
@@ -264,6 +267,7 @@ impl Stack {
     }
 
     /// Records who runs on this stack, for overflow reports.
+    #[inline]
     pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
         let header = unsafe { &*self.header_ptr() };

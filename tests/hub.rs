@@ -315,3 +315,37 @@ fn yielders_handing_off_directly_do_not_starve_a_cross_thread_put() {
     }
     putter.join().unwrap();
 }
+
+#[test]
+fn every_green_thread_waiting_on_one_handle_is_woken_when_it_finishes() {
+    // Three waiters on one green thread: the first is woken inline, the others from the
+    // rest of the waiter list; each sees it finished, and the join still gets its value.
+    let (go, started) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(0)));
+    let target = Rc::new({
+        let go = go.clone();
+        verdant::spawn(move || {
+            while !go.get() {
+                verdant::yield_now();
+            }
+            42
+        })
+    });
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let (target, started) = (target.clone(), started.clone());
+            verdant::spawn(move || {
+                started.set(started.get() + 1);
+                target.wait_timeout(Duration::from_secs(60)).unwrap()
+            })
+        })
+        .collect();
+    while started.get() < 3 {
+        verdant::yield_now();
+    }
+    go.set(true);
+    for w in waiters {
+        assert!(w.join().unwrap(), "the waiter saw it finish");
+    }
+    let target = Rc::into_inner(target).expect("the waiters dropped their clones");
+    assert_eq!(target.join().unwrap(), 42);
+}

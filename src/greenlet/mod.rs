@@ -71,9 +71,11 @@
 
 mod hand_off;
 mod local_queue;
+mod thread_rc;
 
 pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
+pub(crate) use thread_rc::{thread_rc, ThreadRc, ThreadRcSlot};
 
 use crate::context::{self, ContextStorage, StackPointer};
 use crate::stack::{self, Stack, StackError, DEFAULT_STACK_SIZE};
@@ -704,12 +706,48 @@ impl Greenlet {
         owner: T,
         greenlet_of: fn(&T) -> &Greenlet,
     ) {
+        Self::resume_held_in_with::<T, false>(slot, owner, greenlet_of)
+    }
+
+    /// [`resume_held_in`](Self::resume_held_in) into a `slot` the caller knows is empty
+    /// (it took its value out, and nothing can have refilled it since): the slot is
+    /// neither read nor tested. A value found there all the same would be forgotten
+    /// (leaked, never dropped); debug builds assert that there is none.
+    #[inline(always)]
+    pub(crate) fn resume_held_in_empty<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) {
+        Self::resume_held_in_with::<T, true>(slot, owner, greenlet_of)
+    }
+
+    #[inline(always)]
+    fn resume_held_in_with<T, const EMPTY: bool>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) {
         let target = Rc::as_ptr(&greenlet_of(&owner).inner);
         let cur = CURRENT.get();
         // SAFETY: `target` is alive: `owner` keeps it alive.
         let state = unsafe { (*target).state.get() };
         let previous = slot.replace(Some(owner));
-        if previous.is_none() && state == State::Suspended && !cur.is_null() {
+        if EMPTY {
+            debug_assert!(
+                previous.is_none(),
+                "resume_held_in_empty: the slot was not empty"
+            );
+            // Not read at all in a release build (a dead load).
+            std::mem::forget(previous);
+            if state == State::Suspended && !cur.is_null() {
+                // SAFETY: as below.
+                unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
+            } else {
+                // SAFETY: as below.
+                unsafe { new_handle(target) }.resume_into()
+            }
+        } else if previous.is_none() && state == State::Suspended && !cur.is_null() {
             // `None`: nothing to drop, and no test of it left for after the switch.
             std::mem::forget(previous);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
@@ -1044,8 +1082,10 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
     if data & UNIT != 0 {
         // No message: the bookkeeping comes first, with nothing of the payload alive
         // across it (the hot hand-off path: nothing to keep for an unwind).
-        // SAFETY: per the contract, the word is the sender's address.
-        unsafe { arrived_from((data & !TAGS) as *const Inner, from) };
+        // SAFETY: per the contract, the word is the sender's address with the `UNIT` bit
+        // (and only that one) set. Subtracted rather than masked: the constant folds into
+        // the field offsets of the accesses that follow.
+        unsafe { arrived_from((data - UNIT) as *const Inner, from) };
         return Incoming::Unit;
     }
     // SAFETY: per the contract; moved out exactly once, the sender never reads it again.
@@ -1138,7 +1178,7 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
 /// Frees a dead greenlet's stack (it is never resumed again): the greenlet keeps it for a
 /// next life in place ([`Builder::respawn`]) if [`stack::keep`] allows, else it goes back to
 /// the pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`).
-#[cold]
+#[inline(always)]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
     if let Some(stack) = g.inner.stack.take() {
@@ -1240,7 +1280,18 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     CURRENT.set(parent);
     // Dropped only now: a handle of a running greenlet is never the last one of a
     // suspended greenlet, whose drop would unwind it (here, on a dead stack).
-    drop(exit_to);
+    match exit_to {
+        // The usual case (a scheduler's hand-off): the target is running now, so the
+        // handle's `Drop` test (the last handle of a suspended greenlet?) is known to fail;
+        // only its reference is given up.
+        Some(t) if ptr::eq(Rc::as_ptr(&t.inner), parent) => {
+            let t = ManuallyDrop::new(t);
+            // SAFETY: the handle's own reference, given up once (the handle is forgotten);
+            // the target, running, holds its own reference, so this is not the last one.
+            unsafe { Rc::decrement_strong_count(Rc::as_ptr(&t.inner)) };
+        }
+        other => drop(other),
+    }
     if matches!(payload, Payload::Unit) {
         // Nothing of it to drop.
         std::mem::forget(payload);

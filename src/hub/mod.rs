@@ -72,7 +72,7 @@ pub(crate) use wait_slots::{register_slot, SlotRegistration, SlotWaker, Wakeup};
 use crate::greenlet::{self, Greenlet, LocalQueue};
 use crate::reactor::{Clear, Direction, Reactor, SourceId, WaiterError};
 use crate::timer::{TimerKey, TimerQueue};
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -184,12 +184,10 @@ impl Drop for RemoteToken {
     fn drop(&mut self) {
         // Dropped on the hub's own thread (the usual case: a wait ends), forget at once:
         // posting would cost a lock, an eventfd write and a spurious poller wake-up per wait.
-        let forgotten_here = HUB
-            .try_with(|slot| match slot.0.get() {
-                Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => hub.forget_remote(self.task),
-                _ => false,
-            })
-            .unwrap_or(false);
+        let forgotten_here = HUB.with(|hub| match hub {
+            Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => hub.forget_remote(self.task),
+            _ => false,
+        });
         if !forgotten_here {
             self.inbox.post(RemoteMsg::Forget(self.task));
         }
@@ -247,58 +245,34 @@ pub(crate) struct Hub {
     ids: Cell<(u64, u64)>,
 }
 
-/// The thread's hub. A `OnceCell` rather than a `RefCell`: the hub is set once and only
-/// taken out by the thread-local's destructor, so the hot paths ([`with_hub`]) borrow it
-/// with no flag to maintain and no reference count to touch, even across switches.
-struct HubSlot(OnceCell<Rc<Hub>>);
-
-impl Drop for HubSlot {
-    fn drop(&mut self) {
-        // The thread is exiting: green threads still suspended are released without
-        // unwinding (nothing may run any more).
-        greenlet::begin_thread_teardown();
-        drop(self.0.take());
-    }
-}
-
-thread_local! {
-    static HUB: HubSlot = const { HubSlot(OnceCell::new()) };
+greenlet::thread_rc! {
+    /// The thread's hub: an `Rc` released at thread exit, read by the hot paths
+    /// ([`with_hub`]) with one thread-local load, no state test, no flag to maintain and
+    /// no reference count to touch, even across switches. At thread exit, green threads
+    /// still suspended are released without unwinding (nothing may run any more).
+    static HUB: ThreadRc<Hub>, at_exit: greenlet::begin_thread_teardown;
 }
 
 /// This thread's hub, created on first use.
 pub(crate) fn hub() -> Rc<Hub> {
-    with_hub_rc(Rc::clone)
+    HUB.rc_or_init(new_hub)
 }
 
 /// Runs `f` with this thread's hub (created on first use), without touching its
 /// reference count. `f` may switch away: the hub outlives every green thread of its
 /// thread (it is only dropped at thread exit, when suspended stacks are released without
 /// ever running again).
-#[inline]
+#[inline(always)]
 fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> R {
-    with_hub_rc(|hub| f(hub))
-}
-
-#[inline]
-fn with_hub_rc<R>(f: impl FnOnce(&Rc<Hub>) -> R) -> R {
-    // One call of `f`, so that it inlines into its caller once rather than twice.
-    HUB.with(|slot| {
-        let hub = match slot.0.get() {
-            Some(hub) => hub,
-            None => create_hub(slot),
-        };
-        f(hub)
-    })
+    HUB.with_or_init(new_hub, f)
 }
 
 #[cold]
 #[inline(never)]
-fn create_hub(slot: &HubSlot) -> &Rc<Hub> {
-    slot.0.get_or_init(|| {
-        Rc::new(Hub::new().unwrap_or_else(|e| {
-            panic!("verdant: could not create this thread's hub (epoll/kqueue or its stack): {e}")
-        }))
-    })
+fn new_hub() -> Rc<Hub> {
+    Rc::new(Hub::new().unwrap_or_else(|e| {
+        panic!("verdant: could not create this thread's hub (epoll/kqueue or its stack): {e}")
+    }))
 }
 
 impl Hub {
@@ -406,6 +380,8 @@ impl Hub {
     #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
         let left = self.runs_left(0)?;
+        // Empty only in a turn under way (a turn begins here with something ready), whose
+        // `turn_left` is `left` still.
         let next = self.ready.pop_front()?;
         self.direct_to(next, left)
     }
@@ -427,15 +403,15 @@ impl Hub {
     /// used up ([`next_turn_inline_with`](Self::next_turn_inline_with), `extra` as there);
     /// `None` when control must go to the hub's loop.
     #[inline(always)]
+    ///
+    /// `turn_left` is not updated here: [`direct_to`](Self::direct_to) stores what is left
+    /// once it knows (one store per hand-off, none for the turn begun here).
     fn runs_left(&self, extra: usize) -> Option<usize> {
         let left = self.turn_left.get();
         if left != 0 {
             return Some(left);
         }
-        if !self.next_turn_inline_with(extra) {
-            return None;
-        }
-        Some(self.turn_left.get())
+        self.next_turn_inline_with(extra)
     }
 
     /// `next`, just taken off the run queue with `left` runs left in the turn, as the
@@ -443,8 +419,11 @@ impl Hub {
     /// the hub's loop) if it is finished or being killed.
     #[inline(always)]
     fn direct_to(&self, next: TaskRef, left: usize) -> Option<TaskRef> {
-        if next.kill.get() || next.finished.get() {
+        // `|`, not `||`: both flags are read, one test instead of two.
+        if next.kill.get() | next.finished.get() {
             self.ready.push_front(next);
+            // The hub's loop runs it, in this turn (which may have begun just now).
+            self.turn_left.set(left);
             return None;
         }
         self.turn_left.set(left - 1);
@@ -454,23 +433,24 @@ impl Hub {
     /// Ends the current turn and begins the next one without switching to the hub, when the
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
-    /// for a poll ([`POLL_EVERY`]). Otherwise `false`: the hub's loop takes over. `extra`:
-    /// ready green threads not in the run queue yet (a yielding one, about to be pushed).
+    /// for a poll ([`POLL_EVERY`]): then the new turn's runs, which the caller stores in
+    /// `turn_left` (less the one it begins with). Otherwise `None`: the hub's loop takes
+    /// over. `extra`: ready green threads not in the run queue yet (a yielding one, about
+    /// to be pushed).
     #[inline(always)]
-    fn next_turn_inline_with(&self, extra: usize) -> bool {
+    fn next_turn_inline_with(&self, extra: usize) -> Option<usize> {
         let budget = self.poll_budget.get();
         if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         // With `extra`, `n` is not 0: that test is left out at compile time.
         if (extra == 0 && self.ready.is_empty()) || (self.has_timers.get() && self.timer_due()) {
-            return false;
+            return None;
         }
         let n = self.ready.len() + extra;
         // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's length.
         self.poll_budget.set(budget - n as isize);
-        self.turn_left.set(n);
-        true
+        Some(n)
     }
 
     /// Whether the next timer is due (there is one: `has_timers`).
@@ -516,15 +496,19 @@ impl Hub {
                 next.queued.set(false);
                 next.parked.set(false);
                 self.activity.enter(next.id);
-                if CURRENT_EMPTY {
-                    debug_assert!(self.current.take().is_none());
-                } else {
-                    drop(self.current.take());
-                }
                 // The record goes into `current`, which keeps it (and its greenlet) alive;
                 // no handle to the next green thread stays on this stack while it is
                 // suspended, and no reference count is touched.
-                Greenlet::resume_held_in(&self.current, next, |task| &task.greenlet);
+                if CURRENT_EMPTY {
+                    // Emptied by the caller, and nothing refilled it (no code of ours ran
+                    // since): not read again.
+                    Greenlet::resume_held_in_empty(&self.current, next, |task| &task.greenlet);
+                } else {
+                    // The record dropped here may be a last handle, whose drop may run
+                    // any code (even refill `current`): the slot is tested again.
+                    drop(self.current.take());
+                    Greenlet::resume_held_in(&self.current, next, |task| &task.greenlet);
+                }
             }
             None => self.greenlet.clone().resume_into(),
         }
@@ -762,6 +746,23 @@ impl Hub {
         }
     }
 
+    /// Runs `f` with the running green thread's record, borrowed where `current` holds it
+    /// (no reference count touched), or with `None` if `current` does not hold it (a
+    /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
+    /// spawned green thread's own start and finish ([`task`]'s `run_task`): `f` must not
+    /// switch, nor run code that looks at the current task (no user code).
+    #[inline(always)]
+    fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
+        let task = self.current.take();
+        let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
+        // Put back into the cell emptied just above (`f` left it alone): the `None` that
+        // comes out needs no drop.
+        let empty = self.current.replace(task);
+        debug_assert!(empty.is_none());
+        std::mem::forget(empty);
+        r
+    }
+
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
     /// inlined with the thread-local's accessor (as `yield_current`).
     #[inline(never)]
@@ -866,17 +867,17 @@ pub fn yield_now() {
 }
 
 impl Hub {
-    // Out of line, so that `with_hub` around it stays small enough to be inlined (with the
-    // thread-local's accessor) into `yield_now`.
-    #[inline(never)]
+    // Inlined into `yield_now`: the hub's thread-local is one load and a null test, so
+    // there is no second function (its tail jump and its stack alignment) per yield.
+    #[inline(always)]
     fn yield_current(&self) {
         // The usual case: the hub's current record is the running green thread, which is
         // not queued and not being killed. Its record moves from `current` to the run
-        // queue (no reference count traffic), and no handle stays on this stack.
+        // queue (no reference count traffic), and no handle stays on this stack. (`|`: one
+        // test for both flags; a kill flag on an ad hoc task, which cannot be killed, takes
+        // the slow path, which yields all the same.)
         let task = match self.current.take() {
-            Some(task)
-                if task.greenlet.is_current() && !task.queued.get() && !task.kill_pending() =>
-            {
+            Some(task) if task.greenlet.is_current() && !(task.queued.get() | task.kill.get()) => {
                 task
             }
             other => {
@@ -983,8 +984,8 @@ pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
 /// instead (see `net::source`).
 #[cfg(feature = "monkey")]
 pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
-    let _ = HUB.try_with(|slot| {
-        if let Some(hub) = slot.0.get() {
+    HUB.with(|hub| {
+        if let Some(hub) = hub {
             if let Ok(mut reactor) = hub.reactor.try_borrow_mut() {
                 reactor.clear_ready_drained(id, dir);
             }
@@ -998,11 +999,10 @@ pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
 /// to decide whether a libc call may wait on the hub.
 #[cfg(feature = "monkey")]
 pub(crate) fn in_green_thread() -> bool {
-    HUB.try_with(|slot| match slot.0.get() {
+    HUB.with(|hub| match hub {
         Some(hub) => !hub.greenlet.is_current(),
         None => false,
     })
-    .unwrap_or(false)
 }
 
 impl Hub {
@@ -1027,8 +1027,8 @@ impl Hub {
 /// Keeps a finished task record (a clone of its last handle) for the next spawn. A no-op
 /// without a hub (thread teardown).
 pub(crate) fn recycle_task(task: &TaskRef) {
-    let _ = HUB.try_with(|slot| {
-        if let Some(hub) = slot.0.get() {
+    HUB.with(|hub| {
+        if let Some(hub) = hub {
             hub.spare_tasks.give(task.clone());
         }
     });
@@ -1036,7 +1036,7 @@ pub(crate) fn recycle_task(task: &TaskRef) {
 
 /// This thread's hub if it exists and the thread is not tearing its locals down.
 fn existing_hub() -> Option<Rc<Hub>> {
-    HUB.try_with(|slot| slot.0.get().cloned()).ok().flatten()
+    HUB.rc()
 }
 
 /// How a [`wait_fd`] ended (interruptions are its `Err`).

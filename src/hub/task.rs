@@ -92,6 +92,7 @@ impl<F: 'static, T: 'static> Slot<F, T> {
     /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
     /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
     /// that a warm spawn of the same closure type allocates nothing; else a new one.
+    #[inline]
     fn reuse_or_new(body: Option<Rc<dyn Any>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
         if let Some(body) = body {
             if let Ok(mut slot) = body.downcast::<Slot<F, T>>() {
@@ -141,7 +142,7 @@ impl SpareTasks {
     }
 
     /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn give(&self, task: TaskRef) {
         let mut spare = self.0.borrow_mut();
         if spare.len() < SPARE_TASKS {
@@ -192,7 +193,7 @@ impl Task {
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
     /// new green thread, keeping the allocations it has (the waiters' vector).
-    #[inline]
+    #[inline(always)]
     fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
         self.id = id;
         self.name = name;
@@ -216,7 +217,9 @@ impl Task {
 
 impl Task {
     /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
-    /// hub.
+    /// hub. Inline (its one caller is a green thread's finish); more than one joiner is the
+    /// rare case, out of line.
+    #[inline(always)]
     fn complete_in(&self, hub: &super::Hub) {
         if self.done.replace(true) {
             return;
@@ -232,13 +235,19 @@ impl Task {
             (waiters.first.take(), !waiters.rest.is_empty())
         };
         if let Some(w) = first {
-            w.wake_in(hub);
+            w.wake_owned_in(hub);
         }
         if more {
-            let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
-            for w in rest {
-                w.wake_in(hub);
-            }
+            self.wake_more_joiners(hub);
+        }
+    }
+
+    /// The joiners after the first one (in `join`/`iwait` on several handles at once).
+    #[inline(never)]
+    fn wake_more_joiners(&self, hub: &super::Hub) {
+        let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+        for w in rest {
+            w.wake_owned_in(hub);
         }
     }
 }
@@ -256,11 +265,12 @@ impl TaskRef {
         }
     }
 
-    /// [`wake`](Self::wake) for a caller that holds this thread's hub already.
-    #[inline]
-    fn wake_in(&self, hub: &super::Hub) {
+    /// [`wake`](Self::wake) for a caller that holds this thread's hub already and gives
+    /// up its handle (moved into the run queue rather than cloned).
+    #[inline(always)]
+    fn wake_owned_in(self, hub: &super::Hub) {
         if !self.finished.get() {
-            hub.schedule(self.clone());
+            hub.schedule(self);
         }
     }
 
@@ -475,6 +485,7 @@ impl<T> JoinHandle<T> {
     /// [`take`](Self::take) for a caller that holds this thread's hub: the last handle to
     /// the record hands it to the hub's spare records here, rather than from its drop
     /// (which would look the hub up again).
+    #[inline]
     fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
         let result = self.slot.result().borrow_mut().take();
         let result = result.expect("a finished green thread stores its result once");
@@ -525,14 +536,24 @@ impl<T> JoinHandle<T> {
 }
 
 impl<T> Drop for JoinHandle<T> {
+    /// Inline: after a `join` (which handed the record to the spare ones already) only the
+    /// test is left.
+    #[inline]
     fn drop(&mut self) {
-        // The last handle to a finished green thread: its result goes now (as it would
-        // with the record), and the record is kept for the next spawn.
         if self.task.done.get() && Rc::strong_count(&self.task.0) == 1 {
-            drop(self.slot.result().borrow_mut().take());
-            if Rc::strong_count(&self.task.0) == 1 {
-                super::recycle_task(&self.task);
-            }
+            self.drop_last_finished();
+        }
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The last handle to a finished green thread is dropped: its result goes now (as it
+    /// would with the record), and the record is kept for the next spawn.
+    #[inline(never)]
+    fn drop_last_finished(&mut self) {
+        drop(self.slot.result().borrow_mut().take());
+        if Rc::strong_count(&self.task.0) == 1 {
+            super::recycle_task(&self.task);
         }
     }
 }
@@ -626,6 +647,7 @@ impl Builder {
         with_hub(|hub| self.build_in(hub, f, site))
     }
 
+    #[inline]
     fn build_in<F, T>(
         self,
         hub: &super::Hub,
@@ -719,10 +741,10 @@ where
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
     // through a cycle: record -> greenlet -> stack -> record).
-    let (f, killed_before_start) = {
-        let task = hub.current_task();
-        (slot_of::<F, T>(&task).f.take(), task.kill.get())
-    };
+    let (f, killed_before_start) = hub.with_current_task(|task| {
+        let task = task.expect("a spawned green thread starts as the hub's current task");
+        (slot_of::<F, T>(task).f.take(), task.kill.get())
+    });
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
         drop(f);
@@ -736,19 +758,26 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    let task = hub.current_task();
-    let Some(slot) = slot_if_spawned::<F, T>(&task) else {
+    // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
+    // code of the user's (the result is stored, its joiners scheduled).
+    let unclaimed = hub.with_current_task(|task| {
+        let Some((task, slot)) = task.and_then(|t| Some((t, slot_if_spawned::<F, T>(t)?))) else {
+            return Some(result);
+        };
+        task.finished.set(true);
+        if slot.recorded {
+            hub.activity.finished(task.id);
+        }
+        *slot.result.borrow_mut() = Some(result);
+        task.complete_in(hub);
+        None
+    });
+    if let Some(result) = unclaimed {
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
+        drop(result);
         return;
-    };
-    task.finished.set(true);
-    if slot.recorded {
-        hub.activity.finished(task.id);
     }
-    *slot.result.borrow_mut() = Some(result);
-    task.complete_in(hub);
-    drop(task);
     // Our greenlet's final switch (once this returns) goes straight to the next ready
     // green thread when the turn has runs left, as a park's hand-off does.
     hub.exit_direct();

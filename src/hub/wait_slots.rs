@@ -151,7 +151,7 @@ impl SlotWaker {
     /// The wake-up to perform after the lock protecting this waker is released: the task
     /// itself on the hub's own thread (nothing, if the wait is over), a message otherwise.
     pub(crate) fn wakeup(&self) -> Wakeup {
-        let local = HUB.try_with(|slot| match slot.0.get() {
+        let local = HUB.with(|hub| match hub {
             Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => Some(
                 hub.slots
                     .borrow()
@@ -162,8 +162,8 @@ impl SlotWaker {
             _ => None,
         });
         match local {
-            Ok(Some(local)) => local,
-            _ => Wakeup::Remote(self.clone()),
+            Some(local) => local,
+            None => Wakeup::Remote(self.clone()),
         }
     }
 }
@@ -223,15 +223,12 @@ impl SlotRegistration {
 impl Drop for SlotRegistration {
     #[inline]
     fn drop(&mut self) {
-        // `try_with`: a green thread released during thread teardown may drop this late.
-        let released = HUB
-            .try_with(|hub| {
-                let hub = hub.0.get()?;
-                let mut slots = hub.slots.try_borrow_mut().ok()?;
-                slots.release(self.slot)
-            })
-            .ok()
-            .flatten();
+        // No hub (`None`) once the thread tears its locals down: a green thread released
+        // then may drop this late.
+        let released = HUB.with(|hub| {
+            let mut slots = hub?.slots.try_borrow_mut().ok()?;
+            slots.release(self.slot)
+        });
         // The task record is released outside the borrows.
         drop(released);
     }
@@ -248,16 +245,17 @@ impl SlotWaker {
     // Always inline: it is on every hop's path, and a call costs more than its body.
     #[inline(always)]
     pub(crate) fn wake_here_or_return(self) -> Option<SlotWaker> {
-        let here = HUB.try_with(|slot| match slot.0.get() {
+        let here = HUB.with(|hub| match hub {
             Some(hub) if Arc::ptr_eq(&hub.inbox, &self.inbox) => {
                 hub.wake_slot(self.slot, self.gen);
                 true
             }
             _ => false,
         });
-        match here {
-            Ok(true) => None,
-            _ => Some(self),
+        if here {
+            None
+        } else {
+            Some(self)
         }
     }
 

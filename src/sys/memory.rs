@@ -4,7 +4,9 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The system page size (cached after the first call).
+/// The system page size (cached after the first call). Inline: a spawn reads it twice
+/// (whether a kept stack fits, and where its usable range begins).
+#[inline]
 pub(crate) fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     let cached = PAGE.load(Ordering::Relaxed);
