@@ -310,8 +310,12 @@ mod tests {
                             let got = if reader == 0 {
                                 cell.take(key)
                             } else {
+                                // Between the check above and this take, the other reader
+                                // may have taken `key` and the writer filed the next one:
+                                // a later key, never an earlier one.
                                 cell.take_any().map(|(k, v)| {
-                                    assert_eq!(k, key);
+                                    assert!(k >= key, "took key {k} while waiting for {key}");
+                                    assert_eq!(v, k);
                                     v
                                 })
                             };
@@ -324,12 +328,21 @@ mod tests {
                 })
             })
             .collect();
+        // A reader that panicked (a failed assertion) never takes its item: stop waiting
+        // and report its panic instead of spinning forever.
+        let check = |readers: &[thread::JoinHandle<()>]| {
+            assert!(
+                !readers.iter().any(|r| r.is_finished()),
+                "a reader ended before every key was taken"
+            );
+            thread::yield_now();
+        };
         for key in 1..=ROUNDS {
             while writer.put(key, key).is_err() {
-                thread::yield_now();
+                check(&readers);
             }
             while taken.load(Ordering::Acquire) < key as usize {
-                thread::yield_now();
+                check(&readers);
             }
         }
         for r in readers {
