@@ -194,6 +194,12 @@ thread_local! {
 pub(crate) struct Stack {
     mapping: *mut u8,
     total: usize,
+    /// [`top`](Self::top), computed once (its colour takes a hash and a division): every
+    /// spawn on a pooled or kept stack reads it.
+    top: *mut u8,
+    /// The size last asked of [`take`] for this stack (0 if none): [`fits`](Self::fits) it
+    /// without arithmetic (a green thread re-armed on its kept stack asks the same size).
+    asked: usize,
 }
 
 impl Stack {
@@ -205,7 +211,15 @@ impl Stack {
         let total = page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page);
         let mapping = memory::map_stack(total).map_err(|e| StackError::new(size, e))?;
         // Own the mapping at once, so that an error below unmaps it.
-        let stack = Stack { mapping, total };
+        let end = mapping as usize + total;
+        // SAFETY: the colour (below MAX_COLOUR) and the header lie within the mapping.
+        let top = unsafe { mapping.add(total - HEADER_BYTES - colour(end)) };
+        let stack = Stack {
+            mapping,
+            total,
+            top,
+            asked: 0,
+        };
         // SAFETY: the first page of our fresh mapping becomes the guard.
         unsafe { memory::protect_none(mapping, page) }.map_err(|e| StackError::new(size, e))?;
         signal::install_fault_handler(on_fault);
@@ -239,9 +253,7 @@ impl Stack {
     /// its colour below the header (see the module docs).
     #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
-        let end = self.mapping as usize + self.total;
-        // SAFETY: the colour (below MAX_COLOUR) and the header lie within the mapping.
-        unsafe { self.mapping.add(self.total - HEADER_BYTES - colour(end)) }
+        self.top
     }
 
     /// The lowest usable address: just above the guard page.
@@ -260,8 +272,14 @@ impl Stack {
 
     /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size
     /// (the same mapping size: one page-size read, no pointer arithmetic).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fits(&self, size: usize) -> bool {
+        size == self.asked || self.fits_computed(size)
+    }
+
+    /// [`fits`](Self::fits) for a size not asked of this stack before.
+    #[inline(never)]
+    fn fits_computed(&self, size: usize) -> bool {
         let page = memory::page_size();
         self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page)
     }
@@ -446,11 +464,13 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
         })
         .ok()
         .flatten();
-    match pooled {
-        Some(stack) => Ok(stack),
+    let mut stack = match pooled {
+        Some(stack) => stack,
         // Report the size the caller asked for, not the rounded one.
-        None => Stack::new(want).map_err(|e| StackError { size, ..e }),
-    }
+        None => Stack::new(want).map_err(|e| StackError { size, ..e })?,
+    };
+    stack.asked = size;
+    Ok(stack)
 }
 
 /// Returns a stack whose context is dead to this thread's pool (or unmaps it if the thread

@@ -25,6 +25,32 @@ fn spawned_threads_run_only_when_the_spawner_blocks() {
 }
 
 #[test]
+fn a_joiner_woken_by_a_finish_runs_after_the_green_threads_ready_before_it() {
+    // `a` spawns `b` and `c`, then joins `b`; `b` finishes while `c` is ready: `a` goes
+    // behind `c` in the run queue (a finishing green thread hands control straight to its
+    // joiner only when nothing else is ready).
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let a = {
+        let log = log.clone();
+        verdant::spawn(move || {
+            let b = {
+                let log = log.clone();
+                verdant::spawn(move || log.borrow_mut().push("b"))
+            };
+            let c = {
+                let log = log.clone();
+                verdant::spawn(move || log.borrow_mut().push("c"))
+            };
+            b.join().unwrap();
+            log.borrow_mut().push("a");
+            c.join().unwrap();
+        })
+    };
+    a.join().unwrap();
+    assert_eq!(*log.borrow(), ["b", "c", "a"]);
+}
+
+#[test]
 fn sleepers_wake_in_deadline_order() {
     // Deadlines from one common instant, 200 ms apart: a green thread that starts late
     // (qemu runs this suite many times slower) still cannot overtake an earlier deadline.

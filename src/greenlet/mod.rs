@@ -96,8 +96,9 @@ enum Body {
     /// Takes the first switch's value and returns the value of its final switch.
     Value(Box<dyn FnOnce(Value) -> Value>),
     /// Takes and returns `()` (the hub's green threads, re-armed by [`rearm`]): no value is
-    /// boxed, type-checked or dropped on the way in or out.
-    Unit(Box<dyn FnOnce()>),
+    /// boxed, type-checked or dropped on the way in or out, and the body is a plain function
+    /// (called directly, nothing to free).
+    Unit(fn()),
 }
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
@@ -533,7 +534,7 @@ impl Builder {
     }
 }
 
-/// Re-arms `slot` in place for a new life running `body`, which takes and returns `()`
+/// Re-arms `slot` in place for a new life running `body`, a function that takes and returns `()`
 /// (the value of the first switch to it is dropped; its final switch carries `()`): the
 /// hub's spawn path, which allocates nothing. Granted when `slot` is a dead greenlet (not
 /// a main one) with no other handle; then it gets `id`, `name` and `parent`, and runs on
@@ -543,36 +544,33 @@ impl Builder {
 ///
 /// What [`Builder::respawn`] does for a reusable slot, without a builder to move around
 /// and with the context made in the record's own fields.
-#[inline]
-pub(crate) fn rearm<F>(
+/// Always inlined: its one caller, the hub's spawn, is generic, and a call would cost
+/// more than the parts it inlines away (its argument tests, the record's fields kept in
+/// registers).
+#[inline(always)]
+pub(crate) fn rearm(
     slot: &mut Greenlet,
     parent: &Greenlet,
     id: u64,
     stack_size: usize,
     name: Option<&str>,
-    body: F,
-) -> Result<bool, StackError>
-where
-    F: FnOnce() + 'static,
-{
+    body: fn(),
+) -> Result<bool, StackError> {
     let Some(inner) = Rc::get_mut(&mut slot.inner) else {
         return Ok(false);
     };
     if inner.state.get() != State::Dead || inner.is_main {
         return Ok(false);
     }
-    let stack = match inner.stack.get_mut().take() {
-        Some(kept) => {
-            // It leaves its dead owner: one idle stack fewer (see `stack::keep`).
-            stack::unkeep();
-            if kept.fits(stack_size) {
-                kept
-            } else {
-                rearm_other_stack(kept, stack_size)?
-            }
-        }
-        None => stack::take(stack_size)?,
-    };
+    // The stack it kept at its death stays in place when it fits (it is no longer idle:
+    // one idle stack fewer, see `stack::keep`); else another one goes there.
+    let kept = inner.stack.get_mut();
+    if matches!(kept, Some(stack) if stack.fits(stack_size)) {
+        stack::unkeep();
+    } else {
+        *kept = Some(rearm_other_stack(kept.take(), stack_size)?);
+    }
+    let stack = kept.as_ref().expect("a stack was just put in place");
     stack.set_owner(id, name);
     // The storage was reset when the greenlet died (`release`).
     // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
@@ -586,13 +584,16 @@ where
         )
     };
     inner.sp.set(Some(sp));
-    inner.stack.set(Some(stack));
     inner.id = id;
     if name.is_some() || inner.name.is_some() {
         inner.name = name.map(str::to_owned);
     }
     inner.state.set(State::NotStarted);
-    inner.body.set(Some(Body::Unit(Box::new(body))));
+    // A dead greenlet's body was taken when it started (or by `release`, if it never
+    // did): there is nothing to drop, and no drop call to make.
+    let old = inner.body.replace(Some(Body::Unit(body)));
+    debug_assert!(old.is_none(), "rearm: a dead greenlet still had a body");
+    std::mem::forget(old);
     let old_parent = inner.parent.get_mut();
     if !old_parent
         .as_ref()
@@ -605,11 +606,15 @@ where
     Ok(true)
 }
 
-/// [`rearm`] with a kept stack of another size: it goes to the pool, another is taken.
+/// [`rearm`] without a kept stack, or with one of another size: that one leaves its dead
+/// owner for the pool, and another is taken.
 #[cold]
 #[inline(never)]
-fn rearm_other_stack(kept: Stack, stack_size: usize) -> Result<Stack, StackError> {
-    stack::give_back(kept);
+fn rearm_other_stack(kept: Option<Stack>, stack_size: usize) -> Result<Stack, StackError> {
+    if let Some(kept) = kept {
+        stack::unkeep();
+        stack::give_back(kept);
+    }
     stack::take(stack_size)
 }
 
@@ -755,6 +760,17 @@ impl Greenlet {
             // reference; `owner` in `slot` keeps it alive until it runs: nothing but this
             // switch runs before control leaves.
             unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
+        } else if previous.is_none() && state == State::NotStarted && !cur.is_null() {
+            // A spawned green thread's first run (tested after the suspended case, which
+            // keeps its instructions): as above, with the reference the greenlet owns to
+            // itself from now until it dies taken here, rather than through a new handle
+            // given up again by the switch.
+            std::mem::forget(previous);
+            // SAFETY: `target` is alive (`owner`, in `slot`, keeps it).
+            unsafe { Rc::increment_strong_count(target) };
+            // SAFETY: as above; the unstarted target now holds its own reference and has
+            // its fresh context saved.
+            unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
         } else {
             // SAFETY: `target` is alive (`owner`, in `slot`, keeps it: nothing ran since).
             let handle = unsafe { new_handle(target) };
@@ -769,7 +785,7 @@ impl Greenlet {
     /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
     /// not suspended or unstarted by then, or the body ends by a panic, the final switch
     /// goes to the parent as usual. Set again, the last target counts.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn exit_to(target: Greenlet) {
         let cur = current_raw();
         // SAFETY: the running greenlet is alive by its own reference.
@@ -1181,10 +1197,12 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
 #[inline(always)]
 fn release(g: &Greenlet) {
     g.inner.sp.set(None);
-    if let Some(stack) = g.inner.stack.take() {
-        if stack::keep() {
-            g.inner.stack.set(Some(stack));
-        } else {
+    // Tested in place: a kept stack is not moved out and back in.
+    // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
+    // read ends before anything else touches the cell (greenlets are !Send).
+    let has_stack = unsafe { (*g.inner.stack.as_ptr()).is_some() };
+    if has_stack && !stack::keep() {
+        if let Some(stack) = g.inner.stack.take() {
             stack::give_back(stack);
         }
     }

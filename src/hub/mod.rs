@@ -1010,8 +1010,28 @@ impl Hub {
     /// it holds no handle to its record any more): when its greenlet's body returns, its
     /// final switch goes straight to the next ready green thread if the turn has runs left
     /// (what the hub's loop would do next: same queue, order and budget), else to the hub.
-    pub(crate) fn exit_direct(&self) {
-        if let Some(next) = self.take_direct() {
+    ///
+    /// `joiner`: a green thread the finishing one woke (its single joiner), marked `queued`
+    /// but not in the run queue yet. Queued and taken back at once it would be the next to
+    /// run if the queue is empty: then control goes straight to it without the trip through
+    /// the queue (with the same turn accounting: one more ready green thread).
+    #[inline(always)]
+    pub(crate) fn exit_direct(&self, joiner: Option<TaskRef>) {
+        let next = match joiner {
+            Some(joiner) if self.ready.is_empty() => match self.runs_left(1) {
+                Some(left) => self.direct_to(joiner, left),
+                None => {
+                    self.ready.push_back(joiner);
+                    None
+                }
+            },
+            Some(joiner) => {
+                self.ready.push_back(joiner);
+                self.take_direct()
+            }
+            None => self.take_direct(),
+        };
+        if let Some(next) = next {
             next.queued.set(false);
             next.parked.set(false);
             self.activity.enter(next.id);

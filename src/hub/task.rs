@@ -126,30 +126,59 @@ const SPARE_TASKS: usize = 256;
 /// last handle to it, a `JoinHandle`, is dropped after the green thread finished; only
 /// memory stays in it (the result was dropped), and the stack its dead greenlet kept for
 /// the next green thread (within `stack::keep`'s limit; else it went back to the pool).
+///
+/// A stack of records, the last one given the first one taken: the top one in a cell of
+/// its own, so that the usual spawn-join-spawn cycle passes one record back and forth
+/// without touching the vector (no borrow flag, no length or capacity test).
 #[derive(Default)]
-pub(crate) struct SpareTasks(RefCell<Vec<TaskRef>>);
+pub(crate) struct SpareTasks {
+    top: Cell<Option<TaskRef>>,
+    /// The ones below `top` (at most `SPARE_TASKS - 1`), the last one next.
+    rest: RefCell<Vec<TaskRef>>,
+}
 
 impl SpareTasks {
     #[inline]
     fn take(&self) -> Option<TaskRef> {
-        self.0.borrow_mut().pop()
+        match self.top.take() {
+            Some(task) => Some(task),
+            None => self.take_below(),
+        }
+    }
+
+    /// [`take`](Self::take) with the top cell empty.
+    #[inline(never)]
+    fn take_below(&self) -> Option<TaskRef> {
+        self.rest.borrow_mut().pop()
     }
 
     /// How many records are kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.borrow().len()
+        let top = self.top.take();
+        let n = usize::from(top.is_some()) + self.rest.borrow().len();
+        self.top.set(top);
+        n
     }
 
     /// Keeps `task` (a clone of the last handle to it) unless the pool is full.
     #[inline(always)]
     pub(crate) fn give(&self, task: TaskRef) {
-        let mut spare = self.0.borrow_mut();
-        if spare.len() < SPARE_TASKS {
-            spare.push(task);
+        if let Some(below) = self.top.replace(Some(task)) {
+            self.give_below(below);
+        }
+    }
+
+    /// Keeps `task`, the previous top one, below the new top one unless the pool is full.
+    #[inline(never)]
+    fn give_below(&self, task: TaskRef) {
+        let mut rest = self.rest.borrow_mut();
+        if rest.len() < SPARE_TASKS - 1 {
+            rest.push(task);
             return;
         }
-        drop(spare);
+        // Dropped outside the borrow (its greenlet's drop gives its stack back).
+        drop(rest);
         drop(task);
     }
 }
@@ -219,10 +248,15 @@ impl Task {
     /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
     /// hub. Inline (its one caller is a green thread's finish); more than one joiner is the
     /// rare case, out of line.
+    ///
+    /// The usual single joiner is returned rather than queued, marked scheduled (`queued`)
+    /// as [`Hub::schedule`](super::Hub::schedule) would: the caller's
+    /// [`exit_direct`](super::Hub::exit_direct) queues it or, when the run queue is
+    /// empty, hands control straight to it (what pushing and popping it would do).
     #[inline(always)]
-    fn complete_in(&self, hub: &super::Hub) {
+    fn complete_in(&self, hub: &super::Hub) -> Option<TaskRef> {
         if self.done.replace(true) {
-            return;
+            return None;
         }
         // Only compared between tasks of one hub (`iwait`): the hub's own count.
         let seq = hub.completions.get() + 1;
@@ -234,12 +268,15 @@ impl Task {
             let mut waiters = self.waiters.borrow_mut();
             (waiters.first.take(), !waiters.rest.is_empty())
         };
-        if let Some(w) = first {
-            w.wake_owned_in(hub);
-        }
         if more {
+            if let Some(w) = first {
+                w.wake_owned_in(hub);
+            }
             self.wake_more_joiners(hub);
+            return None;
         }
+        // What `wake_owned_in` tests: a finished or already queued joiner is not woken.
+        first.filter(|w| !w.finished.get() && !w.queued.replace(true))
     }
 
     /// The joiners after the first one (in `join`/`iwait` on several handles at once).
@@ -696,7 +733,7 @@ impl Builder {
                 Some(record) => {
                     let name = self.name.as_deref();
                     let parent = &hub.greenlet;
-                    let unit_body = run_task::<F, T>;
+                    let unit_body: fn() = run_task::<F, T>;
                     if !greenlet::rearm(
                         &mut record.greenlet,
                         parent,
@@ -760,27 +797,26 @@ where
     };
     // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
     // code of the user's (the result is stored, its joiners scheduled).
-    let unclaimed = hub.with_current_task(|task| {
+    let claimed = hub.with_current_task(|task| {
         let Some((task, slot)) = task.and_then(|t| Some((t, slot_if_spawned::<F, T>(t)?))) else {
-            return Some(result);
+            return Err(result);
         };
         task.finished.set(true);
         if slot.recorded {
             hub.activity.finished(task.id);
         }
         *slot.result.borrow_mut() = Some(result);
-        task.complete_in(hub);
-        None
+        Ok(task.complete_in(hub))
     });
-    if let Some(result) = unclaimed {
+    match claimed {
+        // Our greenlet's final switch (once this returns) goes straight to the next ready
+        // green thread (the joiner woken just now, usually) when the turn has runs left,
+        // as a park's hand-off does.
+        Ok(joiner) => hub.exit_direct(joiner),
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
-        drop(result);
-        return;
+        Err(result) => drop(result),
     }
-    // Our greenlet's final switch (once this returns) goes straight to the next ready
-    // green thread when the turn has runs left, as a park's hand-off does.
-    hub.exit_direct();
 }
 
 /// The slot of a spawned green thread's record, seen with its closure and result types:
