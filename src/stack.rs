@@ -197,8 +197,9 @@ pub(crate) struct Stack {
     /// [`top`](Self::top), computed once (its colour takes a hash and a division): every
     /// spawn on a pooled or kept stack reads it.
     top: *mut u8,
-    /// The size last asked of [`take`] for this stack (0 if none): [`fits`](Self::fits) it
-    /// without arithmetic (a green thread re-armed on its kept stack asks the same size).
+    /// A size this stack [`fits`](Self::fits) for sure: the one it was mapped for, then the
+    /// one last asked of [`take`] for it. Tested first, without arithmetic (a green thread
+    /// re-armed on its kept stack asks the same size as the one before).
     asked: usize,
 }
 
@@ -218,7 +219,7 @@ impl Stack {
             mapping,
             total,
             top,
-            asked: 0,
+            asked: size,
         };
         // SAFETY: the first page of our fresh mapping becomes the guard.
         unsafe { memory::protect_none(mapping, page) }.map_err(|e| StackError::new(size, e))?;
@@ -271,7 +272,7 @@ impl Stack {
     }
 
     /// Whether this stack is what [`take`]`(size)` would hand out: the same usable size
-    /// (the same mapping size: one page-size read, no pointer arithmetic).
+    /// (the same mapping size). One compare when `size` is the one last asked for it.
     #[inline(always)]
     pub(crate) fn fits(&self, size: usize) -> bool {
         size == self.asked || self.fits_computed(size)
@@ -558,6 +559,23 @@ mod tests {
         assert!(len >= s.size());
         // SAFETY: bottom..top is our writable stack memory, unused by any context.
         unsafe { ptr::write_bytes(s.bottom(), 0xA5, len) };
+    }
+
+    #[test]
+    fn a_stack_fits_the_sizes_of_its_mapping_size_only() {
+        // Taken for one size, it fits that size (the remembered one) and the others that
+        // map to the same size, not the sizes of other mappings.
+        let page = memory::page_size();
+        let s = take(64 * 1024).unwrap();
+        assert!(s.fits(64 * 1024));
+        assert!(s.fits(64 * 1024 - 16));
+        assert!(!s.fits(64 * 1024 + 4 * page));
+        assert!(!s.fits(MIN_STACK_SIZE));
+        give_back(s);
+        let s = Stack::new(200_000).unwrap();
+        assert!(s.fits(200_000));
+        assert!(!s.fits(64 * 1024));
+        assert!(!s.fits(400_000));
     }
 
     #[test]

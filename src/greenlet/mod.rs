@@ -534,16 +534,18 @@ impl Builder {
     }
 }
 
-/// Re-arms `slot` in place for a new life running `body`, a function that takes and returns `()`
-/// (the value of the first switch to it is dropped; its final switch carries `()`): the
-/// hub's spawn path, which allocates nothing. Granted when `slot` is a dead greenlet (not
-/// a main one) with no other handle; then it gets `id`, `name` and `parent`, and runs on
-/// the stack it kept at its death when that one has `stack_size` usable bytes (else on a
-/// pooled or new one), and `Ok(true)` is returned. Otherwise nothing changes and `Ok(false)` is returned (the
-/// caller makes a new greenlet). On error `slot` is a dead greenlet still.
+/// Re-arms `slot` in place for a new life running `body`, a function that takes and
+/// returns `()` (the value of the first switch to it is dropped; its final switch carries
+/// `()`): the hub's spawn path, which allocates nothing. Granted when `slot` is a dead
+/// greenlet (not a main one) with no other handle; then it gets `id`, `name` and
+/// `parent`, and runs on the stack it kept at its death when that one has `stack_size`
+/// usable bytes (else on a pooled or new one), and `Ok(true)` is returned. Otherwise
+/// nothing changes and `Ok(false)` is returned (the caller makes a new greenlet). On error
+/// `slot` is a dead greenlet still.
 ///
 /// What [`Builder::respawn`] does for a reusable slot, without a builder to move around
 /// and with the context made in the record's own fields.
+///
 /// Always inlined: its one caller, the hub's spawn, is generic, and a call would cost
 /// more than the parts it inlines away (its argument tests, the record's fields kept in
 /// registers).
