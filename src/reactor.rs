@@ -78,8 +78,14 @@ use std::time::Duration;
 
 use crate::sys::{Events, Interest, Selector, Waker};
 
-/// How many kernel events one `poll` takes at most; the rest wait for the next `poll`.
-const EVENTS_PER_POLL: usize = 1024;
+/// How many kernel events one `poll` takes at most; the rest wait for the next `poll` (the
+/// kernel keeps them, in order). Small, as tokio's 61 ticks between polls: each woken green
+/// thread's record is touched by the poll and again when it runs, which with a batch of
+/// 1,024 is 1,024 connections later and long out of cache. A server at 1,000 connections,
+/// under callgrind (scripts/callgrind-http, 48 KiB L1): 17.3 -> 15.7 L1 data misses per
+/// request at 1,024 -> 64 events (15.1 at 32, 16.4 at 128), for one more `epoll_wait` per
+/// 64 requests.
+const EVENTS_PER_POLL: usize = 64;
 
 /// Bits of a selector token that hold the slot index; the rest hold (part of) the generation.
 const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 24 };
@@ -634,35 +640,25 @@ impl<W> Reactor<W> {
                 continue; // an event for an fd that used this slot before
             }
             let source = &mut slot.source;
-            let mut bits = 0;
-            if event.is_readable() {
-                bits |= Readiness::READABLE;
-            }
-            if event.is_writable() {
-                bits |= Readiness::WRITABLE;
-            }
-            if event.is_read_closed() {
-                bits |= Readiness::READ_CLOSED | Readiness::READABLE;
-            }
-            if event.is_write_closed() {
-                bits |= Readiness::WRITE_CLOSED | Readiness::WRITABLE;
-            }
-            if event.is_hup() {
-                bits |= Readiness::READ_CLOSED
-                    | Readiness::READABLE
-                    | Readiness::WRITE_CLOSED
-                    | Readiness::WRITABLE;
-            }
-            if event.is_error() {
-                bits |= Readiness::ERROR | Readiness::READABLE | Readiness::WRITABLE;
-            }
+            let bits = if event.is_plain() {
+                // A server's event: readable and/or writable and nothing else, which
+                // `event_bits` would also find, in a third of the instructions.
+                (if event.is_readable() {
+                    Readiness::READABLE
+                } else {
+                    0
+                }) | (if event.is_writable() {
+                    Readiness::WRITABLE
+                } else {
+                    0
+                })
+            } else {
+                event_bits(&event)
+            };
             // Priority data is reported with each read-side event, so every such event
             // sets or clears it (a write event of kqueue says nothing about it).
             if event.is_readable() {
                 source.ready &= !Readiness::PRIORITY;
-            }
-            if event.is_priority() {
-                bits |= Readiness::PRIORITY;
             }
             source.ready |= bits;
             for dir in [Direction::Read, Direction::Write] {
@@ -690,6 +686,38 @@ impl<W> Reactor<W> {
             _ => None,
         }
     }
+}
+
+/// The readiness bits an event sets ([`Readiness::PRIORITY`] included: a read-side event
+/// clears it first); for a [plain](crate::sys::Event::is_plain) event, only the
+/// readable and writable bits.
+fn event_bits(event: &crate::sys::Event) -> u8 {
+    let mut bits = 0;
+    if event.is_readable() {
+        bits |= Readiness::READABLE;
+    }
+    if event.is_writable() {
+        bits |= Readiness::WRITABLE;
+    }
+    if event.is_read_closed() {
+        bits |= Readiness::READ_CLOSED | Readiness::READABLE;
+    }
+    if event.is_write_closed() {
+        bits |= Readiness::WRITE_CLOSED | Readiness::WRITABLE;
+    }
+    if event.is_hup() {
+        bits |= Readiness::READ_CLOSED
+            | Readiness::READABLE
+            | Readiness::WRITE_CLOSED
+            | Readiness::WRITABLE;
+    }
+    if event.is_error() {
+        bits |= Readiness::ERROR | Readiness::READABLE | Readiness::WRITABLE;
+    }
+    if event.is_priority() {
+        bits |= Readiness::PRIORITY;
+    }
+    bits
 }
 
 #[cfg(test)]

@@ -119,6 +119,21 @@ impl<T> LocalQueue<T> {
         front
     }
 
+    /// Calls `f` with the value `i` places from the front, if there is one. For hints
+    /// that read the value and do nothing else (the hub's prefetch of the next green
+    /// threads to run): `f` is a plain function, not a closure, and must not reach this
+    /// queue (it must be a projection of the value, as `greenlet_of` of
+    /// [`Greenlet::resume_held_in`](super::Greenlet::resume_held_in)).
+    #[inline(always)]
+    pub(crate) fn peek_with(&self, i: usize, f: fn(&T)) {
+        if i < self.len.get() {
+            let slot = (self.head.get() + i) & self.mask();
+            // SAFETY: `i < len`, so slot `head + i` (masked) is initialised; the reference
+            // lives only while `f` runs, which does not reach the queue (its contract).
+            f(unsafe { (*self.slots.get().add(slot)).assume_init_ref() });
+        }
+    }
+
     /// How many values are queued.
     #[inline]
     pub(crate) fn len(&self) -> usize {
@@ -249,6 +264,40 @@ mod tests {
             (Some(6), Some(7), Some(8))
         );
         assert_eq!(q.pop_front(), None);
+    }
+
+    #[test]
+    fn peek_with_sees_the_value_i_places_from_the_front_wrapped_or_not() {
+        thread_local! {
+            static SEEN: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        fn record(v: &u32) {
+            SEEN.with(|s| s.borrow_mut().push(*v));
+        }
+        let seen = || SEEN.with(|s| s.take());
+        let q = LocalQueue::default();
+        q.peek_with(0, record);
+        assert_eq!(
+            seen(),
+            Vec::<u32>::new(),
+            "nothing to see in an empty queue"
+        );
+        for v in 0..16 {
+            q.push_back(v);
+        }
+        for _ in 0..12 {
+            let v = q.pop_front().unwrap();
+            q.push_back(v + 100); // wraps around the 16 slots
+        }
+        // Front to back: 12..16, then 100..112.
+        for i in [0, 3, 4, 15] {
+            q.peek_with(i, record);
+        }
+        q.peek_with(16, record);
+        q.peek_with(usize::MAX, record);
+        assert_eq!(seen(), vec![12, 15, 100, 111], "none past the back");
+        assert_eq!(q.len(), 16, "peeking takes nothing");
+        assert_eq!(q.pop_front(), Some(12));
     }
 
     #[test]

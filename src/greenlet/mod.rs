@@ -1330,6 +1330,29 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     crate::sys::signal::abort()
 }
 
+/// Prefetch hints for a scheduler that knows which greenlets it resumes next: what a
+/// resumed greenlet touches first is its record (saved stack pointer and state) and the
+/// top of its suspended stack, lines that a server with many connections finds long out
+/// of cache. [`prefetch_stack`](Self::prefetch_stack) reads the record, which
+/// [`prefetch_record`](Self::prefetch_record) should have brought in a step earlier.
+impl Greenlet {
+    /// Prefetches the greenlet's record: the line of its saved stack pointer and state.
+    #[inline(always)]
+    pub(crate) fn prefetch_record(&self) {
+        context::prefetch(self.inner.sp.as_ptr() as usize);
+    }
+
+    /// Prefetches the top of the greenlet's suspended stack, the frames its switch back
+    /// returns through ([`context::prefetch_stack`]). A running or dead greenlet's stale
+    /// stack pointer only wastes the hints.
+    #[inline(always)]
+    pub(crate) fn prefetch_stack(&self) {
+        if let Some(sp) = self.inner.sp.get() {
+            context::prefetch_stack(sp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

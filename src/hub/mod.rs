@@ -349,6 +349,7 @@ impl Hub {
 
     /// Switches into `task` and returns when it parks, yields or finishes.
     fn run(&self, task: TaskRef) {
+        self.prefetch_ready();
         task.queued.set(false);
         if task.is_finished() {
             return;
@@ -493,6 +494,7 @@ impl Hub {
     fn switch_to_next<const CURRENT_EMPTY: bool>(&self, next: Option<TaskRef>) {
         match next {
             Some(next) => {
+                self.prefetch_ready();
                 next.queued.set(false);
                 next.parked.set(false);
                 self.activity.enter(next.id);
@@ -512,6 +514,25 @@ impl Hub {
             }
             None => self.greenlet.clone().resume_into(),
         }
+    }
+
+    /// Prefetches what the next green threads to run touch first as they resume, one step
+    /// per hand-off, so that their cache misses overlap with the work of those before
+    /// them (at 1,000 connections each one's lines are long evicted when it runs): the
+    /// record of the third in the run queue, the greenlet record of the second (its handle
+    /// is in the task record prefetched one hand-off ago) and the stack top of the first
+    /// (its saved stack pointer is in the greenlet record prefetched one hand-off ago).
+    #[inline(always)]
+    fn prefetch_ready(&self) {
+        self.ready.peek_with(2, |task| {
+            // Its flags and its greenlet's handle: one line or two, by the record's address.
+            crate::context::prefetch(task.queued.as_ptr() as usize);
+            crate::context::prefetch(&task.greenlet as *const Greenlet as usize);
+        });
+        self.ready
+            .peek_with(1, |task| task.greenlet.prefetch_record());
+        self.ready
+            .peek_with(0, |task| task.greenlet.prefetch_stack());
     }
 
     fn turn(&self) {
@@ -598,6 +619,9 @@ impl Hub {
         // its `wait_fd_in` that the reactor holds nothing of it any more.
         let report = self.reactor.borrow_mut().poll(timeout, |task: TaskRef| {
             task.reason.set(WakeReason::Io);
+            // The first step of `prefetch_ready`'s pipeline for the woken green threads,
+            // whose task records are in cache now (the poll takes at most 64 events).
+            task.greenlet.prefetch_record();
             self.schedule(task);
         });
         match report {

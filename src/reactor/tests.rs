@@ -286,6 +286,53 @@ fn many_sources_each_woken_once() {
     assert!(r.is_empty());
 }
 
+#[test]
+fn more_ready_sources_than_one_poll_takes_are_each_woken_once_by_later_polls() {
+    let mut r = Reactor::new().unwrap();
+    let mut pairs = Vec::new();
+    let n = EVENTS_PER_POLL + EVENTS_PER_POLL / 2 + 3;
+    let names: Vec<&'static str> = (0..n)
+        .map(|i| &*Box::leak(format!("w{i}").into_boxed_str()))
+        .collect();
+    for name in &names {
+        let (a, b) = pair();
+        let id = r.register(a.as_raw_fd()).unwrap();
+        r.clear_ready(id, Direction::Read);
+        r.set_waiter(id, Direction::Read, *name).unwrap();
+        pairs.push((a, b, id));
+    }
+    // The registration edges (writable), over as many polls as they take.
+    for _ in 0..n.div_ceil(EVENTS_PER_POLL) {
+        assert_eq!(poll_now(&mut r).0, Vec::<&str>::new());
+    }
+    for (_, b, _) in pairs.iter_mut() {
+        b.write_all(b"x").unwrap();
+    }
+    let mut woken = Vec::new();
+    let mut polls = 0;
+    loop {
+        let (w, _) = poll_now(&mut r);
+        assert!(
+            w.len() <= EVENTS_PER_POLL,
+            "one poll woke {} waiters",
+            w.len()
+        );
+        if w.is_empty() {
+            break;
+        }
+        woken.extend(w);
+        polls += 1;
+    }
+    assert_eq!(polls, 2, "{n} events take two polls of {EVENTS_PER_POLL}");
+    woken.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(woken, expected, "every waiter woken exactly once");
+    for (_, _, id) in pairs {
+        assert_eq!(r.deregister(id), (None, None));
+    }
+}
+
 /// A TCP pair on loopback, both non-blocking: (client, server side).
 fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

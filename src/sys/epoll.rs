@@ -214,6 +214,14 @@ impl Event {
     pub(crate) fn is_hup(&self) -> bool {
         self.has(libc::EPOLLHUP)
     }
+
+    /// Readable and/or writable and nothing else (`EPOLLIN`, `EPOLLOUT`, no other flag): no
+    /// error, closed direction, hang-up or priority data to report. One test for the event
+    /// a server sees once per request.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.flags & !((libc::EPOLLIN | libc::EPOLLOUT) as u32) == 0
+    }
 }
 
 /// Wakes a [`Selector`] blocked in `select` from any OS thread, through an eventfd.

@@ -304,6 +304,13 @@ impl Event {
     pub(crate) fn is_priority(&self) -> bool {
         false
     }
+
+    /// No error and no end of stream (neither `EV_ERROR` nor `EV_EOF`): the event reports
+    /// its filter's direction (if any) and nothing else.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        !self.has_flag((libc::EV_ERROR | libc::EV_EOF) as u32)
+    }
 }
 
 /// Wakes a [`Selector`] blocked in `select` from any OS thread, through `EVFILT_USER`.

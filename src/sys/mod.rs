@@ -17,7 +17,7 @@
 //! | `Selector::select(events, timeout)` | wait for events. `None` blocks until an event or a [`Waker`]; `Some(d)` waits at least `d` rounded **up** to the backend's resolution (epoll: the next millisecond), so a nonzero timeout never becomes a zero one; `EINTR` returns `Ok` with no events. `events` is cleared first |
 //! | `Selector::as_raw_fd()` | the kernel queue's fd, e.g. to nest it in another poller |
 //! | `Events::with_capacity(n)` | a reusable buffer for up to `n` events per `select`; `iter()`, `len()`, `is_empty()`, `clear()` |
-//! | `Event` | `token()`, `is_readable()`, `is_writable()`, `is_error()`, `is_read_closed()`, `is_write_closed()`, `is_hup()` (= both closed in one event) |
+//! | `Event` | `token()`, `is_readable()`, `is_writable()`, `is_error()`, `is_read_closed()`, `is_write_closed()`, `is_hup()` (= both closed in one event), `is_priority()`, `is_plain()` (= none of `is_error()` to `is_priority()`: the event says readable and/or writable and nothing else, the reactor's short path) |
 //! | `Waker::new(&selector, token)` | a handle any OS thread can use to make a `select` on `selector` return with an event for `token` |
 //! | `Waker::wake()` | `Send + Sync`; after the first wake and until `reset`, further wakes are one atomic swap and no syscall |
 //! | `Waker::reset()` | call once the owner of the selector saw the waker's event, before it drains whatever the wakers announced |

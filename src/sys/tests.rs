@@ -103,6 +103,45 @@ fn peer_close_reports_both_directions_closed() {
     assert!(seen.write_closed, "{seen:?}");
 }
 
+/// `(is_plain, anything besides the directions)` for each event of `token` now.
+fn plainness(sel: &Selector, token: usize) -> Vec<(bool, bool)> {
+    let mut events = Events::with_capacity(16);
+    sel.select(&mut events, Some(Duration::ZERO)).unwrap();
+    events
+        .iter()
+        .filter(|e| e.token() == token)
+        .map(|e| {
+            let other = e.is_error()
+                || e.is_read_closed()
+                || e.is_write_closed()
+                || e.is_hup()
+                || e.is_priority();
+            (e.is_plain(), other)
+        })
+        .collect()
+}
+
+#[test]
+fn data_and_space_events_are_plain_and_a_peer_close_is_not() {
+    let sel = Selector::new().unwrap();
+    let (a, mut b) = pair();
+    sel.register(a.as_raw_fd(), T_SOCK, Interest::BOTH).unwrap();
+    let writable = plainness(&sel, T_SOCK);
+    assert!(!writable.is_empty());
+    assert!(writable.iter().all(|&e| e == (true, false)), "{writable:?}");
+    b.write_all(b"x").unwrap();
+    let data = plainness(&sel, T_SOCK);
+    assert!(!data.is_empty());
+    assert!(data.iter().all(|&e| e == (true, false)), "{data:?}");
+    drop(b);
+    let closed = plainness(&sel, T_SOCK);
+    assert!(closed.contains(&(false, true)), "{closed:?}");
+    assert!(
+        closed.iter().all(|&(plain, other)| plain != other),
+        "{closed:?}"
+    );
+}
+
 #[test]
 fn deregister_stops_events_and_reregister_changes_token() {
     let sel = Selector::new().unwrap();
