@@ -11,6 +11,26 @@ fn pair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
+/// `n` socket pairs, each registered with a read waiter named `w0`, `w1`, ...: the names,
+/// and each pair with its source id.
+fn read_waiters(
+    r: &mut Reactor<&'static str>,
+    n: usize,
+) -> (Vec<&'static str>, Vec<(UnixStream, UnixStream, SourceId)>) {
+    let names: Vec<&'static str> = (0..n)
+        .map(|i| &*Box::leak(format!("w{i}").into_boxed_str()))
+        .collect();
+    let mut pairs = Vec::new();
+    for name in &names {
+        let (a, b) = pair();
+        let id = r.register(a.as_raw_fd()).unwrap();
+        r.clear_ready(id, Direction::Read);
+        r.set_waiter(id, Direction::Read, *name).unwrap();
+        pairs.push((a, b, id));
+    }
+    (names, pairs)
+}
+
 /// Polls without blocking and returns the woken waiters.
 fn poll_now(r: &mut Reactor<&'static str>) -> (Vec<&'static str>, PollReport) {
     let mut woken = Vec::new();
@@ -260,17 +280,7 @@ fn waker_from_another_thread_unblocks_poll_none() {
 #[test]
 fn many_sources_each_woken_once() {
     let mut r = Reactor::new().unwrap();
-    let mut pairs = Vec::new();
-    let names: Vec<&'static str> = (0..64)
-        .map(|i| &*Box::leak(format!("w{i}").into_boxed_str()))
-        .collect();
-    for name in &names {
-        let (a, b) = pair();
-        let id = r.register(a.as_raw_fd()).unwrap();
-        r.clear_ready(id, Direction::Read);
-        r.set_waiter(id, Direction::Read, *name).unwrap();
-        pairs.push((a, b, id));
-    }
+    let (names, mut pairs) = read_waiters(&mut r, 64);
     poll_now(&mut r);
     for (_, b, _) in pairs.iter_mut() {
         b.write_all(b"x").unwrap();
@@ -289,18 +299,8 @@ fn many_sources_each_woken_once() {
 #[test]
 fn more_ready_sources_than_one_poll_takes_are_each_woken_once_by_later_polls() {
     let mut r = Reactor::new().unwrap();
-    let mut pairs = Vec::new();
     let n = EVENTS_PER_POLL + EVENTS_PER_POLL / 2 + 3;
-    let names: Vec<&'static str> = (0..n)
-        .map(|i| &*Box::leak(format!("w{i}").into_boxed_str()))
-        .collect();
-    for name in &names {
-        let (a, b) = pair();
-        let id = r.register(a.as_raw_fd()).unwrap();
-        r.clear_ready(id, Direction::Read);
-        r.set_waiter(id, Direction::Read, *name).unwrap();
-        pairs.push((a, b, id));
-    }
+    let (names, mut pairs) = read_waiters(&mut r, n);
     // The registration edges (writable), over as many polls as they take.
     for _ in 0..n.div_ceil(EVENTS_PER_POLL) {
         assert_eq!(poll_now(&mut r).0, Vec::<&str>::new());
