@@ -275,8 +275,7 @@ impl Task {
             self.wake_more_joiners(hub);
             return None;
         }
-        // What `wake_owned_in` tests: a finished or already queued joiner is not woken.
-        first.filter(|w| !w.finished.get() && !w.queued.replace(true))
+        first.filter(TaskRef::claim_wake)
     }
 
     /// The joiners after the first one (in `join`/`iwait` on several handles at once).
@@ -306,9 +305,18 @@ impl TaskRef {
     /// up its handle (moved into the run queue rather than cloned).
     #[inline(always)]
     fn wake_owned_in(self, hub: &super::Hub) {
-        if !self.finished.get() {
-            hub.schedule(self);
+        if self.claim_wake() {
+            hub.ready.push_back(self);
         }
+    }
+
+    /// Marks it scheduled (`queued`) unless it finished or is scheduled already, and
+    /// returns whether it did: then the caller puts it in the run queue
+    /// ([`wake_owned_in`](Self::wake_owned_in)) or hands control straight to it
+    /// ([`Task::complete_in`]'s joiner).
+    #[inline(always)]
+    fn claim_wake(&self) -> bool {
+        !self.finished.get() && !self.queued.replace(true)
     }
 
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
