@@ -364,7 +364,7 @@ fn init_current() -> *const Inner {
     let raw = Rc::into_raw(main.inner.clone());
     // Panics (cannot access a TLS value during or after destruction) during teardown.
     ROOT.with(|r| r.main.set(Some(main)));
-    CURRENT.set(raw);
+    CURRENT.with(|c| c.set(raw));
     raw
 }
 
@@ -1062,7 +1062,7 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
     let sp = unsafe { t.sp.get().unwrap_unchecked() };
     me.state.set(State::Suspended);
     t.state.set(State::Running);
-    CURRENT.set(target);
+    CURRENT.with(|c| c.set(target));
     if RELEASE {
         // SAFETY: the caller's reference is given up; the target's own keeps it alive while
         // it runs. It is running now, so this is not a handle drop that would kill it (if
@@ -1227,13 +1227,56 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming 
     switch_to(&parent, payload)
 }
 
+/// Where every greenlet starts. The hub's green threads take the fast path: a unit body
+/// ([`rearm`]) started by a unit switch, finishing normally with a suspended target set by
+/// [`Greenlet::exit_to`], skips the payload and parent machinery of the general case
+/// ([`entry_general`], [`finish`]).
 unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
+    // SAFETY: the switcher made CURRENT point at us before switching here; our own
+    // reference keeps us alive.
+    let me = unsafe { &*CURRENT.get() };
+    if data & UNIT != 0 {
+        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
+        // this read ends before anything else touches the cell.
+        if let Some(Body::Unit(body)) = unsafe { &*me.body.as_ptr() } {
+            let body = *body;
+            // A plain function: nothing to drop.
+            std::mem::forget(me.body.replace(None));
+            // The bookkeeping of `receive` for a unit switch, under the same
+            // `catch_unwind` as the body (as the general case runs `receive` under one):
+            // a panic in either ends us with it, and no body runs after a failed receive.
+            let ran = panic::catch_unwind(AssertUnwindSafe(move || {
+                // SAFETY: the first switch to a greenlet passes a unit word or a message
+                // like any other; this one is a unit word (the sender's address, tagged).
+                unsafe { arrived_from((data - UNIT) as *const Inner, from) };
+                body()
+            }));
+            match ran {
+                // SAFETY: we are the running greenlet; our body returned.
+                Ok(()) => unsafe { exit_unit(me) },
+                // SAFETY: as above; our body ended by a panic.
+                Err(p) => unsafe { finish(me, final_payload(Err(p))) },
+            }
+        }
+    }
+    // SAFETY: per this function's contract (a live message or a unit word).
+    unsafe { entry_general(data, from) }
+}
+
+/// [`greenlet_entry`] for a greenlet with a value body, or started by a switch that carries
+/// a message.
+///
+/// # Safety
+/// As [`greenlet_entry`], running on the fresh greenlet's stack.
+#[inline(never)]
+unsafe fn entry_general(data: usize, from: StackPointer) -> ! {
     // SAFETY: the first switch to a greenlet passes a live `Message` like any other.
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
     // SAFETY: the switcher made CURRENT point at us before switching here.
-    let body = unsafe { (*CURRENT.get()).body.take() }.expect("a fresh greenlet has a body");
+    let me = unsafe { &*CURRENT.get() };
+    let body = me.body.take().expect("a fresh greenlet has a body");
     // `Ok(None)`: the body returned `()` (a unit body).
     let result = match (first, body) {
         (Err(payload), _) | (Ok(Incoming::Thrown(payload)), _) => Err(payload),
@@ -1246,7 +1289,14 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         }))
         .map(|()| None),
     };
-    let payload = match result {
+    // SAFETY: we are still the running greenlet; our body is over.
+    unsafe { finish(me, final_payload(result)) }
+}
+
+/// What the final switch of a greenlet whose body ended with `result` carries (`Ok(None)`:
+/// a unit body returned).
+fn final_payload(result: Result<Option<Value>, Box<dyn Any + Send>>) -> Payload {
+    match result {
         // A `()` result travels as a unit switch (no message; the receiver's value is the
         // same `()`): what the hub's green threads return.
         Ok(None) => Payload::Unit,
@@ -1254,12 +1304,58 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         Ok(Some(v)) => Payload::Value(v),
         Err(p) if p.is::<GreenletExit>() => Payload::Value(Box::new(GreenletExit)),
         Err(p) => Payload::Throw(p),
+    }
+}
+
+/// The final switch of the running greenlet `me`, whose unit body returned: straight to the
+/// [`Greenlet::exit_to`] target when it is suspended (a scheduler's hand-off), with no
+/// payload to look at; anything else goes through [`finish`].
+///
+/// # Safety
+/// `me` must be the running greenlet, at the root of its stack (nothing that needs
+/// dropping in the frames above).
+#[inline(always)]
+unsafe fn exit_unit(me: &Inner) -> ! {
+    // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
+    // read ends before anything else touches the cell.
+    let target = match unsafe { &*me.exit_to.as_ptr() } {
+        Some(t) if t.inner.state.get() == State::Suspended => Rc::as_ptr(&t.inner),
+        _ => {
+            // SAFETY: per the contract.
+            unsafe { finish(me, Payload::Unit) }
+        }
     };
-    // We are still the running greenlet.
-    let me = CURRENT.get();
-    // SAFETY: our own reference keeps us alive until the receiver of the final message
-    // gives it up.
-    let me_ref = unsafe { &*me };
+    me.state.set(State::Dead);
+    // Its reference is given up below, once the target runs.
+    std::mem::forget(me.exit_to.replace(None));
+    // SAFETY: `target` is alive: the handle in `exit_to`, whose reference is given up only
+    // once the target is running and holds its own.
+    let t = unsafe { &*target };
+    // SAFETY: it is suspended, so it has a saved context.
+    let sp = unsafe { t.sp.get().unwrap_unchecked() };
+    t.state.set(State::Running);
+    CURRENT.with(|c| c.set(target));
+    // SAFETY: the `exit_to` handle's reference (the handle was forgotten above); the
+    // target, running, holds its own, so this is not the last one, and not a handle drop
+    // that would kill it.
+    unsafe { Rc::decrement_strong_count(target) };
+    // SAFETY: final switch to the target's saved context; this context is never resumed.
+    // No message: the data word is our own (aligned) address, which the receiver only
+    // reads to release us.
+    unsafe { context::switch(sp, me as *const Inner as usize | UNIT) };
+    crate::sys::signal::abort()
+}
+
+/// The final switch of the running greenlet `me` with `payload`: to the
+/// [`Greenlet::exit_to`] target if set, switchable and the body returned normally, else to
+/// the parent (or its nearest live ancestor).
+///
+/// # Safety
+/// `me` must be the running greenlet, at the root of its stack (nothing that needs
+/// dropping in the frames above).
+#[inline(never)]
+unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
+    let me: *const Inner = me_ref;
     me_ref.state.set(State::Dead);
     // Nothing that needs dropping may stay in this frame: it never returns. The target is
     // found without a handle of its own (the usual parent, live, is not cloned and dropped).
@@ -1297,7 +1393,7 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         unsafe { Rc::increment_strong_count(parent) };
     }
     parent_ref.state.set(State::Running);
-    CURRENT.set(parent);
+    CURRENT.with(|c| c.set(parent));
     // Dropped only now: a handle of a running greenlet is never the last one of a
     // suspended greenlet, whose drop would unwind it (here, on a dead stack).
     match exit_to {
