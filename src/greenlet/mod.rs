@@ -132,7 +132,7 @@ enum State {
 #[repr(C)]
 struct Inner {
     /// Saved context while suspended (or fresh, before the first switch). Always `Some`
-    /// while the state is `Suspended` or `NotStarted`; stale while running.
+    /// while the state is `Suspended` or `NotStarted`; stale while running or dead.
     sp: Cell<Option<StackPointer>>,
     state: Cell<State>,
     is_main: bool,
@@ -1169,11 +1169,38 @@ unsafe fn new_handle(raw: *const Inner) -> Greenlet {
 #[cold]
 #[inline(never)]
 unsafe fn release_dead(raw: *const Inner) {
-    // SAFETY: per the contract: the handle takes over the greenlet's own reference.
-    let g = Greenlet {
-        inner: unsafe { Rc::from_raw(raw) },
-    };
-    release(&g);
+    // SAFETY: per the contract, alive by its own reference.
+    let inner = unsafe { &*raw };
+    release_context(inner);
+    // Its body was taken when it started (`greenlet_entry`): nothing to drop.
+    debug_assert!(
+        // SAFETY: only read, and the read ends at once (greenlets are !Send).
+        unsafe { (*inner.body.as_ptr()).is_none() },
+        "a greenlet that made its final switch still had a body"
+    );
+    // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
+    // suspended ones): only the count is decremented, and the record freed (out of line)
+    // if that was the last reference.
+    // SAFETY: per the contract, alive by its own reference; the count is read only.
+    let own = ManuallyDrop::new(unsafe { Rc::from_raw(raw) });
+    if Rc::strong_count(&own) == 1 {
+        // SAFETY: per the contract: the greenlet's own reference, given up once.
+        unsafe { free_dead(raw) };
+    } else {
+        // SAFETY: as above; not the last reference, so nothing is freed.
+        unsafe { Rc::decrement_strong_count(raw) };
+    }
+}
+
+/// Gives up the last reference to the dead greenlet `raw`: its record is freed.
+///
+/// # Safety
+/// As [`release_dead`], the count being 1.
+#[cold]
+#[inline(never)]
+unsafe fn free_dead(raw: *const Inner) {
+    // SAFETY: per the contract.
+    drop(unsafe { Rc::from_raw(raw) });
 }
 
 /// A greenlet switched away with no handle left (only its own reference): dropping a new
@@ -1193,25 +1220,41 @@ fn raise(payload: Box<dyn Any + Send>) -> ! {
     panic::resume_unwind(payload)
 }
 
-/// Frees a dead greenlet's stack (it is never resumed again): the greenlet keeps it for a
-/// next life in place ([`Builder::respawn`]) if [`stack::keep`] allows, else it goes back to
-/// the pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`).
+/// Frees a dead greenlet's stack (it is never resumed again) and drops its body if it never
+/// started: see [`release_context`].
 #[inline(always)]
 fn release(g: &Greenlet) {
-    g.inner.sp.set(None);
+    release_context(&g.inner);
+    drop(g.inner.body.take());
+}
+
+/// Frees a dead greenlet's context: the greenlet keeps its stack for a next life in place
+/// ([`Builder::respawn`], [`rearm`]) if [`stack::keep`] allows, else it goes back to the
+/// pool. A kept stack goes to the pool when the record is dropped (`Drop for Inner`). The
+/// saved stack pointer is left as it is: stale, as while running (only a suspended or
+/// unstarted greenlet's is ever used, and a re-armed one gets a fresh one).
+#[inline(always)]
+fn release_context(inner: &Inner) {
     // Tested in place: a kept stack is not moved out and back in.
     // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
     // read ends before anything else touches the cell (greenlets are !Send).
-    let has_stack = unsafe { (*g.inner.stack.as_ptr()).is_some() };
+    let has_stack = unsafe { (*inner.stack.as_ptr()).is_some() };
     if has_stack && !stack::keep() {
-        if let Some(stack) = g.inner.stack.take() {
-            stack::give_back(stack);
-        }
+        give_back_stack(inner);
     }
     // SAFETY: the greenlet is dead: its context will never run again, so nothing else
     // uses its storage; replacing it drops the backend's per-context state.
-    unsafe { *g.inner.storage.get() = ContextStorage::default() };
-    drop(g.inner.body.take());
+    unsafe { *inner.storage.get() = ContextStorage::default() };
+}
+
+/// A dead greenlet's stack goes back to the pool ([`stack::keep`] refused to let it keep
+/// it): out of line, so that the usual release keeps no frame of its own.
+#[cold]
+#[inline(never)]
+fn give_back_stack(inner: &Inner) {
+    if let Some(stack) = inner.stack.take() {
+        stack::give_back(stack);
+    }
 }
 
 /// `throw` into a greenlet that never ran: it dies without running.
