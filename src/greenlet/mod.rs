@@ -141,8 +141,6 @@ struct Inner {
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
-    /// Where the final switch goes instead of the parent, if set ([`Greenlet::exit_to`]).
-    exit_to: Cell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
 }
 
@@ -338,7 +336,6 @@ fn new_main() -> Greenlet {
             stack: Cell::new(None),
             body: Cell::new(None),
             parent: RefCell::new(None),
-            exit_to: Cell::new(None),
             storage: UnsafeCell::new(ContextStorage::default()),
         }),
     }
@@ -447,7 +444,6 @@ impl Builder {
                 stack: Cell::new(Some(stack)),
                 body: Cell::new(Some(Body::Value(Box::new(body)))),
                 parent: RefCell::new(Some(parent)),
-                exit_to: Cell::new(None),
                 storage: UnsafeCell::new(storage),
             }),
         })
@@ -522,8 +518,6 @@ impl Builder {
                     *old_parent = Some(parent.clone());
                 }
                 *inner.storage.get_mut() = storage;
-                // Taken by its final switch already: this drops nothing.
-                drop(inner.exit_to.take());
                 Ok(())
             }
             _ => {
@@ -603,8 +597,6 @@ pub(crate) fn rearm(
     {
         *old_parent = Some(parent.clone());
     }
-    // `exit_to` was taken by the final switch already.
-    debug_assert!(inner.exit_to.get_mut().is_none());
     Ok(true)
 }
 
@@ -781,19 +773,48 @@ impl Greenlet {
         }
     }
 
-    /// Makes the running greenlet's final switch, when its body returns normally, go to
-    /// `target` instead of its parent (a scheduler handing control from a finishing green
-    /// thread straight to the next one). The value the body returns goes there: a pending
-    /// `switch` in `target` returns it, an unstarted `target` starts with it. If `target` is
-    /// not suspended or unstarted by then, or the body ends by a panic, the final switch
-    /// goes to the parent as usual. Set again, the last target counts.
+    /// Ends the running greenlet now, as if its body had returned `()`, with its final switch
+    /// going to `greenlet_of(&owner)` instead of its parent: `owner` is put into
+    /// `slot` (what the slot held before is dropped first), which keeps the target alive
+    /// until it runs, with no handle taken, and control never comes back. If the target
+    /// cannot be switched to (not suspended or unstarted, or no longer in the slot once the
+    /// old value was dropped), the final switch goes to the parent instead.
+    ///
+    /// The hub's green threads end this way, skipping the returns through their body's
+    /// frames and the final switch's general case. Those frames are abandoned: nothing left
+    /// in them is dropped (it is leaked; the stack is released by whoever receives the
+    /// final switch). The caller must be a greenlet's body with nothing left to drop or
+    /// unlink, in any of its frames, and not the main greenlet (which cannot end; that is
+    /// checked).
     #[inline(always)]
-    pub(crate) fn exit_to(target: Greenlet) {
-        let cur = current_raw();
-        // SAFETY: the running greenlet is alive by its own reference.
-        let cur = unsafe { &*cur };
-        // A replaced target is dropped outside the cell.
-        drop(cur.exit_to.replace(Some(target)));
+    pub(crate) fn exit_held_in<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) -> ! {
+        let me = CURRENT.with(Cell::get);
+        // SAFETY: not null: the running greenlet, alive by its own reference.
+        if me.is_null() || unsafe { (*me).is_main } {
+            panic!("Greenlet::exit_held_in: called outside a greenlet's body (on a thread's main greenlet, which cannot end)");
+        }
+        let previous = slot.replace(Some(owner));
+        if previous.is_some() {
+            // May run any code (it may even refill the slot): the target is read after it.
+            drop(previous);
+        } else {
+            std::mem::forget(previous);
+        }
+        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
+        // this read ends before anything else touches the cell (greenlets are !Send).
+        let target = match unsafe { &*slot.as_ptr() } {
+            Some(owner) => Rc::as_ptr(&greenlet_of(owner).inner),
+            None => ptr::null(),
+        };
+        // SAFETY: the running greenlet, alive by its own reference; its body is over (per
+        // this function's contract) and it never runs again. `target`, if not null, is
+        // kept alive by the owner in `slot`, which nothing can take before control has
+        // left: only the final switch runs in between.
+        unsafe { exit_unit_to(&*me, target) }
     }
 
     /// Like [`switch`](Self::switch), but consumes this handle: it is given up as control
@@ -1271,9 +1292,8 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming 
 }
 
 /// Where every greenlet starts. The hub's green threads take the fast path: a unit body
-/// ([`rearm`]) started by a unit switch, finishing normally with a suspended target set by
-/// [`Greenlet::exit_to`], skips the payload and parent machinery of the general case
-/// ([`entry_general`], [`finish`]).
+/// ([`rearm`]) started by a unit switch skips the payload machinery of the general case
+/// ([`entry_general`]); it usually never returns, ending by [`Greenlet::exit_held_in`].
 unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
     // SAFETY: the switcher made CURRENT point at us before switching here; our own
     // reference keeps us alive.
@@ -1294,12 +1314,12 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
                 unsafe { arrived_from((data - UNIT) as *const Inner, from) };
                 body()
             }));
-            match ran {
-                // SAFETY: we are the running greenlet; our body returned.
-                Ok(()) => unsafe { exit_unit(me) },
-                // SAFETY: as above; our body ended by a panic.
-                Err(p) => unsafe { finish(me, final_payload(Err(p))) },
-            }
+            let payload = match ran {
+                Ok(()) => Payload::Unit,
+                Err(p) => final_payload(Err(p)),
+            };
+            // SAFETY: we are the running greenlet; our body is over.
+            unsafe { finish(me, payload) }
         }
     }
     // SAFETY: per this function's contract (a live message or a unit word).
@@ -1350,38 +1370,35 @@ fn final_payload(result: Result<Option<Value>, Box<dyn Any + Send>>) -> Payload 
     }
 }
 
-/// The final switch of the running greenlet `me`, whose unit body returned: straight to the
-/// [`Greenlet::exit_to`] target when it is suspended (a scheduler's hand-off), with no
-/// payload to look at; anything else goes through [`finish`].
+/// The final switch of the running greenlet `me`, ending as if its unit body returned, to
+/// `target` (kept alive by the caller until it runs) if it is suspended or unstarted, else
+/// through [`finish`] (to the parent).
 ///
 /// # Safety
-/// `me` must be the running greenlet, at the root of its stack (nothing that needs
-/// dropping in the frames above).
+/// `me` must be the running greenlet, with nothing that needs dropping in the frames of
+/// its stack; `target` null or the `Rc::as_ptr` of a live `Rc<Inner>` that stays alive
+/// until it runs.
 #[inline(always)]
-unsafe fn exit_unit(me: &Inner) -> ! {
-    // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
-    // read ends before anything else touches the cell.
-    let target = match unsafe { &*me.exit_to.as_ptr() } {
-        Some(t) if t.inner.state.get() == State::Suspended => Rc::as_ptr(&t.inner),
-        _ => {
-            // SAFETY: per the contract.
-            unsafe { finish(me, Payload::Unit) }
-        }
-    };
-    me.state.set(State::Dead);
-    // Its reference is given up below, once the target runs.
-    std::mem::forget(me.exit_to.replace(None));
-    // SAFETY: `target` is alive: the handle in `exit_to`, whose reference is given up only
-    // once the target is running and holds its own.
+unsafe fn exit_unit_to(me: &Inner, target: *const Inner) -> ! {
+    if target.is_null() {
+        // SAFETY: per the contract.
+        unsafe { finish(me, Payload::Unit) }
+    }
+    // SAFETY: per the contract.
     let t = unsafe { &*target };
-    // SAFETY: it is suspended, so it has a saved context.
+    match t.state.get() {
+        State::Suspended => {}
+        // It starts: from now until it dies it owns a reference to itself.
+        // SAFETY: alive, per the contract.
+        State::NotStarted => unsafe { Rc::increment_strong_count(target) },
+        // SAFETY: per the contract.
+        _ => unsafe { finish(me, Payload::Unit) },
+    }
+    me.state.set(State::Dead);
+    // SAFETY: suspended or unstarted, so it has a saved context.
     let sp = unsafe { t.sp.get().unwrap_unchecked() };
     t.state.set(State::Running);
     CURRENT.with(|c| c.set(target));
-    // SAFETY: the `exit_to` handle's reference (the handle was forgotten above); the
-    // target, running, holds its own, so this is not the last one, and not a handle drop
-    // that would kill it.
-    unsafe { Rc::decrement_strong_count(target) };
     // SAFETY: final switch to the target's saved context; this context is never resumed.
     // No message: the data word is our own (aligned) address, which the receiver only
     // reads to release us.
@@ -1389,9 +1406,8 @@ unsafe fn exit_unit(me: &Inner) -> ! {
     crate::sys::signal::abort()
 }
 
-/// The final switch of the running greenlet `me` with `payload`: to the
-/// [`Greenlet::exit_to`] target if set, switchable and the body returned normally, else to
-/// the parent (or its nearest live ancestor).
+/// The final switch of the running greenlet `me` with `payload`, to its parent (or its
+/// nearest live ancestor).
 ///
 /// # Safety
 /// `me` must be the running greenlet, at the root of its stack (nothing that needs
@@ -1402,27 +1418,16 @@ unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
     me_ref.state.set(State::Dead);
     // Nothing that needs dropping may stay in this frame: it never returns. The target is
     // found without a handle of its own (the usual parent, live, is not cloned and dropped).
-    // A target set by `exit_to` is used for a normal return if it can be switched to.
-    let exit_to = me_ref.exit_to.take();
-    let parent: *const Inner = match &exit_to {
-        Some(t)
-            if matches!(payload, Payload::Value(_) | Payload::Unit)
-                && matches!(t.inner.state.get(), State::Suspended | State::NotStarted) =>
-        {
-            Rc::as_ptr(&t.inner)
-        }
-        _ => {
-            let direct = me_ref.parent.borrow();
-            let direct = direct.as_ref().expect("non-main greenlets have a parent");
-            if direct.inner.state.get() == State::Dead {
-                Rc::as_ptr(&live_target(direct).inner)
-            } else {
-                Rc::as_ptr(&direct.inner)
-            }
+    let parent: *const Inner = {
+        let direct = me_ref.parent.borrow();
+        let direct = direct.as_ref().expect("non-main greenlets have a parent");
+        if direct.inner.state.get() == State::Dead {
+            Rc::as_ptr(&live_target(direct).inner)
+        } else {
+            Rc::as_ptr(&direct.inner)
         }
     };
-    // SAFETY: `parent` is alive: the `exit_to` handle (dropped below, once it runs and
-    // holds its own reference), or our parent chain holds a handle to it (our own `parent`
+    // SAFETY: `parent` is alive: our parent chain holds a handle to it (our own `parent`
     // field or that of a dead ancestor, none of which is dropped before our final switch
     // is received), and once it runs it holds its own reference.
     let parent_ref = unsafe { &*parent };
@@ -1437,20 +1442,6 @@ unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
     }
     parent_ref.state.set(State::Running);
     CURRENT.with(|c| c.set(parent));
-    // Dropped only now: a handle of a running greenlet is never the last one of a
-    // suspended greenlet, whose drop would unwind it (here, on a dead stack).
-    match exit_to {
-        // The usual case (a scheduler's hand-off): the target is running now, so the
-        // handle's `Drop` test (the last handle of a suspended greenlet?) is known to fail;
-        // only its reference is given up.
-        Some(t) if ptr::eq(Rc::as_ptr(&t.inner), parent) => {
-            let t = ManuallyDrop::new(t);
-            // SAFETY: the handle's own reference, given up once (the handle is forgotten);
-            // the target, running, holds its own reference, so this is not the last one.
-            unsafe { Rc::decrement_strong_count(Rc::as_ptr(&t.inner)) };
-        }
-        other => drop(other),
-    }
     if matches!(payload, Payload::Unit) {
         // Nothing of it to drop.
         std::mem::forget(payload);
@@ -1580,6 +1571,111 @@ mod tests {
         Greenlet::resume_held_in(&slot, record, greenlet_of);
         assert_eq!(drops.get(), 0);
         assert!(slot.take().is_some_and(|r| r.greenlet.is_current()));
+    }
+
+    thread_local! {
+        /// The slot of the `exit_held_in` tests (a thread-local, so that the ending
+        /// greenlet's body holds nothing that would need dropping).
+        static EXIT_SLOT: Cell<Option<Record>> = const { Cell::new(None) };
+    }
+
+    /// A body that ends by `exit_held_in`, handing control to `target` held in
+    /// `EXIT_SLOT` by a record counting its drops in `drops`.
+    fn exit_held_body(target: Greenlet, drops: Rc<Cell<u32>>) -> impl FnOnce(Value) -> Value {
+        move |_| {
+            EXIT_SLOT.with(|slot| {
+                Greenlet::exit_held_in(
+                    slot,
+                    Record {
+                        greenlet: target,
+                        drops,
+                    },
+                    greenlet_of,
+                )
+            })
+        }
+    }
+
+    #[test]
+    fn exit_held_in_ends_the_greenlet_with_its_final_switch_to_the_held_target() {
+        let drops = Rc::new(Cell::new(0));
+        EXIT_SLOT.with(|slot| {
+            slot.set(Some(Record {
+                greenlet: Greenlet::new(|v| v),
+                drops: drops.clone(),
+            }))
+        });
+        let kept = stack::kept_count();
+        let g = Greenlet::new(exit_held_body(Greenlet::current(), drops.clone()));
+        // The target is this (suspended) greenlet: its switch returns the unit value.
+        let r = g.switch(());
+        assert!(r.is::<()>());
+        assert!(g.is_dead());
+        assert_eq!(
+            drops.get(),
+            1,
+            "the record the slot held before was dropped"
+        );
+        assert_eq!(
+            stack::kept_count(),
+            kept + 1,
+            "the dead greenlet kept its stack"
+        );
+        let record = EXIT_SLOT
+            .with(Cell::take)
+            .expect("the new record is in the slot");
+        assert!(record.greenlet.is_current());
+        assert_eq!(
+            Rc::strong_count(&g.inner),
+            1,
+            "its own reference was given up by the receiver"
+        );
+    }
+
+    #[test]
+    fn exit_held_in_starts_an_unstarted_target_whose_final_switch_goes_to_its_parent() {
+        let drops = Rc::new(Cell::new(0));
+        let next = Greenlet::new(|_| Box::new(7u8));
+        let g = Greenlet::new(exit_held_body(next.clone(), drops.clone()));
+        // `next` starts with `()` and returns 7 to its parent, this greenlet.
+        let r = g.switch(());
+        assert_eq!(*r.downcast::<u8>().unwrap(), 7);
+        assert!(g.is_dead() && next.is_dead());
+        let record = EXIT_SLOT
+            .with(Cell::take)
+            .expect("the new record is in the slot");
+        assert!(record.greenlet.ptr_eq(&next));
+        assert_eq!(drops.get(), 0);
+        drop(record);
+        assert_eq!(Rc::strong_count(&next.inner), 1, "no reference left behind");
+    }
+
+    #[test]
+    fn exit_held_in_to_a_dead_target_ends_with_a_final_switch_to_the_parent() {
+        let dead = Greenlet::new(|v| v);
+        dead.switch(());
+        let drops = Rc::new(Cell::new(0));
+        let g = Greenlet::new(exit_held_body(dead.clone(), drops.clone()));
+        let r = g.switch(());
+        assert!(r.is::<()>() && g.is_dead());
+        let record = EXIT_SLOT
+            .with(Cell::take)
+            .expect("the new record is in the slot");
+        assert!(record.greenlet.ptr_eq(&dead));
+    }
+
+    #[test]
+    fn exit_held_in_on_the_main_greenlet_panics_and_leaves_the_slot_alone() {
+        let drops = Rc::new(Cell::new(0));
+        let ended = panic::catch_unwind(AssertUnwindSafe(|| {
+            exit_held_body(Greenlet::current(), drops.clone())(Box::new(()))
+        }));
+        let message = ended.expect_err("the main greenlet cannot end");
+        assert!(message
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.contains("main greenlet")));
+        assert!(EXIT_SLOT.with(Cell::take).is_none());
+        assert_eq!(drops.get(), 1, "the record given was dropped, once");
     }
 
     #[test]

@@ -1071,11 +1071,12 @@ impl Hub {
             next.queued.set(false);
             next.parked.set(false);
             self.activity.enter(next.id);
-            let greenlet = next.greenlet.clone();
-            // The finishing record is released here (as the hub's `run` would, switching
-            // in the next one).
-            drop(self.current.replace(Some(next)));
-            Greenlet::exit_to(greenlet);
+            // The green thread ends here, its final switch going to `next`, which goes into
+            // `current` (as the hub's `run` would switch it in); the finishing record,
+            // which `current` held, is released first. Nothing is left to drop on the
+            // finishing green thread's stack: its closure and result are gone, and
+            // `run_task_in` calls this last.
+            Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet);
         }
     }
 }
