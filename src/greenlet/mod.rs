@@ -1314,16 +1314,29 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
                 unsafe { arrived_from((data - UNIT) as *const Inner, from) };
                 body()
             }));
-            let payload = match ran {
-                Ok(()) => Payload::Unit,
-                Err(p) => final_payload(Err(p)),
-            };
             // SAFETY: we are the running greenlet; our body is over.
-            unsafe { finish(me, payload) }
+            unsafe { unit_body_over(ran) }
         }
     }
     // SAFETY: per this function's contract (a live message or a unit word).
     unsafe { entry_general(data, from) }
+}
+
+/// The unit body of the running greenlet returned (`Ok`) or ended by a panic: its final
+/// switch. Out of line, with the running greenlet read again, so that [`greenlet_entry`]'s
+/// fast path keeps nothing in registers across the body (its frame saves none: the hub's
+/// green threads usually end inside the body, by [`Greenlet::exit_held_in`]).
+///
+/// # Safety
+/// Called at the root of the running greenlet's stack, its body over.
+#[inline(never)]
+unsafe fn unit_body_over(ran: Result<(), Box<dyn Any + Send>>) -> ! {
+    let payload = match ran {
+        Ok(()) => Payload::Unit,
+        Err(p) => final_payload(Err(p)),
+    };
+    // SAFETY: the running greenlet, alive by its own reference; its body is over.
+    unsafe { finish(&*CURRENT.with(Cell::get), payload) }
 }
 
 /// [`greenlet_entry`] for a greenlet with a value body, or started by a switch that carries
