@@ -375,3 +375,48 @@ fn every_green_thread_waiting_on_one_handle_is_woken_when_it_finishes() {
     let target = Rc::into_inner(target).expect("the waiters dropped their clones");
     assert_eq!(target.join().unwrap(), 42);
 }
+
+/// Counts its drops.
+struct NotedDrop(Rc<Cell<u32>>);
+
+impl Drop for NotedDrop {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_detached_green_thread_drops_its_result_as_it_ends_and_hands_control_on() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    // Its handle is gone before it runs: when it ends, the hub holds its record's last
+    // reference, and its result goes with the record as control passes to `next`.
+    drop(verdant::spawn(move || NotedDrop(d)));
+    let seen = drops.clone();
+    let next = verdant::spawn(move || seen.get());
+    assert_eq!(
+        next.join().unwrap(),
+        1,
+        "the detached green thread's result was dropped before the next one ran"
+    );
+    assert_eq!(drops.get(), 1, "and only once");
+    // The hub carries on as usual.
+    assert_eq!(verdant::spawn(|| 8).join().unwrap(), 8);
+}
+
+#[test]
+fn many_green_threads_ending_in_a_row_hand_control_on_in_spawn_order() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let handles: Vec<JoinHandle<usize>> = (0..100)
+        .map(|i| {
+            let log = log.clone();
+            verdant::spawn(move || {
+                log.borrow_mut().push(i);
+                i
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, (0..100).sum());
+    assert_eq!(*log.borrow(), (0..100).collect::<Vec<_>>());
+}

@@ -1043,9 +1043,12 @@ pub(crate) fn in_green_thread() -> bool {
 
 impl Hub {
     /// The current green thread is finishing (its result is stored, its joiners woken, and
-    /// it holds no handle to its record any more): when its greenlet's body returns, its
-    /// final switch goes straight to the next ready green thread if the turn has runs left
-    /// (what the hub's loop would do next: same queue, order and budget), else to the hub.
+    /// it holds no handle to its record any more): it ends here, with its final switch
+    /// straight to the next ready green thread, if the turn has runs left (what the hub's
+    /// loop would do next: same queue, order and budget); otherwise this returns, and the
+    /// final switch goes to the hub when the greenlet's body returns. The caller must be
+    /// the last thing a green thread's body does, with nothing left to drop in its frames
+    /// (see [`Greenlet::exit_held_in`]): they are abandoned.
     ///
     /// `joiner`: a green thread the finishing one woke (its single joiner), marked `queued`
     /// but not in the run queue yet. Queued and taken back at once it would be the next to
