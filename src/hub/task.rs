@@ -817,9 +817,11 @@ where
         Ok(task.complete_in(hub))
     });
     match claimed {
-        // Our greenlet's final switch (once this returns) goes straight to the next ready
-        // green thread (the joiner woken just now, usually) when the turn has runs left,
-        // as a park's hand-off does.
+        // Our greenlet's final switch goes straight to the next ready green thread (the
+        // joiner woken just now, usually) when the turn has runs left, as a park's
+        // hand-off does: then this green thread ends inside `exit_direct`, which does not
+        // return, and these frames are abandoned, so nothing that needs dropping may be
+        // alive here (the closure and its result are gone).
         Ok(joiner) => hub.exit_direct(joiner),
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
