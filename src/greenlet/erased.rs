@@ -121,13 +121,37 @@ impl ErasedCell {
     /// that looks at the cell sees `v`).
     #[inline]
     pub(crate) fn put<V: 'static>(&self, v: V) {
-        let old = if self.is_empty() { None } else { self.detach() };
+        if self.is_empty() {
+            // SAFETY: the cell is empty (just checked).
+            unsafe { self.write(v) };
+        } else {
+            self.put_over(v);
+        }
+    }
+
+    /// [`put`](Self::put) into a full cell: out of line, the usual `put` finds the cell
+    /// empty.
+    #[cold]
+    #[inline(never)]
+    fn put_over<V: 'static>(&self, v: V) {
+        let old = self.detach();
+        // SAFETY: the cell is empty: the old value is owned by `old` now.
+        unsafe { self.write(v) };
+        drop(old);
+    }
+
+    /// Stores `v` into the empty cell.
+    ///
+    /// # Safety
+    /// The cell must be empty (else the value in it would be overwritten, never dropped,
+    /// and its type forgotten).
+    #[inline(always)]
+    unsafe fn write<V: 'static>(&self, v: V) {
         let buf = self.buf.get();
         if fits::<V>() {
-            // SAFETY: the cell is empty (just checked or emptied: the old value, if any, is
-            // owned by `old` now), so nothing in `buf` is overwritten that is still owned;
-            // `V` fits the buffer's size and alignment. No other reference into `buf`
-            // exists (none is ever handed out).
+            // SAFETY: the cell is empty (the caller's contract), so nothing in `buf` is
+            // overwritten that is still owned; `V` fits the buffer's size and alignment.
+            // No other reference into `buf` exists (none is ever handed out).
             unsafe { ptr::write(buf.cast::<V>(), v) };
             self.drop.set(drop_inline::<V>);
         } else {
@@ -136,7 +160,6 @@ impl ErasedCell {
             self.drop.set(drop_boxed::<V>);
         }
         self.tag.set(TypeId::of::<V>());
-        drop(old);
     }
 
     /// Moves the value out if it is a `V`; `None` if the cell is empty or holds a value of
