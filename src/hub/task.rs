@@ -294,13 +294,34 @@ impl TaskRef {
         self.kill.get() && !self.is_adhoc
     }
 
+    /// Blocks the current green thread until this task is done, for `join`: the
+    /// [`wait_done_in`](Self::wait_done_in) of a wait with no deadline, without the
+    /// deadline's tests. Not generic, so shared by every `JoinHandle<T>`.
+    #[inline(never)]
+    fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
+        let me = hub.current_task();
+        if self.ptr_eq(&me) {
+            join_self();
+        }
+        while !self.done.get() {
+            self.waiters.borrow_mut().push(me.clone());
+            let r = park_task_with(&me, hub, super::Hub::switch_out_inline);
+            // Done: `complete_in` took every waiter already, this one included.
+            if !self.done.get() {
+                self.waiters.borrow_mut().remove(&me);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
     /// deadline (`Ok(false)`). Not generic, so shared by every `JoinHandle<T>`.
     #[inline(never)]
     fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, JoinError> {
         let me = hub.current_task();
         if self.ptr_eq(&me) {
-            panic!("a green thread cannot join itself (it would wait forever)");
+            join_self();
         }
         loop {
             if self.done.get() {
@@ -329,6 +350,13 @@ impl TaskRef {
             panic::resume_unwind(Box::new(Killed));
         }
     }
+}
+
+/// A green thread waits for itself to finish.
+#[cold]
+#[inline(never)]
+fn join_self() -> ! {
+    panic!("a green thread cannot join itself (it would wait forever)");
 }
 
 impl fmt::Debug for TaskRef {
@@ -466,7 +494,7 @@ impl<T> JoinHandle<T> {
         // One look-up of the hub for the wait and for keeping the finished record.
         with_hub(|hub| {
             if !self.task.done.get() {
-                self.task.wait_done_in(hub, None)?;
+                self.task.join_wait_in(hub)?;
             }
             self.take_in(hub)
         })

@@ -374,3 +374,22 @@ fn a_spare_record_is_rearmed_with_a_new_name_and_stack_size() {
     assert_eq!(name, None);
     assert!(size.expect("a stack") >= crate::stack::DEFAULT_STACK_SIZE);
 }
+
+#[test]
+fn a_green_thread_that_joins_itself_panics_instead_of_waiting_forever() {
+    let own: Rc<RefCell<Option<JoinHandle<()>>>> = Rc::default();
+    let message = Rc::new(RefCell::new(String::new()));
+    let (o, m) = (own.clone(), message.clone());
+    let h = crate::spawn(move || {
+        yield_now();
+        let me = o.borrow_mut().take().expect("the handle was stored");
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.join()))
+            .expect_err("joining itself panics");
+        *m.borrow_mut() = panic_message(err.as_ref()).to_owned();
+    });
+    *own.borrow_mut() = Some(h);
+    while message.borrow().is_empty() {
+        yield_now();
+    }
+    assert!(message.borrow().contains("cannot join itself"));
+}
