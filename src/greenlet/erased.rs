@@ -121,11 +121,23 @@ impl ErasedCell {
     /// that looks at the cell sees `v`).
     #[inline]
     pub(crate) fn put<V: 'static>(&self, v: V) {
-        if self.is_empty() {
-            // SAFETY: the cell is empty (just checked).
-            unsafe { self.write(v) };
+        // Boxed first, if it must be: the allocator runs before the cell is looked at.
+        if fits::<V>() {
+            self.put_stored(v, drop_inline::<V>, TypeId::of::<V>());
         } else {
-            self.put_over(v);
+            self.put_stored(Box::new(v), drop_boxed::<V>, TypeId::of::<V>());
+        }
+    }
+
+    /// Stores `stored` (a `V`, or the `Box<V>` of one that does not fit) as a `V`: `tag`
+    /// is `V`'s `TypeId`, `drop` the function for that layout.
+    #[inline(always)]
+    fn put_stored<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
+        if self.is_empty() {
+            // SAFETY: the cell is empty (just checked, and nothing ran since).
+            unsafe { self.write(stored, drop, tag) };
+        } else {
+            self.put_over(stored, drop, tag);
         }
     }
 
@@ -133,33 +145,35 @@ impl ErasedCell {
     /// empty.
     #[cold]
     #[inline(never)]
-    fn put_over<V: 'static>(&self, v: V) {
+    fn put_over<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
         let old = self.detach();
         // SAFETY: the cell is empty: the old value is owned by `old` now.
-        unsafe { self.write(v) };
-        drop(old);
+        unsafe { self.write(stored, drop, tag) };
+        std::mem::drop(old);
     }
 
-    /// Stores `v` into the empty cell.
+    /// Writes `stored` into the empty cell, with its `drop` and `tag`.
     ///
     /// # Safety
     /// The cell must be empty (else the value in it would be overwritten, never dropped,
-    /// and its type forgotten).
+    /// and its type forgotten); `stored`, `drop` and `tag` must be as
+    /// [`put_stored`](Self::put_stored) says.
     #[inline(always)]
-    unsafe fn write<V: 'static>(&self, v: V) {
-        let buf = self.buf.get();
-        if fits::<V>() {
-            // SAFETY: the cell is empty (the caller's contract), so nothing in `buf` is
-            // overwritten that is still owned; `V` fits the buffer's size and alignment.
-            // No other reference into `buf` exists (none is ever handed out).
-            unsafe { ptr::write(buf.cast::<V>(), v) };
-            self.drop.set(drop_inline::<V>);
-        } else {
-            // SAFETY: as above; a `Box<V>` is a pointer, which fits.
-            unsafe { ptr::write(buf.cast::<Box<V>>(), Box::new(v)) };
-            self.drop.set(drop_boxed::<V>);
-        }
-        self.tag.set(TypeId::of::<V>());
+    unsafe fn write<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
+        // A constant: folded away (a `const` block would also reject the instance for
+        // the branch of `put` that is not taken).
+        assert!(
+            fits::<S>(),
+            "an erased cell stores only what fits its buffer"
+        );
+        // SAFETY: the cell is empty (the caller's contract), so nothing in `buf` is
+        // overwritten that is still owned; `S` fits the buffer's size and alignment
+        // (checked above). No other reference into `buf` exists (none is ever handed
+        // out), and nothing runs between this write and the two stores that make the
+        // value known.
+        unsafe { ptr::write(self.buf.get().cast::<S>(), stored) };
+        self.drop.set(drop);
+        self.tag.set(tag);
     }
 
     /// Moves the value out if it is a `V`; `None` if the cell is empty or holds a value of
