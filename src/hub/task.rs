@@ -305,7 +305,9 @@ impl TaskRef {
         }
         while !self.done.get() {
             self.waiters.borrow_mut().push(me.clone());
-            let r = park_task_with(&me, hub, super::Hub::switch_out_inline);
+            // A closure, not the method as a function item: that one's `call_once` shim
+            // is not inlined, the closure is.
+            let r = park_task_with(&me, hub, |hub| hub.switch_out_inline());
             // Done: `complete_in` took every waiter already, this one included.
             if !self.done.get() {
                 self.waiters.borrow_mut().remove(&me);
