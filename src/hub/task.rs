@@ -704,31 +704,11 @@ impl Builder {
         // as its parent already).
         // The greenlet has the green thread's id (shown in stack-overflow reports).
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        // Only when no spare record can be re-armed in place (`greenlet::rearm`).
-        let greenlet_builder = |name: Option<&str>| {
-            let builder = greenlet::Builder::new().stack_size(stack_size).id(id);
-            match name {
-                Some(name) => builder.name(name),
-                None => builder,
-            }
-        };
-        // The body captures nothing (so boxing it allocates nothing): the closure and the
-        // result live in the task record, found through the current task.
-        let body = |_| -> greenlet::Value {
-            run_task::<F, T>();
-            Box::new(())
-        };
         if recorded {
             hub.activity.spawned(id, self.name.as_deref(), site);
         }
         // A finished record from the hub's spare ones, reused in place (with its dead
         // greenlet's stack), or a new one.
-        let fresh = |builder: greenlet::Builder, name| -> io::Result<TaskRef> {
-            let greenlet = builder.parent(&hub.greenlet).spawn(body)?;
-            Ok(TaskRef(Rc::new(Task::new(
-                id, name, greenlet, false, recorded,
-            ))))
-        };
         let task = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
@@ -743,14 +723,18 @@ impl Builder {
                         name,
                         unit_body,
                     )? {
-                        greenlet_builder(name).respawn(&mut record.greenlet, parent, body)?;
+                        greenlet_builder(id, stack_size, name).respawn(
+                            &mut record.greenlet,
+                            parent,
+                            task_body::<F, T>,
+                        )?;
                     }
                     record.reset(id, self.name, recorded);
                     spare
                 }
-                None => fresh(greenlet_builder(self.name.as_deref()), self.name)?,
+                None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
             },
-            None => fresh(greenlet_builder(self.name.as_deref()), self.name)?,
+            None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
         };
         task.body.put(f);
         Ok(JoinHandle {
@@ -758,6 +742,52 @@ impl Builder {
             result: TypeKey::new(),
         })
     }
+}
+
+/// The builder of a spawned green thread's greenlet, when no spare record can be re-armed
+/// in place (`greenlet::rearm`): the green thread's id (shown in stack-overflow reports),
+/// stack size and name.
+fn greenlet_builder(id: u64, stack_size: usize, name: Option<&str>) -> greenlet::Builder {
+    let builder = greenlet::Builder::new().stack_size(stack_size).id(id);
+    match name {
+        Some(name) => builder.name(name),
+        None => builder,
+    }
+}
+
+/// A spawned green thread's greenlet body. It captures nothing (so boxing it allocates
+/// nothing): the closure and the result live in the task record, found through the
+/// current task.
+fn task_body<F, T>(_: greenlet::Value) -> greenlet::Value
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    run_task::<F, T>();
+    Box::new(())
+}
+
+/// A new record, with a new greenlet parented to the hub, when there is no spare one to
+/// reuse. Out of line: after warm-up a spawn reuses a spare record.
+#[cold]
+#[inline(never)]
+fn new_task<F, T>(
+    hub: &super::Hub,
+    id: u64,
+    stack_size: usize,
+    name: Option<String>,
+    recorded: bool,
+) -> io::Result<TaskRef>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let greenlet = greenlet_builder(id, stack_size, name.as_deref())
+        .parent(&hub.greenlet)
+        .spawn(task_body::<F, T>)?;
+    Ok(TaskRef(Rc::new(Task::new(
+        id, name, greenlet, false, recorded,
+    ))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
