@@ -69,6 +69,7 @@
 //! std::thread::spawn(move || g.switch(())); // error: `Rc<..>` cannot be sent between threads
 //! ```
 
+pub(crate) mod erased;
 mod hand_off;
 mod local_queue;
 mod thread_rc;

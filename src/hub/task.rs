@@ -3,6 +3,7 @@
 use super::{
     current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
 };
+use crate::greenlet::erased::{ErasedCell, TypeKey};
 use crate::greenlet::{self, Greenlet};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
@@ -23,10 +24,12 @@ pub struct Killed;
 
 /// The hub's record of one green thread, with its join state.
 ///
-/// A spawned green thread's closure and result live in one more allocation, its typed
-/// [`Slot`], shared with its `JoinHandle`; the greenlet's own body captures nothing (so
-/// boxing it allocates nothing). The record itself stays sized, so a `TaskRef` is a thin
-/// pointer whose fields are at fixed offsets.
+/// A spawned green thread's closure, then its result, live in the record itself, in one
+/// type-erased cell (`body`): the closure is taken out when the green thread starts,
+/// before there is a result, so the two never need the cell at once. The greenlet's own
+/// body captures nothing (so boxing it allocates nothing), and a `JoinHandle<T>` is the
+/// record and a type: nothing else is allocated or reference counted per spawn. The record
+/// itself stays sized, so a `TaskRef` is a thin pointer whose fields are at fixed offsets.
 ///
 /// `repr(C)`, hot fields first: what every park and wake-up touches (the greenlet, the
 /// flags, the epoch) follows the `Rc`'s counts in the first 52 bytes of the allocation,
@@ -51,68 +54,24 @@ pub(crate) struct Task {
     pub(crate) is_adhoc: bool,
     /// Whether it finished (returned, panicked or was killed) and its result is stored.
     done: Cell<bool>,
+    /// Whether the stall monitor was told about this green thread (and must be told when
+    /// it finishes).
+    recorded: Cell<bool>,
     name: Option<String>,
     /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
     waiters: RefCell<Waiters>,
-    /// The closure and its result ([`Slot`]), behind `dyn Any` so that the hub handles every
-    /// task alike (downcast by the green thread's own start-up code, and by the next spawn of
-    /// the same closure type, which reuses a spare record's slot); `None` for an ad hoc task.
-    body: Option<Rc<dyn Any>>,
+    /// A spawned green thread's closure `F` until it starts, then its
+    /// `Result<T, JoinError>` until a `JoinHandle<T>` takes it (or the last one is dropped);
+    /// taken and stored by code that knows `F` and `T` (`run_task::<F, T>`,
+    /// `JoinHandle<T>`), so the hub handles every task alike. Empty for an ad hoc task, and
+    /// in a spare record.
+    body: ErasedCell,
 }
 
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
 const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
-
-/// A spawned task's result cell, seen knowing only the result type (as its
-/// `JoinHandle<T>` does).
-trait ResultSlot<T> {
-    fn result(&self) -> &ResultCell<T>;
-}
-
-impl<F, T> ResultSlot<T> for Slot<F, T> {
-    fn result(&self) -> &ResultCell<T> {
-        &self.result
-    }
-}
-
-/// A spawned green thread's closure (until it starts) and result (once it finished).
-struct Slot<F, T> {
-    f: Cell<Option<F>>,
-    result: ResultCell<T>,
-    /// Whether the stall monitor was told about this green thread (and must be told when
-    /// it finishes).
-    recorded: bool,
-}
-
-type ResultCell<T> = RefCell<Option<Result<T, JoinError>>>;
-
-impl<F: 'static, T: 'static> Slot<F, T> {
-    /// A slot holding `f`: the spare record's old one (`body`) when it is of the same
-    /// closure type and nothing else holds it (its joiner is gone: the record is spare), so
-    /// that a warm spawn of the same closure type allocates nothing; else a new one.
-    #[inline]
-    fn reuse_or_new(body: Option<Rc<dyn Any>>, f: F, recorded: bool) -> Rc<Slot<F, T>> {
-        if let Some(body) = body {
-            if let Ok(mut slot) = body.downcast::<Slot<F, T>>() {
-                if let Some(s) = Rc::get_mut(&mut slot) {
-                    // Both are `None` already (the closure ran or was dropped, the last
-                    // `JoinHandle` dropped the result): nothing of the old task is dropped.
-                    *s.f.get_mut() = Some(f);
-                    *s.result.get_mut() = None;
-                    s.recorded = recorded;
-                    return slot;
-                }
-            }
-        }
-        Rc::new(Slot {
-            f: Cell::new(Some(f)),
-            result: RefCell::new(None),
-            recorded,
-        })
-    }
-}
 
 /// A cheap, clonable handle to a green thread's record, for wake-up lists.
 #[derive(Clone)]
@@ -196,7 +155,7 @@ impl Task {
         name: Option<String>,
         greenlet: Greenlet,
         is_adhoc: bool,
-        body: Option<Rc<dyn Any>>,
+        recorded: bool,
     ) -> Task {
         Task {
             id,
@@ -212,18 +171,20 @@ impl Task {
             epoch: Cell::new(0),
             closed: Cell::new(false),
             done: Cell::new(false),
+            recorded: Cell::new(recorded),
             finished_seq: Cell::new(0),
             waiters: RefCell::new(Waiters::default()),
-            body,
+            body: ErasedCell::new(),
         }
     }
 }
 
 impl Task {
     /// Makes a finished spawned record (its greenlet already respawned) the record of a
-    /// new green thread, keeping the allocations it has (the waiters' vector).
+    /// new green thread, keeping the allocations it has (the waiters' vector). Its `body` is
+    /// empty already (the last `JoinHandle` took or dropped the result).
     #[inline(always)]
-    fn reset(&mut self, id: u64, name: Option<String>, body: Option<Rc<dyn Any>>) {
+    fn reset(&mut self, id: u64, name: Option<String>, recorded: bool) {
         self.id = id;
         self.name = name;
         self.is_adhoc = false;
@@ -236,11 +197,11 @@ impl Task {
         self.epoch.set(0);
         self.closed.set(false);
         self.done.set(false);
+        self.recorded.set(recorded);
         self.finished_seq.set(0);
         let waiters = self.waiters.get_mut();
         waiters.first = None;
         waiters.rest.clear();
-        self.body = body;
     }
 }
 
@@ -291,7 +252,7 @@ impl Task {
 impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
         let name = greenlet.name().map(str::to_owned);
-        TaskRef(Rc::new(Task::new(id, name, greenlet, true, None)))
+        TaskRef(Rc::new(Task::new(id, name, greenlet, true, false)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -333,13 +294,36 @@ impl TaskRef {
         self.kill.get() && !self.is_adhoc
     }
 
+    /// Blocks the current green thread until this task is done, for `join`: the
+    /// [`wait_done_in`](Self::wait_done_in) of a wait with no deadline, without the
+    /// deadline's tests. Not generic, so shared by every `JoinHandle<T>`.
+    #[inline(never)]
+    fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
+        let me = hub.current_task();
+        if self.ptr_eq(&me) {
+            join_self();
+        }
+        while !self.done.get() {
+            self.waiters.borrow_mut().push(me.clone());
+            // A closure, not the method as a function item: that one's `call_once` shim
+            // is not inlined, the closure is.
+            let r = park_task_with(&me, hub, |hub| hub.switch_out_inline());
+            // Done: `complete_in` took every waiter already, this one included.
+            if !self.done.get() {
+                self.waiters.borrow_mut().remove(&me);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
     /// deadline (`Ok(false)`). Not generic, so shared by every `JoinHandle<T>`.
     #[inline(never)]
     fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, JoinError> {
         let me = hub.current_task();
         if self.ptr_eq(&me) {
-            panic!("a green thread cannot join itself (it would wait forever)");
+            join_self();
         }
         loop {
             if self.done.get() {
@@ -368,6 +352,13 @@ impl TaskRef {
             panic::resume_unwind(Box::new(Killed));
         }
     }
+}
+
+/// A green thread waits for itself to finish.
+#[cold]
+#[inline(never)]
+fn join_self() -> ! {
+    panic!("a green thread cannot join itself (it would wait forever)");
 }
 
 impl fmt::Debug for TaskRef {
@@ -487,9 +478,12 @@ impl Waiters {
 /// An owned permission to join a green thread (wait for it and take its value), as
 /// `std::thread::JoinHandle`. Dropping it detaches the green thread.
 pub struct JoinHandle<T> {
+    /// The record, whose `body` holds the `Result<T, JoinError>` once the green thread is
+    /// done.
     task: TaskRef,
-    /// Its closure's slot, seen through the result type.
-    slot: Rc<dyn ResultSlot<T>>,
+    /// The result's type, to take it out of the record's cell (made at spawn, where
+    /// `T: 'static` is known: the handle's methods do not require it). Invariant in `T`.
+    result: TypeKey<Result<T, JoinError>>,
 }
 
 impl<T> JoinHandle<T> {
@@ -502,7 +496,7 @@ impl<T> JoinHandle<T> {
         // One look-up of the hub for the wait and for keeping the finished record.
         with_hub(|hub| {
             if !self.task.done.get() {
-                self.task.wait_done_in(hub, None)?;
+                self.task.join_wait_in(hub)?;
             }
             self.take_in(hub)
         })
@@ -523,7 +517,7 @@ impl<T> JoinHandle<T> {
     }
 
     fn take(self) -> Result<T, JoinError> {
-        let result = self.slot.result().borrow_mut().take();
+        let result = self.task.body.take_as(&self.result);
         result.expect("a finished green thread stores its result once")
     }
 
@@ -532,7 +526,7 @@ impl<T> JoinHandle<T> {
     /// (which would look the hub up again).
     #[inline]
     fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
-        let result = self.slot.result().borrow_mut().take();
+        let result = self.task.body.take_as(&self.result);
         let result = result.expect("a finished green thread stores its result once");
         if Rc::strong_count(&self.task.0) == 1 {
             // The drop below sees a second handle (the spare one): it does nothing more.
@@ -596,7 +590,7 @@ impl<T> JoinHandle<T> {
     /// would with the record), and the record is kept for the next spawn.
     #[inline(never)]
     fn drop_last_finished(&mut self) {
-        drop(self.slot.result().borrow_mut().take());
+        self.task.body.clear();
         if Rc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
         }
@@ -710,33 +704,12 @@ impl Builder {
         // as its parent already).
         // The greenlet has the green thread's id (shown in stack-overflow reports).
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        // Only when no spare record can be re-armed in place (`greenlet::rearm`).
-        let greenlet_builder = |name: Option<&str>| {
-            let builder = greenlet::Builder::new().stack_size(stack_size).id(id);
-            match name {
-                Some(name) => builder.name(name),
-                None => builder,
-            }
-        };
-        // The body captures nothing (so boxing it allocates nothing): the closure and the
-        // result live in the task record, found through the current task.
-        let body = |_| -> greenlet::Value {
-            run_task::<F, T>();
-            Box::new(())
-        };
         if recorded {
             hub.activity.spawned(id, self.name.as_deref(), site);
         }
         // A finished record from the hub's spare ones, reused in place (with its dead
-        // greenlet's, and its slot if the closure type is the same), or a new one.
-        let fresh =
-            |builder: greenlet::Builder, name, f| -> io::Result<(TaskRef, Rc<Slot<F, T>>)> {
-                let greenlet = builder.parent(&hub.greenlet).spawn(body)?;
-                let slot = Slot::reuse_or_new(None, f, recorded);
-                let task = Task::new(id, name, greenlet, false, Some(slot.clone()));
-                Ok((TaskRef(Rc::new(task)), slot))
-            };
-        let (task, slot) = match hub.spare_tasks.take() {
+        // greenlet's stack), or a new one.
+        let task = match hub.spare_tasks.take() {
             Some(mut spare) => match Rc::get_mut(&mut spare.0) {
                 Some(record) => {
                     let name = self.name.as_deref();
@@ -750,18 +723,71 @@ impl Builder {
                         name,
                         unit_body,
                     )? {
-                        greenlet_builder(name).respawn(&mut record.greenlet, parent, body)?;
+                        greenlet_builder(id, stack_size, name).respawn(
+                            &mut record.greenlet,
+                            parent,
+                            task_body::<F, T>,
+                        )?;
                     }
-                    let slot = Slot::reuse_or_new(record.body.take(), f, recorded);
-                    record.reset(id, self.name, Some(slot.clone()));
-                    (spare, slot)
+                    record.reset(id, self.name, recorded);
+                    spare
                 }
-                None => fresh(greenlet_builder(self.name.as_deref()), self.name, f)?,
+                None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
             },
-            None => fresh(greenlet_builder(self.name.as_deref()), self.name, f)?,
+            None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
         };
-        Ok(JoinHandle { task, slot })
+        task.body.put(f);
+        Ok(JoinHandle {
+            task,
+            result: TypeKey::new(),
+        })
     }
+}
+
+/// The builder of a spawned green thread's greenlet, when no spare record can be re-armed
+/// in place (`greenlet::rearm`): the green thread's id (shown in stack-overflow reports),
+/// stack size and name.
+fn greenlet_builder(id: u64, stack_size: usize, name: Option<&str>) -> greenlet::Builder {
+    let builder = greenlet::Builder::new().stack_size(stack_size).id(id);
+    match name {
+        Some(name) => builder.name(name),
+        None => builder,
+    }
+}
+
+/// A spawned green thread's greenlet body. It captures nothing (so boxing it allocates
+/// nothing): the closure and the result live in the task record, found through the
+/// current task.
+fn task_body<F, T>(_: greenlet::Value) -> greenlet::Value
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    run_task::<F, T>();
+    Box::new(())
+}
+
+/// A new record, with a new greenlet parented to the hub, when there is no spare one to
+/// reuse. Out of line: after warm-up a spawn reuses a spare record.
+#[cold]
+#[inline(never)]
+fn new_task<F, T>(
+    hub: &super::Hub,
+    id: u64,
+    stack_size: usize,
+    name: Option<String>,
+    recorded: bool,
+) -> io::Result<TaskRef>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let greenlet = greenlet_builder(id, stack_size, name.as_deref())
+        .parent(&hub.greenlet)
+        .spawn(task_body::<F, T>)?;
+    Ok(TaskRef(Rc::new(Task::new(
+        id, name, greenlet, false, recorded,
+    ))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
@@ -788,7 +814,7 @@ where
     // through a cycle: record -> greenlet -> stack -> record).
     let (f, killed_before_start) = hub.with_current_task(|task| {
         let task = task.expect("a spawned green thread starts as the hub's current task");
-        (slot_of::<F, T>(task).f.take(), task.kill.get())
+        (task.body.take::<F>(), task.kill.get())
     });
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
@@ -806,14 +832,15 @@ where
     // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
     // code of the user's (the result is stored, its joiners scheduled).
     let claimed = hub.with_current_task(|task| {
-        let Some((task, slot)) = task.and_then(|t| Some((t, slot_if_spawned::<F, T>(t)?))) else {
+        let Some(task) = task else {
             return Err(result);
         };
         task.finished.set(true);
-        if slot.recorded {
+        if task.recorded.get() {
             hub.activity.finished(task.id);
         }
-        *slot.result.borrow_mut() = Some(result);
+        // Into the cell emptied at our start: nothing is dropped.
+        task.body.put::<Result<T, JoinError>>(result);
         Ok(task.complete_in(hub))
     });
     match claimed {
@@ -827,18 +854,6 @@ where
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
         Err(result) => drop(result),
     }
-}
-
-/// The slot of a spawned green thread's record, seen with its closure and result types:
-/// borrowed, not cloned (one type check, no reference count).
-fn slot_of<F: 'static, T: 'static>(task: &Task) -> &Slot<F, T> {
-    slot_if_spawned(task).expect("a spawned green thread's record holds its own slot")
-}
-
-/// [`slot_of`], or `None` for a record that is not a spawned one of this closure type.
-#[inline]
-fn slot_if_spawned<F: 'static, T: 'static>(task: &Task) -> Option<&Slot<F, T>> {
-    task.body.as_deref()?.downcast_ref()
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its

@@ -136,10 +136,11 @@ fn dropping_the_handle_of_a_finished_green_thread_drops_its_result_at_once() {
 }
 
 #[test]
-fn spawns_of_one_closure_type_reuse_the_slot_and_keep_their_own_values() {
-    // The same closure type each time: from the second spawn on, the spare record's slot
-    // is reused. Each green thread still sees its own capture and returns its own value,
-    // and what one captured is dropped with it, not kept by the reused slot.
+fn spawns_of_one_closure_type_reuse_the_record_and_keep_their_own_values() {
+    // The same closure type each time: from the second spawn on, the spare record (and
+    // the cell in it that holds the closure, then the result) is reused. Each green thread
+    // still sees its own capture and returns its own value, and what one captured is
+    // dropped with it, not kept by the reused record.
     let witness = Rc::new(());
     let spawn_one = |i: u32, w: Rc<()>| {
         crate::spawn(move || {
@@ -175,6 +176,67 @@ fn spawns_of_one_closure_type_reuse_the_slot_and_keep_their_own_values() {
     }
     assert_eq!(spawn_one(10, witness.clone()).join().unwrap(), 100);
     assert_eq!(kept.join().unwrap(), 90);
+}
+
+#[test]
+fn closures_and_results_too_big_or_aligned_for_the_record_are_carried_boxed() {
+    // Bigger than the record's inline cell, both ways, and over-aligned: each value
+    // arrives whole and is dropped once, whatever the previous green thread on the same
+    // record carried.
+    #[repr(align(64))]
+    struct Aligned(u8, Rc<()>);
+    let witness = Rc::new(());
+    let big = [7u8; 300];
+    let w = witness.clone();
+    let h = crate::spawn(move || {
+        yield_now();
+        let sum: u32 = big.iter().map(|&b| u32::from(b)).sum();
+        ([sum as u64; 40], w)
+    });
+    let (out, w) = h.join().unwrap();
+    assert_eq!(out, [2100u64; 40]);
+    drop(w);
+    let w = witness.clone();
+    let a = Aligned(3, w.clone());
+    let h = crate::spawn(move || {
+        assert_eq!(std::ptr::addr_of!(a) as usize % 64, 0);
+        drop(w);
+        Aligned(a.0 + 1, a.1)
+    });
+    let r = h.join().unwrap();
+    assert_eq!((r.0, std::ptr::addr_of!(r) as usize % 64), (4, 0));
+    drop(r);
+    // Small values right after the boxed ones, on the same records.
+    assert_eq!(crate::spawn(|| 5u8).join().unwrap(), 5);
+    assert_eq!(Rc::strong_count(&witness), 1, "every copy was dropped once");
+}
+
+#[test]
+fn a_record_dropped_with_its_closure_or_result_in_it_drops_them() {
+    let witness = Rc::new(());
+    // Killed before it starts, and detached: the timer still holds the record; when it
+    // fires, the green thread starts killed and drops its closure unrun.
+    let w = witness.clone();
+    let h = crate::spawn_later(Duration::from_millis(1), move || drop(w));
+    h.kill();
+    drop(h);
+    // Detached while running: its result is stored in a record nobody joins, dropped
+    // with the record once the green thread is done.
+    let w = witness.clone();
+    let detached = crate::spawn(move || {
+        yield_now();
+        w
+    });
+    drop(detached);
+    let w = witness.clone();
+    let joined = crate::spawn(move || drop(w));
+    joined.join().unwrap();
+    crate::sleep(Duration::from_millis(5)).unwrap();
+    assert_eq!(
+        Rc::strong_count(&witness),
+        1,
+        "the unrun closure and the unjoined result were dropped"
+    );
 }
 
 #[test]
@@ -311,4 +373,23 @@ fn a_spare_record_is_rearmed_with_a_new_name_and_stack_size() {
     let (name, size) = third.join().unwrap();
     assert_eq!(name, None);
     assert!(size.expect("a stack") >= crate::stack::DEFAULT_STACK_SIZE);
+}
+
+#[test]
+fn a_green_thread_that_joins_itself_panics_instead_of_waiting_forever() {
+    let own: Rc<RefCell<Option<JoinHandle<()>>>> = Rc::default();
+    let message = Rc::new(RefCell::new(String::new()));
+    let (o, m) = (own.clone(), message.clone());
+    let h = crate::spawn(move || {
+        yield_now();
+        let me = o.borrow_mut().take().expect("the handle was stored");
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.join()))
+            .expect_err("joining itself panics");
+        *m.borrow_mut() = panic_message(err.as_ref()).to_owned();
+    });
+    *own.borrow_mut() = Some(h);
+    while message.borrow().is_empty() {
+        yield_now();
+    }
+    assert!(message.borrow().contains("cannot join itself"));
 }
