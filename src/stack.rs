@@ -258,10 +258,15 @@ impl Stack {
     }
 
     /// The lowest usable address: just above the guard page.
+    ///
+    /// Read from the header (the guard's end) with plain loads rather than computed from
+    /// the page size, whose cache is an atomic: a context backend that does not use it
+    /// (the asm ones) then costs no instruction to a spawn for it.
     #[inline]
     pub(crate) fn bottom(&self) -> *mut u8 {
-        // SAFETY: the guard page is the first page of the mapping.
-        unsafe { self.mapping.add(memory::page_size()) }
+        // SAFETY: the header is valid for the stack's lifetime; `guard_hi` is never
+        // written after `new`.
+        unsafe { (*self.header_ptr()).guard_hi as *mut u8 }
     }
 
     /// Usable bytes the stack guarantees: what `take` matches a request against, the same
@@ -497,20 +502,29 @@ pub(crate) fn give_back(stack: Stack) {
 /// granted stack is reported to [`unkeep`] when it leaves its owner.
 #[inline]
 pub(crate) fn keep() -> bool {
-    IDLE.try_with(|idle| {
+    // `IDLE` is const-initialised with no destructor: always accessible, no state test.
+    IDLE.with(|idle| {
         let n = idle.get();
-        let granted = n < POOL_LIMIT;
-        idle.set(n + usize::from(granted));
-        granted
+        if n >= POOL_LIMIT {
+            return false;
+        }
+        idle.set(n + 1);
+        true
     })
-    .unwrap_or(false)
 }
 
 /// One idle stack fewer: a stack granted by [`keep`] left its dead owner (reused by it, or
-/// released), or a pooled one was taken.
+/// released), or a pooled one was taken. Every call matches an idle stack counted before,
+/// so the count does not wrap (a plain decrement: a spawn on a kept stack makes one).
 #[inline]
 pub(crate) fn unkeep() {
-    let _ = IDLE.try_with(|idle| idle.set(idle.get().saturating_sub(1)));
+    IDLE.with(|idle| {
+        debug_assert!(
+            idle.get() > 0,
+            "stack::unkeep without an idle stack counted"
+        );
+        idle.set(idle.get().wrapping_sub(1));
+    });
 }
 
 /// Number of stacks kept by dead greenlets on this thread (for tests).
