@@ -420,3 +420,82 @@ fn many_green_threads_ending_in_a_row_hand_control_on_in_spawn_order() {
     assert_eq!(total, (0..100).sum());
     assert_eq!(*log.borrow(), (0..100).collect::<Vec<_>>());
 }
+
+/// A sleeper whose timer is registered (it ran up to its `sleep`), setting `done` when it
+/// wakes.
+fn registered_sleeper(done: &Rc<Cell<bool>>, nap: Duration) -> JoinHandle<()> {
+    let d = done.clone();
+    let sleeper = verdant::spawn(move || {
+        verdant::sleep(nap).unwrap();
+        d.set(true);
+    });
+    verdant::yield_now(); // the sleeper registers its timer
+    sleeper
+}
+
+#[test]
+fn spawning_and_joining_in_a_loop_lets_a_due_timer_fire_within_a_few_hand_offs() {
+    // Each spawn + join is two hand-offs that begin turns without the hub's loop (a park,
+    // then a finish): a due timer must still fire, and soon, not only at the next poll.
+    let done = Rc::new(Cell::new(false));
+    let sleeper = registered_sleeper(&done, Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(3)); // the timer is due
+    let mut cycles = 0u32;
+    while !done.get() {
+        verdant::spawn(|| ()).join().unwrap();
+        cycles += 1;
+        assert!(
+            cycles < verdant::hub::POLL_EVERY / 4,
+            "a due timer waited {cycles} spawn + join cycles"
+        );
+    }
+    sleeper.join().unwrap();
+}
+
+#[test]
+fn spawning_and_joining_in_a_loop_does_not_starve_a_cross_thread_put() {
+    let q = verdant::Queue::new();
+    let done = Rc::new(Cell::new(false));
+    let getter = {
+        let (q, d) = (q.clone(), done.clone());
+        verdant::spawn(move || {
+            let v: u32 = q.get().unwrap();
+            d.set(true);
+            v
+        })
+    };
+    verdant::yield_now(); // the getter blocks in get
+    let putter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        q.put(9).unwrap();
+    });
+    let mut cycles = 0u64;
+    while !done.get() {
+        verdant::spawn(|| ()).join().unwrap();
+        cycles += 1;
+        assert!(cycles < 50_000_000, "starved: the wake-up never came");
+    }
+    assert_eq!(getter.join().unwrap(), 9);
+    putter.join().unwrap();
+}
+
+#[test]
+fn a_yield_in_a_turn_begun_by_a_join_lets_a_due_timer_fire() {
+    // The join parks the main green thread and begins a turn for `t`, which may run more
+    // hand-offs than are ready; a yield still ends it: the due timer fires, and the sleeper
+    // it wakes runs after `t`'s next yield (it is queued behind `t`).
+    let done = Rc::new(Cell::new(false));
+    let sleeper = registered_sleeper(&done, Duration::from_millis(1));
+    let d = done.clone();
+    let t = verdant::spawn(move || {
+        std::thread::sleep(Duration::from_millis(3)); // the timer is due
+        verdant::yield_now(); // the hub fires it; the sleeper is queued behind us
+        verdant::yield_now(); // the sleeper runs
+        d.get()
+    });
+    assert!(
+        t.join().unwrap(),
+        "two yields after its timer was due, the sleeper had not run"
+    );
+    sleeper.join().unwrap();
+}

@@ -49,8 +49,14 @@
 //! ## Fairness
 //! A turn runs only the green threads that were ready when it began: one that yields in a
 //! loop goes to the back of the queue and waits for the next turn, behind everything woken
-//! meanwhile. The reactor is polled (with a zero timeout) at least every [`POLL_EVERY`]
-//! green-thread runs even when the run queue never empties.
+//! meanwhile; between two turns the cross-thread inbox is drained and due timers fire. A
+//! turn that a green thread begins as it *parks* or finishes (not as it yields) has at
+//! least [`TURN_MIN`] runs, green threads woken during it included (a joiner woken by the
+//! one it joined, the other end of a channel), so that two green threads that hand control
+//! to each other do not test the inbox, the timers and the poll budget at every hand-off;
+//! a yield ends such a turn at once (a yield always lets due timers fire and the inbox be
+//! drained before the yielder runs again). The reactor is polled (with a zero timeout) at
+//! least every [`POLL_EVERY`] green-thread runs even when the run queue never empties.
 //!
 //! ## Would block forever
 //! When the main green thread waits and nothing is ready, no timer is pending, no green
@@ -84,6 +90,24 @@ use std::time::{Duration, Instant};
 
 /// Most green-thread runs between two polls of the reactor while the run queue is busy.
 pub const POLL_EVERY: u32 = 256;
+
+/// Fewest runs of a turn begun by a green thread that parks or finishes (see "Fairness"
+/// in the module docs): the most a due timer or a cross-thread wake-up waits, in runs,
+/// while fewer green threads are ready and none yields. Its runs are charged in full to
+/// the poll budget when it begins (what a yield leaves of them is given back), so polls
+/// still come every [`POLL_EVERY`] runs at least: a turn cut short by an empty run queue is
+/// followed by a poll anyway.
+///
+/// Between two green threads that hand control to each other (a spawn and its join, a
+/// channel's two ends) turns of one run cost a turn's tests per hand-off (spawn + run +
+/// join: 631.7 -> 612.3 instructions with 16, callgrind).
+const TURN_MIN: usize = 16;
+
+/// The mark of a turn begun by a park or a finish (at least [`TURN_MIN`] runs) in
+/// `Hub::turn_left`: `LONG_TURN + k` is such a turn with `k` runs left. Read as a signed
+/// number it is negative, so the yield's test (`> 0`, runs left in a turn a yield does not
+/// end) costs what a test for 0 does; a park's (`turn_left & !LONG_TURN != 0`) sees `k`.
+const LONG_TURN: usize = 1 << (usize::BITS - 1);
 
 /// Why a blocking call returned without the event it waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +251,9 @@ pub(crate) struct Hub {
     /// hub's current turn (kept by the hub's loop only).
     runs_since_poll: Cell<u32>,
     /// Runs left in the current turn (0 outside a turn): while some are left, a green
-    /// thread that parks or yields hands control straight to the next ready one.
+    /// thread that parks or yields hands control straight to the next ready one. In a turn
+    /// begun by a park or a finish, [`LONG_TURN`] plus the runs left (at least
+    /// [`TURN_MIN`] at first, maybe more than are ready): a yield ends it.
     turn_left: Cell<usize>,
     /// How far the reactor's poll is away, in runs: [`POLL_EVERY`] minus the runs since the
     /// last poll, counting every begun turn's runs in full; 0 or less once they reach it,
@@ -384,7 +410,7 @@ impl Hub {
     /// being killed (those go through [`run`](Self::run)).
     #[inline(always)]
     fn take_direct(&self) -> Option<TaskRef> {
-        let left = self.runs_left(0)?;
+        let left = self.runs_left_parking(0)?;
         // Empty only in a turn under way (a turn begins here with something ready), whose
         // `turn_left` is `left` still.
         let next = self.ready.pop_front()?;
@@ -404,19 +430,48 @@ impl Hub {
         self.direct_to(next, left)
     }
 
-    /// The runs left in the current turn, beginning the next one inline if this one is
-    /// used up ([`next_turn_inline_with`](Self::next_turn_inline_with), `extra` as there);
-    /// `None` when control must go to the hub's loop.
-    #[inline(always)]
+    /// For a yield: the runs left in the current turn, beginning the next one inline if this
+    /// one is used up or was begun by a park or a finish (which a yield ends: what is left
+    /// of its runs goes back to the poll budget) ([`next_turn_inline_with`], `extra` as
+    /// there); `None` when control must go to the hub's loop.
     ///
     /// `turn_left` is not updated here: [`direct_to`](Self::direct_to) stores what is left
     /// once it knows (one store per hand-off, none for the turn begun here).
+    ///
+    /// [`next_turn_inline_with`]: Self::next_turn_inline_with
+    #[inline(always)]
     fn runs_left(&self, extra: usize) -> Option<usize> {
         let left = self.turn_left.get();
-        if left != 0 {
+        if left as isize > 0 {
             return Some(left);
         }
-        self.next_turn_inline_with(extra)
+        if left != 0 {
+            // Rare: a yield in a turn begun by a park or a finish.
+            self.end_long_turn(left);
+        }
+        self.next_turn_inline_with::<false>(extra)
+    }
+
+    /// [`runs_left`](Self::runs_left) for a green thread that parks or finishes: the runs
+    /// left in any turn, and the next turn, if begun here, has at least [`TURN_MIN`] runs
+    /// (see "Fairness" in the module docs).
+    #[inline(always)]
+    fn runs_left_parking(&self, extra: usize) -> Option<usize> {
+        let left = self.turn_left.get();
+        if left & !LONG_TURN != 0 {
+            return Some(left);
+        }
+        self.next_turn_inline_with::<true>(extra)
+    }
+
+    /// Ends a turn begun by a park or a finish with `left` (`LONG_TURN` + runs) left: its
+    /// runs not made go back to the poll budget, which was charged them all.
+    #[cold]
+    #[inline(never)]
+    fn end_long_turn(&self, left: usize) {
+        self.turn_left.set(0);
+        self.poll_budget
+            .set(self.poll_budget.get() + (left & !LONG_TURN) as isize);
     }
 
     /// `next`, just taken off the run queue with `left` runs left in the turn, as the
@@ -439,11 +494,12 @@ impl Hub {
     /// hub would do nothing between them: it is inside its turn loop, green threads are
     /// ready, the cross-thread inbox is empty, no timer is due and the reactor is not due
     /// for a poll ([`POLL_EVERY`]): then the new turn's runs, which the caller stores in
-    /// `turn_left` (less the one it begins with). Otherwise `None`: the hub's loop takes
-    /// over. `extra`: ready green threads not in the run queue yet (a yielding one, about
-    /// to be pushed).
+    /// `turn_left` (less the one it begins with): the ready ones, or with `LONG` (a park or
+    /// a finish begins it) at least [`TURN_MIN`], marked [`LONG_TURN`]. Otherwise `None`:
+    /// the hub's loop takes over. `extra`: ready green threads not in the run queue yet (a
+    /// yielding one about to be pushed, a woken joiner).
     #[inline(always)]
-    fn next_turn_inline_with(&self, extra: usize) -> Option<usize> {
+    fn next_turn_inline_with<const LONG: bool>(&self, extra: usize) -> Option<usize> {
         let budget = self.poll_budget.get();
         if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
             return None;
@@ -453,7 +509,14 @@ impl Hub {
             return None;
         }
         let n = self.ready.len() + extra;
-        // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's length.
+        if LONG {
+            let n = n.max(TURN_MIN);
+            // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's
+            // length or `TURN_MIN`.
+            self.poll_budget.set(budget - n as isize);
+            return Some(LONG_TURN | n);
+        }
+        // No overflow: as above.
         self.poll_budget.set(budget - n as isize);
         Some(n)
     }
@@ -557,13 +620,15 @@ impl Hub {
         // The runs of this turn: by this loop, or by green threads handing control straight
         // to the next one (`switch_out`), in the same order, from the same budget.
         // Green threads may also begin the next turn themselves (`next_turn_inline_with`), so
-        // the turn that ends here is the last one begun.
+        // the turn that ends here is the last one begun (if a park or a finish began it,
+        // `turn_left` is marked `LONG_TURN`, negative as a signed number: the loop ends, and
+        // its runs not made go back to the budget).
         let n = self.ready.len();
         let since_poll = self.runs_since_poll.get() as isize;
         self.poll_budget
             .set(POLL_EVERY as isize - since_poll.saturating_add_unsigned(n));
         self.turn_left.set(n);
-        while self.turn_left.get() > 0 {
+        while self.turn_left.get() as isize > 0 {
             self.turn_left.set(self.turn_left.get() - 1);
             let Some(task) = self.ready.pop_front() else {
                 break;
@@ -572,8 +637,13 @@ impl Hub {
         }
         // The runs since the last poll, this turn's and those of the turns begun inline
         // included: `POLL_EVERY` or more when the budget is used up.
-        let budget = self.poll_budget.replace(0);
-        self.turn_left.set(0);
+        let left = self.turn_left.replace(0);
+        let unused = if left as isize > 0 {
+            0
+        } else {
+            left & !LONG_TURN
+        };
+        let budget = self.poll_budget.replace(0) + unused as isize;
         let runs = POLL_EVERY - budget.clamp(0, POLL_EVERY as isize) as u32;
         let idle = self.ready.is_empty();
         if idle {
@@ -944,6 +1014,11 @@ impl Hub {
         task.check_kill();
         hub.schedule(task.clone());
         task.parked.set(true);
+        // A yield ends a turn begun by a park or a finish (see `runs_left`).
+        let left = hub.turn_left.get();
+        if (left as isize) < 0 {
+            hub.end_long_turn(left);
+        }
         hub.switch_out();
         task.reason.set(WakeReason::Normal);
         task.check_kill();
@@ -1057,7 +1132,7 @@ impl Hub {
     #[inline(always)]
     pub(crate) fn exit_direct(&self, joiner: Option<TaskRef>) {
         let next = match joiner {
-            Some(joiner) if self.ready.is_empty() => match self.runs_left(1) {
+            Some(joiner) if self.ready.is_empty() => match self.runs_left_parking(1) {
                 Some(left) => self.direct_to(joiner, left),
                 None => {
                     self.ready.push_back(joiner);
