@@ -100,7 +100,7 @@ pub const POLL_EVERY: u32 = 256;
 ///
 /// Between two green threads that hand control to each other (a spawn and its join, a
 /// channel's two ends) turns of one run cost a turn's tests per hand-off (spawn + run +
-/// join: 631.7 -> 612.3 instructions with 16, callgrind).
+/// join: 631.7 -> 613.6 instructions with 16, callgrind; a yield costs what it did).
 const TURN_MIN: usize = 16;
 
 /// The mark of a turn begun by a park or a finish (at least [`TURN_MIN`] runs) in
@@ -108,6 +108,13 @@ const TURN_MIN: usize = 16;
 /// number it is negative, so the yield's test (`> 0`, runs left in a turn a yield does not
 /// end) costs what a test for 0 does; a park's (`turn_left & !LONG_TURN != 0`) sees `k`.
 const LONG_TURN: usize = 1 << (usize::BITS - 1);
+
+/// Taken off `Hub::poll_budget` while a turn begun by a park or a finish is under way
+/// (`turn_left` marked [`LONG_TURN`]), which makes the budget 0 or less: a yield then
+/// finds no budget to begin the next turn with, and only on that (rare) path is the long
+/// turn ended, its unused runs given back (`end_long_turn`). The yield's own path tests
+/// nothing more for long turns.
+const LONG_BIAS: isize = 1 << 40;
 
 /// Why a blocking call returned without the event it waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +265,8 @@ pub(crate) struct Hub {
     /// How far the reactor's poll is away, in runs: [`POLL_EVERY`] minus the runs since the
     /// last poll, counting every begun turn's runs in full; 0 or less once they reach it,
     /// and 0 outside the hub's turn loop. A green thread begins the next turn itself only
-    /// while it is positive (`next_turn_inline_with`): one test for both conditions.
+    /// while it is positive (`next_turn_inline_with`): one test for both conditions. Less
+    /// [`LONG_BIAS`] while `turn_left` is marked [`LONG_TURN`].
     poll_budget: Cell<isize>,
     /// The green thread running now (its record; see `current_task()`). A `Cell`: moved in
     /// and out, never borrowed, so the hot paths maintain no borrow flag.
@@ -445,11 +453,8 @@ impl Hub {
         if left as isize > 0 {
             return Some(left);
         }
-        if left != 0 {
-            // Rare: a yield in a turn begun by a park or a finish.
-            self.end_long_turn(left);
-        }
-        self.next_turn_inline_with::<false>(extra)
+        // In a long turn the budget is biased (`LONG_BIAS`): `next_turn_inline_with` ends it.
+        self.next_turn_inline_with::<false>(extra, left)
     }
 
     /// [`runs_left`](Self::runs_left) for a green thread that parks or finishes: the runs
@@ -461,17 +466,30 @@ impl Hub {
         if left & !LONG_TURN != 0 {
             return Some(left);
         }
-        self.next_turn_inline_with::<true>(extra)
+        if left != 0 {
+            // A long turn used up (the usual way a turn ends here): its bias comes off,
+            // with no runs to give back (`end_long_turn`, inline).
+            self.turn_left.set(0);
+            self.poll_budget.set(self.poll_budget.get() + LONG_BIAS);
+        }
+        self.next_turn_inline_with::<true>(extra, 0)
     }
 
-    /// Ends a turn begun by a park or a finish with `left` (`LONG_TURN` + runs) left: its
-    /// runs not made go back to the poll budget, which was charged them all.
+    /// Ends the turn under way if a park or a finish began it (`turn_left` marked
+    /// [`LONG_TURN`]): its runs not made go back to the poll budget, which was charged them
+    /// all, and the budget's [`LONG_BIAS`] is taken off. Returns the budget.
     #[cold]
     #[inline(never)]
-    fn end_long_turn(&self, left: usize) {
+    fn end_long_turn(&self) -> isize {
+        let left = self.turn_left.get();
+        let budget = self.poll_budget.get();
+        if left as isize >= 0 {
+            return budget;
+        }
         self.turn_left.set(0);
-        self.poll_budget
-            .set(self.poll_budget.get() + (left & !LONG_TURN) as isize);
+        let budget = budget + LONG_BIAS + (left & !LONG_TURN) as isize;
+        self.poll_budget.set(budget);
+        budget
     }
 
     /// `next`, just taken off the run queue with `left` runs left in the turn, as the
@@ -497,11 +515,22 @@ impl Hub {
     /// `turn_left` (less the one it begins with): the ready ones, or with `LONG` (a park or
     /// a finish begins it) at least [`TURN_MIN`], marked [`LONG_TURN`]. Otherwise `None`:
     /// the hub's loop takes over. `extra`: ready green threads not in the run queue yet (a
-    /// yielding one about to be pushed, a woken joiner).
+    /// yielding one about to be pushed, a woken joiner). `left`: `turn_left` as the caller
+    /// read it, if it may be a long turn's (else 0).
     #[inline(always)]
-    fn next_turn_inline_with<const LONG: bool>(&self, extra: usize) -> Option<usize> {
-        let budget = self.poll_budget.get();
-        if budget <= 0 || self.inbox.pending.load(Ordering::Acquire) {
+    fn next_turn_inline_with<const LONG: bool>(&self, extra: usize, left: usize) -> Option<usize> {
+        let mut budget = self.poll_budget.get();
+        if budget <= 0 {
+            // Used up, or biased by a long turn (`LONG_BIAS`), which ends here.
+            if left as isize >= 0 {
+                return None;
+            }
+            budget = self.end_long_turn();
+            if budget <= 0 {
+                return None;
+            }
+        }
+        if self.inbox.pending.load(Ordering::Acquire) {
             return None;
         }
         // With `extra`, `n` is not 0: that test is left out at compile time.
@@ -513,7 +542,7 @@ impl Hub {
             let n = n.max(TURN_MIN);
             // No overflow: `budget` is at most `POLL_EVERY` and `n` at most the queue's
             // length or `TURN_MIN`.
-            self.poll_budget.set(budget - n as isize);
+            self.poll_budget.set(budget - n as isize - LONG_BIAS);
             return Some(LONG_TURN | n);
         }
         // No overflow: as above.
@@ -637,13 +666,12 @@ impl Hub {
         }
         // The runs since the last poll, this turn's and those of the turns begun inline
         // included: `POLL_EVERY` or more when the budget is used up.
+        // (`end_long_turn`, inline).
         let left = self.turn_left.replace(0);
-        let unused = if left as isize > 0 {
-            0
-        } else {
-            left & !LONG_TURN
-        };
-        let budget = self.poll_budget.replace(0) + unused as isize;
+        let mut budget = self.poll_budget.replace(0);
+        if (left as isize) < 0 {
+            budget += LONG_BIAS + (left & !LONG_TURN) as isize;
+        }
         let runs = POLL_EVERY - budget.clamp(0, POLL_EVERY as isize) as u32;
         let idle = self.ready.is_empty();
         if idle {
@@ -1015,10 +1043,7 @@ impl Hub {
         hub.schedule(task.clone());
         task.parked.set(true);
         // A yield ends a turn begun by a park or a finish (see `runs_left`).
-        let left = hub.turn_left.get();
-        if (left as isize) < 0 {
-            hub.end_long_turn(left);
-        }
+        hub.end_long_turn();
         hub.switch_out();
         task.reason.set(WakeReason::Normal);
         task.check_kill();
