@@ -556,9 +556,11 @@ pub(crate) fn rearm(
     let Some(inner) = Rc::get_mut(&mut slot.inner) else {
         return Ok(false);
     };
-    if inner.state.get() != State::Dead || inner.is_main {
+    // A main greenlet never dies (it runs no body): no test for it.
+    if inner.state.get() != State::Dead {
         return Ok(false);
     }
+    debug_assert!(!inner.is_main, "rearm: a main greenlet is dead");
     // The stack it kept at its death stays in place when it fits (it is no longer idle:
     // one idle stack fewer, see `stack::keep`); else another one goes there.
     let kept = inner.stack.get_mut();
@@ -592,10 +594,12 @@ pub(crate) fn rearm(
     debug_assert!(old.is_none(), "rearm: a dead greenlet still had a body");
     std::mem::forget(old);
     let old_parent = inner.parent.get_mut();
-    if !old_parent
+    // The parent is kept when it is the same one (the hub, always): one compare of the
+    // records' addresses (a `None` is a null one, never `parent`'s).
+    let old_ptr = old_parent
         .as_ref()
-        .is_some_and(|p| Rc::ptr_eq(&p.inner, &parent.inner))
-    {
+        .map_or(ptr::null(), |p| Rc::as_ptr(&p.inner));
+    if old_ptr != Rc::as_ptr(&parent.inner) {
         *old_parent = Some(parent.clone());
     }
     Ok(true)
