@@ -665,8 +665,8 @@ impl Hub {
             self.run(task);
         }
         // The runs since the last poll, this turn's and those of the turns begun inline
-        // included: `POLL_EVERY` or more when the budget is used up.
-        // (`end_long_turn`, inline).
+        // included: `POLL_EVERY` or more when the budget is used up (a long turn's bias off
+        // and its unused runs given back: `end_long_turn`, inline).
         let left = self.turn_left.replace(0);
         let mut budget = self.poll_budget.replace(0);
         if (left as isize) < 0 {
