@@ -51,7 +51,7 @@
 //! loop goes to the back of the queue and waits for the next turn, behind everything woken
 //! meanwhile; between two turns the cross-thread inbox is drained and due timers fire. A
 //! turn that a green thread begins as it *parks* or finishes (not as it yields) has at
-//! least [`TURN_MIN`] runs, green threads woken during it included (a joiner woken by the
+//! least `TURN_MIN` (16) runs, green threads woken during it included (a joiner woken by the
 //! one it joined, the other end of a channel), so that two green threads that hand control
 //! to each other do not test the inbox, the timers and the poll budget at every hand-off;
 //! a yield ends such a turn at once (a yield always lets due timers fire and the inbox be
