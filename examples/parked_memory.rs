@@ -191,7 +191,7 @@ fn main() {
          stack header and the\nfirst frames; a green thread that blocks in sleep() touches \
          one or two 4 KiB pages, whatever its reserved size;\none page is the floor for a stack \
          of its own), plus heap: the hub's task \
-         record, the greenlet record (saved context), the join state, the boxed closure,\n\
+         record (with its join state and, inline, its closure), the greenlet record (saved context),\n\
          and its timer entry in the hub's deadline queue. Untouched stack pages cost address \
          space and page-table\nentries, not RAM: the default stack ({} KiB) costs about the \
          same RSS but more page tables and address space.\n\
