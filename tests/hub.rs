@@ -499,3 +499,54 @@ fn a_yield_in_a_turn_begun_by_a_join_lets_a_due_timer_fire() {
     );
     sleeper.join().unwrap();
 }
+
+/// A green thread that yields until `go` is set, then returns 7.
+fn yield_until(go: &Rc<Cell<bool>>) -> JoinHandle<u32> {
+    let go = go.clone();
+    verdant::spawn(move || {
+        while !go.get() {
+            verdant::yield_now();
+        }
+        7
+    })
+}
+
+#[test]
+fn a_green_thread_killed_or_timed_out_in_a_join_leaves_the_joined_one_running() {
+    let go = Rc::new(Cell::new(false));
+    let drops = Rc::new(Cell::new(0));
+
+    // Killed while it waits: it unwinds, and the joined one (detached) finishes later
+    // without resuming the dead joiner.
+    let target = yield_until(&go);
+    let d = drops.clone();
+    let joiner = verdant::spawn(move || {
+        let _guard = Flag(d);
+        target.join().unwrap()
+    });
+    verdant::yield_now(); // the joiner starts and parks in its join
+    assert!(!joiner.is_finished());
+    joiner.kill();
+    match joiner.join() {
+        Err(JoinError::Killed) => {}
+        other => panic!("expected Killed, got {other:?}"),
+    }
+    assert_eq!(drops.get(), 1, "the joiner's destructor ran exactly once");
+
+    // A `Timeout` covering a spawned joiner's join: `TimedOut`, the joined one goes on.
+    let target = yield_until(&go);
+    let joiner = verdant::spawn(move || {
+        let _t = Timeout::start(Duration::from_millis(1));
+        target.join()
+    });
+    match joiner.join() {
+        Ok(Err(JoinError::TimedOut)) => {}
+        other => panic!("expected Ok(Err(TimedOut)), got {other:?}"),
+    }
+
+    // Both joined ones (detached) finish; spawning and joining work as before.
+    go.set(true);
+    let joiner = verdant::spawn(move || yield_until(&go).join().unwrap());
+    assert_eq!(joiner.join().unwrap(), 7);
+    assert_eq!(verdant::spawn(|| 3).join().unwrap(), 3);
+}

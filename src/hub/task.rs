@@ -194,11 +194,12 @@ impl Task {
         self.kill.set(false);
         self.reason.set(super::WakeReason::Normal);
         self.expired.set(0);
-        self.epoch.set(0);
+        // `epoch` is kept: it is only compared with a deadline's copy, whose timer holds a
+        // handle to the record (a record with another handle is not reused). Nor is
+        // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
         self.closed.set(false);
         self.done.set(false);
         self.recorded.set(recorded);
-        self.finished_seq.set(0);
         let waiters = self.waiters.get_mut();
         waiters.first = None;
         waiters.rest.clear();
@@ -299,15 +300,80 @@ impl TaskRef {
     /// deadline's tests. Not generic, so shared by every `JoinHandle<T>`.
     #[inline(never)]
     fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
+        while !self.done.get() {
+            // The park of `park_task_with`, on the record where `current` holds it: the
+            // waiter pushed is the one handle made (none stays on this stack while parked).
+            let before = hub.with_current_task(|me| {
+                let me = me?;
+                Some(if self.ptr_eq(me) {
+                    JoinPark::JoinSelf
+                } else if me.expired.get() > 0 {
+                    JoinPark::TimedOut
+                } else if me.kill_pending() {
+                    JoinPark::Killed
+                } else {
+                    me.epoch.set(me.epoch.get() + 1);
+                    me.parked.set(true);
+                    me.reason.set(super::WakeReason::Normal);
+                    self.waiters.borrow_mut().push(me.clone());
+                    JoinPark::Parked
+                })
+            });
+            match before {
+                Some(JoinPark::Parked) => {}
+                Some(JoinPark::TimedOut) => return Err(JoinError::TimedOut),
+                // Unwound here, out of `with_current_task` (which must put the record back).
+                Some(JoinPark::Killed) => panic::resume_unwind(Box::new(Killed)),
+                Some(JoinPark::JoinSelf) => join_self(),
+                None => return self.join_wait_slow(hub),
+            }
+            hub.switch_out_inline();
+            // As `park_task_with` after its switch: a kill first, then the reason.
+            let after = hub.with_current_task(|me| {
+                let me = me?;
+                Some(if me.kill_pending() {
+                    JoinPark::Killed
+                } else {
+                    let reason = me.reason.replace(super::WakeReason::Normal);
+                    if me.expired.get() > 0 {
+                        JoinPark::TimedOut
+                    } else if reason == super::WakeReason::LoopExit {
+                        JoinPark::JoinSelf
+                    } else {
+                        JoinPark::Parked
+                    }
+                })
+            });
+            let r = match after {
+                Some(JoinPark::Parked) => Ok(()),
+                Some(JoinPark::TimedOut) => Err(JoinError::TimedOut),
+                Some(JoinPark::Killed) => panic::resume_unwind(Box::new(Killed)),
+                // `LoopExit`.
+                Some(JoinPark::JoinSelf) => Err(JoinError::WouldBlockForever),
+                None => Self::after_park_slow(hub),
+            };
+            // Done: `complete_in` took every waiter already, this one included.
+            if !self.done.get() {
+                self.remove_current_waiter(hub);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+    /// [`join_wait_in`](Self::join_wait_in) for a green thread whose record `current`
+    /// does not hold (a greenlet the user switched to by hand, not seen yet): the record
+    /// is found (or made) by `current_task`.
+    #[cold]
+    #[inline(never)]
+    fn join_wait_slow(&self, hub: &super::Hub) -> Result<(), JoinError> {
         let me = hub.current_task();
         if self.ptr_eq(&me) {
             join_self();
         }
         while !self.done.get() {
             self.waiters.borrow_mut().push(me.clone());
-            // A closure, not the method as a function item: that one's `call_once` shim
-            // is not inlined, the closure is.
-            let r = park_task_with(&me, hub, |hub| hub.switch_out_inline());
+            let r = park_task_with(&me, hub, super::Hub::switch_out_inline);
             // Done: `complete_in` took every waiter already, this one included.
             if !self.done.get() {
                 self.waiters.borrow_mut().remove(&me);
@@ -315,6 +381,31 @@ impl TaskRef {
             r?;
         }
         Ok(())
+    }
+
+    /// The end of [`join_wait_in`](Self::join_wait_in)'s park (as `park_task_with`'s)
+    /// when `current` does not hold the resumed green thread's record.
+    #[cold]
+    #[inline(never)]
+    fn after_park_slow(hub: &super::Hub) -> Result<(), JoinError> {
+        let me = hub.current_task();
+        me.check_kill();
+        let reason = me.reason.replace(super::WakeReason::Normal);
+        if me.expired.get() > 0 {
+            return Err(JoinError::TimedOut);
+        }
+        match reason {
+            super::WakeReason::LoopExit => Err(JoinError::WouldBlockForever),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the current green thread off the waiters (woken before this task was done:
+    /// a timeout, nothing left to run, or a wake from elsewhere).
+    #[cold]
+    #[inline(never)]
+    fn remove_current_waiter(&self, hub: &super::Hub) {
+        self.waiters.borrow_mut().remove(&hub.current_task());
     }
 
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
@@ -352,6 +443,15 @@ impl TaskRef {
             panic::resume_unwind(Box::new(Killed));
         }
     }
+}
+
+/// What [`TaskRef::join_wait_in`] found, before its park (or after it: `JoinSelf` is then
+/// the wake of `LoopExit`).
+enum JoinPark {
+    Parked,
+    TimedOut,
+    Killed,
+    JoinSelf,
 }
 
 /// A green thread waits for itself to finish.
