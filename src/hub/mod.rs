@@ -883,8 +883,9 @@ impl Hub {
     /// Runs `f` with the running green thread's record, borrowed where `current` holds it
     /// (no reference count touched), or with `None` if `current` does not hold it (a
     /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
-    /// spawned green thread's own start and finish ([`task`]'s `run_task`): `f` must not
-    /// switch, nor run code that looks at the current task (no user code).
+    /// spawned green thread's own start and finish ([`task`]'s `run_task`) and a join's park
+    /// (`join_wait_in`): `f` must not switch, panic, nor run code that looks at the current
+    /// task (no user code), since the record is out of `current` while it runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
         let task = self.current.take();
@@ -947,21 +948,66 @@ fn park_task_with(
     hub: &Hub,
     switch_out: impl FnOnce(&Hub),
 ) -> Result<WakeReason, WaitError> {
-    if task.expired.get() > 0 {
-        return Err(WaitError::TimedOut);
+    begin_park(task).map_err(ParkStop::raise)?;
+    switch_out(hub);
+    end_park(task).map_err(ParkStop::raise)
+}
+
+/// Why a park did not (or, woken, does not) return normally: see [`begin_park`] and
+/// [`end_park`], the two halves of every park.
+pub(crate) enum ParkStop {
+    /// A `Timeout` covering the green thread fired.
+    TimedOut,
+    /// A kill is pending: the caller unwinds ([`raise`](Self::raise)), once it holds
+    /// nothing that must be put back.
+    Killed,
+    /// Woken by `LoopExit`: nothing could ever wake it.
+    WouldBlockForever,
+}
+
+impl ParkStop {
+    /// The park's error, or the unwind of a kill.
+    #[inline(always)]
+    pub(crate) fn raise(self) -> WaitError {
+        match self {
+            ParkStop::TimedOut => WaitError::TimedOut,
+            ParkStop::WouldBlockForever => WaitError::WouldBlockForever,
+            ParkStop::Killed => std::panic::resume_unwind(Box::new(Killed)),
+        }
     }
-    task.check_kill();
+}
+
+/// The first half of a park, before the green thread switches out: it must not park if a
+/// `Timeout` covering it fired or a kill is pending; else it is marked parked, with a new
+/// epoch (deadlines of earlier parks are stale) and no wake reason yet. Reports a kill
+/// rather than unwinding, for callers that must put something back first.
+#[inline(always)]
+pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
+    if task.expired.get() > 0 {
+        return Err(ParkStop::TimedOut);
+    }
+    if task.kill_pending() {
+        return Err(ParkStop::Killed);
+    }
     task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
-    switch_out(hub);
-    task.check_kill();
+    Ok(())
+}
+
+/// The second half of a park, once the green thread runs again: a pending kill first, then
+/// a fired `Timeout`, then why it was woken (the reason is reset for the next park).
+#[inline(always)]
+pub(crate) fn end_park(task: &TaskRef) -> Result<WakeReason, ParkStop> {
+    if task.kill_pending() {
+        return Err(ParkStop::Killed);
+    }
     let reason = task.reason.replace(WakeReason::Normal);
     if task.expired.get() > 0 {
-        return Err(WaitError::TimedOut);
+        return Err(ParkStop::TimedOut);
     }
     match reason {
-        WakeReason::LoopExit => Err(WaitError::WouldBlockForever),
+        WakeReason::LoopExit => Err(ParkStop::WouldBlockForever),
         other => Ok(other),
     }
 }

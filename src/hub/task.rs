@@ -301,55 +301,32 @@ impl TaskRef {
     #[inline(never)]
     fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
         while !self.done.get() {
-            // The park of `park_task_with`, on the record where `current` holds it: the
-            // waiter pushed is the one handle made (none stays on this stack while parked).
+            // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
+            // the record where `current` holds it: the waiter pushed is the one handle made
+            // (none stays on this stack while parked). A kill is unwound only once
+            // `with_current_task` has put the record back.
             let before = hub.with_current_task(|me| {
                 let me = me?;
                 Some(if self.ptr_eq(me) {
-                    JoinPark::JoinSelf
-                } else if me.expired.get() > 0 {
-                    JoinPark::TimedOut
-                } else if me.kill_pending() {
-                    JoinPark::Killed
+                    Err(None)
                 } else {
-                    me.epoch.set(me.epoch.get() + 1);
-                    me.parked.set(true);
-                    me.reason.set(super::WakeReason::Normal);
-                    self.waiters.borrow_mut().push(me.clone());
-                    JoinPark::Parked
+                    super::begin_park(me)
+                        .map(|()| {
+                            self.waiters.borrow_mut().push(me.clone());
+                        })
+                        .map_err(Some)
                 })
             });
             match before {
-                Some(JoinPark::Parked) => {}
-                Some(JoinPark::TimedOut) => return Err(JoinError::TimedOut),
-                // Unwound here, out of `with_current_task` (which must put the record back).
-                Some(JoinPark::Killed) => panic::resume_unwind(Box::new(Killed)),
-                Some(JoinPark::JoinSelf) => join_self(),
+                Some(Ok(())) => {}
+                Some(Err(Some(stop))) => return Err(stop.raise().into()),
+                Some(Err(None)) => join_self(),
                 None => return self.join_wait_slow(hub),
             }
             hub.switch_out_inline();
-            // As `park_task_with` after its switch: a kill first, then the reason.
-            let after = hub.with_current_task(|me| {
-                let me = me?;
-                Some(if me.kill_pending() {
-                    JoinPark::Killed
-                } else {
-                    let reason = me.reason.replace(super::WakeReason::Normal);
-                    if me.expired.get() > 0 {
-                        JoinPark::TimedOut
-                    } else if reason == super::WakeReason::LoopExit {
-                        JoinPark::JoinSelf
-                    } else {
-                        JoinPark::Parked
-                    }
-                })
-            });
-            let r = match after {
-                Some(JoinPark::Parked) => Ok(()),
-                Some(JoinPark::TimedOut) => Err(JoinError::TimedOut),
-                Some(JoinPark::Killed) => panic::resume_unwind(Box::new(Killed)),
-                // `LoopExit`.
-                Some(JoinPark::JoinSelf) => Err(JoinError::WouldBlockForever),
+            let r = match hub.with_current_task(|me| me.map(super::end_park)) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(stop)) => Err(stop.raise().into()),
                 None => Self::after_park_slow(hub),
             };
             // Done: `complete_in` took every waiter already, this one included.
@@ -388,15 +365,9 @@ impl TaskRef {
     #[cold]
     #[inline(never)]
     fn after_park_slow(hub: &super::Hub) -> Result<(), JoinError> {
-        let me = hub.current_task();
-        me.check_kill();
-        let reason = me.reason.replace(super::WakeReason::Normal);
-        if me.expired.get() > 0 {
-            return Err(JoinError::TimedOut);
-        }
-        match reason {
-            super::WakeReason::LoopExit => Err(JoinError::WouldBlockForever),
-            _ => Ok(()),
+        match super::end_park(&hub.current_task()) {
+            Ok(_) => Ok(()),
+            Err(stop) => Err(stop.raise().into()),
         }
     }
 
@@ -437,21 +408,19 @@ impl TaskRef {
         }
     }
 
+    /// How many green threads wait in `join`/`iwait` for this one.
+    #[cfg(test)]
+    pub(crate) fn waiter_count(&self) -> usize {
+        let waiters = self.waiters.borrow();
+        usize::from(waiters.first.is_some()) + waiters.rest.len()
+    }
+
     /// Unwinds the current green thread if a kill is pending for it.
     pub(crate) fn check_kill(&self) {
         if self.kill_pending() {
             panic::resume_unwind(Box::new(Killed));
         }
     }
-}
-
-/// What [`TaskRef::join_wait_in`] found, before its park (or after it: `JoinSelf` is then
-/// the wake of `LoopExit`).
-enum JoinPark {
-    Parked,
-    TimedOut,
-    Killed,
-    JoinSelf,
 }
 
 /// A green thread waits for itself to finish.
@@ -661,6 +630,12 @@ impl<T> JoinHandle<T> {
             panic::resume_unwind(Box::new(Killed));
         }
         self.task.wake();
+    }
+
+    /// Another handle to its record (for tests that look at it after a `join`).
+    #[cfg(test)]
+    pub(crate) fn task_ref(&self) -> TaskRef {
+        self.task.clone()
     }
 
     /// The green thread's unique id.

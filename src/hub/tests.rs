@@ -393,3 +393,33 @@ fn a_green_thread_that_joins_itself_panics_instead_of_waiting_forever() {
     }
     assert!(message.borrow().contains("cannot join itself"));
 }
+
+/// A `join` that a `Timeout` ends takes its waiter entry off the joined green thread's
+/// record (else the joined one, finishing, would wake whatever the joiner waits on next).
+#[test]
+fn a_join_ended_by_a_timeout_leaves_no_waiter_behind() {
+    let go = Rc::new(Cell::new(false));
+    let g = go.clone();
+    let target = crate::spawn(move || {
+        while !g.get() {
+            crate::yield_now();
+        }
+        7
+    });
+    let record = target.task_ref();
+    let joined = crate::with_timeout(Duration::from_millis(2), move || target.join());
+    assert!(
+        matches!(joined, Err(_) | Ok(Err(JoinError::TimedOut))),
+        "the join was ended by its timeout"
+    );
+    assert_eq!(
+        record.waiter_count(),
+        0,
+        "the timed-out joiner is no waiter any more"
+    );
+    // The joined one still finishes.
+    go.set(true);
+    while !record.is_finished() {
+        crate::yield_now();
+    }
+}
