@@ -591,9 +591,7 @@ impl Hub {
         match next {
             Some(next) => {
                 self.prefetch_ready();
-                next.queued.set(false);
-                next.parked.set(false);
-                self.activity.enter(next.id);
+                self.enter_direct(&next);
                 // The record goes into `current`, which keeps it (and its greenlet) alive;
                 // no handle to the next green thread stays on this stack while it is
                 // suspended, and no reference count is touched.
@@ -610,6 +608,16 @@ impl Hub {
             }
             None => self.greenlet.clone().resume_into(),
         }
+    }
+
+    /// `next`, taken for a direct hand-off ([`switch_to_next`](Self::switch_to_next), or a
+    /// finish's [`exit_direct`](Self::exit_direct)), is about to run: no longer queued or
+    /// parked, and the stall monitor's running one.
+    #[inline(always)]
+    fn enter_direct(&self, next: &TaskRef) {
+        next.queued.set(false);
+        next.parked.set(false);
+        self.activity.enter(next.id);
     }
 
     /// Prefetches what the next green threads to run touch first as they resume, one step
@@ -1217,9 +1225,7 @@ impl Hub {
             None => self.take_direct(),
         };
         if let Some(next) = next {
-            next.queued.set(false);
-            next.parked.set(false);
-            self.activity.enter(next.id);
+            self.enter_direct(&next);
             // The green thread ends here, its final switch going to `next`, which goes into
             // `current` (as the hub's `run` would switch it in); the finishing record,
             // which `current` held, is released first. Nothing is left to drop on the

@@ -339,25 +339,13 @@ impl TaskRef {
     }
 
     /// [`join_wait_in`](Self::join_wait_in) for a green thread whose record `current`
-    /// does not hold (a greenlet the user switched to by hand, not seen yet): the record
-    /// is found (or made) by `current_task`.
+    /// does not hold (a greenlet the user switched to by hand, not seen yet): the general
+    /// wait, whose `current_task` finds (or makes) the record.
     #[cold]
     #[inline(never)]
     fn join_wait_slow(&self, hub: &super::Hub) -> Result<(), JoinError> {
-        let me = hub.current_task();
-        if self.ptr_eq(&me) {
-            join_self();
-        }
-        while !self.done.get() {
-            self.waiters.borrow_mut().push(me.clone());
-            let r = park_task_with(&me, hub, super::Hub::switch_out_inline);
-            // Done: `complete_in` took every waiter already, this one included.
-            if !self.done.get() {
-                self.waiters.borrow_mut().remove(&me);
-            }
-            r?;
-        }
-        Ok(())
+        // With no deadline, `wait_done_in` returns only once done (or with an error).
+        self.wait_done_in(hub, None).map(drop)
     }
 
     /// The end of [`join_wait_in`](Self::join_wait_in)'s park (as `park_task_with`'s)
