@@ -297,8 +297,11 @@ impl TaskRef {
 
     /// Blocks the current green thread until this task is done, for `join`: the
     /// [`wait_done_in`](Self::wait_done_in) of a wait with no deadline, without the
-    /// deadline's tests. Not generic, so shared by every `JoinHandle<T>`.
-    #[inline(never)]
+    /// deadline's tests. Inlined into `join` (so into the user's code), with its cold paths
+    /// out of line: no `ret` runs between the resume and the caller's own code, whose
+    /// returns the return-address predictor would otherwise mispredict (see "Inlined into
+    /// the caller" in the hub's module docs).
+    #[inline(always)]
     fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
         while !self.done.get() {
             // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
@@ -549,14 +552,20 @@ impl<T> JoinHandle<T> {
     /// Other green threads run meanwhile. Returns `Err` if it panicked or was killed, if a
     /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
     /// nothing could ever finish it.
+    #[inline]
     pub fn join(self) -> Result<T, JoinError> {
-        // One look-up of the hub for the wait and for keeping the finished record.
-        with_hub(|hub| {
-            if !self.task.done.get() {
-                self.task.join_wait_in(hub)?;
-            }
-            self.take_in(hub)
-        })
+        // One look-up of the hub for the wait and for keeping the finished record. Inlined
+        // down to the switch, closure included (see `join_wait_in`).
+        with_hub(#[inline(always)] |hub| self.join_in(hub))
+    }
+
+    /// [`join`](Self::join) with this thread's hub.
+    #[inline(always)]
+    fn join_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+        if !self.task.done.get() {
+            self.task.join_wait_in(hub)?;
+        }
+        self.take_in(hub)
     }
 
     /// Like [`join`](Self::join), giving up after `timeout` with `Err(JoinError::TimedOut)`.
