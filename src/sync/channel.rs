@@ -50,6 +50,7 @@ impl<T> Channel<T> {
     ///
     /// Fails with [`SendError::Closed`] if the channel is (or gets) closed, with `TimedOut`
     /// if a [`Timeout`](crate::Timeout) covering the call fires; the error holds the item.
+    #[inline]
     pub fn put(&self, item: T) -> Result<(), SendError<T>> {
         self.core.put_rendezvous(item, None)
     }
@@ -73,6 +74,7 @@ impl<T> Channel<T> {
     }
 
     /// Takes an item from a putter, blocking until one offers it.
+    #[inline]
     pub fn get(&self) -> Result<T, RecvError> {
         self.core.get(None)
     }
