@@ -1066,7 +1066,9 @@ impl Drop for TimerGuard<'_> {
 /// the module docs.
 #[inline]
 pub fn yield_now() {
-    with_hub(Hub::yield_current)
+    // The closure inlined too: with several call sites LLVM would keep a shim for
+    // `Hub::yield_current` out of line, and its `ret` would follow every resume.
+    with_hub(#[inline(always)] |hub| hub.yield_current())
 }
 
 impl Hub {
