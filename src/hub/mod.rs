@@ -1068,7 +1068,10 @@ impl Drop for TimerGuard<'_> {
 pub fn yield_now() {
     // The closure inlined too: with several call sites LLVM would keep a shim for
     // `Hub::yield_current` out of line, and its `ret` would follow every resume.
-    with_hub(#[inline(always)] |hub| hub.yield_current())
+    with_hub(
+        #[inline(always)]
+        |hub| hub.yield_current(),
+    )
 }
 
 impl Hub {

@@ -556,7 +556,10 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
         // down to the switch, closure included (see `join_wait_in`).
-        with_hub(#[inline(always)] |hub| self.join_in(hub))
+        with_hub(
+            #[inline(always)]
+            |hub| self.join_in(hub),
+        )
     }
 
     /// [`join`](Self::join) with this thread's hub.
