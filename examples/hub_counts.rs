@@ -1,9 +1,10 @@
 //! Loops to profile with callgrind, for instruction counts that stay exact when wall-clock
 //! figures are noisy: `channel` (ping-pong hops between two green threads over two
-//! `Channel`s), `queue` (the same over two unbounded `Queue`s) and `spawn` (spawn + run +
-//! join of a trivial green thread on a pooled stack; an optional third argument is the stack
-//! size in bytes, default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup
-//! cancels out:
+//! `Channel`s), `queue` (the same over two unbounded `Queue`s), `event` (the same over two
+//! `Event`s: each green thread waits for its own, then sets and clears the other's; a hop is
+//! a wake-up through a `WaitQueue` and a park) and `spawn` (spawn + run + join of a trivial
+//! green thread on a pooled stack; an optional third argument is the stack size in bytes,
+//! default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup cancels out:
 //!
 //! ```text
 //! cargo build --release --example hub_counts
@@ -14,7 +15,9 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use verdant::{Builder, Channel, Queue};
+use std::cell::Cell;
+use std::rc::Rc;
+use verdant::{Builder, Channel, Event, Queue};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -71,6 +74,29 @@ fn main() {
             ping.close();
             echo.join().unwrap();
         }
+        "event" => {
+            let (ping, pong) = (Rc::new(Event::new()), Rc::new(Event::new()));
+            let done = Rc::new(Cell::new(false));
+            let echo = {
+                let (ping, pong, done) = (ping.clone(), pong.clone(), done.clone());
+                verdant::spawn(move || {
+                    while ping.wait().is_ok() && !done.get() {
+                        pong.set();
+                        pong.clear();
+                    }
+                })
+            };
+            // Let the echo wait first, so that every hop below wakes a waiter.
+            verdant::yield_now();
+            for _ in 0..n / 2 {
+                ping.set();
+                ping.clear();
+                black_box(pong.wait()).unwrap();
+            }
+            done.set(true);
+            ping.set();
+            echo.join().unwrap();
+        }
         "spawn" => match stack_size {
             None => {
                 for _ in 0..n {
@@ -87,7 +113,7 @@ fn main() {
                 }
             }
         },
-        other => panic!("unknown mode {other:?}: channel, queue or spawn"),
+        other => panic!("unknown mode {other:?}: channel, queue, event or spawn"),
     }
     let elapsed = start.elapsed();
     println!(
