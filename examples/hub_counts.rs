@@ -13,10 +13,10 @@
 //! # instructions per hop = (Ir of cg.2 - Ir of cg.1) / 100000
 //! ```
 
-use std::hint::black_box;
-use std::time::Instant;
 use std::cell::Cell;
+use std::hint::black_box;
 use std::rc::Rc;
+use std::time::Instant;
 use verdant::{Builder, Channel, Event, Queue};
 
 fn main() {
