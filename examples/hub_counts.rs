@@ -2,7 +2,9 @@
 //! figures are noisy: `channel` (ping-pong hops between two green threads over two
 //! `Channel`s), `queue` (the same over two unbounded `Queue`s), `event` (the same over two
 //! `Event`s: each green thread waits for its own, then sets and clears the other's; a hop is
-//! a wake-up through a `WaitQueue` and a park) and `spawn` (spawn + run + join of a trivial
+//! a wake-up through a `WaitQueue` and a park), `semaphore` (the same over two
+//! `Semaphore`s without permits: each green thread acquires from its own, then releases
+//! the other's, handing its permit over) and `spawn` (spawn + run + join of a trivial
 //! green thread on a pooled stack; an optional third argument is the stack size in bytes,
 //! default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup cancels out:
 //!
@@ -17,7 +19,7 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Instant;
-use verdant::{Builder, Channel, Event, Queue};
+use verdant::{Builder, Channel, Event, Queue, Semaphore};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -97,6 +99,31 @@ fn main() {
             ping.set();
             echo.join().unwrap();
         }
+        "semaphore" => {
+            let (ping, pong) = (Rc::new(Semaphore::new(0)), Rc::new(Semaphore::new(0)));
+            let done = Rc::new(Cell::new(false));
+            let echo = {
+                let (ping, pong, done) = (ping.clone(), pong.clone(), done.clone());
+                verdant::spawn(move || {
+                    while let Ok(permit) = ping.acquire() {
+                        permit.forget();
+                        if done.get() {
+                            break;
+                        }
+                        pong.release();
+                    }
+                })
+            };
+            // Let the echo wait first, so that every hop below hands a permit to a waiter.
+            verdant::yield_now();
+            for _ in 0..n / 2 {
+                ping.release();
+                pong.acquire().unwrap().forget();
+            }
+            done.set(true);
+            ping.release();
+            echo.join().unwrap();
+        }
         "spawn" => match stack_size {
             None => {
                 for _ in 0..n {
@@ -113,7 +140,7 @@ fn main() {
                 }
             }
         },
-        other => panic!("unknown mode {other:?}: channel, queue, event or spawn"),
+        other => panic!("unknown mode {other:?}: channel, queue, event, semaphore or spawn"),
     }
     let elapsed = start.elapsed();
     println!(
