@@ -19,6 +19,17 @@
 //!   w2 times out:              ──w2 removes itself──────────────────────▶ [w3]
 //!   w1 is killed before it ran: on_abandon() ─▶ e.g. release() ─▶ notify w3
 //! ```
+//!
+//! ## Inlined into the caller, for the return predictor
+//! A green thread that resumes after a switch finds the CPU's return-address predictor
+//! filled by the other context, so every `ret` it runs before its next switch, out of the
+//! frames it entered before the switch, is mispredicted (see the hub's module docs). So a
+//! wait without a deadline is inlined into the primitive's wait, down to the switch
+//! (`hub::park_inline`), and [`Event::wait`] into the user's code: an `Event` ping-pong
+//! (`examples/hub_counts event`) then runs no `ret` between a resume and the caller's own
+//! code. Queueing the waiter is a call before the switch (its `ret` is predicted); what
+//! follows a park that did not notify the waiter (a spurious wake-up, an error), a wait
+//! with a deadline and the abandon of a wait are out of line.
 
 use crate::hub::{self, TaskRef, WaitError};
 use std::cell::{Cell, RefCell};
@@ -117,28 +128,80 @@ impl WaitQueue {
     ///
     /// Whatever happens, the waiter is no longer queued afterwards. If it unwinds after it
     /// was notified, `on_abandon` runs (during the unwind) to pass on what was handed over.
+    ///
+    /// Without a deadline, inlined into the caller down to the switch: see "Inlined into
+    /// the caller" in the module docs.
+    #[inline(always)]
     pub(crate) fn wait(
         &self,
         deadline: Option<Instant>,
         on_abandon: impl FnOnce(),
     ) -> Result<bool, WaitError> {
+        if deadline.is_some() {
+            return self.wait_out_of_line(deadline, on_abandon);
+        }
+        let id = self.enqueue_current();
+        let registration = Registration {
+            queue: self,
+            id,
+            on_abandon: Some(on_abandon),
+        };
+        let parked = hub::park_inline();
+        if self.notified(id) {
+            let mut registration = registration;
+            registration.on_abandon = None;
+            return Ok(true);
+        }
+        Self::wait_on(registration, deadline, parked.map(|()| false))
+    }
+
+    /// A wait with a deadline: out of line.
+    #[inline(never)]
+    fn wait_out_of_line(
+        &self,
+        deadline: Option<Instant>,
+        on_abandon: impl FnOnce(),
+    ) -> Result<bool, WaitError> {
+        let id = self.enqueue_current();
+        let registration = Registration {
+            queue: self,
+            id,
+            on_abandon: Some(on_abandon),
+        };
+        let parked = Self::park(deadline);
+        Self::wait_on(registration, deadline, parked)
+    }
+
+    /// Queues the current green thread; returns its waiter id. Out of line: it returns
+    /// before the switch.
+    #[inline(never)]
+    fn enqueue_current(&self) -> u64 {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         self.waiters.borrow_mut().push_back(Waiter {
             id,
             task: hub::current_task(),
         });
-        let mut registration = Registration {
-            queue: self,
-            id,
-            on_abandon: Some(on_abandon),
-        };
+        id
+    }
+
+    fn park(deadline: Option<Instant>) -> Result<bool, WaitError> {
+        match deadline {
+            Some(deadline) => hub::park_until(deadline),
+            None => hub::park().map(|()| false),
+        }
+    }
+
+    /// The rest of a wait once it parked (`parked`: how the park ended), out of line: it
+    /// ends the wait, or parks again if the waiter is still queued.
+    #[inline(never)]
+    fn wait_on<F: FnOnce()>(
+        mut registration: Registration<'_, F>,
+        deadline: Option<Instant>,
+        mut parked: Result<bool, WaitError>,
+    ) -> Result<bool, WaitError> {
         loop {
-            let parked = match deadline {
-                Some(deadline) => hub::park_until(deadline),
-                None => hub::park().map(|()| false),
-            };
-            if self.notified(id) {
+            if registration.queue.notified(registration.id) {
                 registration.on_abandon = None;
                 return Ok(true);
             }
@@ -148,6 +211,7 @@ impl WaitQueue {
                 Ok(false) => {}
                 Err(e) => return Err(e),
             }
+            parked = Self::park(deadline);
         }
     }
 }
