@@ -25,9 +25,13 @@
 //! filled by the other context, so every `ret` it runs before its next switch, out of the
 //! frames it entered before the switch, is mispredicted (see the hub's module docs). So a
 //! wait without a deadline is inlined into the primitive's wait, down to the switch
-//! (`hub::park_inline`), and [`Event::wait`] into the user's code: an `Event` ping-pong
-//! (`examples/hub_counts event`) then runs no `ret` between a resume and the caller's own
-//! code. Queueing the waiter is a call before the switch (its `ret` is predicted); what
+//! (`hub::park_inline`), and [`Event::wait`] and [`Semaphore::acquire`] into the user's
+//! code: a ping-pong over them (`examples/hub_counts event|semaphore`) then runs no `ret`
+//! between a resume and the caller's own code (an `Event` hop 68 -> 51 ns, a `Semaphore`
+//! hop 60 -> 44 ns, some 30 instructions and 600 bytes more per call site; inlined into
+//! the primitive's wait only, a `Semaphore` hop took 92% of the time). `Mutex::lock`
+//! is not inlined into the caller (the inlined park would sit at every call site of a
+//! lock that is mostly free), nor is `Condvar::wait` (it locks again after its wait). Queueing the waiter is a call before the switch (its `ret` is predicted); what
 //! follows a park that did not notify the waiter (a spurious wake-up, an error), a wait
 //! with a deadline and the abandon of a wait are out of line.
 
