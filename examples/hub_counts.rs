@@ -1,9 +1,12 @@
 //! Loops to profile with callgrind, for instruction counts that stay exact when wall-clock
 //! figures are noisy: `channel` (ping-pong hops between two green threads over two
-//! `Channel`s), `queue` (the same over two unbounded `Queue`s) and `spawn` (spawn + run +
-//! join of a trivial green thread on a pooled stack; an optional third argument is the stack
-//! size in bytes, default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup
-//! cancels out:
+//! `Channel`s), `queue` (the same over two unbounded `Queue`s), `event` (the same over two
+//! `Event`s: each green thread waits for its own, then sets and clears the other's; a hop is
+//! a wake-up through a `WaitQueue` and a park), `semaphore` (the same over two
+//! `Semaphore`s without permits: each green thread acquires from its own, then releases
+//! the other's, handing its permit over) and `spawn` (spawn + run + join of a trivial
+//! green thread on a pooled stack; an optional third argument is the stack size in bytes,
+//! default `DEFAULT_STACK_SIZE`). Run it twice and subtract, so that setup cancels out:
 //!
 //! ```text
 //! cargo build --release --example hub_counts
@@ -12,9 +15,11 @@
 //! # instructions per hop = (Ir of cg.2 - Ir of cg.1) / 100000
 //! ```
 
+use std::cell::Cell;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::Instant;
-use verdant::{Builder, Channel, Queue};
+use verdant::{Builder, Channel, Event, Queue, Semaphore};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -71,6 +76,8 @@ fn main() {
             ping.close();
             echo.join().unwrap();
         }
+        "event" => event_hops(n),
+        "semaphore" => semaphore_hops(n),
         "spawn" => match stack_size {
             None => {
                 for _ in 0..n {
@@ -87,11 +94,68 @@ fn main() {
                 }
             }
         },
-        other => panic!("unknown mode {other:?}: channel, queue or spawn"),
+        other => panic!("unknown mode {other:?}: channel, queue, event, semaphore or spawn"),
     }
     let elapsed = start.elapsed();
     println!(
         "{mode}: {n} in {elapsed:.2?}: {:.1} ns each",
         elapsed.as_nanos() as f64 / n.max(1) as f64
     );
+}
+
+// The modes added later are functions of their own, out of line, so that what they inline
+// (a park, for the return predictor) does not change how the loops of `main` are compiled.
+
+/// N hops over two `Event`s: N/2 round trips.
+#[inline(never)]
+fn event_hops(n: u64) {
+    let (ping, pong) = (Rc::new(Event::new()), Rc::new(Event::new()));
+    let done = Rc::new(Cell::new(false));
+    let echo = {
+        let (ping, pong, done) = (ping.clone(), pong.clone(), done.clone());
+        verdant::spawn(move || {
+            while ping.wait().is_ok() && !done.get() {
+                pong.set();
+                pong.clear();
+            }
+        })
+    };
+    // Let the echo wait first, so that every hop below wakes a waiter.
+    verdant::yield_now();
+    for _ in 0..n / 2 {
+        ping.set();
+        ping.clear();
+        black_box(pong.wait()).unwrap();
+    }
+    done.set(true);
+    ping.set();
+    echo.join().unwrap();
+}
+
+/// N hops over two `Semaphore`s: N/2 round trips.
+#[inline(never)]
+fn semaphore_hops(n: u64) {
+    let (ping, pong) = (Rc::new(Semaphore::new(0)), Rc::new(Semaphore::new(0)));
+    let done = Rc::new(Cell::new(false));
+    let echo = {
+        let (ping, pong, done) = (ping.clone(), pong.clone(), done.clone());
+        verdant::spawn(move || {
+            while let Ok(permit) = ping.acquire() {
+                permit.forget();
+                if done.get() {
+                    break;
+                }
+                pong.release();
+            }
+        })
+    };
+    // Let the echo wait first, so that every hop below hands a permit to a waiter.
+    verdant::yield_now();
+    for _ in 0..n / 2 {
+        ping.release();
+        pong.acquire().unwrap().forget();
+    }
+    done.set(true);
+    ping.release();
+    echo.join().unwrap();
 }

@@ -947,6 +947,16 @@ pub(crate) fn park() -> Result<(), WaitError> {
     with_hub(Hub::park_current)
 }
 
+/// [`park`] inlined into the caller down to the switch (the return predictor: see
+/// "Inlined into the caller" in the module docs), for the wait queue's waits.
+#[inline(always)]
+pub(crate) fn park_inline() -> Result<(), WaitError> {
+    with_hub(
+        #[inline(always)]
+        |hub| park_task_with(&hub.current_task(), hub, Hub::switch_out_inline).map(|_| ()),
+    )
+}
+
 impl Hub {
     // Out of line, so that `with_hub` around it is inlined with the thread-local's
     // accessor (as `yield_current`).

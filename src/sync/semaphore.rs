@@ -76,6 +76,10 @@ impl Semaphore {
     /// call fires first, `Err(WaitError::WouldBlockForever)` if no permit could ever be
     /// released; a kill unwinds out of it. An interrupted waiter leaves the queue and
     /// takes no permit.
+    ///
+    /// Inlined into the caller down to the switch (the CPU's return predictor: see
+    /// "Inlined into the caller" in the hub's module docs).
+    #[inline]
     pub fn acquire(&self) -> Result<SemaphorePermit<'_>, WaitError> {
         let acquired = self.acquire_deadline(None)?;
         debug_assert!(
@@ -142,7 +146,9 @@ impl Semaphore {
         }
     }
 
-    /// Returns whether a permit was taken (`false`: the deadline passed first).
+    /// Returns whether a permit was taken (`false`: the deadline passed first). Inlined
+    /// into `acquire` (no deadline: the wait queue's inlined wait) and `acquire_timeout`.
+    #[inline(always)]
     fn acquire_deadline(&self, deadline: Option<Instant>) -> Result<bool, WaitError> {
         if self.take_available() {
             return Ok(true);
@@ -242,7 +248,8 @@ impl BoundedSemaphore {
         }
     }
 
-    /// See [`Semaphore::acquire`].
+    /// See [`Semaphore::acquire`] (inlined into the caller as well).
+    #[inline]
     pub fn acquire(&self) -> Result<SemaphorePermit<'_>, WaitError> {
         self.inner.acquire()
     }
