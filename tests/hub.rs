@@ -404,6 +404,64 @@ fn a_detached_green_thread_drops_its_result_as_it_ends_and_hands_control_on() {
     assert_eq!(verdant::spawn(|| 8).join().unwrap(), 8);
 }
 
+/// A result whose drop blocks: it yields, then sleeps, then counts itself dropped.
+struct BlockingDrop(Rc<Cell<u32>>);
+
+impl Drop for BlockingDrop {
+    fn drop(&mut self) {
+        verdant::yield_now();
+        verdant::sleep(Duration::from_millis(2)).expect("the sleep in the drop");
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_detached_green_thread_whose_result_blocks_in_its_drop_leaves_the_others_running() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    // Detached before it runs: nobody can take its result, which it drops as it ends, as
+    // ordinary code of its own (the drop yields and sleeps).
+    drop(verdant::spawn(move || BlockingDrop(d)));
+    let next = verdant::spawn(|| 5);
+    assert_eq!(next.join().unwrap(), 5, "the green thread spawned next ran");
+    for i in 0..3 {
+        assert_eq!(verdant::spawn(move || i).join().unwrap(), i);
+    }
+    verdant::sleep(Duration::from_millis(20)).unwrap();
+    assert_eq!(drops.get(), 1, "the result was dropped, once");
+}
+
+/// A result whose drop panics.
+struct PanickingDrop;
+
+impl Drop for PanickingDrop {
+    fn drop(&mut self) {
+        panic!("a detached green thread's result panicked in its drop");
+    }
+}
+
+/// A panic in the drop of a detached green thread's result is that green thread's: it
+/// ends, and the others and the hub carry on. It used to reach the thread's main green
+/// thread through the hub and end the process, so the scenario runs in a child process.
+#[test]
+fn a_panic_in_the_drop_of_a_detached_result_leaves_the_others_running() {
+    #[path = "support/mod.rs"]
+    mod support;
+    const SCENARIO: &str = "panic-in-detached-result-drop";
+    if !support::is_child(SCENARIO) {
+        let child = support::run_child(
+            "a_panic_in_the_drop_of_a_detached_result_leaves_the_others_running",
+            SCENARIO,
+        );
+        assert!(child.status.success(), "{}", child.transcript());
+        return;
+    }
+    drop(verdant::spawn(|| PanickingDrop));
+    let next = verdant::spawn(|| 5);
+    assert_eq!(next.join().unwrap(), 5);
+    assert_eq!(verdant::spawn(|| 6).join().unwrap(), 6);
+}
+
 #[test]
 fn many_green_threads_ending_in_a_row_hand_control_on_in_spawn_order() {
     let log = Rc::new(RefCell::new(Vec::new()));

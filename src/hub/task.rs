@@ -207,9 +207,22 @@ impl Task {
 }
 
 impl Task {
-    /// Marks the task done (its result is stored) and wakes its joiners, on this thread's
-    /// hub. Inline (its one caller is a green thread's finish); more than one joiner is the
-    /// rare case, out of line.
+    /// Marks the current green thread's record finished (its result stored, or dropped if
+    /// detached), tells the stall monitor, and completes it ([`complete_in`]).
+    ///
+    /// [`complete_in`]: Self::complete_in
+    #[inline(always)]
+    fn finish_in(&self, hub: &super::Hub) -> Option<TaskRef> {
+        self.finished.set(true);
+        if self.recorded.get() {
+            hub.activity.finished(self.id);
+        }
+        self.complete_in(hub)
+    }
+
+    /// Marks the task done (its result is stored, or dropped if detached) and wakes its
+    /// joiners, on this thread's hub. Inline (its one caller is a green thread's finish,
+    /// `finish_in`); more than one joiner is the rare case, out of line.
     ///
     /// The usual single joiner is returned rather than queued, marked scheduled (`queued`)
     /// as [`Hub::schedule`](super::Hub::schedule) would: the caller's
@@ -895,7 +908,7 @@ where
     });
     let f = f.expect("a green thread's closure runs once");
     let result = if killed_before_start {
-        drop(f);
+        drop_caught(f);
         Err(JoinError::Killed)
     } else {
         match panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -910,15 +923,15 @@ where
     // code of the user's (the result is stored, its joiners scheduled).
     let claimed = hub.with_current_task(|task| {
         let Some(task) = task else {
-            return Err(result);
+            return Ending::NotOurs(result);
         };
-        task.finished.set(true);
-        if task.recorded.get() {
-            hub.activity.finished(task.id);
+        if Rc::strong_count(&task.0) == 1 {
+            // Detached: no handle but the hub's `current`, so nobody can take the result.
+            return Ending::Detached(result);
         }
         // Into the cell emptied at our start: nothing is dropped.
         task.body.put::<Result<T, JoinError>>(result);
-        Ok(task.complete_in(hub))
+        Ending::Finished(task.finish_in(hub))
     });
     match claimed {
         // Our greenlet's final switch goes straight to the next ready green thread (the
@@ -926,11 +939,46 @@ where
         // hand-off does: then this green thread ends inside `exit_direct`, which does not
         // return, and these frames are abandoned, so nothing that needs dropping may be
         // alive here (the closure and its result are gone).
-        Ok(joiner) => hub.exit_direct(joiner),
+        Ending::Finished(joiner) => hub.exit_direct(joiner),
+        Ending::Detached(result) => end_detached(hub, result),
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
-        Err(result) => drop(result),
+        Ending::NotOurs(result) => drop(result),
     }
+}
+
+/// How a green thread's body ends ([`run_task_in`]), decided where the hub holds its record.
+enum Ending<R> {
+    /// Its result stored and its record marked finished: its joiner woken, if one waits.
+    Finished(Option<TaskRef>),
+    /// No handle to its record is left but the hub's: the result, which nobody can take,
+    /// is dropped by [`end_detached`].
+    Detached(R),
+    /// The hub's current record is not ours (see `run_task_in`).
+    NotOurs(R),
+}
+
+/// The end of a detached green thread (no handle to its record is left but the hub's):
+/// its result is dropped here, as code of the green thread itself, which may block or
+/// panic (a panic ends there: it has no joiner to go to; the panic hook reported it). Only
+/// then is it marked finished. Dropped later, with the record, it would run after the
+/// hub had handed control on (or on the hub's own stack). Out of line: a detached green
+/// thread is the rare case.
+#[cold]
+#[inline(never)]
+fn end_detached<R>(hub: &super::Hub, result: R) {
+    drop_caught(result);
+    let claimed = hub.with_current_task(|task| task.map(|task| task.finish_in(hub)));
+    if let Some(joiner) = claimed {
+        hub.exit_direct(joiner);
+    }
+}
+
+/// Drops `value` as code of the current green thread, a panic in its drop caught (and
+/// reported by the panic hook as it happened): for what a green thread drops after its
+/// closure, with nobody to hand the panic to.
+fn drop_caught<V>(value: V) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its
