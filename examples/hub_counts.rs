@@ -39,61 +39,11 @@ fn main() {
     });
     let start = Instant::now();
     match mode.as_str() {
-        // N hops: N/2 round trips.
-        "channel" => {
-            let (ping, pong) = (Channel::<u64>::new(), Channel::<u64>::new());
-            let echo = {
-                let (ping, pong) = (ping.clone(), pong.clone());
-                verdant::spawn(move || {
-                    while let Ok(v) = ping.get() {
-                        pong.put(v + 1).unwrap();
-                    }
-                })
-            };
-            let mut v = 0;
-            for _ in 0..n / 2 {
-                ping.put(black_box(v)).unwrap();
-                v = pong.get().unwrap();
-            }
-            ping.close();
-            echo.join().unwrap();
-        }
-        "queue" => {
-            let (ping, pong) = (Queue::<u64>::new(), Queue::<u64>::new());
-            let echo = {
-                let (ping, pong) = (ping.clone(), pong.clone());
-                verdant::spawn(move || {
-                    while let Ok(v) = ping.get() {
-                        pong.put(v + 1).unwrap();
-                    }
-                })
-            };
-            let mut v = 0;
-            for _ in 0..n / 2 {
-                ping.put(black_box(v)).unwrap();
-                v = pong.get().unwrap();
-            }
-            ping.close();
-            echo.join().unwrap();
-        }
+        "channel" => channel_hops(n),
+        "queue" => queue_hops(n),
         "event" => event_hops(n),
         "semaphore" => semaphore_hops(n),
-        "spawn" => match stack_size {
-            None => {
-                for _ in 0..n {
-                    black_box(verdant::spawn(|| black_box(1u32)).join().unwrap());
-                }
-            }
-            Some(size) => {
-                for _ in 0..n {
-                    let handle = Builder::new()
-                        .stack_size(size)
-                        .spawn(|| black_box(1u32))
-                        .expect("spawn");
-                    black_box(handle.join().unwrap());
-                }
-            }
-        },
+        "spawn" => spawn_joins(n, stack_size),
         other => panic!("unknown mode {other:?}: channel, queue, event, semaphore or spawn"),
     }
     let elapsed = start.elapsed();
@@ -103,8 +53,73 @@ fn main() {
     );
 }
 
-// The modes added later are functions of their own, out of line, so that what they inline
-// (a park, for the return predictor) does not change how the loops of `main` are compiled.
+// Each mode is a function of its own, out of line, so that what one inlines (a park, for
+// the return predictor) does not change how another's loop is compiled, and its count
+// stays comparable from build to build.
+
+/// N hops over two `Channel`s: N/2 round trips.
+#[inline(never)]
+fn channel_hops(n: u64) {
+    let (ping, pong) = (Channel::<u64>::new(), Channel::<u64>::new());
+    let echo = {
+        let (ping, pong) = (ping.clone(), pong.clone());
+        verdant::spawn(move || {
+            while let Ok(v) = ping.get() {
+                pong.put(v + 1).unwrap();
+            }
+        })
+    };
+    let mut v = 0;
+    for _ in 0..n / 2 {
+        ping.put(black_box(v)).unwrap();
+        v = pong.get().unwrap();
+    }
+    ping.close();
+    echo.join().unwrap();
+}
+
+/// N hops over two unbounded `Queue`s: N/2 round trips.
+#[inline(never)]
+fn queue_hops(n: u64) {
+    let (ping, pong) = (Queue::<u64>::new(), Queue::<u64>::new());
+    let echo = {
+        let (ping, pong) = (ping.clone(), pong.clone());
+        verdant::spawn(move || {
+            while let Ok(v) = ping.get() {
+                pong.put(v + 1).unwrap();
+            }
+        })
+    };
+    let mut v = 0;
+    for _ in 0..n / 2 {
+        ping.put(black_box(v)).unwrap();
+        v = pong.get().unwrap();
+    }
+    ping.close();
+    echo.join().unwrap();
+}
+
+/// N spawn + run + join cycles of a trivial green thread, with `stack_size` bytes of stack
+/// (the default if `None`).
+#[inline(never)]
+fn spawn_joins(n: u64, stack_size: Option<usize>) {
+    match stack_size {
+        None => {
+            for _ in 0..n {
+                black_box(verdant::spawn(|| black_box(1u32)).join().unwrap());
+            }
+        }
+        Some(size) => {
+            for _ in 0..n {
+                let handle = Builder::new()
+                    .stack_size(size)
+                    .spawn(|| black_box(1u32))
+                    .expect("spawn");
+                black_box(handle.join().unwrap());
+            }
+        }
+    }
+}
 
 /// N hops over two `Event`s: N/2 round trips.
 #[inline(never)]
