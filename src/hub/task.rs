@@ -518,12 +518,22 @@ struct Waiters {
 }
 
 impl Waiters {
+    /// Inline (a join's park pushes its one waiter here), with the second and later
+    /// waiters, which may grow the vector, out of line: a call would cost more than the
+    /// test and the store of the usual case.
+    #[inline(always)]
     fn push(&mut self, task: TaskRef) {
         if self.first.is_none() {
             self.first = Some(task);
         } else {
-            self.rest.push(task);
+            self.push_rest(task);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_rest(&mut self, task: TaskRef) {
+        self.rest.push(task);
     }
 
     fn remove(&mut self, task: &TaskRef) {
