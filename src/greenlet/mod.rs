@@ -737,21 +737,19 @@ impl Greenlet {
         // SAFETY: `target` is alive: `owner` keeps it alive.
         let state = unsafe { (*target).state.get() };
         let previous = slot.replace(Some(owner));
-        if EMPTY {
+        let previous = if EMPTY {
             debug_assert!(
                 previous.is_none(),
                 "resume_held_in_empty: the slot was not empty"
             );
-            // Not read at all in a release build (a dead load).
+            // Not read at all in a release build (a dead load); the `None` in its place is
+            // a constant, so its tests below fold away.
             std::mem::forget(previous);
-            if state == State::Suspended && !cur.is_null() {
-                // SAFETY: as below.
-                unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
-            } else {
-                // SAFETY: as below.
-                unsafe { new_handle(target) }.resume_into()
-            }
-        } else if previous.is_none() && state == State::Suspended && !cur.is_null() {
+            None
+        } else {
+            previous
+        };
+        if previous.is_none() && state == State::Suspended && !cur.is_null() {
             // `None`: nothing to drop, and no test of it left for after the switch.
             std::mem::forget(previous);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
