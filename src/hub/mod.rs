@@ -586,9 +586,18 @@ impl Hub {
         self.switch_out_with::<false>()
     }
 
+    /// [`switch_out_inline`](Self::switch_out_inline) for a caller that took the running
+    /// green thread's record out of `current` and handed it to whoever wakes it
+    /// ([`take_current_task`](Self::take_current_task)): `current` is empty, so the next
+    /// record goes in without a drop or a test.
+    #[inline(always)]
+    fn switch_out_emptied(&self) {
+        self.switch_out_with::<true>()
+    }
+
     /// The body of [`switch_out`](Self::switch_out); `CURRENT_EMPTY`: the caller took the
-    /// record out of `current` (a yield), so there is nothing to drop when the next one
-    /// goes in.
+    /// record out of `current` (a yield, a join's park), so there is nothing to drop when
+    /// the next one goes in.
     #[inline(always)]
     fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
         self.switch_to_next::<CURRENT_EMPTY>(self.take_direct())
@@ -885,11 +894,8 @@ impl Hub {
         match self.current.take() {
             Some(task) if task.greenlet.is_current() => {
                 let me = task.clone();
-                // Put back into the cell emptied just above (nothing ran in between): the
-                // `None` that comes out needs no drop, so none is generated.
-                let empty = self.current.replace(Some(task));
-                debug_assert!(empty.is_none());
-                std::mem::forget(empty);
+                // Put back into the cell emptied just above (nothing ran in between).
+                self.put_current(Some(task));
                 me
             }
             other => {
@@ -902,19 +908,50 @@ impl Hub {
     /// Runs `f` with the running green thread's record, borrowed where `current` holds it
     /// (no reference count touched), or with `None` if `current` does not hold it (a
     /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
-    /// spawned green thread's own start and finish ([`task`]'s `run_task`) and a join's park
-    /// (`join_wait_in`): `f` must not switch, panic, nor run code that looks at the current
-    /// task (no user code), since the record is out of `current` while it runs.
+    /// spawned green thread's own start and finish ([`task`]'s `run_task`) and the end of
+    /// a join's park (`join_wait_in`): `f` must not switch, panic, nor run code that looks
+    /// at the current task (no user code), since the record is out of `current` while it
+    /// runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
         let task = self.current.take();
         let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
-        // Put back into the cell emptied just above (`f` left it alone): the `None` that
-        // comes out needs no drop.
+        // Put back into the cell emptied just above (`f` left it alone).
+        self.put_current(task);
+        r
+    }
+
+    /// Takes the running green thread's record out of `current` (no reference count
+    /// touched), or returns `None` if `current` does not hold it (as
+    /// [`with_current_task`](Self::with_current_task)), leaving `current` as it was. For a
+    /// join's park, whose record moves into the joined one's waiters: the caller puts it
+    /// back ([`put_current_task`](Self::put_current_task)) unless it switches out with
+    /// [`switch_out_emptied`](Self::switch_out_emptied); no code of the user's may run in
+    /// between.
+    #[inline(always)]
+    fn take_current_task(&self) -> Option<TaskRef> {
+        match self.current.take() {
+            Some(task) if task.greenlet.is_current() => Some(task),
+            other => {
+                self.put_current(other);
+                None
+            }
+        }
+    }
+
+    /// Puts back the record [`take_current_task`](Self::take_current_task) took.
+    #[inline(always)]
+    fn put_current_task(&self, task: TaskRef) {
+        self.put_current(Some(task));
+    }
+
+    /// Refills `current`, which the caller emptied (nothing ran since that could refill
+    /// it): the `None` that comes out needs no drop, so none is generated.
+    #[inline(always)]
+    fn put_current(&self, task: Option<TaskRef>) {
         let empty = self.current.replace(task);
         debug_assert!(empty.is_none());
         std::mem::forget(empty);
-        r
     }
 
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is

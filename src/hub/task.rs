@@ -305,28 +305,23 @@ impl TaskRef {
     fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
         while !self.done.get() {
             // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
-            // the record where `current` holds it: the waiter pushed is the one handle made
-            // (none stays on this stack while parked). A kill is unwound only once
-            // `with_current_task` has put the record back.
-            let before = hub.with_current_task(|me| {
-                let me = me?;
-                Some(if self.ptr_eq(me) {
-                    Err(None)
-                } else {
-                    super::begin_park(me)
-                        .map(|()| {
-                            self.waiters.borrow_mut().push(me.clone());
-                        })
-                        .map_err(Some)
-                })
-            });
-            match before {
-                Some(Ok(())) => {}
-                Some(Err(Some(stop))) => return Err(stop.raise().into()),
-                Some(Err(None)) => join_self(),
-                None => return self.join_wait_slow(hub),
+            // the record taken out of `current`: it moves into the waiters (no handle made,
+            // none dropped, none on this stack while parked), and `current` stays empty
+            // until the switch puts the next record in (as a yield's does). A kill is
+            // unwound only once the record is back in `current`.
+            let Some(me) = hub.take_current_task() else {
+                return self.join_wait_slow(hub);
+            };
+            if self.ptr_eq(&me) {
+                hub.put_current_task(me);
+                join_self();
             }
-            hub.switch_out_inline();
+            if let Err(stop) = super::begin_park(&me) {
+                hub.put_current_task(me);
+                return Err(stop.raise().into());
+            }
+            self.waiters.borrow_mut().push(me);
+            hub.switch_out_emptied();
             let r = match hub.with_current_task(|me| me.map(super::end_park)) {
                 Some(Ok(_)) => Ok(()),
                 Some(Err(stop)) => Err(stop.raise().into()),
