@@ -795,23 +795,60 @@ impl Greenlet {
         owner: T,
         greenlet_of: fn(&T) -> &Greenlet,
     ) -> ! {
+        Self::exit_held_in_with::<T, false>(slot, owner, greenlet_of)
+    }
+
+    /// [`exit_held_in`](Self::exit_held_in) into a `slot` the caller knows is empty (it
+    /// took its value out, and nothing can have refilled it since): the slot is neither
+    /// read nor tested, and the target is read from `owner` before it goes in. A value
+    /// found there all the same would be forgotten (leaked, never dropped); debug builds
+    /// assert that there is none.
+    #[inline(always)]
+    pub(crate) fn exit_held_in_empty<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) -> ! {
+        Self::exit_held_in_with::<T, true>(slot, owner, greenlet_of)
+    }
+
+    #[inline(always)]
+    fn exit_held_in_with<T, const EMPTY: bool>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) -> ! {
         let me = CURRENT.with(Cell::get);
         // SAFETY: not null: the running greenlet, alive by its own reference.
         if me.is_null() || unsafe { (*me).is_main } {
             panic!("Greenlet::exit_held_in: called outside a greenlet's body (on a thread's main greenlet, which cannot end)");
         }
-        let previous = slot.replace(Some(owner));
-        if previous.is_some() {
-            // May run any code (it may even refill the slot): the target is read after it.
-            drop(previous);
-        } else {
+        let target = if EMPTY {
+            let target = Rc::as_ptr(&greenlet_of(&owner).inner);
+            let previous = slot.replace(Some(owner));
+            debug_assert!(
+                previous.is_none(),
+                "exit_held_in_empty: the slot was not empty"
+            );
+            // Not read at all in a release build (a dead load).
             std::mem::forget(previous);
-        }
-        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
-        // this read ends before anything else touches the cell (greenlets are !Send).
-        let target = match unsafe { &*slot.as_ptr() } {
-            Some(owner) => Rc::as_ptr(&greenlet_of(owner).inner),
-            None => ptr::null(),
+            target
+        } else {
+            let previous = slot.replace(Some(owner));
+            if previous.is_some() {
+                // May run any code (it may even refill the slot): the target is read after
+                // it.
+                drop(previous);
+            } else {
+                std::mem::forget(previous);
+            }
+            // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed,
+            // and this read ends before anything else touches the cell (greenlets are
+            // !Send).
+            match unsafe { &*slot.as_ptr() } {
+                Some(owner) => Rc::as_ptr(&greenlet_of(owner).inner),
+                None => ptr::null(),
+            }
         };
         // SAFETY: the running greenlet, alive by its own reference; its body is over (per
         // this function's contract) and it never runs again. `target`, if not null, is

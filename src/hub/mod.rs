@@ -908,10 +908,9 @@ impl Hub {
     /// Runs `f` with the running green thread's record, borrowed where `current` holds it
     /// (no reference count touched), or with `None` if `current` does not hold it (a
     /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
-    /// spawned green thread's own start and finish ([`task`]'s `run_task`) and the end of
-    /// a join's park (`join_wait_in`): `f` must not switch, panic, nor run code that looks
-    /// at the current task (no user code), since the record is out of `current` while it
-    /// runs.
+    /// spawned green thread's own start ([`task`]'s `run_task`) and the end of a join's
+    /// park (`join_wait_in`): `f` must not switch, panic, nor run code that looks at the
+    /// current task (no user code), since the record is out of `current` while it runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
         let task = self.current.take();
@@ -924,10 +923,11 @@ impl Hub {
     /// Takes the running green thread's record out of `current` (no reference count
     /// touched), or returns `None` if `current` does not hold it (as
     /// [`with_current_task`](Self::with_current_task)), leaving `current` as it was. For a
-    /// join's park, whose record moves into the joined one's waiters: the caller puts it
-    /// back ([`put_current_task`](Self::put_current_task)) unless it switches out with
-    /// [`switch_out_emptied`](Self::switch_out_emptied); no code of the user's may run in
-    /// between.
+    /// join's park, whose record moves into the joined one's waiters, and a spawned green
+    /// thread's finish: the caller puts it back
+    /// ([`put_current_task`](Self::put_current_task)) unless it switches out with
+    /// `current` empty ([`switch_out_emptied`](Self::switch_out_emptied),
+    /// [`exit_direct`](Self::exit_direct)); no code of the user's may run in between.
     #[inline(always)]
     fn take_current_task(&self) -> Option<TaskRef> {
         match self.current.take() {
@@ -1265,8 +1265,13 @@ impl Hub {
     /// but not in the run queue yet. Queued and taken back at once it would be the next to
     /// run if the queue is empty: then control goes straight to it without the trip through
     /// the queue (with the same turn accounting: one more ready green thread).
+    ///
+    /// `finishing`: the finishing green thread's record, which the caller took out of
+    /// `current` ([`take_current_task`](Self::take_current_task)). When the green thread
+    /// does not end here, it goes back there (the hub's `run` releases it when it runs the
+    /// next one).
     #[inline(always)]
-    pub(crate) fn exit_direct(&self, joiner: Option<TaskRef>) {
+    pub(crate) fn exit_direct(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
         let next = match joiner {
             Some(joiner) if self.ready.is_empty() => match self.runs_left_parking(1) {
                 Some(left) => self.direct_to(joiner, left),
@@ -1281,14 +1286,26 @@ impl Hub {
             }
             None => self.take_direct(),
         };
-        if let Some(next) = next {
-            self.enter_direct(&next);
-            // The green thread ends here, its final switch going to `next`, which goes into
-            // `current` (as the hub's `run` would switch it in); the finishing record,
-            // which `current` held, is released first. Nothing is left to drop on the
-            // finishing green thread's stack: its closure and result are gone, and
-            // `run_task_in` calls this last.
-            Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet);
+        let Some(next) = next else {
+            self.put_current_task(finishing);
+            return;
+        };
+        self.enter_direct(&next);
+        // The green thread ends here, its final switch going to `next`, which goes into
+        // `current` (as the hub's `run` would switch it in); the finishing record is
+        // released first. Nothing is left to drop on the finishing green thread's stack:
+        // its closure and result are gone, and `run_task_in` calls this last.
+        match finishing.release_shared() {
+            // Another handle keeps the record (a `JoinHandle`, usually): released with no
+            // code run, and `current` is still empty.
+            None => Greenlet::exit_held_in_empty(&self.current, next, |task| &task.greenlet),
+            // The last handle: its drop (the result's) may run any code, which finds the
+            // record in `current` as while the green thread ran; `exit_held_in` drops it
+            // once `next` is in.
+            Some(last) => {
+                self.put_current_task(last);
+                Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet)
+            }
         }
     }
 }

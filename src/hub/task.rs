@@ -284,6 +284,18 @@ impl TaskRef {
         !self.finished.get() && !self.queued.replace(true)
     }
 
+    /// Gives up this handle if another one keeps the record (no code runs: only the count
+    /// is decremented); else returns it, the last one.
+    #[inline(always)]
+    pub(crate) fn release_shared(self) -> Option<TaskRef> {
+        if Rc::strong_count(&self.0) > 1 {
+            drop(self);
+            None
+        } else {
+            Some(self)
+        }
+    }
+
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
         Rc::ptr_eq(&self.0, &other.0)
     }
@@ -914,31 +926,28 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
-    // code of the user's (the result is stored, its joiners scheduled).
-    let claimed = hub.with_current_task(|task| {
-        let Some(task) = task else {
-            return Err(result);
-        };
-        task.finished.set(true);
-        if task.recorded.get() {
-            hub.activity.finished(task.id);
-        }
-        // Into the cell emptied at our start: nothing is dropped.
-        task.body.put::<Result<T, JoinError>>(result);
-        Ok(task.complete_in(hub))
-    });
-    match claimed {
-        // Our greenlet's final switch goes straight to the next ready green thread (the
-        // joiner woken just now, usually) when the turn has runs left, as a park's
-        // hand-off does: then this green thread ends inside `exit_direct`, which does not
-        // return, and these frames are abandoned, so nothing that needs dropping may be
-        // alive here (the closure and its result are gone).
-        Ok(joiner) => hub.exit_direct(joiner),
+    // Our record, taken out of `current` (no handle made) until `exit_direct` puts the
+    // next one in: nothing in here runs code of the user's (the result is stored, its
+    // joiners scheduled).
+    let Some(task) = hub.take_current_task() else {
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
-        Err(result) => drop(result),
+        drop(result);
+        return;
+    };
+    task.finished.set(true);
+    if task.recorded.get() {
+        hub.activity.finished(task.id);
     }
+    // Into the cell emptied at our start: nothing is dropped.
+    task.body.put::<Result<T, JoinError>>(result);
+    let joiner = task.complete_in(hub);
+    // Our greenlet's final switch goes straight to the next ready green thread (the joiner
+    // woken just now, usually) when the turn has runs left, as a park's hand-off does: then
+    // this green thread ends inside `exit_direct`, which does not return, and these frames
+    // are abandoned, so nothing that needs dropping may be alive here (the closure and its
+    // result are gone, our record's handle moved in).
+    hub.exit_direct(task, joiner);
 }
 
 /// Spawns a green thread on this OS thread's hub (created on first use) and returns its
