@@ -1686,6 +1686,39 @@ mod tests {
     }
 
     #[test]
+    fn exit_held_in_empty_ends_the_greenlet_with_its_final_switch_to_the_held_target() {
+        let drops = Rc::new(Cell::new(0));
+        let main = Greenlet::current();
+        let d = drops.clone();
+        let g = Greenlet::new(move |_| {
+            EXIT_SLOT.with(|slot| {
+                Greenlet::exit_held_in_empty(
+                    slot,
+                    Record {
+                        greenlet: main,
+                        drops: d,
+                    },
+                    greenlet_of,
+                )
+            })
+        });
+        assert!(EXIT_SLOT.with(Cell::take).is_none());
+        // The target is this (suspended) greenlet: its switch returns the unit value.
+        let r = g.switch(());
+        assert!(r.is::<()>() && g.is_dead());
+        let record = EXIT_SLOT
+            .with(Cell::take)
+            .expect("the new record is in the slot");
+        assert!(record.greenlet.is_current());
+        assert_eq!(drops.get(), 0, "nothing was dropped");
+        assert_eq!(
+            Rc::strong_count(&g.inner),
+            1,
+            "its own reference was given up by the receiver"
+        );
+    }
+
+    #[test]
     fn exit_held_in_starts_an_unstarted_target_whose_final_switch_goes_to_its_parent() {
         let drops = Rc::new(Cell::new(0));
         let next = Greenlet::new(|_| Box::new(7u8));
