@@ -338,7 +338,15 @@ impl TaskRef {
             self.waiters.borrow_mut().push(me);
             hub.switch_out_emptied();
             let r = match hub.with_current_task(|me| me.map(super::end_park)) {
-                Some(Ok(_)) => Ok(()),
+                // Woken: done (the usual case), or not (a wake from elsewhere: wait again).
+                Some(Ok(_)) => {
+                    if self.done.get() {
+                        // `complete_in` took every waiter already, this one included.
+                        return Ok(());
+                    }
+                    self.remove_current_waiter(hub);
+                    continue;
+                }
                 Some(Err(stop)) => Err(stop.raise().into()),
                 None => Self::after_park_slow(hub),
             };
