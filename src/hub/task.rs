@@ -186,7 +186,10 @@ impl Task {
     #[inline(always)]
     fn reset(&mut self, id: u64, name: Option<String>, recorded: bool) {
         self.id = id;
-        self.name = name;
+        // Usually none before and none now: nothing to store.
+        if name.is_some() || self.name.is_some() {
+            self.name = name;
+        }
         self.is_adhoc = false;
         self.queued.set(false);
         self.parked.set(false);
