@@ -363,11 +363,19 @@ impl Hub {
     #[inline]
     fn next_id(&self) -> u64 {
         let (next, end) = self.ids.get();
-        let (next, end) = if next < end {
-            (next, end)
-        } else {
-            greenlet::id_block()
-        };
+        if next < end {
+            // The usual case, inline (storing the end it read: a store LLVM drops).
+            self.ids.set((next + 1, end));
+            return next;
+        }
+        self.next_id_block()
+    }
+
+    /// [`next_id`](Self::next_id) with this hub's block used up: the first id of a new one.
+    #[cold]
+    #[inline(never)]
+    fn next_id_block(&self) -> u64 {
+        let (next, end) = greenlet::id_block();
         self.ids.set((next + 1, end));
         next
     }
