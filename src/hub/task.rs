@@ -583,19 +583,24 @@ impl<T> JoinHandle<T> {
     /// Other green threads run meanwhile. Returns `Err` if it panicked or was killed, if a
     /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
     /// nothing could ever finish it.
-    #[inline]
+    // Always inlined (LLVM left it out of line once the handle was lent rather than moved,
+    // and a `ret` after the switch would then be mispredicted: see `join_wait_in`).
+    #[inline(always)]
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
-        // down to the switch, closure included (see `join_wait_in`).
+        // down to the switch, closure included (see `join_wait_in`). The handle is lent to
+        // the closure, not moved into it: its 24 bytes are not copied from frame to frame
+        // (it is dropped here, after `take_in` handed the record to the spare ones).
+        let this = &self;
         with_hub(
             #[inline(always)]
-            |hub| self.join_in(hub),
+            |hub| this.join_in(hub),
         )
     }
 
     /// [`join`](Self::join) with this thread's hub.
     #[inline(always)]
-    fn join_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+    fn join_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
         if !self.task.done.get() {
             self.task.join_wait_in(hub)?;
         }
@@ -626,11 +631,12 @@ impl<T> JoinHandle<T> {
     /// (which would look the hub up again). Inlined into `join` (LLVM kept it out of line
     /// once `join` was inlined into its caller): −14 instructions per spawn + join.
     #[inline(always)]
-    fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+    fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
         let result = self.task.body.take_as(&self.result);
         let result = result.expect("a finished green thread stores its result once");
         if Rc::strong_count(&self.task.0) == 1 {
-            // The drop below sees a second handle (the spare one): it does nothing more.
+            // The handle's drop (in `join`) sees a second handle (the spare one): it does
+            // nothing more.
             hub.spare_tasks.give(self.task.clone());
         }
         result
