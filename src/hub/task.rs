@@ -223,9 +223,10 @@ impl Task {
     /// empty, hands control straight to it (what pushing and popping it would do).
     #[inline(always)]
     fn complete_in(&self, hub: &super::Hub) -> Option<TaskRef> {
-        if self.done.replace(true) {
-            return None;
-        }
+        // Once per life: its one caller is the green thread's finish (and `reset` clears it
+        // for the next life).
+        let was_done = self.done.replace(true);
+        debug_assert!(!was_done, "a green thread completed twice");
         // Only compared between tasks of one hub (`iwait`): the hub's own count.
         let seq = hub.completions.get() + 1;
         hub.completions.set(seq);
