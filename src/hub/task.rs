@@ -61,7 +61,7 @@ pub(crate) struct Task {
     /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
-    waiters: RefCell<Waiters>,
+    waiters: Waiters,
     /// A spawned green thread's closure `F` until it starts, then its
     /// `Result<T, JoinError>` until a `JoinHandle<T>` takes it (or the last one is dropped);
     /// taken and stored by code that knows `F` and `T` (`run_task::<F, T>`,
@@ -173,7 +173,7 @@ impl Task {
             done: Cell::new(false),
             recorded: Cell::new(recorded),
             finished_seq: Cell::new(0),
-            waiters: RefCell::new(Waiters::default()),
+            waiters: Waiters::default(),
             body: ErasedCell::new(),
         }
     }
@@ -205,10 +205,7 @@ impl Task {
         self.recorded.set(recorded);
         // No waiters to clear: `complete_in` took them all when the record was done, and
         // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
-        debug_assert!({
-            let waiters = self.waiters.get_mut();
-            waiters.first.is_none() && waiters.rest.is_empty()
-        });
+        debug_assert!(self.waiters.is_empty());
     }
 }
 
@@ -231,12 +228,10 @@ impl Task {
         let seq = hub.completions.get() + 1;
         hub.completions.set(seq);
         self.finished_seq.set(seq);
-        // Woken after the borrow is released; the usual single joiner without touching
-        // the vector.
-        let (first, more) = {
-            let mut waiters = self.waiters.borrow_mut();
-            (waiters.first.take(), !waiters.rest.is_empty())
-        };
+        // The usual single joiner taken without touching the vector (woken after its
+        // borrow is released).
+        let first = self.waiters.first.take();
+        let more = !self.waiters.rest.borrow().is_empty();
         if more {
             if let Some(w) = first {
                 w.wake_owned_in(hub);
@@ -250,7 +245,7 @@ impl Task {
     /// The joiners after the first one (in `join`/`iwait` on several handles at once).
     #[inline(never)]
     fn wake_more_joiners(&self, hub: &super::Hub) {
-        let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+        let rest = std::mem::take(&mut *self.waiters.rest.borrow_mut());
         for w in rest {
             w.wake_owned_in(hub);
         }
@@ -339,7 +334,7 @@ impl TaskRef {
                 hub.put_current_task(me);
                 return Err(stop.raise().into());
             }
-            self.waiters.borrow_mut().push(me);
+            self.waiters.push(me);
             hub.switch_out_emptied();
             let r = match hub.with_current_task(|me| me.map(super::end_park)) {
                 // Woken: done (the usual case), or not (a wake from elsewhere: wait again).
@@ -389,7 +384,7 @@ impl TaskRef {
     #[cold]
     #[inline(never)]
     fn remove_current_waiter(&self, hub: &super::Hub) {
-        self.waiters.borrow_mut().remove(&hub.current_task());
+        self.waiters.remove(&hub.current_task());
     }
 
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
@@ -404,14 +399,14 @@ impl TaskRef {
             if self.done.get() {
                 return Ok(true);
             }
-            self.waiters.borrow_mut().push(me.clone());
+            self.waiters.push(me.clone());
             let r = match deadline {
                 Some(d) => park_until_in(hub, d),
                 None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
             };
             // Done: `complete_in` took every waiter already, this one included.
             if !self.done.get() {
-                self.waiters.borrow_mut().remove(&me);
+                self.waiters.remove(&me);
             }
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
@@ -424,8 +419,10 @@ impl TaskRef {
     /// How many green threads wait in `join`/`iwait` for this one.
     #[cfg(test)]
     pub(crate) fn waiter_count(&self) -> usize {
-        let waiters = self.waiters.borrow();
-        usize::from(waiters.first.is_some()) + waiters.rest.len()
+        let first = self.waiters.first.take();
+        let n = usize::from(first.is_some()) + self.waiters.rest.borrow().len();
+        self.waiters.first.set(first);
+        n
     }
 
     /// Unwinds the current green thread if a kill is pending for it.
@@ -532,11 +529,12 @@ impl From<WaitError> for JoinError {
 }
 
 /// The green threads waiting in `join`/`iwait`: the first one inline, so that the usual
-/// single joiner costs no allocation.
+/// single joiner costs no allocation, and is pushed and taken with no borrow flag (a
+/// `Cell`: moved in and out, never borrowed).
 #[derive(Default)]
 struct Waiters {
-    first: Option<TaskRef>,
-    rest: Vec<TaskRef>,
+    first: Cell<Option<TaskRef>>,
+    rest: RefCell<Vec<TaskRef>>,
 }
 
 impl Waiters {
@@ -544,26 +542,38 @@ impl Waiters {
     /// waiters, which may grow the vector, out of line: a call would cost more than the
     /// test and the store of the usual case.
     #[inline(always)]
-    fn push(&mut self, task: TaskRef) {
-        if self.first.is_none() {
-            self.first = Some(task);
-        } else {
-            self.push_rest(task);
+    fn push(&self, task: TaskRef) {
+        match self.first.take() {
+            None => self.first.set(Some(task)),
+            Some(first) => {
+                self.first.set(Some(first));
+                self.push_rest(task);
+            }
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn push_rest(&mut self, task: TaskRef) {
-        self.rest.push(task);
+    fn push_rest(&self, task: TaskRef) {
+        self.rest.borrow_mut().push(task);
     }
 
-    fn remove(&mut self, task: &TaskRef) {
-        if self.first.as_ref().is_some_and(|w| w.ptr_eq(task)) {
-            self.first = None;
-        } else if !self.rest.is_empty() {
-            self.rest.retain(|w| !w.ptr_eq(task));
+    fn remove(&self, task: &TaskRef) {
+        match self.first.take() {
+            Some(first) if first.ptr_eq(task) => drop(first),
+            first => {
+                self.first.set(first);
+                let mut rest = self.rest.borrow_mut();
+                if !rest.is_empty() {
+                    rest.retain(|w| !w.ptr_eq(task));
+                }
+            }
         }
+    }
+
+    /// Whether none waits (for a record taken for reuse, which no one else can see).
+    fn is_empty(&mut self) -> bool {
+        self.first.get_mut().is_none() && self.rest.get_mut().is_empty()
     }
 }
 
@@ -1117,11 +1127,11 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let me = current_task();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.borrow_mut().push(me.clone());
+                h.task.waiters.push(me.clone());
             }
             let r = park();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.borrow_mut().remove(&me);
+                h.task.waiters.remove(&me);
             }
             if let Err(e) = r {
                 // Report the interruption once for one of the pending handles.
