@@ -380,6 +380,15 @@ impl Hub {
         next
     }
 
+    /// [`schedule`](Self::schedule) for a green thread just built (`Builder::spawn`), which
+    /// no one else could have scheduled: it is not queued yet, so there is nothing to test.
+    #[inline(always)]
+    fn schedule_new(&self, task: TaskRef) {
+        debug_assert!(!task.queued.get(), "a new green thread is queued already");
+        task.queued.set(true);
+        self.ready.push_back(task);
+    }
+
     #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
         if !task.queued.replace(true) {

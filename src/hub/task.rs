@@ -779,7 +779,7 @@ impl Builder {
         // One look-up of the hub for building and scheduling.
         with_hub(|hub| {
             let handle = self.build_in(hub, f, site)?;
-            hub.schedule(handle.task.clone());
+            hub.schedule_new(handle.task.clone());
             Ok(handle)
         })
     }
