@@ -500,31 +500,33 @@ pub(crate) fn give_back(stack: Stack) {
 /// than [`POOL_LIMIT`] idle stacks (pooled or kept), so dead greenlets that are never reused
 /// (e.g. finished green threads whose handles are held) cannot pin stacks without bound. A
 /// granted stack is reported to [`unkeep`] when it leaves its owner.
-#[inline]
+///
+/// Always inlined, with the thread-local read and written by `LocalKey`'s `get` and
+/// `replace` (tiny instances shared by every `Cell<usize>` thread-local, which LLVM inlines;
+/// `LocalKey::set` goes through an out-of-line `initialize_with`): a closure of its own
+/// made a `LocalKey::with` instance that LLVM kept out of line in a join's receipt of the
+/// final switch once its callers grew, a call of 15 instructions where three do.
+#[inline(always)]
 pub(crate) fn keep() -> bool {
     // `IDLE` is const-initialised with no destructor: always accessible, no state test.
-    IDLE.with(|idle| {
-        let n = idle.get();
-        if n >= POOL_LIMIT {
-            return false;
-        }
-        idle.set(n + 1);
-        true
-    })
+    let n = IDLE.get();
+    if n >= POOL_LIMIT {
+        return false;
+    }
+    IDLE.replace(n + 1);
+    true
 }
 
 /// One idle stack fewer: a stack granted by [`keep`] left its dead owner (reused by it, or
 /// released), or a pooled one was taken. Every call matches an idle stack counted before,
 /// so the count does not wrap (a plain decrement: a spawn on a kept stack makes one).
-#[inline]
+///
+/// Always inlined, with `LocalKey`'s `get` and `replace`, as [`keep`].
+#[inline(always)]
 pub(crate) fn unkeep() {
-    IDLE.with(|idle| {
-        debug_assert!(
-            idle.get() > 0,
-            "stack::unkeep without an idle stack counted"
-        );
-        idle.set(idle.get().wrapping_sub(1));
-    });
+    let n = IDLE.get();
+    debug_assert!(n > 0, "stack::unkeep without an idle stack counted");
+    IDLE.replace(n.wrapping_sub(1));
 }
 
 /// Number of stacks kept by dead greenlets on this thread (for tests).

@@ -13,15 +13,18 @@
 //! ```text
 //!   buf  (INLINE_SIZE bytes, align INLINE_ALIGN)   tag           drop
 //!   ┌────────────────────────────────────────┐
-//!   │ V itself        (V fits: size, align)  │     TypeId of V   drops a V in `buf`
-//!   │ Box<V>          (V does not fit)       │     TypeId of V   drops the Box<V>
-//!   │ uninitialised                          │     of `Vacant`   (stale, never called)
+//!   │ V itself        (V fits: size, align)  │     TypeId of V   Some: drops a V in `buf`
+//!   │ Box<V>          (V does not fit)       │     TypeId of V   Some: drops the Box<V>
+//!   │ uninitialised                          │     of `Vacant`   None
 //!   └────────────────────────────────────────┘
 //! ```
 //!
 //! * `buf` holds an initialised value exactly when `tag` is not `Vacant`'s, and then it is
 //!   the way `put::<V>` stored it for the `V` whose `TypeId` `tag` is: inline if
 //!   [`fits::<V>`](fits), else as a `Box<V>`; `drop` is the function for that layout.
+//! * `drop` is `None` exactly when `tag` is `Vacant`'s (both are set together, with
+//!   nothing run in between): emptiness is tested on `drop`, one word, and a value's type
+//!   on `tag`.
 //! * Whoever sets `tag` to `Vacant` owns the value from then on: `take` moves it out,
 //!   [`Detached`] copies its bytes out first and drops it from the copy. So a destructor
 //!   that runs user code finds the cell empty, and whatever it does to the cell (a `put`,
@@ -93,8 +96,8 @@ pub(crate) struct ErasedCell {
     buf: UnsafeCell<Buf>,
     /// The `TypeId` of the value in `buf`, or of `Vacant`.
     tag: Cell<TypeId>,
-    /// How to drop the value in `buf` (meaningless while empty).
-    drop: Cell<DropFn>,
+    /// How to drop the value in `buf`; `None` exactly when `tag` is `Vacant`'s.
+    drop: Cell<Option<DropFn>>,
     /// A value of any type may be inside: never `Send`, never `Sync`.
     _not_send: PhantomData<*const ()>,
 }
@@ -106,7 +109,7 @@ impl ErasedCell {
         ErasedCell {
             buf: UnsafeCell::new(Buf(MaybeUninit::uninit())),
             tag: Cell::new(TypeId::of::<Vacant>()),
-            drop: Cell::new(drop_inline::<()>),
+            drop: Cell::new(None),
             _not_send: PhantomData,
         }
     }
@@ -114,7 +117,9 @@ impl ErasedCell {
     /// Whether no value is stored.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.tag.get() == TypeId::of::<Vacant>()
+        // One word, where `tag`'s test would compare two (`drop` is `None` exactly when
+        // `tag` is `Vacant`'s).
+        self.drop.get().is_none()
     }
 
     /// Stores `v`, dropping the value stored before, if any (after `v` is in: a destructor
@@ -172,7 +177,7 @@ impl ErasedCell {
         // out), and nothing runs between this write and the two stores that make the
         // value known.
         unsafe { ptr::write(self.buf.get().cast::<S>(), stored) };
-        self.drop.set(drop);
+        self.drop.set(Some(drop));
         self.tag.set(tag);
     }
 
@@ -191,7 +196,7 @@ impl ErasedCell {
         if self.tag.get() != key.id {
             return None;
         }
-        self.tag.set(TypeId::of::<Vacant>());
+        self.vacate();
         let buf = self.buf.get();
         if fits::<V>() {
             // SAFETY: the tag was `V`'s (a `TypeKey<V>` holds `V`'s `TypeId`, and is
@@ -217,18 +222,24 @@ impl ErasedCell {
     /// the usual `put` finds the cell empty.
     #[inline(never)]
     fn detach(&self) -> Option<Detached> {
-        if self.is_empty() {
-            return None;
-        }
-        self.tag.set(TypeId::of::<Vacant>());
+        let drop = self.drop.get()?;
+        self.vacate();
         Some(Detached {
-            // SAFETY: `buf` holds a value (the tag was not `Vacant`'s); setting the tag to
-            // `Vacant` gave its ownership to us, and copying its bytes moves it (every
-            // Rust value may be moved by a copy of its bytes). `MaybeUninit` keeps the
-            // bytes as they are, provenance included. No reference into `buf` exists.
+            // SAFETY: `buf` holds a value (`drop` was `Some`, so the tag was not
+            // `Vacant`'s); setting the tag to `Vacant` gave its ownership to us, and
+            // copying its bytes moves it (every Rust value may be moved by a copy of its
+            // bytes). `MaybeUninit` keeps the bytes as they are, provenance included. No
+            // reference into `buf` exists.
             bytes: unsafe { ptr::read(self.buf.get()) },
-            drop: self.drop.get(),
+            drop,
         })
+    }
+
+    /// Marks the cell empty: whoever calls this owns the value that was in it.
+    #[inline(always)]
+    fn vacate(&self) {
+        self.tag.set(TypeId::of::<Vacant>());
+        self.drop.set(None);
     }
 }
 

@@ -737,21 +737,19 @@ impl Greenlet {
         // SAFETY: `target` is alive: `owner` keeps it alive.
         let state = unsafe { (*target).state.get() };
         let previous = slot.replace(Some(owner));
-        if EMPTY {
+        let previous = if EMPTY {
             debug_assert!(
                 previous.is_none(),
                 "resume_held_in_empty: the slot was not empty"
             );
-            // Not read at all in a release build (a dead load).
+            // Not read at all in a release build (a dead load); the `None` in its place is
+            // a constant, so its tests below fold away.
             std::mem::forget(previous);
-            if state == State::Suspended && !cur.is_null() {
-                // SAFETY: as below.
-                unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
-            } else {
-                // SAFETY: as below.
-                unsafe { new_handle(target) }.resume_into()
-            }
-        } else if previous.is_none() && state == State::Suspended && !cur.is_null() {
+            None
+        } else {
+            previous
+        };
+        if previous.is_none() && state == State::Suspended && !cur.is_null() {
             // `None`: nothing to drop, and no test of it left for after the switch.
             std::mem::forget(previous);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
@@ -797,23 +795,60 @@ impl Greenlet {
         owner: T,
         greenlet_of: fn(&T) -> &Greenlet,
     ) -> ! {
+        Self::exit_held_in_with::<T, false>(slot, owner, greenlet_of)
+    }
+
+    /// [`exit_held_in`](Self::exit_held_in) into a `slot` the caller knows is empty (it
+    /// took its value out, and nothing can have refilled it since): the slot is neither
+    /// read nor tested, and the target is read from `owner` before it goes in. A value
+    /// found there all the same would be forgotten (leaked, never dropped); debug builds
+    /// assert that there is none.
+    #[inline(always)]
+    pub(crate) fn exit_held_in_empty<T>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) -> ! {
+        Self::exit_held_in_with::<T, true>(slot, owner, greenlet_of)
+    }
+
+    #[inline(always)]
+    fn exit_held_in_with<T, const EMPTY: bool>(
+        slot: &Cell<Option<T>>,
+        owner: T,
+        greenlet_of: fn(&T) -> &Greenlet,
+    ) -> ! {
         let me = CURRENT.with(Cell::get);
         // SAFETY: not null: the running greenlet, alive by its own reference.
         if me.is_null() || unsafe { (*me).is_main } {
             panic!("Greenlet::exit_held_in: called outside a greenlet's body (on a thread's main greenlet, which cannot end)");
         }
-        let previous = slot.replace(Some(owner));
-        if previous.is_some() {
-            // May run any code (it may even refill the slot): the target is read after it.
-            drop(previous);
-        } else {
+        let target = if EMPTY {
+            let target = Rc::as_ptr(&greenlet_of(&owner).inner);
+            let previous = slot.replace(Some(owner));
+            debug_assert!(
+                previous.is_none(),
+                "exit_held_in_empty: the slot was not empty"
+            );
+            // Not read at all in a release build (a dead load).
             std::mem::forget(previous);
-        }
-        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
-        // this read ends before anything else touches the cell (greenlets are !Send).
-        let target = match unsafe { &*slot.as_ptr() } {
-            Some(owner) => Rc::as_ptr(&greenlet_of(owner).inner),
-            None => ptr::null(),
+            target
+        } else {
+            let previous = slot.replace(Some(owner));
+            if previous.is_some() {
+                // May run any code (it may even refill the slot): the target is read after
+                // it.
+                drop(previous);
+            } else {
+                std::mem::forget(previous);
+            }
+            // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed,
+            // and this read ends before anything else touches the cell (greenlets are
+            // !Send).
+            match unsafe { &*slot.as_ptr() } {
+                Some(owner) => Rc::as_ptr(&greenlet_of(owner).inner),
+                None => ptr::null(),
+            }
         };
         // SAFETY: the running greenlet, alive by its own reference; its body is over (per
         // this function's contract) and it never runs again. `target`, if not null, is
@@ -1643,6 +1678,39 @@ mod tests {
             .with(Cell::take)
             .expect("the new record is in the slot");
         assert!(record.greenlet.is_current());
+        assert_eq!(
+            Rc::strong_count(&g.inner),
+            1,
+            "its own reference was given up by the receiver"
+        );
+    }
+
+    #[test]
+    fn exit_held_in_empty_ends_the_greenlet_with_its_final_switch_to_the_held_target() {
+        let drops = Rc::new(Cell::new(0));
+        let main = Greenlet::current();
+        let d = drops.clone();
+        let g = Greenlet::new(move |_| {
+            EXIT_SLOT.with(|slot| {
+                Greenlet::exit_held_in_empty(
+                    slot,
+                    Record {
+                        greenlet: main,
+                        drops: d,
+                    },
+                    greenlet_of,
+                )
+            })
+        });
+        assert!(EXIT_SLOT.with(Cell::take).is_none());
+        // The target is this (suspended) greenlet: its switch returns the unit value.
+        let r = g.switch(());
+        assert!(r.is::<()>() && g.is_dead());
+        let record = EXIT_SLOT
+            .with(Cell::take)
+            .expect("the new record is in the slot");
+        assert!(record.greenlet.is_current());
+        assert_eq!(drops.get(), 0, "nothing was dropped");
         assert_eq!(
             Rc::strong_count(&g.inner),
             1,

@@ -363,13 +363,30 @@ impl Hub {
     #[inline]
     fn next_id(&self) -> u64 {
         let (next, end) = self.ids.get();
-        let (next, end) = if next < end {
-            (next, end)
-        } else {
-            greenlet::id_block()
-        };
+        if next < end {
+            // The usual case, inline (storing the end it read: a store LLVM drops).
+            self.ids.set((next + 1, end));
+            return next;
+        }
+        self.next_id_block()
+    }
+
+    /// [`next_id`](Self::next_id) with this hub's block used up: the first id of a new one.
+    #[cold]
+    #[inline(never)]
+    fn next_id_block(&self) -> u64 {
+        let (next, end) = greenlet::id_block();
         self.ids.set((next + 1, end));
         next
+    }
+
+    /// [`schedule`](Self::schedule) for a green thread just built (`Builder::spawn`), which
+    /// no one else could have scheduled: it is not queued yet, so there is nothing to test.
+    #[inline(always)]
+    fn schedule_new(&self, task: TaskRef) {
+        debug_assert!(!task.queued.get(), "a new green thread is queued already");
+        task.queued.set(true);
+        self.ready.push_back(task);
     }
 
     #[inline]
@@ -586,9 +603,18 @@ impl Hub {
         self.switch_out_with::<false>()
     }
 
+    /// [`switch_out_inline`](Self::switch_out_inline) for a caller that took the running
+    /// green thread's record out of `current` and handed it to whoever wakes it
+    /// ([`take_current_task`](Self::take_current_task)): `current` is empty, so the next
+    /// record goes in without a drop or a test.
+    #[inline(always)]
+    fn switch_out_emptied(&self) {
+        self.switch_out_with::<true>()
+    }
+
     /// The body of [`switch_out`](Self::switch_out); `CURRENT_EMPTY`: the caller took the
-    /// record out of `current` (a yield), so there is nothing to drop when the next one
-    /// goes in.
+    /// record out of `current` (a yield, a join's park), so there is nothing to drop when
+    /// the next one goes in.
     #[inline(always)]
     fn switch_out_with<const CURRENT_EMPTY: bool>(&self) {
         self.switch_to_next::<CURRENT_EMPTY>(self.take_direct())
@@ -885,11 +911,8 @@ impl Hub {
         match self.current.take() {
             Some(task) if task.greenlet.is_current() => {
                 let me = task.clone();
-                // Put back into the cell emptied just above (nothing ran in between): the
-                // `None` that comes out needs no drop, so none is generated.
-                let empty = self.current.replace(Some(task));
-                debug_assert!(empty.is_none());
-                std::mem::forget(empty);
+                // Put back into the cell emptied just above (nothing ran in between).
+                self.put_current(Some(task));
                 me
             }
             other => {
@@ -902,19 +925,50 @@ impl Hub {
     /// Runs `f` with the running green thread's record, borrowed where `current` holds it
     /// (no reference count touched), or with `None` if `current` does not hold it (a
     /// greenlet unwound by the drop of its record, or an ad hoc one not seen yet). For a
-    /// spawned green thread's own start and finish ([`task`]'s `run_task`) and a join's park
-    /// (`join_wait_in`): `f` must not switch, panic, nor run code that looks at the current
-    /// task (no user code), since the record is out of `current` while it runs.
+    /// spawned green thread's own start ([`task`]'s `run_task`) and the end of a join's
+    /// park (`join_wait_in`): `f` must not switch, panic, nor run code that looks at the
+    /// current task (no user code), since the record is out of `current` while it runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
         let task = self.current.take();
         let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
-        // Put back into the cell emptied just above (`f` left it alone): the `None` that
-        // comes out needs no drop.
+        // Put back into the cell emptied just above (`f` left it alone).
+        self.put_current(task);
+        r
+    }
+
+    /// Takes the running green thread's record out of `current` (no reference count
+    /// touched), or returns `None` if `current` does not hold it (as
+    /// [`with_current_task`](Self::with_current_task)), leaving `current` as it was. For a
+    /// join's park, whose record moves into the joined one's waiters, and a spawned green
+    /// thread's finish: the caller puts it back
+    /// ([`put_current_task`](Self::put_current_task)) unless it switches out with
+    /// `current` empty ([`switch_out_emptied`](Self::switch_out_emptied),
+    /// [`exit_direct`](Self::exit_direct)); no code of the user's may run in between.
+    #[inline(always)]
+    fn take_current_task(&self) -> Option<TaskRef> {
+        match self.current.take() {
+            Some(task) if task.greenlet.is_current() => Some(task),
+            other => {
+                self.put_current(other);
+                None
+            }
+        }
+    }
+
+    /// Puts back the record [`take_current_task`](Self::take_current_task) took.
+    #[inline(always)]
+    fn put_current_task(&self, task: TaskRef) {
+        self.put_current(Some(task));
+    }
+
+    /// Refills `current`, which the caller emptied (nothing ran since that could refill
+    /// it): the `None` that comes out needs no drop, so none is generated.
+    #[inline(always)]
+    fn put_current(&self, task: Option<TaskRef>) {
         let empty = self.current.replace(task);
         debug_assert!(empty.is_none());
         std::mem::forget(empty);
-        r
     }
 
     /// [`current_task`](Self::current_task) out of line, so that `with_hub` around it is
@@ -1238,8 +1292,13 @@ impl Hub {
     /// but not in the run queue yet. Queued and taken back at once it would be the next to
     /// run if the queue is empty: then control goes straight to it without the trip through
     /// the queue (with the same turn accounting: one more ready green thread).
+    ///
+    /// `finishing`: the finishing green thread's record, which the caller took out of
+    /// `current` ([`take_current_task`](Self::take_current_task)). When the green thread
+    /// does not end here, it goes back there (the hub's `run` releases it when it runs the
+    /// next one).
     #[inline(always)]
-    pub(crate) fn exit_direct(&self, joiner: Option<TaskRef>) {
+    pub(crate) fn exit_direct(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
         let next = match joiner {
             Some(joiner) if self.ready.is_empty() => match self.runs_left_parking(1) {
                 Some(left) => self.direct_to(joiner, left),
@@ -1254,14 +1313,26 @@ impl Hub {
             }
             None => self.take_direct(),
         };
-        if let Some(next) = next {
-            self.enter_direct(&next);
-            // The green thread ends here, its final switch going to `next`, which goes into
-            // `current` (as the hub's `run` would switch it in); the finishing record,
-            // which `current` held, is released first. Nothing is left to drop on the
-            // finishing green thread's stack: its closure and result are gone, and
-            // `run_task_in` calls this last.
-            Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet);
+        let Some(next) = next else {
+            self.put_current_task(finishing);
+            return;
+        };
+        self.enter_direct(&next);
+        // The green thread ends here, its final switch going to `next`, which goes into
+        // `current` (as the hub's `run` would switch it in); the finishing record is
+        // released first. Nothing is left to drop on the finishing green thread's stack:
+        // its closure and result are gone, and `run_task_in` calls this last.
+        match finishing.release_shared() {
+            // Another handle keeps the record (a `JoinHandle`, usually): released with no
+            // code run, and `current` is still empty.
+            None => Greenlet::exit_held_in_empty(&self.current, next, |task| &task.greenlet),
+            // The last handle: its drop (the result's) may run any code, which finds the
+            // record in `current` as while the green thread ran; `exit_held_in` drops it
+            // once `next` is in.
+            Some(last) => {
+                self.put_current_task(last);
+                Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet)
+            }
         }
     }
 }

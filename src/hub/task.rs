@@ -61,7 +61,7 @@ pub(crate) struct Task {
     /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
-    waiters: RefCell<Waiters>,
+    waiters: Waiters,
     /// A spawned green thread's closure `F` until it starts, then its
     /// `Result<T, JoinError>` until a `JoinHandle<T>` takes it (or the last one is dropped);
     /// taken and stored by code that knows `F` and `T` (`run_task::<F, T>`,
@@ -173,7 +173,7 @@ impl Task {
             done: Cell::new(false),
             recorded: Cell::new(recorded),
             finished_seq: Cell::new(0),
-            waiters: RefCell::new(Waiters::default()),
+            waiters: Waiters::default(),
             body: ErasedCell::new(),
         }
     }
@@ -186,7 +186,10 @@ impl Task {
     #[inline(always)]
     fn reset(&mut self, id: u64, name: Option<String>, recorded: bool) {
         self.id = id;
-        self.name = name;
+        // Usually none before and none now: nothing to store.
+        if name.is_some() || self.name.is_some() {
+            self.name = name;
+        }
         self.is_adhoc = false;
         self.queued.set(false);
         self.parked.set(false);
@@ -200,9 +203,9 @@ impl Task {
         self.closed.set(false);
         self.done.set(false);
         self.recorded.set(recorded);
-        let waiters = self.waiters.get_mut();
-        waiters.first = None;
-        waiters.rest.clear();
+        // No waiters to clear: `complete_in` took them all when the record was done, and
+        // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
+        debug_assert!(self.waiters.is_empty());
     }
 }
 
@@ -230,19 +233,18 @@ impl Task {
     /// empty, hands control straight to it (what pushing and popping it would do).
     #[inline(always)]
     fn complete_in(&self, hub: &super::Hub) -> Option<TaskRef> {
-        if self.done.replace(true) {
-            return None;
-        }
+        // Once per life: its one caller is the green thread's finish (and `reset` clears it
+        // for the next life).
+        let was_done = self.done.replace(true);
+        debug_assert!(!was_done, "a green thread completed twice");
         // Only compared between tasks of one hub (`iwait`): the hub's own count.
         let seq = hub.completions.get() + 1;
         hub.completions.set(seq);
         self.finished_seq.set(seq);
-        // Woken after the borrow is released; the usual single joiner without touching
-        // the vector.
-        let (first, more) = {
-            let mut waiters = self.waiters.borrow_mut();
-            (waiters.first.take(), !waiters.rest.is_empty())
-        };
+        // The usual single joiner taken without touching the vector (woken after its
+        // borrow is released).
+        let first = self.waiters.first.take();
+        let more = !self.waiters.rest.borrow().is_empty();
         if more {
             if let Some(w) = first {
                 w.wake_owned_in(hub);
@@ -256,7 +258,7 @@ impl Task {
     /// The joiners after the first one (in `join`/`iwait` on several handles at once).
     #[inline(never)]
     fn wake_more_joiners(&self, hub: &super::Hub) {
-        let rest = std::mem::take(&mut self.waiters.borrow_mut().rest);
+        let rest = std::mem::take(&mut *self.waiters.rest.borrow_mut());
         for w in rest {
             w.wake_owned_in(hub);
         }
@@ -294,6 +296,18 @@ impl TaskRef {
         !self.finished.get() && !self.queued.replace(true)
     }
 
+    /// Gives up this handle if another one keeps the record (no code runs: only the count
+    /// is decremented); else returns it, the last one.
+    #[inline(always)]
+    pub(crate) fn release_shared(self) -> Option<TaskRef> {
+        if Rc::strong_count(&self.0) > 1 {
+            drop(self);
+            None
+        } else {
+            Some(self)
+        }
+    }
+
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
         Rc::ptr_eq(&self.0, &other.0)
     }
@@ -318,30 +332,33 @@ impl TaskRef {
     fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
         while !self.done.get() {
             // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
-            // the record where `current` holds it: the waiter pushed is the one handle made
-            // (none stays on this stack while parked). A kill is unwound only once
-            // `with_current_task` has put the record back.
-            let before = hub.with_current_task(|me| {
-                let me = me?;
-                Some(if self.ptr_eq(me) {
-                    Err(None)
-                } else {
-                    super::begin_park(me)
-                        .map(|()| {
-                            self.waiters.borrow_mut().push(me.clone());
-                        })
-                        .map_err(Some)
-                })
-            });
-            match before {
-                Some(Ok(())) => {}
-                Some(Err(Some(stop))) => return Err(stop.raise().into()),
-                Some(Err(None)) => join_self(),
-                None => return self.join_wait_slow(hub),
+            // the record taken out of `current`: it moves into the waiters (no handle made,
+            // none dropped, none on this stack while parked), and `current` stays empty
+            // until the switch puts the next record in (as a yield's does). A kill is
+            // unwound only once the record is back in `current`.
+            let Some(me) = hub.take_current_task() else {
+                return self.join_wait_slow(hub);
+            };
+            if self.ptr_eq(&me) {
+                hub.put_current_task(me);
+                join_self();
             }
-            hub.switch_out_inline();
+            if let Err(stop) = super::begin_park(&me) {
+                hub.put_current_task(me);
+                return Err(stop.raise().into());
+            }
+            self.waiters.push(me);
+            hub.switch_out_emptied();
             let r = match hub.with_current_task(|me| me.map(super::end_park)) {
-                Some(Ok(_)) => Ok(()),
+                // Woken: done (the usual case), or not (a wake from elsewhere: wait again).
+                Some(Ok(_)) => {
+                    if self.done.get() {
+                        // `complete_in` took every waiter already, this one included.
+                        return Ok(());
+                    }
+                    self.remove_current_waiter(hub);
+                    continue;
+                }
                 Some(Err(stop)) => Err(stop.raise().into()),
                 None => Self::after_park_slow(hub),
             };
@@ -380,7 +397,7 @@ impl TaskRef {
     #[cold]
     #[inline(never)]
     fn remove_current_waiter(&self, hub: &super::Hub) {
-        self.waiters.borrow_mut().remove(&hub.current_task());
+        self.waiters.remove(&hub.current_task());
     }
 
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
@@ -395,14 +412,14 @@ impl TaskRef {
             if self.done.get() {
                 return Ok(true);
             }
-            self.waiters.borrow_mut().push(me.clone());
+            self.waiters.push(me.clone());
             let r = match deadline {
                 Some(d) => park_until_in(hub, d),
                 None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
             };
             // Done: `complete_in` took every waiter already, this one included.
             if !self.done.get() {
-                self.waiters.borrow_mut().remove(&me);
+                self.waiters.remove(&me);
             }
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
@@ -415,8 +432,10 @@ impl TaskRef {
     /// How many green threads wait in `join`/`iwait` for this one.
     #[cfg(test)]
     pub(crate) fn waiter_count(&self) -> usize {
-        let waiters = self.waiters.borrow();
-        usize::from(waiters.first.is_some()) + waiters.rest.len()
+        let first = self.waiters.first.take();
+        let n = usize::from(first.is_some()) + self.waiters.rest.borrow().len();
+        self.waiters.first.set(first);
+        n
     }
 
     /// Unwinds the current green thread if a kill is pending for it.
@@ -523,28 +542,51 @@ impl From<WaitError> for JoinError {
 }
 
 /// The green threads waiting in `join`/`iwait`: the first one inline, so that the usual
-/// single joiner costs no allocation.
+/// single joiner costs no allocation, and is pushed and taken with no borrow flag (a
+/// `Cell`: moved in and out, never borrowed).
 #[derive(Default)]
 struct Waiters {
-    first: Option<TaskRef>,
-    rest: Vec<TaskRef>,
+    first: Cell<Option<TaskRef>>,
+    rest: RefCell<Vec<TaskRef>>,
 }
 
 impl Waiters {
-    fn push(&mut self, task: TaskRef) {
-        if self.first.is_none() {
-            self.first = Some(task);
-        } else {
-            self.rest.push(task);
+    /// Inline (a join's park pushes its one waiter here), with the second and later
+    /// waiters, which may grow the vector, out of line: a call would cost more than the
+    /// test and the store of the usual case.
+    #[inline(always)]
+    fn push(&self, task: TaskRef) {
+        match self.first.take() {
+            None => self.first.set(Some(task)),
+            Some(first) => {
+                self.first.set(Some(first));
+                self.push_rest(task);
+            }
         }
     }
 
-    fn remove(&mut self, task: &TaskRef) {
-        if self.first.as_ref().is_some_and(|w| w.ptr_eq(task)) {
-            self.first = None;
-        } else if !self.rest.is_empty() {
-            self.rest.retain(|w| !w.ptr_eq(task));
+    #[cold]
+    #[inline(never)]
+    fn push_rest(&self, task: TaskRef) {
+        self.rest.borrow_mut().push(task);
+    }
+
+    fn remove(&self, task: &TaskRef) {
+        match self.first.take() {
+            Some(first) if first.ptr_eq(task) => drop(first),
+            first => {
+                self.first.set(first);
+                let mut rest = self.rest.borrow_mut();
+                if !rest.is_empty() {
+                    rest.retain(|w| !w.ptr_eq(task));
+                }
+            }
         }
+    }
+
+    /// Whether none waits (for a record taken for reuse, which no one else can see).
+    fn is_empty(&mut self) -> bool {
+        self.first.get_mut().is_none() && self.rest.get_mut().is_empty()
     }
 }
 
@@ -565,19 +607,24 @@ impl<T> JoinHandle<T> {
     /// Other green threads run meanwhile. Returns `Err` if it panicked or was killed, if a
     /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
     /// nothing could ever finish it.
-    #[inline]
+    // Always inlined (LLVM left it out of line once the handle was lent rather than moved,
+    // and a `ret` after the switch would then be mispredicted: see `join_wait_in`).
+    #[inline(always)]
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
-        // down to the switch, closure included (see `join_wait_in`).
+        // down to the switch, closure included (see `join_wait_in`). The handle is lent to
+        // the closure, not moved into it: its 24 bytes are not copied from frame to frame
+        // (it is dropped here, after `take_in` handed the record to the spare ones).
+        let this = &self;
         with_hub(
             #[inline(always)]
-            |hub| self.join_in(hub),
+            |hub| this.join_in(hub),
         )
     }
 
     /// [`join`](Self::join) with this thread's hub.
     #[inline(always)]
-    fn join_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+    fn join_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
         if !self.task.done.get() {
             self.task.join_wait_in(hub)?;
         }
@@ -608,11 +655,12 @@ impl<T> JoinHandle<T> {
     /// (which would look the hub up again). Inlined into `join` (LLVM kept it out of line
     /// once `join` was inlined into its caller): −14 instructions per spawn + join.
     #[inline(always)]
-    fn take_in(self, hub: &super::Hub) -> Result<T, JoinError> {
+    fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
         let result = self.task.body.take_as(&self.result);
         let result = result.expect("a finished green thread stores its result once");
         if Rc::strong_count(&self.task.0) == 1 {
-            // The drop below sees a second handle (the spare one): it does nothing more.
+            // The handle's drop (in `join`) sees a second handle (the spare one): it does
+            // nothing more.
             hub.spare_tasks.give(self.task.clone());
         }
         result
@@ -744,7 +792,7 @@ impl Builder {
         // One look-up of the hub for building and scheduling.
         with_hub(|hub| {
             let handle = self.build_in(hub, f, site)?;
-            hub.schedule(handle.task.clone());
+            hub.schedule_new(handle.task.clone());
             Ok(handle)
         })
     }
@@ -919,43 +967,29 @@ where
             Err(p) => Err(JoinError::Panicked(p)),
         }
     };
-    // Our record, borrowed where the hub holds it (no handle taken): nothing in here runs
-    // code of the user's (the result is stored, its joiners scheduled).
-    let claimed = hub.with_current_task(|task| {
-        let Some(task) = task else {
-            return Ending::NotOurs(result);
-        };
-        if Rc::strong_count(&task.0) == 1 {
-            // Detached: no handle but the hub's `current`, so nobody can take the result.
-            return Ending::Detached(result);
-        }
-        // Into the cell emptied at our start: nothing is dropped.
-        task.body.put::<Result<T, JoinError>>(result);
-        Ending::Finished(task.finish_in(hub))
-    });
-    match claimed {
-        // Our greenlet's final switch goes straight to the next ready green thread (the
-        // joiner woken just now, usually) when the turn has runs left, as a park's
-        // hand-off does: then this green thread ends inside `exit_direct`, which does not
-        // return, and these frames are abandoned, so nothing that needs dropping may be
-        // alive here (the closure and its result are gone).
-        Ending::Finished(joiner) => hub.exit_direct(joiner),
-        Ending::Detached(result) => end_detached(hub, result),
+    // Our record, taken out of `current` (no handle made) until `exit_direct` puts the
+    // next one in: nothing in here runs code of the user's (the result is stored, its
+    // joiners scheduled).
+    let Some(task) = hub.take_current_task() else {
         // Not our record: it was dropped while we were suspended, and its greenlet's drop
         // unwound us from elsewhere (no one can join us). Back to that greenlet.
-        Ending::NotOurs(result) => drop(result),
+        drop(result);
+        return;
+    };
+    if Rc::strong_count(&task.0) == 1 {
+        // Detached: no handle but the one taken from `current`, so nobody can take the
+        // result.
+        return end_detached(hub, task, result);
     }
-}
-
-/// How a green thread's body ends ([`run_task_in`]), decided where the hub holds its record.
-enum Ending<R> {
-    /// Its result stored and its record marked finished: its joiner woken, if one waits.
-    Finished(Option<TaskRef>),
-    /// No handle to its record is left but the hub's: the result, which nobody can take,
-    /// is dropped by [`end_detached`].
-    Detached(R),
-    /// The hub's current record is not ours (see `run_task_in`).
-    NotOurs(R),
+    // Into the cell emptied at our start: nothing is dropped.
+    task.body.put::<Result<T, JoinError>>(result);
+    let joiner = task.finish_in(hub);
+    // Our greenlet's final switch goes straight to the next ready green thread (the joiner
+    // woken just now, usually) when the turn has runs left, as a park's hand-off does: then
+    // this green thread ends inside `exit_direct`, which does not return, and these frames
+    // are abandoned, so nothing that needs dropping may be alive here (the closure and its
+    // result are gone, our record's handle moved in).
+    hub.exit_direct(task, joiner);
 }
 
 /// The end of a detached green thread (no handle to its record is left but the hub's):
@@ -964,14 +998,18 @@ enum Ending<R> {
 /// then is it marked finished. Dropped later, with the record, it would run after the
 /// hub had handed control on (or on the hub's own stack). Out of line: a detached green
 /// thread is the rare case.
+///
+/// `task`: our record, taken out of `current` (put back while the result's drop runs).
 #[cold]
 #[inline(never)]
-fn end_detached<R>(hub: &super::Hub, result: R) {
+fn end_detached<R>(hub: &super::Hub, task: TaskRef, result: R) {
+    hub.put_current_task(task);
     drop_caught(result);
-    let claimed = hub.with_current_task(|task| task.map(|task| task.finish_in(hub)));
-    if let Some(joiner) = claimed {
-        hub.exit_direct(joiner);
-    }
+    let Some(task) = hub.take_current_task() else {
+        return;
+    };
+    let joiner = task.finish_in(hub);
+    hub.exit_direct(task, joiner);
 }
 
 /// Drops `value` as code of the current green thread, a panic in its drop caught (and
@@ -1130,11 +1168,11 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let me = current_task();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.borrow_mut().push(me.clone());
+                h.task.waiters.push(me.clone());
             }
             let r = park();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.borrow_mut().remove(&me);
+                h.task.waiters.remove(&me);
             }
             if let Err(e) = r {
                 // Report the interruption once for one of the pending handles.

@@ -423,3 +423,42 @@ fn a_join_ended_by_a_timeout_leaves_no_waiter_behind() {
         crate::yield_now();
     }
 }
+
+/// Joiners killed while they wait leave their entries on the joined record until it
+/// finishes, which takes them all: a record kept for reuse has no waiters (what
+/// `Task::reset` relies on, and asserts in debug builds).
+#[test]
+fn joiners_killed_while_waiting_leave_no_waiter_on_the_reused_record() {
+    let go = Rc::new(Cell::new(false));
+    let g = go.clone();
+    let target = Rc::new(crate::spawn(move || {
+        while !g.get() {
+            crate::yield_now();
+        }
+        7
+    }));
+    let waiter = |t: Rc<crate::JoinHandle<i32>>| {
+        crate::spawn(move || t.wait_timeout(Duration::from_secs(60)).is_ok())
+    };
+    let (a, b) = (waiter(target.clone()), waiter(target.clone()));
+    for _ in 0..3 {
+        crate::yield_now();
+    }
+    assert_eq!(target.task_ref().waiter_count(), 2, "both wait");
+    a.kill();
+    b.kill();
+    assert!(a.join().unwrap_err().is_killed());
+    assert!(b.join().unwrap_err().is_killed());
+    go.set(true);
+    let target = Rc::try_unwrap(target)
+        .ok()
+        .expect("the waiters' handles are gone");
+    assert_eq!(target.join().unwrap(), 7);
+    assert!(
+        with_hub(|hub| hub.spare_tasks.len()) >= 1,
+        "the record is kept"
+    );
+    let next = crate::spawn(|| 8);
+    assert_eq!(next.task_ref().waiter_count(), 0);
+    assert_eq!(next.join().unwrap(), 8);
+}
