@@ -57,47 +57,35 @@ fn main() {
 // the return predictor) does not change how another's loop is compiled, and its count
 // stays comparable from build to build.
 
-/// N hops over two `Channel`s: N/2 round trips.
-#[inline(never)]
-fn channel_hops(n: u64) {
-    let (ping, pong) = (Channel::<u64>::new(), Channel::<u64>::new());
-    let echo = {
-        let (ping, pong) = (ping.clone(), pong.clone());
-        verdant::spawn(move || {
-            while let Ok(v) = ping.get() {
-                pong.put(v + 1).unwrap();
+/// Defines `$name(n)`: N hops over two `$kind`s (N/2 round trips), with an echo green thread
+/// that adds one. `Channel` and `Queue` have the same methods but no trait in common.
+macro_rules! ping_pong_hops {
+    ($name:ident, $kind:ident) => {
+        #[inline(never)]
+        fn $name(n: u64) {
+            let (ping, pong) = ($kind::<u64>::new(), $kind::<u64>::new());
+            let echo = {
+                let (ping, pong) = (ping.clone(), pong.clone());
+                verdant::spawn(move || {
+                    while let Ok(v) = ping.get() {
+                        pong.put(v + 1).unwrap();
+                    }
+                })
+            };
+            let mut v = 0;
+            for _ in 0..n / 2 {
+                ping.put(black_box(v)).unwrap();
+                v = pong.get().unwrap();
             }
-        })
+            ping.close();
+            echo.join().unwrap();
+        }
     };
-    let mut v = 0;
-    for _ in 0..n / 2 {
-        ping.put(black_box(v)).unwrap();
-        v = pong.get().unwrap();
-    }
-    ping.close();
-    echo.join().unwrap();
 }
 
-/// N hops over two unbounded `Queue`s: N/2 round trips.
-#[inline(never)]
-fn queue_hops(n: u64) {
-    let (ping, pong) = (Queue::<u64>::new(), Queue::<u64>::new());
-    let echo = {
-        let (ping, pong) = (ping.clone(), pong.clone());
-        verdant::spawn(move || {
-            while let Ok(v) = ping.get() {
-                pong.put(v + 1).unwrap();
-            }
-        })
-    };
-    let mut v = 0;
-    for _ in 0..n / 2 {
-        ping.put(black_box(v)).unwrap();
-        v = pong.get().unwrap();
-    }
-    ping.close();
-    echo.join().unwrap();
-}
+ping_pong_hops!(channel_hops, Channel);
+// Unbounded queues.
+ping_pong_hops!(queue_hops, Queue);
 
 /// N spawn + run + join cycles of a trivial green thread, with `stack_size` bytes of stack
 /// (the default if `None`).
