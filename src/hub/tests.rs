@@ -450,9 +450,7 @@ fn joiners_killed_while_waiting_leave_no_waiter_on_the_reused_record() {
     assert!(a.join().unwrap_err().is_killed());
     assert!(b.join().unwrap_err().is_killed());
     go.set(true);
-    let target = Rc::try_unwrap(target)
-        .ok()
-        .expect("the waiters' handles are gone");
+    let target = Rc::into_inner(target).expect("the waiters' handles are gone");
     assert_eq!(target.join().unwrap(), 7);
     assert!(
         with_hub(|hub| hub.spare_tasks.len()) >= 1,
