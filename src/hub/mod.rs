@@ -1010,7 +1010,7 @@ pub(crate) fn park() -> Result<(), WaitError> {
 pub(crate) fn park_inline() -> Result<(), WaitError> {
     with_hub(
         #[inline(always)]
-        |hub| park_task_with(&hub.current_task(), hub, Hub::switch_out_inline).map(|_| ()),
+        |hub| hub.park_current_inline(),
     )
 }
 
@@ -1019,6 +1019,12 @@ impl Hub {
     // accessor (as `yield_current`).
     #[inline(never)]
     fn park_current(&self) -> Result<(), WaitError> {
+        self.park_current_inline()
+    }
+
+    /// The park of [`park`] and [`park_inline`], inlined into each.
+    #[inline(always)]
+    fn park_current_inline(&self) -> Result<(), WaitError> {
         park_task_with(&self.current_task(), self, Hub::switch_out_inline).map(|_| ())
     }
 }
