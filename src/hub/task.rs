@@ -57,7 +57,6 @@ pub(crate) struct Task {
     /// Whether the stall monitor was told about this green thread (and must be told when
     /// it finishes).
     recorded: Cell<bool>,
-    name: Option<String>,
     /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
@@ -150,16 +149,9 @@ impl Deref for TaskRef {
 }
 
 impl Task {
-    fn new(
-        id: u64,
-        name: Option<String>,
-        greenlet: Greenlet,
-        is_adhoc: bool,
-        recorded: bool,
-    ) -> Task {
+    fn new(id: u64, greenlet: Greenlet, is_adhoc: bool, recorded: bool) -> Task {
         Task {
             id,
-            name,
             greenlet,
             is_adhoc,
             queued: Cell::new(false),
@@ -177,6 +169,13 @@ impl Task {
             body: ErasedCell::new(),
         }
     }
+
+    /// The green thread's name, if it was given one: its greenlet's (which every way of
+    /// making or re-arming a task's greenlet gives the same name, so the record keeps no
+    /// copy of its own, and a spawn does not store or test a second one).
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.greenlet.name()
+    }
 }
 
 impl Task {
@@ -184,12 +183,8 @@ impl Task {
     /// new green thread, keeping the allocations it has (the waiters' vector). Its `body` is
     /// empty already (the last `JoinHandle` took or dropped the result).
     #[inline(always)]
-    fn reset(&mut self, id: u64, name: Option<String>, recorded: bool) {
+    fn reset(&mut self, id: u64, recorded: bool) {
         self.id = id;
-        // Usually none before and none now: nothing to store.
-        if name.is_some() || self.name.is_some() {
-            self.name = name;
-        }
         self.is_adhoc = false;
         self.queued.set(false);
         self.parked.set(false);
@@ -267,8 +262,7 @@ impl Task {
 
 impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
-        let name = greenlet.name().map(str::to_owned);
-        TaskRef(Rc::new(Task::new(id, name, greenlet, true, false)))
+        TaskRef(Rc::new(Task::new(id, greenlet, true, false)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -457,7 +451,7 @@ impl fmt::Debug for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
             .field("id", &self.id)
-            .field("name", &self.name)
+            .field("name", &self.name())
             .finish()
     }
 }
@@ -707,7 +701,7 @@ impl<T> JoinHandle<T> {
 
     /// The green thread's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.task.name.as_deref()
+        self.task.name()
     }
 }
 
@@ -738,7 +732,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
             .field("id", &self.task.id)
-            .field("name", &self.task.name)
+            .field("name", &self.task.name())
             .field("finished", &self.task.done.get())
             .finish()
     }
@@ -867,12 +861,12 @@ impl Builder {
                             task_body::<F, T>,
                         )?;
                     }
-                    record.reset(id, self.name, recorded);
+                    record.reset(id, recorded);
                     spare
                 }
-                None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
+                None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
             },
-            None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
+            None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
         };
         task.body.put(f);
         Ok(JoinHandle {
@@ -913,19 +907,17 @@ fn new_task<F, T>(
     hub: &super::Hub,
     id: u64,
     stack_size: usize,
-    name: Option<String>,
+    name: Option<&str>,
     recorded: bool,
 ) -> io::Result<TaskRef>
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let greenlet = greenlet_builder(id, stack_size, name.as_deref())
+    let greenlet = greenlet_builder(id, stack_size, name)
         .parent(&hub.greenlet)
         .spawn(task_body::<F, T>)?;
-    Ok(TaskRef(Rc::new(Task::new(
-        id, name, greenlet, false, recorded,
-    ))))
+    Ok(TaskRef(Rc::new(Task::new(id, greenlet, false, recorded))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
@@ -1091,7 +1083,7 @@ pub fn current() -> CurrentThread {
     let task = current_task();
     CurrentThread {
         id: task.id,
-        name: task.name.clone(),
+        name: task.name().map(str::to_owned),
         is_main: task.greenlet.is_main(),
     }
 }
