@@ -120,8 +120,20 @@ const TURN_MIN: usize = 16;
 /// The mark of a turn begun by a park or a finish (at least [`TURN_MIN`] runs) in
 /// `Hub::turn_left`: `LONG_TURN + k` is such a turn with `k` runs left. Read as a signed
 /// number it is negative, so the yield's test (`> 0`, runs left in a turn a yield does not
-/// end) costs what a test for 0 does; a park's (`turn_left & !LONG_TURN != 0`) sees `k`.
+/// end) costs what a test for 0 does; a park's (`turn_left & TURN_RUNS != 0`) sees `k`.
 const LONG_TURN: usize = 1 << (usize::BITS - 1);
+
+/// The bits of `Hub::turn_left` that a park tests for runs left in the turn
+/// ([`Hub::runs_left_parking`]): the low half of the word on 64-bit targets, a test with
+/// no mask to load (−2 instructions per park, −4 per spawn + join); every bit but
+/// [`LONG_TURN`] elsewhere. A turn has fewer runs than that (some 4 billion green threads
+/// would have to be ready); if one had more, a park that saw a multiple of 2^32 runs
+/// left would only end its turn early, with a poll sooner than needed (see there).
+const TURN_RUNS: usize = if usize::BITS > 32 {
+    u32::MAX as usize
+} else {
+    !LONG_TURN
+};
 
 /// Taken off `Hub::poll_budget` while a turn begun by a park or a finish is under way
 /// (`turn_left` marked [`LONG_TURN`]), which makes the budget 0 or less: a yield then
@@ -494,10 +506,14 @@ impl Hub {
     #[inline(always)]
     fn runs_left_parking(&self, extra: usize) -> Option<usize> {
         let left = self.turn_left.get();
-        if left & !LONG_TURN != 0 {
+        // The runs left (`k` of a long turn), fewer than 2^32 (see `TURN_RUNS`).
+        if left & TURN_RUNS != 0 {
             return Some(left);
         }
-        if left != 0 {
+        // (A test of the sign, not of 0: a turn with some multiple of 2^32 runs left, which
+        // the test above took for used up, ends here, with its runs charged in full to the
+        // poll budget; a long one gets its bias off.)
+        if (left as isize) < 0 {
             // A long turn used up (the usual way a turn ends here): its bias comes off,
             // with no runs to give back (`end_long_turn`, inline).
             self.turn_left.set(0);
@@ -1073,6 +1089,10 @@ impl ParkStop {
 /// `Timeout` covering it fired or a kill is pending; else it is marked parked, with a new
 /// epoch (deadlines of earlier parks are stale) and no wake reason yet. Reports a kill
 /// rather than unwinding, for callers that must put something back first.
+///
+/// The wake reason is reset here, and only here: it means something only between the two
+/// halves of a park (a wake-up sets it, [`end_park`] reads it), so what a wake-up left in it
+/// after the park ended (or a yield, which reads none) needs no reset of its own.
 #[inline(always)]
 pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
     if task.expired.get() > 0 {
@@ -1088,13 +1108,14 @@ pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
 }
 
 /// The second half of a park, once the green thread runs again: a pending kill first, then
-/// a fired `Timeout`, then why it was woken (the reason is reset for the next park).
+/// a fired `Timeout`, then why it was woken (left as it is: the next park's [`begin_park`]
+/// resets it).
 #[inline(always)]
 pub(crate) fn end_park(task: &TaskRef) -> Result<WakeReason, ParkStop> {
     if task.kill_pending() {
         return Err(ParkStop::Killed);
     }
-    let reason = task.reason.replace(WakeReason::Normal);
+    let reason = task.reason.get();
     if task.expired.get() > 0 {
         return Err(ParkStop::TimedOut);
     }
@@ -1166,10 +1187,7 @@ impl Hub {
                 return self.yield_slow();
             }
         };
-        // Reset before leaving rather than on the way back (which would need a handle to
-        // the record here): nothing sets the wake reason of a yielded task, as no deadline,
-        // fd or loop-exit wake-up is registered for it while it is queued.
-        task.reason.set(WakeReason::Normal);
+        // The wake reason is left alone: only a park reads it, and `begin_park` resets it.
         task.queued.set(true);
         task.parked.set(true);
         let next = self.take_direct_after_yield(task);
@@ -1192,7 +1210,6 @@ impl Hub {
         // A yield ends a turn begun by a park or a finish (see `runs_left`).
         hub.end_long_turn();
         hub.switch_out();
-        task.reason.set(WakeReason::Normal);
         task.check_kill();
     }
 }

@@ -550,19 +550,20 @@ impl Waiters {
     /// test and the store of the usual case.
     #[inline(always)]
     fn push(&self, task: TaskRef) {
-        match self.first.take() {
-            None => self.first.set(Some(task)),
-            Some(first) => {
-                self.first.set(Some(first));
-                self.push_rest(task);
-            }
+        // Stored at once (one load and one store, no store of `None` first); the rare
+        // earlier first one is put back in front out of line.
+        if let Some(first) = self.first.replace(Some(task)) {
+            self.push_rest(first);
         }
     }
 
+    /// [`push`](Self::push) with a first waiter already there (`first`, just replaced by the
+    /// new one): it goes back in front, the new one to the back.
     #[cold]
     #[inline(never)]
-    fn push_rest(&self, task: TaskRef) {
-        self.rest.borrow_mut().push(task);
+    fn push_rest(&self, first: TaskRef) {
+        let task = self.first.replace(Some(first));
+        self.rest.borrow_mut().extend(task);
     }
 
     fn remove(&self, task: &TaskRef) {
