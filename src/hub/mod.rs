@@ -1086,9 +1086,9 @@ impl ParkStop {
 }
 
 /// The first half of a park, before the green thread switches out: it must not park if a
-/// `Timeout` covering it fired or a kill is pending; else it is marked parked, with a new
-/// epoch (deadlines of earlier parks are stale) and no wake reason yet. Reports a kill
-/// rather than unwinding, for callers that must put something back first.
+/// `Timeout` covering it fired or a kill is pending; else it is marked parked, with no wake
+/// reason yet (a park with a deadline gave the task a new epoch first: [`deadline_epoch`]).
+/// Reports a kill rather than unwinding, for callers that must put something back first.
 ///
 /// The wake reason is reset here, and only here: it means something only between the two
 /// halves of a park (a wake-up sets it, [`end_park`] reads it), so what a wake-up left in it
@@ -1101,7 +1101,6 @@ pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
     if task.kill_pending() {
         return Err(ParkStop::Killed);
     }
-    task.epoch.set(task.epoch.get() + 1);
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
     Ok(())
@@ -1133,12 +1132,23 @@ pub(crate) fn park_until(deadline: Instant) -> Result<bool, WaitError> {
 
 fn park_until_in(hub: &Hub, deadline: Instant) -> Result<bool, WaitError> {
     let task = hub.current_task();
-    let epoch = task.epoch.get() + 1;
+    let epoch = deadline_epoch(&task);
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
     let _timer = TimerGuard { hub, key };
     let reason = park_task(&task, hub)?;
     Ok(reason == WakeReason::Deadline || Instant::now() >= deadline)
+}
+
+/// A new epoch for `task`, about to park with a deadline, for its deadline's timer
+/// ([`TimerAction::Wake`]), which wakes it only in this wait. Only parks with a deadline
+/// take one (not every park: one instruction less on every other one): the timer is
+/// cancelled when its park ends ([`TimerGuard`]), so it is never stale in a later park
+/// anyway; the epoch is a second line against that, for the parks that have timers.
+fn deadline_epoch(task: &TaskRef) -> u64 {
+    let epoch = task.epoch.get() + 1;
+    task.epoch.set(epoch);
+    epoch
 }
 
 struct TimerGuard<'a> {
@@ -1487,7 +1497,7 @@ fn wait_fd_until(
         Err(not_parked) => return Ok(not_parked),
     };
     let registered = FdWaiterGuard { hub, id, dir };
-    let epoch = task.epoch.get() + 1;
+    let epoch = deadline_epoch(&task);
     let key = hub.add_timer(deadline, TimerAction::Wake(task.clone(), epoch));
     // Cancels the timer on every exit, including the unwind of a kill.
     let timer = TimerGuard { hub, key };

@@ -39,7 +39,8 @@ pub struct Killed;
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
     pub(crate) id: u64,
-    /// Incremented by every park, so that a stale deadline does not wake a later wait.
+    /// Incremented by every park with a deadline (`deadline_epoch`), so that a stale
+    /// deadline does not wake a later wait.
     pub(crate) epoch: Cell<u64>,
     /// Fired `Timeout` guards still in scope.
     pub(crate) expired: Cell<u32>,
