@@ -344,23 +344,26 @@ impl TaskRef {
             }
             self.waiters.push(me);
             hub.switch_out_emptied();
+            // Woken. Done, the usual case (`complete_in` took every waiter already, this one
+            // included): the result is there, and the join returns it without looking at
+            // the end of the park (no record taken out of `current` and put back). A kill
+            // requested meanwhile was thrown in at the switch already (the hub's `run`
+            // throws it into a parked green thread, and a direct hand-off never goes to one
+            // being killed); a `Timeout` that fired as the joined one finished is left to
+            // the next blocking call, as one that fires while nothing blocks.
+            if self.done.get() {
+                return Ok(());
+            }
+            // A wake from elsewhere (wait again), or the park's end reports a stop.
             let r = match hub.with_current_task(|me| me.map(super::end_park)) {
-                // Woken: done (the usual case), or not (a wake from elsewhere: wait again).
                 Some(Ok(_)) => {
-                    if self.done.get() {
-                        // `complete_in` took every waiter already, this one included.
-                        return Ok(());
-                    }
                     self.remove_current_waiter(hub);
                     continue;
                 }
                 Some(Err(stop)) => Err(stop.raise().into()),
                 None => Self::after_park_slow(hub),
             };
-            // Done: `complete_in` took every waiter already, this one included.
-            if !self.done.get() {
-                self.remove_current_waiter(hub);
-            }
+            self.remove_current_waiter(hub);
             r?;
         }
         Ok(())
