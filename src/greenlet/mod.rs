@@ -138,7 +138,9 @@ struct Inner {
     state: Cell<State>,
     is_main: bool,
     id: u64,
-    name: Option<String>,
+    /// A box, not a `String`: its `None` is a null pointer, so the re-arming spawn's test
+    /// of the old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
+    name: Option<Box<str>>,
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
@@ -438,7 +440,7 @@ impl Builder {
         Ok(Greenlet {
             inner: Rc::new(Inner {
                 id,
-                name: self.name,
+                name: self.name.map(String::into_boxed_str),
                 is_main: false,
                 state: Cell::new(State::NotStarted),
                 sp: Cell::new(Some(sp)),
@@ -506,7 +508,7 @@ impl Builder {
                 }
                 let (id, stack, sp, storage) = self.new_context(kept)?;
                 inner.id = id;
-                inner.name = self.name;
+                inner.name = self.name.map(String::into_boxed_str);
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
@@ -585,7 +587,7 @@ pub(crate) fn rearm(
     inner.sp.set(Some(sp));
     inner.id = id;
     if name.is_some() || inner.name.is_some() {
-        inner.name = name.map(str::to_owned);
+        inner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
     // A dead greenlet's body was taken when it started (or by `release`, if it never
