@@ -608,3 +608,27 @@ fn a_green_thread_killed_or_timed_out_in_a_join_leaves_the_joined_one_running() 
     assert_eq!(joiner.join().unwrap(), 7);
     assert_eq!(verdant::spawn(|| 3).join().unwrap(), 3);
 }
+
+#[test]
+fn a_joiner_that_finds_the_joined_one_done_gets_its_value_though_its_timeout_fired() {
+    // The joined green thread blocks the OS thread past the joiner's `Timeout`, then yields:
+    // the hub fires the `Timeout` (the parked joiner is scheduled, its wait expired) before
+    // the joined one finishes. The joiner then runs with the joined one done: its join
+    // returns the value, and the fired `Timeout` is reported by the next blocking call in
+    // its scope.
+    let joiner = verdant::spawn(|| {
+        let timeout = Timeout::start(Duration::from_millis(5));
+        let target = verdant::spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            verdant::yield_now();
+            7
+        });
+        let joined = target.join();
+        let next = verdant::sleep(Duration::from_secs(10));
+        (joined, timeout.expired(), next)
+    });
+    let (joined, expired, next) = joiner.join().unwrap();
+    assert_eq!(joined.unwrap(), 7);
+    assert!(expired, "the Timeout fired during the join");
+    assert_eq!(next, Err(WaitError::TimedOut));
+}

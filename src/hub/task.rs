@@ -604,8 +604,9 @@ impl<T> JoinHandle<T> {
     /// Waits for the green thread to finish and returns its value.
     ///
     /// Other green threads run meanwhile. Returns `Err` if it panicked or was killed, if a
-    /// `Timeout` covering this call fired (the green thread keeps running, detached), or if
-    /// nothing could ever finish it.
+    /// `Timeout` covering this call fired before it finished (the green thread keeps
+    /// running, detached; one that fired as it finished is reported by the next blocking
+    /// call instead), or if nothing could ever finish it.
     // Always inlined (LLVM left it out of line once the handle was lent rather than moved,
     // and a `ret` after the switch would then be mispredicted: see `join_wait_in`).
     #[inline(always)]
