@@ -1455,7 +1455,7 @@ unsafe fn exit_unit_to(me: &Inner, target: *const Inner) -> ! {
     // SAFETY: final switch to the target's saved context; this context is never resumed.
     // No message: the data word is our own (aligned) address, which the receiver only
     // reads to release us.
-    unsafe { context::switch(sp, me as *const Inner as usize | UNIT) };
+    unsafe { context::switch_final(sp, me as *const Inner as usize | UNIT) };
     crate::sys::signal::abort()
 }
 
@@ -1501,14 +1501,14 @@ unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
         // SAFETY: final switch to the parent's saved context; this context is never
         // resumed. No message: the data word is our own (aligned) address, which the
         // receiver only reads to release us.
-        unsafe { context::switch(sp, me as usize | UNIT) };
+        unsafe { context::switch_final(sp, me as usize | UNIT) };
     } else {
         // The message lives on this (dying) stack; the receiver frees the stack only after
         // moving everything out of it, and nothing that needs dropping is left here.
         let (mut msg, tag) = Message::new(me, payload);
         // SAFETY: final switch to the parent's saved context; this context is never
         // resumed.
-        unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+        unsafe { context::switch_final(sp, (&mut *msg as *mut Message as usize) | tag) };
     }
     crate::sys::signal::abort()
 }
