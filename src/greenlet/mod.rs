@@ -93,6 +93,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub type Value = Box<dyn Any>;
 
 /// The body of a greenlet.
+///
+/// `repr(u8)`: an explicit tag, whose unused values give `Option<Body>` its `None` (as
+/// laid out by default, a null `Value` box meant `Unit`, and the `Option` took a tag word
+/// of its own), so that [`greenlet_entry`]'s test for a unit body is one comparison.
+#[repr(u8)]
 enum Body {
     /// Takes the first switch's value and returns the value of its final switch.
     Value(Box<dyn FnOnce(Value) -> Value>),
@@ -101,6 +106,9 @@ enum Body {
     /// (called directly, nothing to free).
     Unit(fn()),
 }
+
+// `None` is a value of the tag (no tag word of its own).
+const _: () = assert!(std::mem::size_of::<Option<Body>>() == std::mem::size_of::<Body>());
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
 /// normally, and its parent receives this value (greenlet's `GreenletExit`).
