@@ -95,3 +95,33 @@ pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usi
         (StackPointer(NonZeroUsize::new_unchecked(from)), data_out)
     }
 }
+
+/// Switches to `to` for the last time, passing `data`: the current context is finished and
+/// never resumed, so no register is declared clobbered (the caller's frame needs no
+/// callee-saved register spilled for this call site). The target resumes as from [`switch`]
+/// (its resume code is the same, and completes the switcher's frame, reserved here as
+/// there); the StackPointer it receives as the switcher's must never be switched to. It
+/// never returns, but is not declared `noreturn` (nor `-> !`): see the x86_64 backend.
+///
+/// # Safety
+/// As [`switch`] for `to`; the current context must never be resumed (its stack is dead:
+/// nothing on it is dropped or used again except by whoever frees it).
+#[inline(always)]
+pub(crate) unsafe fn switch_final(to: StackPointer, data: usize) {
+    // SAFETY: the first three instructions of the sequence in arch/aarch64_aapcs.s: the
+    // frame is reserved as there (the target's resume code stores the switcher's resume
+    // address into it), x1 is the target's StackPointer (valid per the caller's contract)
+    // and x0 the data word. Control never comes back; x2 and x30 are declared clobbered
+    // all the same, as what the sequence writes.
+    unsafe {
+        asm!(
+            "stp x19, x29, [sp, #-32]!", // the switcher's frame, which the target completes
+            "ldr x2, [x1, #16]",         // x2 = the target's resume address
+            "blr x2",                    // jump to the target (never comes back)
+            in("x0") data,
+            in("x1") to.0.get(),
+            out("x2") _,
+            out("x30") _,
+        );
+    }
+}

@@ -243,6 +243,15 @@ pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usi
     yielder.suspend((to, data))
 }
 
+/// [`switch`] for the last time: the current context is finished and never resumed.
+///
+/// # Safety
+/// As [`switch`]; the current context must never be resumed.
+pub(crate) unsafe fn switch_final(to: StackPointer, data: usize) {
+    // SAFETY: per the contract.
+    unsafe { switch(to, data) };
+}
+
 /// The root's side of every switch: resumes fibers, as they ask, until one asks for the
 /// root; returns who that was and its data word.
 ///

@@ -7,6 +7,8 @@
 //! * [`switch`]: suspend the current context and resume `to`, handing it a data word. When
 //!   something later switches back, `switch` returns the [`StackPointer`] of the context that
 //!   did so (the handle to resume *it* with) and the data word it passed.
+//! * [`switch_final`]: the last switch of a finished context, which is never resumed:
+//!   nothing of it is saved, and the caller's frame spills no register for it.
 //!
 //! A [`StackPointer`] is consumed by switching to it: each suspension produces a new one.
 //! The layers above (`coroutine`, `greenlet`) keep track of who is suspended where.
@@ -90,7 +92,7 @@ mod backend;
 #[path = "fallback.rs"]
 mod backend;
 
-pub(crate) use backend::{init, switch, ContextStorage, BACKEND};
+pub(crate) use backend::{init, switch, switch_final, ContextStorage, BACKEND};
 
 /// Asks the CPU to bring the cache line holding `addr` into the L1 data cache, without
 /// waiting for it: a hint, which never faults (any address will do, mapped or not) and

@@ -91,3 +91,32 @@ pub(crate) unsafe fn switch(to: StackPointer, data: usize) -> (StackPointer, usi
         (StackPointer(NonZeroUsize::new_unchecked(from)), data_out)
     }
 }
+
+/// Switches to `to` for the last time, passing `data`: the current context is finished and
+/// never resumed, so nothing of it is saved (no `rbx`/`rbp` pushed, no register declared
+/// clobbered: the caller's frame needs no callee-saved register spilled for this call site).
+/// It never returns, but is not declared `noreturn` (nor `-> !`): the caller aborts after
+/// it, as after a [`switch`] that came back, so that LLVM keeps the path's shape (with
+/// `noreturn` it took the path for a cold one and moved code before it out of line).
+/// The target resumes as from [`switch`] (its resume code is the same); the StackPointer it
+/// receives as the switcher's points at the resume address this `call` pushed and must never
+/// be switched to.
+///
+/// # Safety
+/// As [`switch`] for `to`; the current context must never be resumed (its stack is dead:
+/// nothing on it is dropped or used again except by whoever frees it).
+#[inline(always)]
+pub(crate) unsafe fn switch_final(to: StackPointer, data: usize) {
+    // SAFETY: the `call [rsi]` of the sequence in arch/x86_64_sysv.s, without the pushes of
+    // rbx and rbp, which nobody restores: the target's resume code reads rsi (its own
+    // StackPointer, valid per the caller's contract), rdi (the data word) and rsp (only as
+    // the switcher's StackPointer). Control never comes back, so nothing needs to be
+    // declared clobbered.
+    unsafe {
+        asm!(
+            "call [rsi]", // jump to the target's resume address (the pushed one is never used)
+            in("rdi") data,
+            in("rsi") to.0.get(),
+        );
+    }
+}

@@ -93,6 +93,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub type Value = Box<dyn Any>;
 
 /// The body of a greenlet.
+///
+/// `repr(u8)`: an explicit tag, whose unused values give `Option<Body>` its `None` (as
+/// laid out by default, a null `Value` box meant `Unit`, and the `Option` took a tag word
+/// of its own), so that [`greenlet_entry`]'s test for a unit body is one comparison.
+#[repr(u8)]
 enum Body {
     /// Takes the first switch's value and returns the value of its final switch.
     Value(Box<dyn FnOnce(Value) -> Value>),
@@ -101,6 +106,9 @@ enum Body {
     /// (called directly, nothing to free).
     Unit(fn()),
 }
+
+// `None` is a value of the tag (no tag word of its own).
+const _: () = assert!(std::mem::size_of::<Option<Body>>() == std::mem::size_of::<Body>());
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
 /// normally, and its parent receives this value (greenlet's `GreenletExit`).
@@ -119,11 +127,14 @@ impl fmt::Display for ParentError {
 
 impl std::error::Error for ParentError {}
 
+/// `Suspended` is 0: the test a green thread's final switch makes of its usual target (a
+/// joiner, or the next green thread that parked) needs no comparison of its own
+/// (`exit_unit_to`: one instruction fewer per spawn + run + join, and its branch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    Suspended,
     NotStarted,
     Running,
-    Suspended,
     Dead,
 }
 
@@ -1457,7 +1468,7 @@ unsafe fn exit_unit_to(me: &Inner, target: *const Inner) -> ! {
     // SAFETY: final switch to the target's saved context; this context is never resumed.
     // No message: the data word is our own (aligned) address, which the receiver only
     // reads to release us.
-    unsafe { context::switch(sp, me as *const Inner as usize | UNIT) };
+    unsafe { context::switch_final(sp, me as *const Inner as usize | UNIT) };
     crate::sys::signal::abort()
 }
 
@@ -1503,14 +1514,14 @@ unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
         // SAFETY: final switch to the parent's saved context; this context is never
         // resumed. No message: the data word is our own (aligned) address, which the
         // receiver only reads to release us.
-        unsafe { context::switch(sp, me as usize | UNIT) };
+        unsafe { context::switch_final(sp, me as usize | UNIT) };
     } else {
         // The message lives on this (dying) stack; the receiver frees the stack only after
         // moving everything out of it, and nothing that needs dropping is left here.
         let (mut msg, tag) = Message::new(me, payload);
         // SAFETY: final switch to the parent's saved context; this context is never
         // resumed.
-        unsafe { context::switch(sp, (&mut *msg as *mut Message as usize) | tag) };
+        unsafe { context::switch_final(sp, (&mut *msg as *mut Message as usize) | tag) };
     }
     crate::sys::signal::abort()
 }

@@ -240,8 +240,7 @@ impl Task {
         // The usual single joiner taken without touching the vector (woken after its
         // borrow is released).
         let first = self.waiters.first.take();
-        let more = !self.waiters.rest.borrow().is_empty();
-        if more {
+        if self.waiters.more.get() {
             if let Some(w) = first {
                 w.wake_owned_in(hub);
             }
@@ -255,6 +254,7 @@ impl Task {
     #[inline(never)]
     fn wake_more_joiners(&self, hub: &super::Hub) {
         let rest = std::mem::take(&mut *self.waiters.rest.borrow_mut());
+        self.waiters.more.set(false);
         for w in rest {
             w.wake_owned_in(hub);
         }
@@ -545,6 +545,9 @@ impl From<WaitError> for JoinError {
 #[derive(Default)]
 struct Waiters {
     first: Cell<Option<TaskRef>>,
+    /// Whether `rest` holds any: what a green thread's finish tests (`complete_in`), one
+    /// byte, where testing `rest` itself takes its borrow flag and its length.
+    more: Cell<bool>,
     rest: RefCell<Vec<TaskRef>>,
 }
 
@@ -568,6 +571,7 @@ impl Waiters {
     fn push_rest(&self, first: TaskRef) {
         let task = self.first.replace(Some(first));
         self.rest.borrow_mut().extend(task);
+        self.more.set(true);
     }
 
     fn remove(&self, task: &TaskRef) {
@@ -578,6 +582,7 @@ impl Waiters {
                 let mut rest = self.rest.borrow_mut();
                 if !rest.is_empty() {
                     rest.retain(|w| !w.ptr_eq(task));
+                    self.more.set(!rest.is_empty());
                 }
             }
         }
@@ -585,7 +590,8 @@ impl Waiters {
 
     /// Whether none waits (for a record taken for reuse, which no one else can see).
     fn is_empty(&mut self) -> bool {
-        self.first.get_mut().is_none() && self.rest.get_mut().is_empty()
+        debug_assert_eq!(*self.more.get_mut(), !self.rest.get_mut().is_empty());
+        self.first.get_mut().is_none() && !*self.more.get_mut()
     }
 }
 

@@ -424,6 +424,48 @@ fn a_join_ended_by_a_timeout_leaves_no_waiter_behind() {
     }
 }
 
+/// A second joiner (the waiters' vector, behind the inline first one) that leaves by a
+/// timeout empties the vector and clears the record's flag for it: the finish wakes the
+/// first joiner alone, and the record, kept for reuse, has no waiters (`Task::reset`
+/// asserts, in debug builds, that the flag agrees with the vector). A third one that stays
+/// in the vector is woken by the finish.
+#[test]
+fn joiners_after_the_first_are_woken_and_a_timed_out_one_is_forgotten() {
+    let go = Rc::new(Cell::new(false));
+    let g = go.clone();
+    let target = Rc::new(crate::spawn(move || {
+        while !g.get() {
+            crate::yield_now();
+        }
+        7
+    }));
+    let waiter = |t: Rc<crate::JoinHandle<i32>>, timeout: Duration| {
+        crate::spawn(move || matches!(t.wait_timeout(timeout), Ok(true)))
+    };
+    let first = waiter(target.clone(), Duration::from_secs(60));
+    crate::yield_now();
+    let second = waiter(target.clone(), Duration::from_millis(1));
+    crate::yield_now();
+    assert_eq!(target.task_ref().waiter_count(), 2, "both wait");
+    assert!(!second.join().unwrap(), "the second one's wait timed out");
+    assert_eq!(target.task_ref().waiter_count(), 1, "the first one waits");
+    let third = waiter(target.clone(), Duration::from_secs(60));
+    crate::yield_now();
+    assert_eq!(
+        target.task_ref().waiter_count(),
+        2,
+        "the first and the third wait"
+    );
+    go.set(true);
+    assert!(first.join().unwrap(), "the first one was woken");
+    assert!(third.join().unwrap(), "the third one was woken");
+    let target = Rc::into_inner(target).expect("the waiters' handles are gone");
+    assert_eq!(target.join().unwrap(), 7);
+    let next = crate::spawn(|| 8);
+    assert_eq!(next.task_ref().waiter_count(), 0);
+    assert_eq!(next.join().unwrap(), 8);
+}
+
 /// Joiners killed while they wait leave their entries on the joined record until it
 /// finishes, which takes them all: a record kept for reuse has no waiters (what
 /// `Task::reset` relies on, and asserts in debug builds).
