@@ -601,6 +601,11 @@ pub struct JoinHandle<T> {
     result: TypeKey<Result<T, JoinError>>,
 }
 
+// Two words (the record and the result's `TypeKey`): a `spawn`'s `io::Result` of one comes
+// back in two registers, not through memory.
+const _: () = assert!(std::mem::size_of::<JoinHandle<()>>() == 16);
+const _: () = assert!(std::mem::size_of::<io::Result<JoinHandle<()>>>() == 16);
+
 impl<T> JoinHandle<T> {
     /// Waits for the green thread to finish and returns its value.
     ///
@@ -613,7 +618,7 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
         // down to the switch, closure included (see `join_wait_in`). The handle is lent to
-        // the closure, not moved into it: its 24 bytes are not copied from frame to frame
+        // the closure, not moved into it: its 16 bytes are not copied from frame to frame
         // (it is dropped here, after `take_in` handed the record to the spare ones).
         let this = &self;
         with_hub(
