@@ -225,24 +225,54 @@ impl ErasedCell {
     /// `T: 'static`).
     #[inline]
     pub(crate) fn take_as<V>(&self, key: &TypeKey<V>) -> Option<V> {
+        if self.holds(key) {
+            // SAFETY: it holds a `V`, just checked, and nothing ran since.
+            Some(unsafe { self.take_held() })
+        } else {
+            None
+        }
+    }
+
+    /// [`take_as`](Self::take_as) for a caller that has no use for a `None`: `missing()`
+    /// if the cell holds no `V` (the value left in place). The value goes straight to the
+    /// caller, never through an `Option` in memory.
+    #[inline]
+    pub(crate) fn take_as_or_else<V>(&self, key: &TypeKey<V>, missing: impl FnOnce() -> V) -> V {
+        if self.holds(key) {
+            // SAFETY: it holds a `V`, just checked, and nothing ran since.
+            unsafe { self.take_held() }
+        } else {
+            missing()
+        }
+    }
+
+    /// Whether the cell holds a value of `key`'s type.
+    #[inline(always)]
+    fn holds<V>(&self, key: &TypeKey<V>) -> bool {
         let tag = self.tag.get();
         // The same `TypeId` constant (the usual case: one address), or another copy of it.
-        if !tag.is_some_and(|tag| ptr::eq(tag, key.id)) && !same_type(tag, key.id) {
-            return None;
-        }
+        tag.is_some_and(|tag| ptr::eq(tag, key.id)) || same_type(tag, key.id)
+    }
+
+    /// Moves the value out, a `V`.
+    ///
+    /// # Safety
+    /// The cell must hold a `V` ([`holds`](Self::holds) a `TypeKey<V>`).
+    #[inline(always)]
+    unsafe fn take_held<V>(&self) -> V {
         self.vacate();
         let buf = self.buf.get();
         if fits::<V>() {
-            // SAFETY: the tag was `V`'s `TypeId` (the key's is `V`'s: a `TypeKey<V>` is
-            // made only by `TypeKey::<V>::new`, and is invariant in `V`; the tag is that
-            // constant, or one equal to it), so `buf` held a `V` stored inline by
+            // SAFETY: the tag was `V`'s `TypeId` (the caller's contract: a `TypeKey<V>`'s
+            // id is `V`'s, made only by `TypeKey::<V>::new` and invariant in `V`; the tag
+            // is that constant, or one equal to it), so `buf` held a `V` stored inline by
             // `put::<V>` (`fits::<V>()` is the test `put` made); setting the tag to `None`
             // gave its ownership to us, so it is moved out once and never read or dropped
             // again.
-            Some(unsafe { ptr::read(buf.cast::<V>()) })
+            unsafe { ptr::read(buf.cast::<V>()) }
         } else {
             // SAFETY: as above, for the `Box<V>` that `put::<V>` stored.
-            Some(*unsafe { ptr::read(buf.cast::<Box<V>>()) })
+            *unsafe { ptr::read(buf.cast::<Box<V>>()) }
         }
     }
 
@@ -417,6 +447,19 @@ mod tests {
             .is_none());
         assert_eq!(cell.take_as(&key), Some(Ok("keyed".to_owned())));
         assert_eq!(cell.take_as(&key), None);
+    }
+
+    #[test]
+    fn take_or_else_runs_the_fallback_only_for_another_type() {
+        let cell = ErasedCell::new();
+        let key = TypeKey::<String>::new();
+        assert_eq!(cell.take_as_or_else(&key, || "empty".to_owned()), "empty");
+        cell.put(3u8);
+        assert_eq!(cell.take_as_or_else(&key, || "a u8".to_owned()), "a u8");
+        assert_eq!(cell.take::<u8>(), Some(3));
+        cell.put("held".to_owned());
+        assert_eq!(cell.take_as_or_else(&key, || unreachable!()), "held");
+        assert!(cell.is_empty());
     }
 
     #[test]
