@@ -158,20 +158,37 @@ impl ErasedCell {
     /// that looks at the cell sees `v`).
     #[inline]
     pub(crate) fn put<V: 'static>(&self, v: V) {
+        self.put_as::<V, true>(v);
+    }
+
+    /// [`put`](Self::put) into a cell the caller knows to be empty (a new or recycled
+    /// record's), without the test in release builds: a debug assertion. Were the cell
+    /// full after all, the value in it would be leaked (overwritten, never dropped): a bug,
+    /// but not an unsound one.
+    #[inline]
+    pub(crate) fn put_vacant<V: 'static>(&self, v: V) {
+        debug_assert!(self.is_empty(), "put_vacant into a full cell");
+        self.put_as::<V, false>(v);
+    }
+
+    /// [`put`](Self::put) (`DROP_OLD`) or [`put_vacant`](Self::put_vacant).
+    #[inline(always)]
+    fn put_as<V: 'static, const DROP_OLD: bool>(&self, v: V) {
         // Boxed first, if it must be: the allocator runs before the cell is looked at.
         if fits::<V>() {
-            self.put_stored(v, type_id::<V>(), drop_fn::<V>());
+            self.put_stored::<V, DROP_OLD>(v, type_id::<V>(), drop_fn::<V>());
         } else {
-            self.put_stored(Box::new(v), type_id::<V>(), drop_fn::<V>());
+            self.put_stored::<Box<V>, DROP_OLD>(Box::new(v), type_id::<V>(), drop_fn::<V>());
         }
     }
 
     /// Stores `stored` (a `V`, or the `Box<V>` of one that does not fit) as a `V`: `tag`
-    /// is `V`'s `TypeId`, `drop` the function for that layout.
+    /// is `V`'s `TypeId`, `drop` the function for that layout. A value in the cell is
+    /// dropped (`DROP_OLD`) or leaked.
     #[inline(always)]
-    fn put_stored<S>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
-        if self.is_empty() {
-            // SAFETY: the cell is empty (just checked, and nothing ran since).
+    fn put_stored<S, const DROP_OLD: bool>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
+        if !DROP_OLD || self.is_empty() {
+            // SAFETY: `stored`, `tag` and `drop` are `put_as`'s, as `write` requires.
             unsafe { self.write(stored, tag, drop) };
         } else {
             self.put_over(stored, tag, drop);
@@ -184,17 +201,19 @@ impl ErasedCell {
     #[inline(never)]
     fn put_over<S>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
         let old = self.detach();
-        // SAFETY: the cell is empty: the old value is owned by `old` now.
+        // SAFETY: `stored`, `tag` and `drop` are `put_as`'s, as `write` requires (and the
+        // cell is empty: the old value is owned by `old` now).
         unsafe { self.write(stored, tag, drop) };
         std::mem::drop(old);
     }
 
-    /// Writes `stored` into the empty cell, with its `tag` and `drop`.
+    /// Writes `stored` into the cell, with its `tag` and `drop`. A value in the cell is
+    /// leaked: its bytes overwritten, never dropped (`put` detaches it first).
     ///
     /// # Safety
-    /// The cell must be empty (else the value in it would be overwritten, never dropped,
-    /// and its type forgotten); `stored`, `tag` and `drop` must be as
-    /// [`put_stored`](Self::put_stored) says.
+    /// `stored` must be a `V` stored the way `put::<V>` stores it (itself if `fits::<V>()`,
+    /// else a `Box<V>`), `tag` `V`'s `TypeId` and `drop` the function for that layout
+    /// ([`drop_fn::<V>`](drop_fn)).
     #[inline(always)]
     unsafe fn write<S>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
         // A constant: folded away (a `const` block would also reject the instance for
@@ -203,11 +222,10 @@ impl ErasedCell {
             fits::<S>(),
             "an erased cell stores only what fits its buffer"
         );
-        // SAFETY: the cell is empty (the caller's contract), so nothing in `buf` is
-        // overwritten that is still owned; `S` fits the buffer's size and alignment
-        // (checked above). No other reference into `buf` exists (none is ever handed
-        // out), and nothing runs between this write and the stores that make the value
-        // known.
+        // SAFETY: `S` fits the buffer's size and alignment (checked above). No other
+        // reference into `buf` exists (none is ever handed out); a value that was in it is
+        // not read or dropped again (leaked: its tag and drop are replaced below), and
+        // nothing runs between this write and the stores that make the new one known.
         unsafe { ptr::write(self.buf.get().cast::<S>(), stored) };
         self.drop.set(drop);
         self.tag.set(Some(tag));
@@ -460,6 +478,41 @@ mod tests {
         cell.put("held".to_owned());
         assert_eq!(cell.take_as_or_else(&key, || unreachable!()), "held");
         assert!(cell.is_empty());
+    }
+
+    #[test]
+    fn put_vacant_stores_inline_and_boxed() {
+        let drops = Rc::new(Cell::new(0));
+        let cell = ErasedCell::new();
+        cell.put_vacant(7u32);
+        assert_eq!(cell.take::<u32>(), Some(7));
+        cell.put_vacant(Big {
+            bytes: [4; 200],
+            _counted: Counted(drops.clone()),
+        });
+        assert_eq!(cell.take::<Big>().map(|b| b.bytes[199]), Some(4));
+        assert_eq!(drops.get(), 1);
+        cell.put_vacant(Counted(drops.clone()));
+        drop(cell);
+        assert_eq!(drops.get(), 2);
+    }
+
+    /// Into a full cell: a bug, caught by the debug assertion; without it the old value
+    /// is leaked (never dropped), and the new one is stored whole.
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        should_panic(expected = "put_vacant into a full cell")
+    )]
+    fn put_vacant_into_a_full_cell_leaks_the_old_value() {
+        let drops = Rc::new(Cell::new(0));
+        let cell = ErasedCell::new();
+        cell.put(Counted(drops.clone()));
+        cell.put_vacant(9u64);
+        assert_eq!(cell.take::<Counted>().map(drop), None);
+        assert_eq!(cell.take::<u64>(), Some(9));
+        drop(cell);
+        assert_eq!((drops.get(), Rc::strong_count(&drops)), (0, 2));
     }
 
     #[test]

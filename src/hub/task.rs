@@ -895,7 +895,10 @@ impl Builder {
             },
             None => new_task::<F, T>(hub, id, stack_size, self.name, recorded)?,
         };
-        task.body.put(f);
+        // Into an empty cell, untested in release builds: a new record's, or a spare one's,
+        // whose last handle took or dropped the result before giving it back (`take_in`,
+        // `drop_last_finished`).
+        task.body.put_vacant(f);
         Ok(JoinHandle {
             task,
             result: TypeKey::new(),
