@@ -5,33 +5,44 @@
 //! green thread's closure until it starts, and the closure's result once it finished.
 //! Behind `Rc<dyn Any>` that costs an allocation of its own, reference counting and
 //! out-of-line `type_id` calls for every downcast; this cell keeps the value in the
-//! record and checks its type against `TypeId::of::<V>()`, a constant. The module lives
-//! in the greenlet layer because it needs `unsafe`; its API is safe whatever the callers
-//! do.
+//! record and checks its type against a constant. The module lives in the greenlet layer
+//! because it needs `unsafe`; its API is safe whatever the callers do.
 //!
 //! ## Layout and states
 //! ```text
-//!   buf  (INLINE_SIZE bytes, align INLINE_ALIGN)   tag           drop
+//!   buf  (INLINE_SIZE bytes, align INLINE_ALIGN)   tag                 drop
 //!   ┌────────────────────────────────────────┐
-//!   │ V itself        (V fits: size, align)  │     TypeId of V   Some: drops a V in `buf`
-//!   │ Box<V>          (V does not fit)       │     TypeId of V   Some: drops the Box<V>
-//!   │ uninitialised                          │     of `Vacant`   None
+//!   │ V itself        (V fits: size, align)  │     Some(&TypeId of V)  drops a V in `buf`
+//!   │ Box<V>          (V does not fit)       │     Some(&TypeId of V)  drops the Box<V>
+//!   │ uninitialised                          │     None                (stale: not read)
 //!   └────────────────────────────────────────┘
 //! ```
 //!
-//! * `buf` holds an initialised value exactly when `tag` is not `Vacant`'s, and then it is
-//!   the way `put::<V>` stored it for the `V` whose `TypeId` `tag` is: inline if
-//!   [`fits::<V>`](fits), else as a `Box<V>`; `drop` is the function for that layout.
-//! * `drop` is `None` exactly when `tag` is `Vacant`'s (both are set together, with
-//!   nothing run in between): emptiness is tested on `drop`, one word, and a value's type
-//!   on `tag`.
-//! * Whoever sets `tag` to `Vacant` owns the value from then on: `take` moves it out,
+//! * `buf` holds an initialised value exactly when `tag` is `Some`, and then it is the way
+//!   `put::<V>` stored it for the `V` whose `TypeId` `tag` points to: inline if
+//!   [`fits::<V>`](fits), else as a `Box<V>`; `drop` is the function for that layout
+//!   (`put` sets both; a `take` only sets `tag` to `None`, and `drop` is read only when
+//!   `tag` is `Some`). One word says whether the cell is empty and what type its value has.
+//! * Whoever sets `tag` to `None` owns the value from then on: `take` moves it out,
 //!   [`Detached`] copies its bytes out first and drops it from the copy. So a destructor
 //!   that runs user code finds the cell empty, and whatever it does to the cell (a `put`,
 //!   a `take`, a `clear`) is sound: nothing is read or dropped twice.
 //! * The cell is `!Send` and `!Sync` (a value of any type, `Rc`s included, may be in it),
 //!   and a value in it is only touched through `&self` methods that never hand out a
 //!   reference to it.
+//!
+//! ## The type test
+//! `tag` points to a `TypeId` that is a constant promoted to a `'static` ([`type_id`]), so a
+//! `take::<V>` compares the cell's `&TypeId` with `V`'s by address first: one word, against
+//! an address the compiler knows. The same address is the same `TypeId`: the same type. The
+//! converse does not hold (a constant may have several copies, in several codegen units or
+//! crates), so different addresses fall back to comparing the two `TypeId`s, out of line
+//! ([`same_type`]): a copy at another address of the same type's id still matches, and
+//! another type's id never does. The copies are usually one: a promoted `TypeId` has no
+//! relocations, so the compiler puts it in a mergeable constant section
+//! (`.rodata.cst16` on ELF, `__literal16` on Mach-O), and the linker keeps one copy of
+//! each value, whatever codegen unit or crate it came from. (A `drop` function pointer
+//! next to it would have been a relocation, not merged: hence two fields, not one.)
 
 use std::any::TypeId;
 use std::cell::{Cell, UnsafeCell};
@@ -52,9 +63,6 @@ struct Buf(MaybeUninit<[u8; INLINE_SIZE]>);
 
 const _: () = assert!(align_of::<Buf>() == INLINE_ALIGN);
 const _: () = assert!(size_of::<Buf>() == INLINE_SIZE);
-
-/// The tag of an empty cell: a type no value can have.
-enum Vacant {}
 
 /// Whether a `V` is stored in the buffer itself (else boxed).
 const fn fits<V>() -> bool {
@@ -85,6 +93,32 @@ unsafe fn drop_boxed<V>(buf: *mut Buf) {
     unsafe { ptr::drop_in_place(buf.cast::<Box<V>>()) }
 }
 
+/// `V`'s `TypeId`, a constant promoted to a `'static` (one address per copy of it: see
+/// "The type test" in the module docs). Always inlined: the address is a constant at the
+/// caller.
+#[inline(always)]
+fn type_id<V: 'static>() -> &'static TypeId {
+    const { &TypeId::of::<V>() }
+}
+
+/// How to drop a `V` stored the way [`ErasedCell::put`] stores it.
+const fn drop_fn<V>() -> DropFn {
+    if fits::<V>() {
+        drop_inline::<V>
+    } else {
+        drop_boxed::<V>
+    }
+}
+
+/// Whether `tag` (a cell's, or `None`) is `key`, for two `TypeId`s at different addresses:
+/// their values decide (see "The type test" in the module docs). Out of line: a cell
+/// usually holds the very constant its `take` names.
+#[cold]
+#[inline(never)]
+fn same_type(tag: Option<&'static TypeId>, key: &'static TypeId) -> bool {
+    tag == Some(key)
+}
+
 /// A cell for one value of any `'static` type (see the module docs).
 ///
 /// ```text
@@ -94,10 +128,10 @@ unsafe fn drop_boxed<V>(buf: *mut Buf) {
 /// ```
 pub(crate) struct ErasedCell {
     buf: UnsafeCell<Buf>,
-    /// The `TypeId` of the value in `buf`, or of `Vacant`.
-    tag: Cell<TypeId>,
-    /// How to drop the value in `buf`; `None` exactly when `tag` is `Vacant`'s.
-    drop: Cell<Option<DropFn>>,
+    /// The `TypeId` of the value in `buf`; `None` exactly when `buf` holds none.
+    tag: Cell<Option<&'static TypeId>>,
+    /// How to drop the value in `buf`, when `tag` is `Some` (else stale).
+    drop: Cell<DropFn>,
     /// A value of any type may be inside: never `Send`, never `Sync`.
     _not_send: PhantomData<*const ()>,
 }
@@ -108,8 +142,8 @@ impl ErasedCell {
     pub(crate) fn new() -> ErasedCell {
         ErasedCell {
             buf: UnsafeCell::new(Buf(MaybeUninit::uninit())),
-            tag: Cell::new(TypeId::of::<Vacant>()),
-            drop: Cell::new(None),
+            tag: Cell::new(None),
+            drop: Cell::new(drop_inline::<()>),
             _not_send: PhantomData,
         }
     }
@@ -117,32 +151,47 @@ impl ErasedCell {
     /// Whether no value is stored.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        // One word, where `tag`'s test would compare two (`drop` is `None` exactly when
-        // `tag` is `Vacant`'s).
-        self.drop.get().is_none()
+        self.tag.get().is_none()
     }
 
     /// Stores `v`, dropping the value stored before, if any (after `v` is in: a destructor
     /// that looks at the cell sees `v`).
     #[inline]
     pub(crate) fn put<V: 'static>(&self, v: V) {
+        self.put_as::<V, true>(v);
+    }
+
+    /// [`put`](Self::put) into a cell the caller knows to be empty (a new or recycled
+    /// record's), without the test in release builds: a debug assertion. Were the cell
+    /// full after all, the value in it would be leaked (overwritten, never dropped): a bug,
+    /// but not an unsound one.
+    #[inline]
+    pub(crate) fn put_vacant<V: 'static>(&self, v: V) {
+        debug_assert!(self.is_empty(), "put_vacant into a full cell");
+        self.put_as::<V, false>(v);
+    }
+
+    /// [`put`](Self::put) (`DROP_OLD`) or [`put_vacant`](Self::put_vacant).
+    #[inline(always)]
+    fn put_as<V: 'static, const DROP_OLD: bool>(&self, v: V) {
         // Boxed first, if it must be: the allocator runs before the cell is looked at.
         if fits::<V>() {
-            self.put_stored(v, drop_inline::<V>, TypeId::of::<V>());
+            self.put_stored::<V, DROP_OLD>(v, type_id::<V>(), drop_fn::<V>());
         } else {
-            self.put_stored(Box::new(v), drop_boxed::<V>, TypeId::of::<V>());
+            self.put_stored::<Box<V>, DROP_OLD>(Box::new(v), type_id::<V>(), drop_fn::<V>());
         }
     }
 
     /// Stores `stored` (a `V`, or the `Box<V>` of one that does not fit) as a `V`: `tag`
-    /// is `V`'s `TypeId`, `drop` the function for that layout.
+    /// is `V`'s `TypeId`, `drop` the function for that layout. A value in the cell is
+    /// dropped (`DROP_OLD`) or leaked.
     #[inline(always)]
-    fn put_stored<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
-        if self.is_empty() {
-            // SAFETY: the cell is empty (just checked, and nothing ran since).
-            unsafe { self.write(stored, drop, tag) };
+    fn put_stored<S, const DROP_OLD: bool>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
+        if !DROP_OLD || self.is_empty() {
+            // SAFETY: `stored`, `tag` and `drop` are `put_as`'s, as `write` requires.
+            unsafe { self.write(stored, tag, drop) };
         } else {
-            self.put_over(stored, drop, tag);
+            self.put_over(stored, tag, drop);
         }
     }
 
@@ -150,35 +199,36 @@ impl ErasedCell {
     /// empty.
     #[cold]
     #[inline(never)]
-    fn put_over<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
+    fn put_over<S>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
         let old = self.detach();
-        // SAFETY: the cell is empty: the old value is owned by `old` now.
-        unsafe { self.write(stored, drop, tag) };
+        // SAFETY: `stored`, `tag` and `drop` are `put_as`'s, as `write` requires (and the
+        // cell is empty: the old value is owned by `old` now).
+        unsafe { self.write(stored, tag, drop) };
         std::mem::drop(old);
     }
 
-    /// Writes `stored` into the empty cell, with its `drop` and `tag`.
+    /// Writes `stored` into the cell, with its `tag` and `drop`. A value in the cell is
+    /// leaked: its bytes overwritten, never dropped (`put` detaches it first).
     ///
     /// # Safety
-    /// The cell must be empty (else the value in it would be overwritten, never dropped,
-    /// and its type forgotten); `stored`, `drop` and `tag` must be as
-    /// [`put_stored`](Self::put_stored) says.
+    /// `stored` must be a `V` stored the way `put::<V>` stores it (itself if `fits::<V>()`,
+    /// else a `Box<V>`), `tag` `V`'s `TypeId` and `drop` the function for that layout
+    /// ([`drop_fn::<V>`](drop_fn)).
     #[inline(always)]
-    unsafe fn write<S>(&self, stored: S, drop: DropFn, tag: TypeId) {
+    unsafe fn write<S>(&self, stored: S, tag: &'static TypeId, drop: DropFn) {
         // A constant: folded away (a `const` block would also reject the instance for
         // the branch of `put` that is not taken).
         assert!(
             fits::<S>(),
             "an erased cell stores only what fits its buffer"
         );
-        // SAFETY: the cell is empty (the caller's contract), so nothing in `buf` is
-        // overwritten that is still owned; `S` fits the buffer's size and alignment
-        // (checked above). No other reference into `buf` exists (none is ever handed
-        // out), and nothing runs between this write and the two stores that make the
-        // value known.
+        // SAFETY: `S` fits the buffer's size and alignment (checked above). No other
+        // reference into `buf` exists (none is ever handed out); a value that was in it is
+        // not read or dropped again (leaked: its tag and drop are replaced below), and
+        // nothing runs between this write and the stores that make the new one known.
         unsafe { ptr::write(self.buf.get().cast::<S>(), stored) };
-        self.drop.set(Some(drop));
-        self.tag.set(tag);
+        self.drop.set(drop);
+        self.tag.set(Some(tag));
     }
 
     /// Moves the value out if it is a `V`; `None` if the cell is empty or holds a value of
@@ -193,20 +243,54 @@ impl ErasedCell {
     /// `T: 'static`).
     #[inline]
     pub(crate) fn take_as<V>(&self, key: &TypeKey<V>) -> Option<V> {
-        if self.tag.get() != key.id {
-            return None;
+        if self.holds(key) {
+            // SAFETY: it holds a `V`, just checked, and nothing ran since.
+            Some(unsafe { self.take_held() })
+        } else {
+            None
         }
+    }
+
+    /// [`take_as`](Self::take_as) for a caller that has no use for a `None`: `missing()`
+    /// if the cell holds no `V` (the value left in place). The value goes straight to the
+    /// caller, never through an `Option` in memory.
+    #[inline]
+    pub(crate) fn take_as_or_else<V>(&self, key: &TypeKey<V>, missing: impl FnOnce() -> V) -> V {
+        if self.holds(key) {
+            // SAFETY: it holds a `V`, just checked, and nothing ran since.
+            unsafe { self.take_held() }
+        } else {
+            missing()
+        }
+    }
+
+    /// Whether the cell holds a value of `key`'s type.
+    #[inline(always)]
+    fn holds<V>(&self, key: &TypeKey<V>) -> bool {
+        let tag = self.tag.get();
+        // The same `TypeId` constant (the usual case: one address), or another copy of it.
+        tag.is_some_and(|tag| ptr::eq(tag, key.id)) || same_type(tag, key.id)
+    }
+
+    /// Moves the value out, a `V`.
+    ///
+    /// # Safety
+    /// The cell must hold a `V` ([`holds`](Self::holds) a `TypeKey<V>`).
+    #[inline(always)]
+    unsafe fn take_held<V>(&self) -> V {
         self.vacate();
         let buf = self.buf.get();
         if fits::<V>() {
-            // SAFETY: the tag was `V`'s (a `TypeKey<V>` holds `V`'s `TypeId`, and is
-            // invariant in `V`), so `buf` held a `V` stored inline by `put::<V>`
-            // (`fits::<V>()` is the test `put` made); setting the tag to `Vacant` gave its
-            // ownership to us, so it is moved out once and never read or dropped again.
-            Some(unsafe { ptr::read(buf.cast::<V>()) })
+            // SAFETY: the tag was `V`'s `TypeId` (the caller's contract: a `TypeKey<V>`'s
+            // id is `V`'s, made only by `TypeKey::<V>::new` and invariant in `V`; the tag
+            // is that constant, or one equal to it), so `buf` held a `V` stored inline by
+            // `put::<V>` (`fits::<V>()` is the test `put` made); setting the tag to `None`
+            // gave its ownership to us, so it is moved out once and never read or dropped
+            // again.
+            unsafe { ptr::read(buf.cast::<V>()) }
         } else {
             // SAFETY: as above, for the `Box<V>` that `put::<V>` stored.
-            Some(*unsafe { ptr::read(buf.cast::<Box<V>>()) })
+            *unsafe { ptr::read(buf.cast::<Box<V>>()) }
         }
     }
 
@@ -222,14 +306,14 @@ impl ErasedCell {
     /// the usual `put` finds the cell empty.
     #[inline(never)]
     fn detach(&self) -> Option<Detached> {
-        let drop = self.drop.get()?;
+        self.tag.get()?;
+        let drop = self.drop.get();
         self.vacate();
         Some(Detached {
-            // SAFETY: `buf` holds a value (`drop` was `Some`, so the tag was not
-            // `Vacant`'s); setting the tag to `Vacant` gave its ownership to us, and
-            // copying its bytes moves it (every Rust value may be moved by a copy of its
-            // bytes). `MaybeUninit` keeps the bytes as they are, provenance included. No
-            // reference into `buf` exists.
+            // SAFETY: `buf` holds a value (`tag` was `Some`); setting `tag` to `None` gave
+            // its ownership to us, and copying its bytes moves it (every Rust value
+            // may be moved by a copy of its bytes). `MaybeUninit` keeps the bytes as they
+            // are, provenance included. No reference into `buf` exists.
             bytes: unsafe { ptr::read(self.buf.get()) },
             drop,
         })
@@ -238,8 +322,7 @@ impl ErasedCell {
     /// Marks the cell empty: whoever calls this owns the value that was in it.
     #[inline(always)]
     fn vacate(&self) {
-        self.tag.set(TypeId::of::<Vacant>());
-        self.drop.set(None);
+        self.tag.set(None);
     }
 }
 
@@ -264,11 +347,11 @@ impl fmt::Debug for ErasedCell {
     }
 }
 
-/// The `TypeId` of `V`, taken where `V: 'static` is known, for
-/// [`ErasedCell::take_as`] where it is not. Invariant in `V` (a key cannot be made to name
-/// another type by variance), so the id is always `V`'s.
+/// `V`'s `TypeId` (the promoted constant), taken where `V: 'static` is known, for
+/// [`ErasedCell::take_as`] where it is not: one word. Invariant in `V` (a key cannot be
+/// made to name another type by variance), so the id is always `V`'s.
 pub(crate) struct TypeKey<V> {
-    id: TypeId,
+    id: &'static TypeId,
     _type: PhantomData<fn(V) -> V>,
 }
 
@@ -277,7 +360,7 @@ impl<V: 'static> TypeKey<V> {
     #[inline]
     pub(crate) fn new() -> TypeKey<V> {
         TypeKey {
-            id: TypeId::of::<V>(),
+            id: type_id::<V>(),
             _type: PhantomData,
         }
     }
@@ -303,7 +386,8 @@ struct Detached {
 impl Drop for Detached {
     fn drop(&mut self) {
         // SAFETY: `bytes` holds the value the cell gave up (moved here by `detach`), stored
-        // the way `drop` expects; we own it, and it is dropped only here, once.
+        // the way `drop` expects; we own it, and it is dropped
+        // only here, once.
         unsafe { (self.drop)(&mut self.bytes) }
     }
 }
@@ -384,6 +468,54 @@ mod tests {
     }
 
     #[test]
+    fn take_or_else_runs_the_fallback_only_for_another_type() {
+        let cell = ErasedCell::new();
+        let key = TypeKey::<String>::new();
+        assert_eq!(cell.take_as_or_else(&key, || "empty".to_owned()), "empty");
+        cell.put(3u8);
+        assert_eq!(cell.take_as_or_else(&key, || "a u8".to_owned()), "a u8");
+        assert_eq!(cell.take::<u8>(), Some(3));
+        cell.put("held".to_owned());
+        assert_eq!(cell.take_as_or_else(&key, || unreachable!()), "held");
+        assert!(cell.is_empty());
+    }
+
+    #[test]
+    fn put_vacant_stores_inline_and_boxed() {
+        let drops = Rc::new(Cell::new(0));
+        let cell = ErasedCell::new();
+        cell.put_vacant(7u32);
+        assert_eq!(cell.take::<u32>(), Some(7));
+        cell.put_vacant(Big {
+            bytes: [4; 200],
+            _counted: Counted(drops.clone()),
+        });
+        assert_eq!(cell.take::<Big>().map(|b| b.bytes[199]), Some(4));
+        assert_eq!(drops.get(), 1);
+        cell.put_vacant(Counted(drops.clone()));
+        drop(cell);
+        assert_eq!(drops.get(), 2);
+    }
+
+    /// Into a full cell: a bug, caught by the debug assertion; without it the old value
+    /// is leaked (never dropped), and the new one is stored whole.
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        should_panic(expected = "put_vacant into a full cell")
+    )]
+    fn put_vacant_into_a_full_cell_leaks_the_old_value() {
+        let drops = Rc::new(Cell::new(0));
+        let cell = ErasedCell::new();
+        cell.put(Counted(drops.clone()));
+        cell.put_vacant(9u64);
+        assert_eq!(cell.take::<Counted>().map(drop), None);
+        assert_eq!(cell.take::<u64>(), Some(9));
+        drop(cell);
+        assert_eq!((drops.get(), Rc::strong_count(&drops)), (0, 2));
+    }
+
+    #[test]
     fn wrong_type_gives_none_and_keeps_the_value() {
         let cell = ErasedCell::new();
         cell.put(5u64);
@@ -398,6 +530,66 @@ mod tests {
         assert_eq!(drops.get(), 0);
         assert!(cell.take::<Counted>().is_some());
         assert_eq!(drops.get(), 1);
+    }
+
+    /// A `TypeId` equal to `V`'s at an address of its own (not the promoted constant).
+    fn key_elsewhere<V: 'static>() -> TypeKey<V> {
+        let id: &'static TypeId = Box::leak(Box::new(TypeId::of::<V>()));
+        assert!(!ptr::eq(id, type_id::<V>()));
+        TypeKey {
+            id,
+            _type: PhantomData,
+        }
+    }
+
+    #[test]
+    fn an_equal_type_id_at_another_address_matches() {
+        let cell = ErasedCell::new();
+        // Empty: no type matches.
+        assert_eq!(cell.take_as(&key_elsewhere::<u32>()), None);
+        cell.put(7u32);
+        // Another type's id, at another address: no match, the value stays.
+        assert_eq!(cell.take_as(&key_elsewhere::<i32>()), None);
+        assert!(!cell.is_empty());
+        // The same type's id, at another address: the values decide.
+        assert_eq!(cell.take_as(&key_elsewhere::<u32>()), Some(7));
+        assert!(cell.is_empty());
+
+        // Boxed, with a drop of its own.
+        let drops = Rc::new(Cell::new(0));
+        cell.put(Big {
+            bytes: [3; 200],
+            _counted: Counted(drops.clone()),
+        });
+        let big = cell.take_as(&key_elsewhere::<Big>()).expect("same type");
+        assert_eq!((big.bytes[0], drops.get()), (3, 0));
+        drop(big);
+        assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn a_take_leaves_no_drop_behind() {
+        // Each value is dropped by its own type's drop, whatever was in the cell before.
+        let drops = Rc::new(Cell::new(0));
+        let cell = ErasedCell::new();
+        cell.put(Big {
+            bytes: [0; 200],
+            _counted: Counted(drops.clone()),
+        });
+        let big = cell.take::<Big>();
+        cell.put(Counted(drops.clone()));
+        cell.clear();
+        assert_eq!(drops.get(), 1);
+        drop(big);
+        assert_eq!(drops.get(), 2);
+        cell.put(5u8);
+        cell.take::<u8>();
+        cell.put(Big {
+            bytes: [0; 200],
+            _counted: Counted(drops.clone()),
+        });
+        drop(cell);
+        assert_eq!(drops.get(), 3);
     }
 
     #[test]

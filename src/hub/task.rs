@@ -444,6 +444,13 @@ impl TaskRef {
     }
 }
 
+/// A finished green thread's record holds no result for its handle: a bug of the hub's.
+#[cold]
+#[inline(never)]
+fn no_result() -> ! {
+    panic!("a finished green thread stores its result once");
+}
+
 /// A green thread waits for itself to finish.
 #[cold]
 #[inline(never)]
@@ -606,6 +613,11 @@ pub struct JoinHandle<T> {
     result: TypeKey<Result<T, JoinError>>,
 }
 
+// Two words (the record and the result's `TypeKey`): a `spawn`'s `io::Result` of one comes
+// back in two registers, not through memory.
+const _: () = assert!(std::mem::size_of::<JoinHandle<()>>() == 16);
+const _: () = assert!(std::mem::size_of::<io::Result<JoinHandle<()>>>() == 16);
+
 impl<T> JoinHandle<T> {
     /// Waits for the green thread to finish and returns its value.
     ///
@@ -619,7 +631,7 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
         // down to the switch, closure included (see `join_wait_in`). The handle is lent to
-        // the closure, not moved into it: its 24 bytes are not copied from frame to frame
+        // the closure, not moved into it: its 16 bytes are not copied from frame to frame
         // (it is dropped here, after `take_in` handed the record to the spare ones).
         let this = &self;
         with_hub(
@@ -652,8 +664,14 @@ impl<T> JoinHandle<T> {
     }
 
     fn take(self) -> Result<T, JoinError> {
-        let result = self.task.body.take_as(&self.result);
-        result.expect("a finished green thread stores its result once")
+        self.take_result()
+    }
+
+    /// The finished green thread's result, moved out of the record (straight into the
+    /// caller's registers: no `Option` of it is made).
+    #[inline(always)]
+    fn take_result(&self) -> Result<T, JoinError> {
+        self.task.body.take_as_or_else(&self.result, || no_result())
     }
 
     /// [`take`](Self::take) for a caller that holds this thread's hub: the last handle to
@@ -662,14 +680,17 @@ impl<T> JoinHandle<T> {
     /// once `join` was inlined into its caller): −14 instructions per spawn + join.
     #[inline(always)]
     fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
-        let result = self.task.body.take_as(&self.result);
-        let result = result.expect("a finished green thread stores its result once");
         if Rc::strong_count(&self.task.0) == 1 {
             // The handle's drop (in `join`) sees a second handle (the spare one): it does
             // nothing more.
             hub.spare_tasks.give(self.task.clone());
         }
-        result
+        // Taken last, after `give`, which may call out of line (and so unwind): a result
+        // taken before it needed a drop on that unwinding path, which kept it in the frame
+        // (copied out of the record and back) rather than in registers: −5 instructions
+        // per spawn + join. Until then the spare record holds it (a spawn that reused the
+        // record now would drop it, as a `put` over a value does).
+        self.take_result()
     }
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
@@ -880,7 +901,10 @@ impl Builder {
             },
             None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
         };
-        task.body.put(f);
+        // Into an empty cell, untested in release builds: a new record's, or a spare one's,
+        // whose last handle took or dropped the result before giving it back (`take_in`,
+        // `drop_last_finished`).
+        task.body.put_vacant(f);
         Ok(JoinHandle {
             task,
             result: TypeKey::new(),
