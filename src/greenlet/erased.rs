@@ -155,8 +155,9 @@ impl ErasedCell {
     }
 
     /// Stores `v`, dropping the value stored before, if any (after `v` is in: a destructor
-    /// that looks at the cell sees `v`).
-    #[inline]
+    /// that looks at the cell sees `v`). Only the tests need it: every put of the hub's is
+    /// into an empty cell ([`put_vacant`](Self::put_vacant)).
+    #[cfg(test)]
     pub(crate) fn put<V: 'static>(&self, v: V) {
         self.put_as::<V, true>(v);
     }

@@ -1009,8 +1009,9 @@ where
         // result.
         return end_detached(hub, task, result);
     }
-    // Into the cell emptied at our start: nothing is dropped.
-    task.body.put::<Result<T, JoinError>>(result);
+    // Into the cell emptied at our start (nothing else writes it while we run): no test
+    // for a value to drop.
+    task.body.put_vacant::<Result<T, JoinError>>(result);
     let joiner = task.finish_in(hub);
     // Our greenlet's final switch goes straight to the next ready green thread (the joiner
     // woken just now, usually) when the turn has runs left, as a park's hand-off does: then
