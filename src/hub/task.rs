@@ -55,6 +55,12 @@ pub(crate) struct Task {
     pub(crate) is_adhoc: bool,
     /// Whether it finished (returned, panicked or was killed) and its result is stored.
     done: Cell<bool>,
+    /// Whether its `JoinHandle` still exists (one is made at every spawn). Without it the
+    /// green thread is detached and drops its result itself as it ends (`end_detached`),
+    /// whatever else still holds the record (a pending wake-up, a waker of another OS
+    /// thread): a result left in the record would be dropped with the record's last
+    /// handle, possibly on the hub's stack.
+    joinable: Cell<bool>,
     /// Whether the stall monitor was told about this green thread (and must be told when
     /// it finishes).
     recorded: Cell<bool>,
@@ -164,6 +170,7 @@ impl Task {
             epoch: Cell::new(0),
             closed: Cell::new(false),
             done: Cell::new(false),
+            joinable: Cell::new(!is_adhoc),
             recorded: Cell::new(recorded),
             finished_seq: Cell::new(0),
             waiters: Waiters::default(),
@@ -198,6 +205,7 @@ impl Task {
         // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
         self.closed.set(false);
         self.done.set(false);
+        self.joinable.set(true);
         self.recorded.set(recorded);
         // No waiters to clear: `complete_in` took them all when the record was done, and
         // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
@@ -664,6 +672,11 @@ impl<T> JoinHandle<T> {
     }
 
     fn take(self) -> Result<T, JoinError> {
+        // The last handle to the record: kept for the next spawn (the drop that follows
+        // finds the result gone and does nothing).
+        if Rc::strong_count(&self.task.0) == 1 {
+            super::recycle_task(&self.task);
+        }
         self.take_result()
     }
 
@@ -739,21 +752,25 @@ impl<T> JoinHandle<T> {
 }
 
 impl<T> Drop for JoinHandle<T> {
-    /// Inline: after a `join` (which handed the record to the spare ones already) only the
-    /// test is left.
+    /// Inline: after a `join` (which took the result and handed the record to the spare
+    /// ones already) only the two tests are left.
     #[inline]
     fn drop(&mut self) {
-        if self.task.done.get() && Rc::strong_count(&self.task.0) == 1 {
-            self.drop_last_finished();
+        if !self.task.done.get() {
+            // Detached: the green thread drops its result itself as it ends.
+            self.task.joinable.set(false);
+        } else if !self.task.body.is_empty() {
+            self.drop_result();
         }
     }
 }
 
 impl<T> JoinHandle<T> {
-    /// The last handle to a finished green thread is dropped: its result goes now (as it
-    /// would with the record), and the record is kept for the next spawn.
+    /// The handle of a finished green thread is dropped with its result untaken: the
+    /// result goes now, whatever else holds the record (as `std`'s does), and the record
+    /// is kept for the next spawn if this was its last handle.
     #[inline(never)]
-    fn drop_last_finished(&mut self) {
+    fn drop_result(&mut self) {
         self.task.body.clear();
         if Rc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
@@ -1004,9 +1021,8 @@ where
         drop(result);
         return;
     };
-    if Rc::strong_count(&task.0) == 1 {
-        // Detached: no handle but the one taken from `current`, so nobody can take the
-        // result.
+    if !task.joinable.get() {
+        // Detached: its `JoinHandle` is gone, so nobody can take the result.
         return end_detached(hub, task, result);
     }
     // Into the cell emptied at our start (nothing else writes it while we run): no test
@@ -1021,8 +1037,8 @@ where
     hub.exit_direct(task, joiner);
 }
 
-/// The end of a detached green thread (no handle to its record is left but the hub's):
-/// its result is dropped here, as code of the green thread itself, which may block or
+/// The end of a detached green thread (its `JoinHandle` is gone, whatever else still
+/// holds its record): its result is dropped here, as code of the green thread itself, which may block or
 /// panic (a panic ends there: it has no joiner to go to; the panic hook reported it). Only
 /// then is it marked finished. Dropped later, with the record, it would run after the
 /// hub had handed control on (or on the hub's own stack). Out of line: a detached green

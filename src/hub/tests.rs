@@ -502,3 +502,65 @@ fn joiners_killed_while_waiting_leave_no_waiter_on_the_reused_record() {
     assert_eq!(next.task_ref().waiter_count(), 0);
     assert_eq!(next.join().unwrap(), 8);
 }
+
+/// Counts its drops.
+struct CountedDrop(Rc<Cell<u32>>);
+
+impl Drop for CountedDrop {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_detached_green_thread_whose_record_has_another_handle_drops_its_result_as_it_ends() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    let handle = crate::spawn(move || CountedDrop(d));
+    // Another handle to the record, as a pending wake-up or a cross-thread waker holds one:
+    // the green thread is still detached once its `JoinHandle` is gone.
+    let other = handle.task_ref();
+    drop(handle);
+    let seen = drops.clone();
+    assert_eq!(
+        crate::spawn(move || seen.get()).join().unwrap(),
+        1,
+        "its result was dropped as it ended, not left for the record's last handle"
+    );
+    drop(other);
+    assert_eq!(drops.get(), 1, "and only once");
+}
+
+#[test]
+fn the_last_join_handle_of_a_finished_green_thread_drops_its_result_whatever_holds_the_record() {
+    let drops = Rc::new(Cell::new(0));
+    let d = drops.clone();
+    let handle = crate::spawn(move || CountedDrop(d));
+    let other = handle.task_ref();
+    yield_now();
+    assert!(handle.is_finished());
+    assert_eq!(drops.get(), 0, "the result waits for its handle");
+    drop(handle);
+    assert_eq!(
+        drops.get(),
+        1,
+        "dropped with the handle, not with the record"
+    );
+    drop(other);
+    assert_eq!(drops.get(), 1, "and only once");
+    // A record whose result was taken or dropped serves later spawns as before.
+    assert_eq!(crate::spawn(|| 3).join().unwrap(), 3);
+}
+
+#[test]
+fn a_handle_joined_with_a_timeout_hands_its_record_on_for_reuse() {
+    let first = crate::spawn(|| 1u8);
+    let before = with_hub(|hub| hub.spare_tasks.len());
+    assert_eq!(first.join_timeout(Duration::from_secs(5)).unwrap(), 1);
+    assert_eq!(
+        with_hub(|hub| hub.spare_tasks.len()),
+        before + 1,
+        "the joined record went to the spare ones"
+    );
+    assert_eq!(crate::spawn(|| 2u8).join().unwrap(), 2);
+}
