@@ -1357,6 +1357,19 @@ impl Hub {
     /// next one).
     #[inline(always)]
     pub(crate) fn exit_direct(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
+        self.exit_direct_with::<false>(finishing, joiner)
+    }
+
+    /// [`exit_direct`](Self::exit_direct) for a `finishing` record that another handle
+    /// keeps (its `JoinHandle`'s, the caller knows): it is given up with no test of its
+    /// count ([`TaskRef::release_held`]), and the last-handle case is gone.
+    #[inline(always)]
+    pub(crate) fn exit_direct_held(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
+        self.exit_direct_with::<true>(finishing, joiner)
+    }
+
+    #[inline(always)]
+    fn exit_direct_with<const HELD: bool>(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
         let next = match joiner {
             Some(joiner) if self.ready.is_empty() => match self.runs_left_parking(1) {
                 Some(left) => self.direct_to(joiner, left),
@@ -1380,6 +1393,12 @@ impl Hub {
         // `current` (as the hub's `run` would switch it in); the finishing record is
         // released first. Nothing is left to drop on the finishing green thread's stack:
         // its closure and result are gone, and `run_task_in` calls this last.
+        if HELD {
+            // Another handle keeps the record: released with no code run, and `current`
+            // is still empty.
+            finishing.release_held();
+            Greenlet::exit_held_in_empty(&self.current, next, |task| &task.greenlet)
+        }
         match finishing.release_shared() {
             // Another handle keeps the record (a `JoinHandle`, usually): released with no
             // code run, and `current` is still empty.

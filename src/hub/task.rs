@@ -311,6 +311,19 @@ impl TaskRef {
         }
     }
 
+    /// Gives up this handle, which the caller knows is not the record's last (its
+    /// `JoinHandle`'s keeps it): [`release_shared`](Self::release_shared) without the test
+    /// of the count. Were it the last all the same, the record would be dropped here (no
+    /// unsafety: only its code run where it should not); debug builds assert that it is not.
+    #[inline(always)]
+    pub(crate) fn release_held(self) {
+        debug_assert!(
+            Rc::strong_count(&self.0) > 1,
+            "release_held: the record's last handle"
+        );
+        drop(self);
+    }
+
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
         Rc::ptr_eq(&self.0, &other.0)
     }
@@ -1033,8 +1046,10 @@ where
     // woken just now, usually) when the turn has runs left, as a park's hand-off does: then
     // this green thread ends inside `exit_direct`, which does not return, and these frames
     // are abandoned, so nothing that needs dropping may be alive here (the closure and its
-    // result are gone, our record's handle moved in).
-    hub.exit_direct(task, joiner);
+    // result are gone, our record's handle moved in). Our record is held by our
+    // `JoinHandle` too (`joinable`, tested above: nothing that could drop that handle ran
+    // since), so ours is not its last.
+    hub.exit_direct_held(task, joiner);
 }
 
 /// The end of a detached green thread (its `JoinHandle` is gone, whatever else still
