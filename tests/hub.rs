@@ -615,11 +615,12 @@ fn a_joiner_that_finds_the_joined_one_done_gets_its_value_though_its_timeout_fir
     // the hub fires the `Timeout` (the parked joiner is scheduled, its wait expired) before
     // the joined one finishes. The joiner then runs with the joined one done: its join
     // returns the value, and the fired `Timeout` is reported by the next blocking call in
-    // its scope.
+    // its scope. (The `Timeout` leaves the joiner ample time to reach its park first, even
+    // in a debug build under qemu: with 5 ms it once fired before the join began.)
     let joiner = verdant::spawn(|| {
-        let timeout = Timeout::start(Duration::from_millis(5));
+        let timeout = Timeout::start(Duration::from_millis(100));
         let target = verdant::spawn(|| {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(250));
             verdant::yield_now();
             7
         });
