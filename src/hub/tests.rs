@@ -444,7 +444,8 @@ fn joiners_after_the_first_are_woken_and_a_timed_out_one_is_forgotten() {
     };
     let first = waiter(target.clone(), Duration::from_secs(60));
     crate::yield_now();
-    let second = waiter(target.clone(), Duration::from_millis(1));
+    // 50 ms: time enough to be seen waiting below, even in a debug build under qemu.
+    let second = waiter(target.clone(), Duration::from_millis(50));
     crate::yield_now();
     assert_eq!(target.task_ref().waiter_count(), 2, "both wait");
     assert!(!second.join().unwrap(), "the second one's wait timed out");
