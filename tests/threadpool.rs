@@ -172,7 +172,9 @@ fn the_pool_never_runs_more_than_max_threads() {
 
 #[test]
 fn workers_start_lazily_and_exit_when_idle() {
-    let pool = ThreadPool::new(4).idle_timeout(Duration::from_millis(20));
+    // Long enough that the worker is still there when `apply` has returned, on a busy host
+    // (20 ms once was not); `eventually` waits up to 10 s for it to go.
+    let pool = ThreadPool::new(4).idle_timeout(Duration::from_millis(250));
     assert_eq!(pool.threads(), 0);
     assert_eq!(pool.apply(|| 1).unwrap(), 1);
     assert!(pool.threads() >= 1);
