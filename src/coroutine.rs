@@ -307,10 +307,12 @@ unsafe extern "C" fn coroutine_entry<I, Y, R>(data: usize, from: StackPointer) -
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panic(payload),
     });
-    // SAFETY: final switch to our resumer. `end` stays on this dead stack, which is only
-    // released after the resumer has moved the value out; nothing else on this stack needs
-    // dropping (`yielder` has no destructor), and a dead context is never resumed.
-    unsafe { context::switch(yielder.resumer.get(), end.addr() | FINISHED) };
+    // SAFETY: final switch to our resumer, which is suspended in `context::switch` (its
+    // `resumer` StackPointer). `end` stays on this dead stack, which is only released after
+    // the resumer has moved the value out; nothing else on this stack needs dropping
+    // (`yielder` has no destructor), and this context is never resumed: the resumer drops
+    // the StackPointer it receives with a FINISHED word (`ended`), as `switch_final` needs.
+    unsafe { context::switch_final(yielder.resumer.get(), end.addr() | FINISHED) };
     crate::sys::signal::abort()
 }
 
