@@ -58,8 +58,10 @@
 //!
 //! A dead greenlet may instead *keep* its stack (`keep`), so that the next green thread
 //! re-armed in its record (the hub's spare task records) runs on the same stack without a
-//! trip through the pool; one that leaves its dead owner (`unkeep`) goes back to the pool.
-//! Pooled and kept stacks together, the idle stacks of a thread, are at most
+//! trip through the pool. A kept stack stays in the *kept set* while its record runs the
+//! next lives on it, and leaves the set (`unkeep`) only when it leaves its record (for the
+//! pool); so a record that dies and is re-armed on its own stack over and over touches the
+//! count once, not at every life. Pooled and kept stacks together are at most
 //! [`POOL_LIMIT`]: beyond that a finished coroutine's stack is unmapped.
 
 use crate::sys::{memory, signal};
@@ -78,7 +80,8 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest usable stack size accepted; smaller requests are rounded up to it.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
-/// Most idle stacks a thread keeps for reuse: in its pool, or kept by dead greenlets.
+/// Most stacks a thread keeps for reuse: in its pool, or kept by greenlets' records (dead,
+/// or re-armed on the stack they kept: see "Pool" in the module docs).
 pub const POOL_LIMIT: usize = 1024;
 
 /// Stack tops are spread over this many bytes below the header, in 64-byte (cache line)
@@ -185,8 +188,8 @@ thread_local! {
     /// is readable from a signal handler and during thread teardown).
     static REGISTRY: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
     static POOL: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
-    /// How many stacks are idle on this thread: in `POOL`, or kept by dead greenlets for
-    /// their reuse in place ([`keep`]). At most [`POOL_LIMIT`].
+    /// How many stacks this thread keeps for reuse: in `POOL`, or in the kept set (kept by
+    /// greenlets' records for their reuse in place, [`keep`]). At most [`POOL_LIMIT`].
     static IDLE: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -496,10 +499,11 @@ pub(crate) fn give_back(stack: Stack) {
 }
 
 /// Asks to keep the stack of a context that just died with its owner, for the owner's next
-/// life on the same stack, instead of [`give_back`]: granted while this thread has fewer
-/// than [`POOL_LIMIT`] idle stacks (pooled or kept), so dead greenlets that are never reused
+/// lives on the same stack, instead of [`give_back`]: granted while this thread has fewer
+/// than [`POOL_LIMIT`] stacks pooled or kept, so dead greenlets that are never reused
 /// (e.g. finished green threads whose handles are held) cannot pin stacks without bound. A
-/// granted stack is reported to [`unkeep`] when it leaves its owner.
+/// granted stack stays in the kept set through its owner's next lives on it, and is
+/// reported to [`unkeep`] when it leaves its owner.
 ///
 /// Always inlined, with the thread-local read and written by `LocalKey`'s `get` and
 /// `replace` (tiny instances shared by every `Cell<usize>` thread-local, which LLVM inlines;
@@ -517,9 +521,9 @@ pub(crate) fn keep() -> bool {
     true
 }
 
-/// One idle stack fewer: a stack granted by [`keep`] left its dead owner (reused by it, or
-/// released), or a pooled one was taken. Every call matches an idle stack counted before,
-/// so the count does not wrap (a plain decrement: a spawn on a kept stack makes one).
+/// One stack fewer kept for reuse: a stack granted by [`keep`] left its owner (for the pool,
+/// or unmapped with it), or a pooled one was taken. Every call matches a stack counted
+/// before, so the count does not wrap (a plain decrement).
 ///
 /// Always inlined, with `LocalKey`'s `get` and `replace`, as [`keep`].
 #[inline(always)]
@@ -529,7 +533,8 @@ pub(crate) fn unkeep() {
     IDLE.replace(n.wrapping_sub(1));
 }
 
-/// Number of stacks kept by dead greenlets on this thread (for tests).
+/// Number of stacks in the kept set on this thread (kept by greenlets' records, dead or
+/// re-armed on them; for tests).
 #[cfg(test)]
 pub(crate) fn kept_count() -> usize {
     IDLE.try_with(Cell::get).unwrap_or(0) - pooled_count()

@@ -148,6 +148,12 @@ struct Inner {
     sp: Cell<Option<StackPointer>>,
     state: Cell<State>,
     is_main: bool,
+    /// Whether `stack` is in this thread's kept set (granted by [`stack::keep`], counted
+    /// there until [`stack::unkeep`]): set at the first death that keeps it, and left set
+    /// while [`rearm`] runs the next lives on it, so that a record that dies and is re-armed
+    /// on its own stack touches the count at neither. Invariants: set only with a stack in
+    /// `stack`; a dead greenlet with a stack has it set.
+    kept: Cell<bool>,
     id: u64,
     /// A box, not a `String`: its `None` is a null pointer, so the re-arming spawn's test
     /// of the old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
@@ -160,12 +166,15 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // A kept stack leaves the kept set (it may be in use again: re-armed by `rearm`).
+        if self.kept.get() {
+            stack::unkeep();
+        }
         // A dead greenlet's stack is one it kept for reuse (`release`): to the pool. Any
         // other greenlet's stack (never started, or suspended at thread teardown) is unmapped
         // by its own drop.
         if self.state.get() == State::Dead {
             if let Some(stack) = self.stack.get_mut().take() {
-                stack::unkeep();
                 stack::give_back(stack);
             }
         }
@@ -345,6 +354,7 @@ fn new_main() -> Greenlet {
             id: next_id(),
             name: Some("main".into()),
             is_main: true,
+            kept: Cell::new(false),
             state: Cell::new(State::Running),
             sp: Cell::new(None),
             stack: Cell::new(None),
@@ -453,6 +463,7 @@ impl Builder {
                 id,
                 name: self.name.map(String::into_boxed_str),
                 is_main: false,
+                kept: Cell::new(false),
                 state: Cell::new(State::NotStarted),
                 sp: Cell::new(Some(sp)),
                 stack: Cell::new(Some(stack)),
@@ -514,7 +525,7 @@ impl Builder {
                 // The stack it kept at its death (`release`), if it did: the new life runs
                 // on it when the size fits, without a trip through the pool.
                 let kept = inner.stack.get_mut().take();
-                if kept.is_some() {
+                if inner.kept.replace(false) {
                     stack::unkeep();
                 }
                 let (id, stack, sp, storage) = self.new_context(kept)?;
@@ -574,13 +585,13 @@ pub(crate) fn rearm(
         return Ok(false);
     }
     debug_assert!(!inner.is_main, "rearm: a main greenlet is dead");
-    // The stack it kept at its death stays in place when it fits (it is no longer idle:
-    // one idle stack fewer, see `stack::keep`); else another one goes there.
+    // The stack it kept at its death stays in place when it fits, and in the kept set (see
+    // `Inner::kept`: a dead greenlet's stack is kept, and counted so, whatever its record
+    // does next; no count to touch here, nor at the next death); else another one goes
+    // there.
     let kept = inner.stack.get_mut();
-    if matches!(kept, Some(stack) if stack.fits(stack_size)) {
-        stack::unkeep();
-    } else {
-        *kept = Some(rearm_other_stack(kept.take(), stack_size)?);
+    if !matches!(kept, Some(stack) if stack.fits(stack_size)) {
+        *kept = Some(rearm_other_stack(kept.take(), &inner.kept, stack_size)?);
     }
     let stack = kept.as_ref().expect("a stack was just put in place");
     stack.set_owner(id, name);
@@ -619,14 +630,22 @@ pub(crate) fn rearm(
 }
 
 /// [`rearm`] without a kept stack, or with one of another size: that one leaves its dead
-/// owner for the pool, and another is taken.
+/// owner (and the kept set: `in_kept_set` is the owner's [`Inner::kept`], cleared) for the
+/// pool, and another is taken, not in the kept set.
 #[cold]
 #[inline(never)]
-fn rearm_other_stack(kept: Option<Stack>, stack_size: usize) -> Result<Stack, StackError> {
+fn rearm_other_stack(
+    kept: Option<Stack>,
+    in_kept_set: &Cell<bool>,
+    stack_size: usize,
+) -> Result<Stack, StackError> {
     if let Some(kept) = kept {
+        debug_assert!(in_kept_set.get(), "a dead greenlet's stack is kept");
         stack::unkeep();
         stack::give_back(kept);
     }
+    // Cleared before the take, which may fail: the greenlet has no stack then.
+    in_kept_set.set(false);
     stack::take(stack_size)
 }
 
@@ -1309,12 +1328,20 @@ fn release(g: &Greenlet) {
 /// unstarted greenlet's is ever used, and a re-armed one gets a fresh one).
 #[inline(always)]
 fn release_context(inner: &Inner) {
-    // Tested in place: a kept stack is not moved out and back in.
-    // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
-    // read ends before anything else touches the cell (greenlets are !Send).
-    let has_stack = unsafe { (*inner.stack.as_ptr()).is_some() };
-    if has_stack && !stack::keep() {
-        give_back_stack(inner);
+    // A stack in the kept set already (this life was re-armed on it) stays there: no count
+    // to touch. Else (a record's first death) it joins the set if the count allows.
+    if !inner.kept.get() {
+        // Tested in place: a stack that is kept is not moved out and back in.
+        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
+        // this read ends before anything else touches the cell (greenlets are !Send).
+        let has_stack = unsafe { (*inner.stack.as_ptr()).is_some() };
+        if has_stack {
+            if stack::keep() {
+                inner.kept.set(true);
+            } else {
+                give_back_stack(inner);
+            }
+        }
     }
     // SAFETY: the greenlet is dead: its context will never run again, so nothing else
     // uses its storage; replacing it drops the backend's per-context state.
@@ -1872,5 +1899,54 @@ mod tests {
             .unwrap();
         assert_eq!(stack::kept_count(), kept - 1, "the kept stack was reused");
         assert_eq!(*slot.switch(5u8).downcast::<u8>().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_greenlet_rearmed_on_its_kept_stack_stays_in_the_kept_set() {
+        fn unit_body() {}
+        let rearm_here = |slot: &mut Greenlet| {
+            rearm(
+                slot,
+                &Greenlet::current(),
+                7,
+                DEFAULT_STACK_SIZE,
+                None,
+                unit_body,
+            )
+            .unwrap()
+        };
+        let kept = stack::kept_count();
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        let mut other = Greenlet::new(|v| v);
+        other.switch(());
+        assert_eq!(stack::kept_count(), kept + 2, "kept at their first death");
+        let pooled = stack::pooled_count();
+        for life in 0..3 {
+            assert!(rearm_here(&mut slot), "life {life}: re-armed");
+            assert_eq!(slot.id(), 7);
+            assert_eq!(
+                stack::kept_count(),
+                kept + 2,
+                "life {life}: still in the kept set while re-armed"
+            );
+            assert!(slot.switch(()).is::<()>());
+            assert!(slot.is_dead());
+            assert_eq!(
+                (stack::kept_count(), stack::pooled_count()),
+                (kept + 2, pooled),
+                "life {life}: the count was not touched at its death"
+            );
+        }
+        // Dead and dropped: the stack leaves the kept set for the pool.
+        drop(slot);
+        assert_eq!(stack::kept_count(), kept + 1);
+        assert_eq!(stack::pooled_count(), pooled + 1);
+        // Re-armed and dropped before it runs: it leaves the kept set, unmapped with it.
+        assert!(rearm_here(&mut other));
+        let live = stack::live_count();
+        drop(other);
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::live_count(), live - 1);
     }
 }
