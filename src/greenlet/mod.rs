@@ -72,10 +72,12 @@
 pub(crate) mod erased;
 mod hand_off;
 mod local_queue;
+mod strong_rc;
 mod thread_rc;
 
 pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
+pub(crate) use strong_rc::StrongRc;
 pub(crate) use thread_rc::{thread_rc, ThreadRc, ThreadRcSlot};
 
 use crate::context::{self, ContextStorage, StackPointer};

@@ -4,7 +4,7 @@ use super::{
     current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
 };
 use crate::greenlet::erased::{ErasedCell, TypeKey};
-use crate::greenlet::{self, Greenlet};
+use crate::greenlet::{self, Greenlet, StrongRc};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -12,7 +12,6 @@ use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The panic payload that unwinds a killed green thread (see [`JoinHandle::kill`]).
@@ -81,7 +80,7 @@ const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
 
 /// A cheap, clonable handle to a green thread's record, for wake-up lists.
 #[derive(Clone)]
-pub(crate) struct TaskRef(Rc<Task>);
+pub(crate) struct TaskRef(StrongRc<Task>);
 
 /// Most finished task records a hub keeps for reuse ([`SpareTasks`]).
 const SPARE_TASKS: usize = 256;
@@ -271,7 +270,7 @@ impl Task {
 
 impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
-        TaskRef(Rc::new(Task::new(id, greenlet, true, false)))
+        TaskRef(StrongRc::new(Task::new(id, greenlet, true, false)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -303,7 +302,7 @@ impl TaskRef {
     /// is decremented); else returns it, the last one.
     #[inline(always)]
     pub(crate) fn release_shared(self) -> Option<TaskRef> {
-        if Rc::strong_count(&self.0) > 1 {
+        if StrongRc::strong_count(&self.0) > 1 {
             drop(self);
             None
         } else {
@@ -318,14 +317,14 @@ impl TaskRef {
     #[inline(always)]
     pub(crate) fn release_held(self) {
         debug_assert!(
-            Rc::strong_count(&self.0) > 1,
+            StrongRc::strong_count(&self.0) > 1,
             "release_held: the record's last handle"
         );
         drop(self);
     }
 
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
+        StrongRc::ptr_eq(&self.0, &other.0)
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -687,7 +686,7 @@ impl<T> JoinHandle<T> {
     fn take(self) -> Result<T, JoinError> {
         // The last handle to the record: kept for the next spawn (the drop that follows
         // finds the result gone and does nothing).
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
         }
         self.take_result()
@@ -706,7 +705,7 @@ impl<T> JoinHandle<T> {
     /// once `join` was inlined into its caller): −14 instructions per spawn + join.
     #[inline(always)]
     fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             // The handle's drop (in `join`) sees a second handle (the spare one): it does
             // nothing more.
             hub.spare_tasks.give(self.task.clone());
@@ -785,7 +784,7 @@ impl<T> JoinHandle<T> {
     #[inline(never)]
     fn drop_result(&mut self) {
         self.task.body.clear();
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
         }
     }
@@ -905,7 +904,7 @@ impl Builder {
         // A finished record from the hub's spare ones, reused in place (with its dead
         // greenlet's stack), or a new one.
         let task = match hub.spare_tasks.take() {
-            Some(mut spare) => match Rc::get_mut(&mut spare.0) {
+            Some(mut spare) => match StrongRc::get_mut(&mut spare.0) {
                 Some(record) => {
                     let name = self.name.as_deref();
                     let parent = &hub.greenlet;
@@ -983,7 +982,9 @@ where
     let greenlet = greenlet_builder(id, stack_size, name)
         .parent(&hub.greenlet)
         .spawn(task_body::<F, T>)?;
-    Ok(TaskRef(Rc::new(Task::new(id, greenlet, false, recorded))))
+    Ok(TaskRef(StrongRc::new(Task::new(
+        id, greenlet, false, recorded,
+    ))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
