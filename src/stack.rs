@@ -46,7 +46,10 @@
 //! Every live stack's header is linked into a per-thread intrusive list. A SIGSEGV/SIGBUS
 //! handler (see `sys::signal`) walks the faulting thread's list: a fault inside a guard page
 //! is reported as `verdant: stack overflow in green thread ...` with the owner's id, name and
-//! stack size, and the process aborts. Faults elsewhere go to the previous handler. The
+//! stack size, and the process aborts. The id and name are copied into the header
+//! ([`Stack::set_owner`]), or the header points at an [`Owner`] its owner keeps in place
+//! ([`Stack::set_owner_at`]: a greenlet, whose record re-armed on the same stack then
+//! stores nothing for the report at a spawn, where it used to copy its new id). Faults elsewhere go to the previous handler. The
 //! list is only modified by its own thread with single pointer stores in an order that
 //! leaves it consistent for a forward walk at every instruction, which is what makes the
 //! walk from a (synchronous) signal handler sound.
@@ -168,6 +171,14 @@ impl From<StackError> for io::Error {
     }
 }
 
+/// Who runs on a stack, for overflow reports, kept by the owner where the stack's header
+/// can point at it ([`Stack::set_owner_at`]).
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
+}
+
 /// Registry node at the top of each stack, read by the fault handler.
 #[repr(C, align(16))]
 struct Header {
@@ -176,6 +187,8 @@ struct Header {
     guard_lo: usize,
     guard_hi: usize,
     usable: usize,
+    /// The owner's [`Owner`], or null: then `owner_id` and `name` say who it is.
+    owner: Cell<*const Owner>,
     owner_id: Cell<u64>,
     name_len: Cell<u8>,
     name: Cell<[u8; NAME_CAP]>,
@@ -238,6 +251,7 @@ impl Stack {
                 guard_lo: mapping as usize,
                 guard_hi: mapping as usize + page,
                 usable: stack.size(),
+                owner: Cell::new(ptr::null()),
                 owner_id: Cell::new(0),
                 name_len: Cell::new(0),
                 name: Cell::new([0; NAME_CAP]),
@@ -293,11 +307,13 @@ impl Stack {
         self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page)
     }
 
-    /// Records who runs on this stack, for overflow reports.
+    /// Records who runs on this stack, for overflow reports: a copy of `id` and `name`
+    /// (and no [`Owner`] pointed at any more).
     #[inline]
     pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
         let header = unsafe { &*self.header_ptr() };
+        header.owner.set(ptr::null());
         header.owner_id.set(id);
         let Some(name) = name else {
             // Only the first `name_len` bytes are ever read: no buffer to write (the common
@@ -311,6 +327,25 @@ impl Stack {
         buf[..len].copy_from_slice(&bytes[..len]);
         header.name.set(buf);
         header.name_len.set(len as u8);
+    }
+}
+
+impl Stack {
+    /// Records who runs on this stack, for overflow reports: `owner`, read at the report
+    /// (what it says then), which its owner may update in place (no store here when the
+    /// same owner runs on the stack again).
+    ///
+    /// # Safety
+    /// `owner` must stay valid for reads (not moved, not freed, not mutably borrowed but
+    /// while it is written) until this stack gets another owner ([`set_owner`] or this),
+    /// goes back to the pool ([`give_back`]) or is dropped.
+    ///
+    /// [`set_owner`]: Self::set_owner
+    #[inline]
+    pub(crate) unsafe fn set_owner_at(&self, owner: *const Owner) {
+        // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
+        let header = unsafe { &*self.header_ptr() };
+        header.owner.set(owner);
     }
 }
 
@@ -415,12 +450,23 @@ fn report_overflow(header: &Header) -> ! {
         len: 0,
     };
     w.put(b"verdant: stack overflow in green thread #");
-    w.put_num(header.owner_id.get());
-    let name = header.name.get();
-    let len = header.name_len.get() as usize;
-    if len > 0 {
+    let owner = header.owner.get();
+    let copied_name;
+    let name = if owner.is_null() {
+        w.put_num(header.owner_id.get());
+        copied_name = header.name.get();
+        &copied_name[..header.name_len.get() as usize]
+    } else {
+        // SAFETY: an owner set by `set_owner_at` is valid while this stack is linked and
+        // has it (its contract); the fault is synchronous, on this thread.
+        let owner = unsafe { &*owner };
+        w.put_num(owner.id);
+        let name = owner.name.as_deref().unwrap_or("").as_bytes();
+        &name[..name.len().min(NAME_CAP)]
+    };
+    if !name.is_empty() {
         w.put(b" '");
-        w.put(&name[..len]);
+        w.put(name);
         w.put(b"'");
     }
     w.put(b" (stack size ");

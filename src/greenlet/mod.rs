@@ -156,10 +156,11 @@ struct Inner {
     /// on its own stack touches the count at neither. Invariants: set only with a stack in
     /// `stack`; a dead greenlet with a stack has it set.
     kept: Cell<bool>,
-    id: u64,
-    /// A box, not a `String`: its `None` is a null pointer, so the re-arming spawn's test
-    /// of the old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
-    name: Option<Box<str>>,
+    /// Its id and name, where its stack's overflow report reads them ([`own_stack`]): a
+    /// re-arming spawn on the same stack writes the new id here only. The name is a box,
+    /// not a `String`: its `None` is a null pointer, so the re-arming spawn's test of the
+    /// old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
+    owner: stack::Owner,
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
@@ -168,6 +169,10 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The stack's overflow report stops reading `owner` (dropped before `stack`).
+        if let Some(stack) = self.stack.get_mut() {
+            stack.set_owner(0, None);
+        }
         // A kept stack leaves the kept set (it may be in use again: re-armed by `rearm`).
         if self.kept.get() {
             stack::unkeep();
@@ -353,8 +358,10 @@ pub(crate) fn begin_thread_teardown() {
 fn new_main() -> Greenlet {
     Greenlet {
         inner: Rc::new(Inner {
-            id: next_id(),
-            name: Some("main".into()),
+            owner: stack::Owner {
+                id: next_id(),
+                name: Some("main".into()),
+            },
             is_main: true,
             kept: Cell::new(false),
             state: Cell::new(State::Running),
@@ -460,20 +467,23 @@ impl Builder {
     {
         let (id, stack, sp, storage) = self.new_context(None)?;
         let parent = self.parent.unwrap_or_else(current);
-        Ok(Greenlet {
-            inner: Rc::new(Inner {
+        let inner = Rc::new(Inner {
+            owner: stack::Owner {
                 id,
                 name: self.name.map(String::into_boxed_str),
-                is_main: false,
-                kept: Cell::new(false),
-                state: Cell::new(State::NotStarted),
-                sp: Cell::new(Some(sp)),
-                stack: Cell::new(Some(stack)),
-                body: Cell::new(Some(Body::Value(Box::new(body)))),
-                parent: RefCell::new(Some(parent)),
-                storage: UnsafeCell::new(storage),
-            }),
-        })
+            },
+            is_main: false,
+            kept: Cell::new(false),
+            state: Cell::new(State::NotStarted),
+            sp: Cell::new(Some(sp)),
+            stack: Cell::new(Some(stack)),
+            body: Cell::new(Some(Body::Value(Box::new(body)))),
+            parent: RefCell::new(Some(parent)),
+            storage: UnsafeCell::new(storage),
+        });
+        // SAFETY: `Rc::as_ptr` of the new greenlet's `Rc`.
+        unsafe { own_stack(Rc::as_ptr(&inner)) };
+        Ok(Greenlet { inner })
     }
 }
 
@@ -481,7 +491,9 @@ impl Builder {
     /// A fresh context for a new greenlet: its id, its stack (the one the record kept, or a
     /// pooled one if possible) and the initial frame on it.
     /// `kept`: the stack a dead record kept ([`stack::keep`], already reported to
-    /// [`stack::unkeep`]), used again if it has the size asked for, else given back.
+    /// [`stack::unkeep`]), used again if it has the size asked for, else given back. The
+    /// caller points the stack's overflow report at the greenlet once the stack is in it
+    /// ([`own_stack`]).
     fn new_context(
         &self,
         kept: Option<Stack>,
@@ -497,7 +509,6 @@ impl Builder {
             }
         };
         let id = self.id.unwrap_or_else(next_id);
-        stack.set_owner(id, self.name.as_deref());
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
         // dead; nothing runs on it.
@@ -531,8 +542,8 @@ impl Builder {
                     stack::unkeep();
                 }
                 let (id, stack, sp, storage) = self.new_context(kept)?;
-                inner.id = id;
-                inner.name = self.name.map(String::into_boxed_str);
+                inner.owner.id = id;
+                inner.owner.name = self.name.map(String::into_boxed_str);
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
@@ -545,6 +556,8 @@ impl Builder {
                     *old_parent = Some(parent.clone());
                 }
                 *inner.storage.get_mut() = storage;
+                // SAFETY: `Rc::as_ptr` of the greenlet's `Rc` (`inner` is not used again).
+                unsafe { own_stack(Rc::as_ptr(&slot.inner)) };
                 Ok(())
             }
             _ => {
@@ -579,6 +592,9 @@ pub(crate) fn rearm(
     name: Option<&str>,
     body: fn(),
 ) -> Result<bool, StackError> {
+    // With the `Rc`'s provenance, not the `&mut`'s: the stack's overflow report reads the
+    // greenlet's `owner` through pointers made from it (`own_stack`).
+    let raw = Rc::as_ptr(&slot.inner);
     let Some(inner) = Rc::get_mut(&mut slot.inner) else {
         return Ok(false);
     };
@@ -593,10 +609,18 @@ pub(crate) fn rearm(
     // there.
     let kept = inner.stack.get_mut();
     if !matches!(kept, Some(stack) if stack.fits(stack_size)) {
-        *kept = Some(rearm_other_stack(kept.take(), &inner.kept, stack_size)?);
+        // SAFETY: `raw` is `Rc::as_ptr` of the greenlet's `Rc`.
+        let owner = unsafe { ptr::addr_of!((*raw).owner) };
+        *kept = Some(rearm_other_stack(
+            kept.take(),
+            &inner.kept,
+            owner,
+            stack_size,
+        )?);
     }
+    // A kept stack's overflow report reads `inner.owner` already (`own_stack`): only the
+    // id changes there, below.
     let stack = kept.as_ref().expect("a stack was just put in place");
-    stack.set_owner(id, name);
     // The storage was reset when the greenlet died (`release`).
     // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
     // greenlet until it is dead again; nothing runs on it.
@@ -609,9 +633,9 @@ pub(crate) fn rearm(
         )
     };
     inner.sp.set(Some(sp));
-    inner.id = id;
-    if name.is_some() || inner.name.is_some() {
-        inner.name = name.map(Box::from);
+    inner.owner.id = id;
+    if name.is_some() || inner.owner.name.is_some() {
+        inner.owner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
     // A dead greenlet's body was taken when it started (or by `release`, if it never
@@ -633,12 +657,14 @@ pub(crate) fn rearm(
 
 /// [`rearm`] without a kept stack, or with one of another size: that one leaves its dead
 /// owner (and the kept set: `in_kept_set` is the owner's [`Inner::kept`], cleared) for the
-/// pool, and another is taken, not in the kept set.
+/// pool, and another is taken, not in the kept set, its overflow report reading `owner`
+/// (the greenlet's `Inner::owner`, as [`own_stack`] points it).
 #[cold]
 #[inline(never)]
 fn rearm_other_stack(
     kept: Option<Stack>,
     in_kept_set: &Cell<bool>,
+    owner: *const stack::Owner,
     stack_size: usize,
 ) -> Result<Stack, StackError> {
     if let Some(kept) = kept {
@@ -648,7 +674,34 @@ fn rearm_other_stack(
     }
     // Cleared before the take, which may fail: the greenlet has no stack then.
     in_kept_set.set(false);
-    stack::take(stack_size)
+    let stack = stack::take(stack_size)?;
+    // SAFETY: `owner` is as `own_stack` points a stack at, and the stack goes into its
+    // greenlet (the caller's `rearm`).
+    unsafe { stack.set_owner_at(owner) };
+    Ok(stack)
+}
+
+/// Points the overflow report of `inner`'s stack at `inner.owner`: for a stack that has
+/// just entered the greenlet (a re-armed record's kept stack points at it already).
+///
+/// # Safety
+/// `inner` must be `Rc::as_ptr` of a live greenlet's `Rc` (a pointer with the `Rc`'s own
+/// provenance, not a reference's: the report may read `owner` through it after writes
+/// through a later `&mut Inner`).
+#[inline(never)]
+unsafe fn own_stack(inner: *const Inner) {
+    // SAFETY: per the contract, a live greenlet. A `Cell`'s contents are only ever moved in
+    // and out, never borrowed; this borrow ends before anything else touches the cell
+    // (greenlets are !Send).
+    if let Some(stack) = unsafe { (*(*inner).stack.as_ptr()).as_ref() } {
+        // SAFETY: the greenlet lives in its `Rc` (a fixed address) while the stack is in
+        // it, and `owner` is only written through `&mut Inner` (rearm, respawn), never
+        // borrowed across a switch. The stack leaves it only for the pool
+        // (`stack::give_back` sets another owner), in a re-arm or respawn (which point it
+        // here again, or give it back), or with the record's drop, which sets another
+        // owner before `owner` is dropped (`Drop for Inner`).
+        unsafe { stack.set_owner_at(ptr::addr_of!((*inner).owner)) };
+    }
 }
 
 /// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
@@ -977,12 +1030,12 @@ impl Greenlet {
 
     /// The greenlet's process-unique id.
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.owner.id
     }
 
     /// The name given with [`Builder::name`] (`"main"` for a main greenlet).
     pub fn name(&self) -> Option<&str> {
-        self.inner.name.as_deref()
+        self.inner.owner.name.as_deref()
     }
 
     /// The greenlet that receives control when this one finishes (`None` for main).
@@ -1024,8 +1077,8 @@ impl Eq for Greenlet {}
 impl fmt::Debug for Greenlet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Greenlet")
-            .field("id", &self.inner.id)
-            .field("name", &self.inner.name)
+            .field("id", &self.inner.owner.id)
+            .field("name", &self.inner.owner.name)
             .field("state", &self.inner.state.get())
             .finish()
     }
