@@ -191,6 +191,8 @@ impl Drop for Inner {
 /// A handle to a greenlet. Cloning it makes another handle to the same greenlet.
 #[derive(Clone)]
 pub struct Greenlet {
+    /// No `Weak` of it is ever made (no `Rc::downgrade` in this module; the field is
+    /// private): a strong count of 1 is a unique handle ([`rearm`] tests that count alone).
     inner: Rc<Inner>,
 }
 
@@ -592,12 +594,20 @@ pub(crate) fn rearm(
     name: Option<&str>,
     body: fn(),
 ) -> Result<bool, StackError> {
-    // With the `Rc`'s provenance, not the `&mut`'s: the stack's overflow report reads the
+    // The only handle: `Rc::get_mut` without its test of the weak count (no `Weak` of a
+    // greenlet is ever made: see `Greenlet::inner`).
+    if Rc::strong_count(&slot.inner) != 1 {
+        return Ok(false);
+    }
+    // With the `Rc`'s provenance, not a reference's: the stack's overflow report reads the
     // greenlet's `owner` through pointers made from it (`own_stack`).
     let raw = Rc::as_ptr(&slot.inner);
-    let Some(inner) = Rc::get_mut(&mut slot.inner) else {
-        return Ok(false);
-    };
+    // SAFETY: `slot` is the greenlet's only strong handle and no weak one exists (this
+    // module never downgrades a greenlet's `Rc`, and no other module can reach it), so
+    // nothing else can reach the record while `slot` is borrowed here, as `Rc::get_mut`
+    // would have found; `Rc::as_ptr` keeps the (mutable) provenance of the `Rc`'s
+    // allocation.
+    let inner = unsafe { &mut *raw.cast_mut() };
     // A main greenlet never dies (it runs no body): no test for it.
     if inner.state.get() != State::Dead {
         return Ok(false);
