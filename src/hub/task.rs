@@ -34,6 +34,11 @@ pub struct Killed;
 /// flags, the epoch) follows the `Rc`'s counts in the first 52 bytes of the allocation,
 /// one cache line or two, instead of being spread over three. A server's connection
 /// misses each line of its record once when the poll schedules it and once when it runs.
+///
+/// The flags a re-arming spawn sets ([`reset`](Task::reset)) lie in two groups, of 8 bytes
+/// (`expired` to `kill`) and 4 (`joinable` to `done`), each set by one store of a constant
+/// that fits an instruction's immediate (`joinable`, the one nonzero byte, at the low end
+/// of its group); `joinable` after `done`, as it was, took a store of its own.
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
@@ -47,19 +52,19 @@ pub(crate) struct Task {
     pub(crate) parked: Cell<bool>,
     pub(crate) finished: Cell<bool>,
     pub(crate) kill: Cell<bool>,
-    pub(crate) reason: Cell<super::WakeReason>,
-    /// Set when the fd this task waited on was deregistered (closed) under it.
-    pub(crate) closed: Cell<bool>,
-    /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
-    pub(crate) is_adhoc: bool,
-    /// Whether it finished (returned, panicked or was killed) and its result is stored.
-    done: Cell<bool>,
     /// Whether its `JoinHandle` still exists (one is made at every spawn). Without it the
     /// green thread is detached and drops its result itself as it ends (`end_detached`),
     /// whatever else still holds the record (a pending wake-up, a waker of another OS
     /// thread): a result left in the record would be dropped with the record's last
     /// handle, possibly on the hub's stack.
     joinable: Cell<bool>,
+    pub(crate) reason: Cell<super::WakeReason>,
+    /// Set when the fd this task waited on was deregistered (closed) under it.
+    pub(crate) closed: Cell<bool>,
+    /// Whether it finished (returned, panicked or was killed) and its result is stored.
+    done: Cell<bool>,
+    /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
+    pub(crate) is_adhoc: bool,
     /// Whether the stall monitor was told about this green thread (and must be told when
     /// it finishes).
     recorded: Cell<bool>,
@@ -192,20 +197,23 @@ impl Task {
     #[inline(always)]
     fn reset(&mut self, id: u64, recorded: bool) {
         self.id = id;
-        self.is_adhoc = false;
+        // Not stored: a spare record was spawned (it had a `JoinHandle`, which only a spawn
+        // makes), and `is_adhoc` never changes.
+        debug_assert!(!self.is_adhoc, "a spare record is an ad hoc one");
+        // In the fields' order: the two groups of the type's docs, one store each.
+        self.expired.set(0);
         self.queued.set(false);
         self.parked.set(false);
         self.finished.set(false);
         self.kill.set(false);
+        self.joinable.set(true);
         self.reason.set(super::WakeReason::Normal);
-        self.expired.set(0);
+        self.closed.set(false);
+        self.done.set(false);
+        self.recorded.set(recorded);
         // `epoch` is kept: it is only compared with a deadline's copy, whose timer holds a
         // handle to the record (a record with another handle is not reused). Nor is
         // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
-        self.closed.set(false);
-        self.done.set(false);
-        self.joinable.set(true);
-        self.recorded.set(recorded);
         // No waiters to clear: `complete_in` took them all when the record was done, and
         // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
         debug_assert!(self.waiters.is_empty());
