@@ -57,7 +57,8 @@
 # the resume address pointing at verdant_trampoline, rbx holding the entry function and rbp
 # holding 0 (the end of the frame-pointer chain):
 #
-#     top - 16  (16 bytes, zero: padding that keeps rsp 16-byte aligned at the call below)
+#     top - 16  (16 bytes, not written, never read: padding that keeps rsp 16-byte aligned
+#                at the call below)
 #     top - 24  rbp = 0
 #     top - 32  rbx = entry function
 #     top - 40  resume address = verdant_trampoline      <- initial sp

@@ -46,7 +46,10 @@
 //! Every live stack's header is linked into a per-thread intrusive list. A SIGSEGV/SIGBUS
 //! handler (see `sys::signal`) walks the faulting thread's list: a fault inside a guard page
 //! is reported as `verdant: stack overflow in green thread ...` with the owner's id, name and
-//! stack size, and the process aborts. Faults elsewhere go to the previous handler. The
+//! stack size, and the process aborts. The id and name are copied into the header
+//! ([`Stack::set_owner`]), or the header points at an [`Owner`] its owner keeps in place
+//! ([`Stack::set_owner_at`]: a greenlet, whose record re-armed on the same stack then
+//! stores nothing for the report at a spawn, where it used to copy its new id). Faults elsewhere go to the previous handler. The
 //! list is only modified by its own thread with single pointer stores in an order that
 //! leaves it consistent for a forward walk at every instruction, which is what makes the
 //! walk from a (synchronous) signal handler sound.
@@ -58,8 +61,10 @@
 //!
 //! A dead greenlet may instead *keep* its stack (`keep`), so that the next green thread
 //! re-armed in its record (the hub's spare task records) runs on the same stack without a
-//! trip through the pool; one that leaves its dead owner (`unkeep`) goes back to the pool.
-//! Pooled and kept stacks together, the idle stacks of a thread, are at most
+//! trip through the pool. A kept stack stays in the *kept set* while its record runs the
+//! next lives on it, and leaves the set (`unkeep`) only when it leaves its record (for the
+//! pool); so a record that dies and is re-armed on its own stack over and over touches the
+//! count once, not at every life. Pooled and kept stacks together are at most
 //! [`POOL_LIMIT`]: beyond that a finished coroutine's stack is unmapped.
 
 use crate::sys::{memory, signal};
@@ -78,7 +83,8 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest usable stack size accepted; smaller requests are rounded up to it.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
-/// Most idle stacks a thread keeps for reuse: in its pool, or kept by dead greenlets.
+/// Most stacks a thread keeps for reuse: in its pool, or kept by greenlets' records (dead,
+/// or re-armed on the stack they kept: see "Pool" in the module docs).
 pub const POOL_LIMIT: usize = 1024;
 
 /// Stack tops are spread over this many bytes below the header, in 64-byte (cache line)
@@ -165,6 +171,14 @@ impl From<StackError> for io::Error {
     }
 }
 
+/// Who runs on a stack, for overflow reports, kept by the owner where the stack's header
+/// can point at it ([`Stack::set_owner_at`]).
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
+}
+
 /// Registry node at the top of each stack, read by the fault handler.
 #[repr(C, align(16))]
 struct Header {
@@ -173,6 +187,8 @@ struct Header {
     guard_lo: usize,
     guard_hi: usize,
     usable: usize,
+    /// The owner's [`Owner`], or null: then `owner_id` and `name` say who it is.
+    owner: Cell<*const Owner>,
     owner_id: Cell<u64>,
     name_len: Cell<u8>,
     name: Cell<[u8; NAME_CAP]>,
@@ -185,8 +201,8 @@ thread_local! {
     /// is readable from a signal handler and during thread teardown).
     static REGISTRY: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
     static POOL: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
-    /// How many stacks are idle on this thread: in `POOL`, or kept by dead greenlets for
-    /// their reuse in place ([`keep`]). At most [`POOL_LIMIT`].
+    /// How many stacks this thread keeps for reuse: in `POOL`, or in the kept set (kept by
+    /// greenlets' records for their reuse in place, [`keep`]). At most [`POOL_LIMIT`].
     static IDLE: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -235,6 +251,7 @@ impl Stack {
                 guard_lo: mapping as usize,
                 guard_hi: mapping as usize + page,
                 usable: stack.size(),
+                owner: Cell::new(ptr::null()),
                 owner_id: Cell::new(0),
                 name_len: Cell::new(0),
                 name: Cell::new([0; NAME_CAP]),
@@ -290,11 +307,13 @@ impl Stack {
         self.total == page + round_up(size.max(MIN_STACK_SIZE) + HEADER_BYTES + MAX_COLOUR, page)
     }
 
-    /// Records who runs on this stack, for overflow reports.
+    /// Records who runs on this stack, for overflow reports: a copy of `id` and `name`
+    /// (and no [`Owner`] pointed at any more).
     #[inline]
     pub(crate) fn set_owner(&self, id: u64, name: Option<&str>) {
         // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
         let header = unsafe { &*self.header_ptr() };
+        header.owner.set(ptr::null());
         header.owner_id.set(id);
         let Some(name) = name else {
             // Only the first `name_len` bytes are ever read: no buffer to write (the common
@@ -308,6 +327,25 @@ impl Stack {
         buf[..len].copy_from_slice(&bytes[..len]);
         header.name.set(buf);
         header.name_len.set(len as u8);
+    }
+}
+
+impl Stack {
+    /// Records who runs on this stack, for overflow reports: `owner`, read at the report
+    /// (what it says then), which its owner may update in place (no store here when the
+    /// same owner runs on the stack again).
+    ///
+    /// # Safety
+    /// `owner` must stay valid for reads (not moved, not freed, not mutably borrowed but
+    /// while it is written) until this stack gets another owner ([`set_owner`] or this),
+    /// goes back to the pool ([`give_back`]) or is dropped.
+    ///
+    /// [`set_owner`]: Self::set_owner
+    #[inline]
+    pub(crate) unsafe fn set_owner_at(&self, owner: *const Owner) {
+        // SAFETY: the header is valid for the stack's lifetime; only this thread touches it.
+        let header = unsafe { &*self.header_ptr() };
+        header.owner.set(owner);
     }
 }
 
@@ -412,12 +450,23 @@ fn report_overflow(header: &Header) -> ! {
         len: 0,
     };
     w.put(b"verdant: stack overflow in green thread #");
-    w.put_num(header.owner_id.get());
-    let name = header.name.get();
-    let len = header.name_len.get() as usize;
-    if len > 0 {
+    let owner = header.owner.get();
+    let copied_name;
+    let name = if owner.is_null() {
+        w.put_num(header.owner_id.get());
+        copied_name = header.name.get();
+        &copied_name[..header.name_len.get() as usize]
+    } else {
+        // SAFETY: an owner set by `set_owner_at` is valid while this stack is linked and
+        // has it (its contract); the fault is synchronous, on this thread.
+        let owner = unsafe { &*owner };
+        w.put_num(owner.id);
+        let name = owner.name.as_deref().unwrap_or("").as_bytes();
+        &name[..name.len().min(NAME_CAP)]
+    };
+    if !name.is_empty() {
         w.put(b" '");
-        w.put(&name[..len]);
+        w.put(name);
         w.put(b"'");
     }
     w.put(b" (stack size ");
@@ -496,10 +545,11 @@ pub(crate) fn give_back(stack: Stack) {
 }
 
 /// Asks to keep the stack of a context that just died with its owner, for the owner's next
-/// life on the same stack, instead of [`give_back`]: granted while this thread has fewer
-/// than [`POOL_LIMIT`] idle stacks (pooled or kept), so dead greenlets that are never reused
+/// lives on the same stack, instead of [`give_back`]: granted while this thread has fewer
+/// than [`POOL_LIMIT`] stacks pooled or kept, so dead greenlets that are never reused
 /// (e.g. finished green threads whose handles are held) cannot pin stacks without bound. A
-/// granted stack is reported to [`unkeep`] when it leaves its owner.
+/// granted stack stays in the kept set through its owner's next lives on it, and is
+/// reported to [`unkeep`] when it leaves its owner.
 ///
 /// Always inlined, with the thread-local read and written by `LocalKey`'s `get` and
 /// `replace` (tiny instances shared by every `Cell<usize>` thread-local, which LLVM inlines;
@@ -517,9 +567,9 @@ pub(crate) fn keep() -> bool {
     true
 }
 
-/// One idle stack fewer: a stack granted by [`keep`] left its dead owner (reused by it, or
-/// released), or a pooled one was taken. Every call matches an idle stack counted before,
-/// so the count does not wrap (a plain decrement: a spawn on a kept stack makes one).
+/// One stack fewer kept for reuse: a stack granted by [`keep`] left its owner (for the pool,
+/// or unmapped with it), or a pooled one was taken. Every call matches a stack counted
+/// before, so the count does not wrap (a plain decrement).
 ///
 /// Always inlined, with `LocalKey`'s `get` and `replace`, as [`keep`].
 #[inline(always)]
@@ -529,7 +579,8 @@ pub(crate) fn unkeep() {
     IDLE.replace(n.wrapping_sub(1));
 }
 
-/// Number of stacks kept by dead greenlets on this thread (for tests).
+/// Number of stacks in the kept set on this thread (kept by greenlets' records, dead or
+/// re-armed on them; for tests).
 #[cfg(test)]
 pub(crate) fn kept_count() -> usize {
     IDLE.try_with(Cell::get).unwrap_or(0) - pooled_count()

@@ -70,6 +70,60 @@ fn stack_overflow_is_reported_with_id_name_and_size_and_aborts() {
 }
 
 #[test]
+fn a_green_threads_overflow_on_a_reused_stack_is_reported_with_its_own_id_and_name() {
+    if is_child("green_overflow") {
+        // The first green thread's record (and the stack it keeps) serve the second one:
+        // the report names the second one, whose id and name the stack's header was not
+        // given at its spawn (it reads them from the greenlet).
+        let size = 32 * 1024;
+        let first = verdant::Builder::new()
+            .stack_size(size)
+            .spawn(|| verdant::current().id())
+            .unwrap();
+        let first_id = first.join().unwrap();
+        let second = verdant::Builder::new()
+            .name("deep-green")
+            .stack_size(size)
+            .spawn(move || {
+                println!(
+                    "child: first={first_id} id={} ready",
+                    verdant::current().id()
+                );
+                recurse_forever(0)
+            })
+            .unwrap();
+        let _ = second.join();
+        println!("child: survived the overflow");
+        return;
+    }
+    let child = run_child(
+        "a_green_threads_overflow_on_a_reused_stack_is_reported_with_its_own_id_and_name",
+        "green_overflow",
+    );
+    let info = child
+        .stdout
+        .split_once("child: first=")
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap_or_else(|| panic!("child did not start\n{}", child.transcript()));
+    let (first, rest) = info.split_once(" id=").unwrap();
+    let id = rest.strip_suffix(" ready").unwrap();
+    assert_ne!(first, id, "{}", child.transcript());
+    let expected =
+        format!("verdant: stack overflow in green thread #{id} 'deep-green' (stack size ");
+    assert!(
+        child.stderr.contains(&expected),
+        "expected {expected:?}\n{}",
+        child.transcript()
+    );
+    assert_eq!(
+        child.signal(),
+        Some(libc::SIGABRT),
+        "{}",
+        child.transcript()
+    );
+}
+
+#[test]
 fn fault_outside_any_guard_page_still_kills_with_sigsegv() {
     if is_child("fault_on_thread_stack") {
         // A live, suspended coroutine: verdant's fault handler is installed.

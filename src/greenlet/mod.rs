@@ -72,10 +72,12 @@
 pub(crate) mod erased;
 mod hand_off;
 mod local_queue;
+mod strong_rc;
 mod thread_rc;
 
 pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
+pub(crate) use strong_rc::StrongRc;
 pub(crate) use thread_rc::{thread_rc, ThreadRc, ThreadRcSlot};
 
 use crate::context::{self, ContextStorage, StackPointer};
@@ -148,10 +150,17 @@ struct Inner {
     sp: Cell<Option<StackPointer>>,
     state: Cell<State>,
     is_main: bool,
-    id: u64,
-    /// A box, not a `String`: its `None` is a null pointer, so the re-arming spawn's test
-    /// of the old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
-    name: Option<Box<str>>,
+    /// Whether `stack` is in this thread's kept set (granted by [`stack::keep`], counted
+    /// there until [`stack::unkeep`]): set at the first death that keeps it, and left set
+    /// while [`rearm`] runs the next lives on it, so that a record that dies and is re-armed
+    /// on its own stack touches the count at neither. Invariants: set only with a stack in
+    /// `stack`; a dead greenlet with a stack has it set.
+    kept: Cell<bool>,
+    /// Its id and name, where its stack's overflow report reads them ([`own_stack`]): a
+    /// re-arming spawn on the same stack writes the new id here only. The name is a box,
+    /// not a `String`: its `None` is a null pointer, so the re-arming spawn's test of the
+    /// old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
+    owner: stack::Owner,
     stack: Cell<Option<Stack>>,
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
@@ -160,12 +169,19 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The stack's overflow report stops reading `owner` (dropped before `stack`).
+        if let Some(stack) = self.stack.get_mut() {
+            stack.set_owner(0, None);
+        }
+        // A kept stack leaves the kept set (it may be in use again: re-armed by `rearm`).
+        if self.kept.get() {
+            stack::unkeep();
+        }
         // A dead greenlet's stack is one it kept for reuse (`release`): to the pool. Any
         // other greenlet's stack (never started, or suspended at thread teardown) is unmapped
         // by its own drop.
         if self.state.get() == State::Dead {
             if let Some(stack) = self.stack.get_mut().take() {
-                stack::unkeep();
                 stack::give_back(stack);
             }
         }
@@ -175,6 +191,8 @@ impl Drop for Inner {
 /// A handle to a greenlet. Cloning it makes another handle to the same greenlet.
 #[derive(Clone)]
 pub struct Greenlet {
+    /// No `Weak` of it is ever made (no `Rc::downgrade` in this module; the field is
+    /// private): a strong count of 1 is a unique handle ([`rearm`] tests that count alone).
     inner: Rc<Inner>,
 }
 
@@ -342,9 +360,12 @@ pub(crate) fn begin_thread_teardown() {
 fn new_main() -> Greenlet {
     Greenlet {
         inner: Rc::new(Inner {
-            id: next_id(),
-            name: Some("main".into()),
+            owner: stack::Owner {
+                id: next_id(),
+                name: Some("main".into()),
+            },
             is_main: true,
+            kept: Cell::new(false),
             state: Cell::new(State::Running),
             sp: Cell::new(None),
             stack: Cell::new(None),
@@ -448,19 +469,23 @@ impl Builder {
     {
         let (id, stack, sp, storage) = self.new_context(None)?;
         let parent = self.parent.unwrap_or_else(current);
-        Ok(Greenlet {
-            inner: Rc::new(Inner {
+        let inner = Rc::new(Inner {
+            owner: stack::Owner {
                 id,
                 name: self.name.map(String::into_boxed_str),
-                is_main: false,
-                state: Cell::new(State::NotStarted),
-                sp: Cell::new(Some(sp)),
-                stack: Cell::new(Some(stack)),
-                body: Cell::new(Some(Body::Value(Box::new(body)))),
-                parent: RefCell::new(Some(parent)),
-                storage: UnsafeCell::new(storage),
-            }),
-        })
+            },
+            is_main: false,
+            kept: Cell::new(false),
+            state: Cell::new(State::NotStarted),
+            sp: Cell::new(Some(sp)),
+            stack: Cell::new(Some(stack)),
+            body: Cell::new(Some(Body::Value(Box::new(body)))),
+            parent: RefCell::new(Some(parent)),
+            storage: UnsafeCell::new(storage),
+        });
+        // SAFETY: `Rc::as_ptr` of the new greenlet's `Rc`.
+        unsafe { own_stack(Rc::as_ptr(&inner)) };
+        Ok(Greenlet { inner })
     }
 }
 
@@ -468,7 +493,9 @@ impl Builder {
     /// A fresh context for a new greenlet: its id, its stack (the one the record kept, or a
     /// pooled one if possible) and the initial frame on it.
     /// `kept`: the stack a dead record kept ([`stack::keep`], already reported to
-    /// [`stack::unkeep`]), used again if it has the size asked for, else given back.
+    /// [`stack::unkeep`]), used again if it has the size asked for, else given back. The
+    /// caller points the stack's overflow report at the greenlet once the stack is in it
+    /// ([`own_stack`]).
     fn new_context(
         &self,
         kept: Option<Stack>,
@@ -484,7 +511,6 @@ impl Builder {
             }
         };
         let id = self.id.unwrap_or_else(next_id);
-        stack.set_owner(id, self.name.as_deref());
         let mut storage = ContextStorage::default();
         // SAFETY: the stack is fresh or pooled and owned by the new greenlet until it is
         // dead; nothing runs on it.
@@ -514,12 +540,12 @@ impl Builder {
                 // The stack it kept at its death (`release`), if it did: the new life runs
                 // on it when the size fits, without a trip through the pool.
                 let kept = inner.stack.get_mut().take();
-                if kept.is_some() {
+                if inner.kept.replace(false) {
                     stack::unkeep();
                 }
                 let (id, stack, sp, storage) = self.new_context(kept)?;
-                inner.id = id;
-                inner.name = self.name.map(String::into_boxed_str);
+                inner.owner.id = id;
+                inner.owner.name = self.name.map(String::into_boxed_str);
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
@@ -532,6 +558,8 @@ impl Builder {
                     *old_parent = Some(parent.clone());
                 }
                 *inner.storage.get_mut() = storage;
+                // SAFETY: `Rc::as_ptr` of the greenlet's `Rc` (`inner` is not used again).
+                unsafe { own_stack(Rc::as_ptr(&slot.inner)) };
                 Ok(())
             }
             _ => {
@@ -566,24 +594,43 @@ pub(crate) fn rearm(
     name: Option<&str>,
     body: fn(),
 ) -> Result<bool, StackError> {
-    let Some(inner) = Rc::get_mut(&mut slot.inner) else {
+    // The only handle: `Rc::get_mut` without its test of the weak count (no `Weak` of a
+    // greenlet is ever made: see `Greenlet::inner`).
+    if Rc::strong_count(&slot.inner) != 1 {
         return Ok(false);
-    };
+    }
+    // With the `Rc`'s provenance, not a reference's: the stack's overflow report reads the
+    // greenlet's `owner` through pointers made from it (`own_stack`).
+    let raw = Rc::as_ptr(&slot.inner);
+    // SAFETY: `slot` is the greenlet's only strong handle and no weak one exists (this
+    // module never downgrades a greenlet's `Rc`, and no other module can reach it), so
+    // nothing else can reach the record while `slot` is borrowed here, as `Rc::get_mut`
+    // would have found; `Rc::as_ptr` keeps the (mutable) provenance of the `Rc`'s
+    // allocation.
+    let inner = unsafe { &mut *raw.cast_mut() };
     // A main greenlet never dies (it runs no body): no test for it.
     if inner.state.get() != State::Dead {
         return Ok(false);
     }
     debug_assert!(!inner.is_main, "rearm: a main greenlet is dead");
-    // The stack it kept at its death stays in place when it fits (it is no longer idle:
-    // one idle stack fewer, see `stack::keep`); else another one goes there.
+    // The stack it kept at its death stays in place when it fits, and in the kept set (see
+    // `Inner::kept`: a dead greenlet's stack is kept, and counted so, whatever its record
+    // does next; no count to touch here, nor at the next death); else another one goes
+    // there.
     let kept = inner.stack.get_mut();
-    if matches!(kept, Some(stack) if stack.fits(stack_size)) {
-        stack::unkeep();
-    } else {
-        *kept = Some(rearm_other_stack(kept.take(), stack_size)?);
+    if !matches!(kept, Some(stack) if stack.fits(stack_size)) {
+        // SAFETY: `raw` is `Rc::as_ptr` of the greenlet's `Rc`.
+        let owner = unsafe { ptr::addr_of!((*raw).owner) };
+        *kept = Some(rearm_other_stack(
+            kept.take(),
+            &inner.kept,
+            owner,
+            stack_size,
+        )?);
     }
+    // A kept stack's overflow report reads `inner.owner` already (`own_stack`): only the
+    // id changes there, below.
     let stack = kept.as_ref().expect("a stack was just put in place");
-    stack.set_owner(id, name);
     // The storage was reset when the greenlet died (`release`).
     // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
     // greenlet until it is dead again; nothing runs on it.
@@ -596,9 +643,9 @@ pub(crate) fn rearm(
         )
     };
     inner.sp.set(Some(sp));
-    inner.id = id;
-    if name.is_some() || inner.name.is_some() {
-        inner.name = name.map(Box::from);
+    inner.owner.id = id;
+    if name.is_some() || inner.owner.name.is_some() {
+        inner.owner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
     // A dead greenlet's body was taken when it started (or by `release`, if it never
@@ -619,15 +666,52 @@ pub(crate) fn rearm(
 }
 
 /// [`rearm`] without a kept stack, or with one of another size: that one leaves its dead
-/// owner for the pool, and another is taken.
+/// owner (and the kept set: `in_kept_set` is the owner's [`Inner::kept`], cleared) for the
+/// pool, and another is taken, not in the kept set, its overflow report reading `owner`
+/// (the greenlet's `Inner::owner`, as [`own_stack`] points it).
 #[cold]
 #[inline(never)]
-fn rearm_other_stack(kept: Option<Stack>, stack_size: usize) -> Result<Stack, StackError> {
+fn rearm_other_stack(
+    kept: Option<Stack>,
+    in_kept_set: &Cell<bool>,
+    owner: *const stack::Owner,
+    stack_size: usize,
+) -> Result<Stack, StackError> {
     if let Some(kept) = kept {
+        debug_assert!(in_kept_set.get(), "a dead greenlet's stack is kept");
         stack::unkeep();
         stack::give_back(kept);
     }
-    stack::take(stack_size)
+    // Cleared before the take, which may fail: the greenlet has no stack then.
+    in_kept_set.set(false);
+    let stack = stack::take(stack_size)?;
+    // SAFETY: `owner` is as `own_stack` points a stack at, and the stack goes into its
+    // greenlet (the caller's `rearm`).
+    unsafe { stack.set_owner_at(owner) };
+    Ok(stack)
+}
+
+/// Points the overflow report of `inner`'s stack at `inner.owner`: for a stack that has
+/// just entered the greenlet (a re-armed record's kept stack points at it already).
+///
+/// # Safety
+/// `inner` must be `Rc::as_ptr` of a live greenlet's `Rc` (a pointer with the `Rc`'s own
+/// provenance, not a reference's: the report may read `owner` through it after writes
+/// through a later `&mut Inner`).
+#[inline(never)]
+unsafe fn own_stack(inner: *const Inner) {
+    // SAFETY: per the contract, a live greenlet. A `Cell`'s contents are only ever moved in
+    // and out, never borrowed; this borrow ends before anything else touches the cell
+    // (greenlets are !Send).
+    if let Some(stack) = unsafe { (*(*inner).stack.as_ptr()).as_ref() } {
+        // SAFETY: the greenlet lives in its `Rc` (a fixed address) while the stack is in
+        // it, and `owner` is only written through `&mut Inner` (rearm, respawn), never
+        // borrowed across a switch. The stack leaves it only for the pool
+        // (`stack::give_back` sets another owner), in a re-arm or respawn (which point it
+        // here again, or give it back), or with the record's drop, which sets another
+        // owner before `owner` is dropped (`Drop for Inner`).
+        unsafe { stack.set_owner_at(ptr::addr_of!((*inner).owner)) };
+    }
 }
 
 /// Boxes a value for a switch, without boxing twice if it already is a [`Value`]. The type
@@ -956,12 +1040,12 @@ impl Greenlet {
 
     /// The greenlet's process-unique id.
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.owner.id
     }
 
     /// The name given with [`Builder::name`] (`"main"` for a main greenlet).
     pub fn name(&self) -> Option<&str> {
-        self.inner.name.as_deref()
+        self.inner.owner.name.as_deref()
     }
 
     /// The greenlet that receives control when this one finishes (`None` for main).
@@ -1003,8 +1087,8 @@ impl Eq for Greenlet {}
 impl fmt::Debug for Greenlet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Greenlet")
-            .field("id", &self.inner.id)
-            .field("name", &self.inner.name)
+            .field("id", &self.inner.owner.id)
+            .field("name", &self.inner.owner.name)
             .field("state", &self.inner.state.get())
             .finish()
     }
@@ -1309,12 +1393,20 @@ fn release(g: &Greenlet) {
 /// unstarted greenlet's is ever used, and a re-armed one gets a fresh one).
 #[inline(always)]
 fn release_context(inner: &Inner) {
-    // Tested in place: a kept stack is not moved out and back in.
-    // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and this
-    // read ends before anything else touches the cell (greenlets are !Send).
-    let has_stack = unsafe { (*inner.stack.as_ptr()).is_some() };
-    if has_stack && !stack::keep() {
-        give_back_stack(inner);
+    // A stack in the kept set already (this life was re-armed on it) stays there: no count
+    // to touch. Else (a record's first death) it joins the set if the count allows.
+    if !inner.kept.get() {
+        // Tested in place: a stack that is kept is not moved out and back in.
+        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
+        // this read ends before anything else touches the cell (greenlets are !Send).
+        let has_stack = unsafe { (*inner.stack.as_ptr()).is_some() };
+        if has_stack {
+            if stack::keep() {
+                inner.kept.set(true);
+            } else {
+                give_back_stack(inner);
+            }
+        }
     }
     // SAFETY: the greenlet is dead: its context will never run again, so nothing else
     // uses its storage; replacing it drops the backend's per-context state.
@@ -1872,5 +1964,54 @@ mod tests {
             .unwrap();
         assert_eq!(stack::kept_count(), kept - 1, "the kept stack was reused");
         assert_eq!(*slot.switch(5u8).downcast::<u8>().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_greenlet_rearmed_on_its_kept_stack_stays_in_the_kept_set() {
+        fn unit_body() {}
+        let rearm_here = |slot: &mut Greenlet| {
+            rearm(
+                slot,
+                &Greenlet::current(),
+                7,
+                DEFAULT_STACK_SIZE,
+                None,
+                unit_body,
+            )
+            .unwrap()
+        };
+        let kept = stack::kept_count();
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        let mut other = Greenlet::new(|v| v);
+        other.switch(());
+        assert_eq!(stack::kept_count(), kept + 2, "kept at their first death");
+        let pooled = stack::pooled_count();
+        for life in 0..3 {
+            assert!(rearm_here(&mut slot), "life {life}: re-armed");
+            assert_eq!(slot.id(), 7);
+            assert_eq!(
+                stack::kept_count(),
+                kept + 2,
+                "life {life}: still in the kept set while re-armed"
+            );
+            assert!(slot.switch(()).is::<()>());
+            assert!(slot.is_dead());
+            assert_eq!(
+                (stack::kept_count(), stack::pooled_count()),
+                (kept + 2, pooled),
+                "life {life}: the count was not touched at its death"
+            );
+        }
+        // Dead and dropped: the stack leaves the kept set for the pool.
+        drop(slot);
+        assert_eq!(stack::kept_count(), kept + 1);
+        assert_eq!(stack::pooled_count(), pooled + 1);
+        // Re-armed and dropped before it runs: it leaves the kept set, unmapped with it.
+        assert!(rearm_here(&mut other));
+        let live = stack::live_count();
+        drop(other);
+        assert_eq!(stack::kept_count(), kept);
+        assert_eq!(stack::live_count(), live - 1);
     }
 }

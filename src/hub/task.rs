@@ -4,7 +4,7 @@ use super::{
     current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
 };
 use crate::greenlet::erased::{ErasedCell, TypeKey};
-use crate::greenlet::{self, Greenlet};
+use crate::greenlet::{self, Greenlet, StrongRc};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -12,7 +12,6 @@ use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The panic payload that unwinds a killed green thread (see [`JoinHandle::kill`]).
@@ -35,6 +34,11 @@ pub struct Killed;
 /// flags, the epoch) follows the `Rc`'s counts in the first 52 bytes of the allocation,
 /// one cache line or two, instead of being spread over three. A server's connection
 /// misses each line of its record once when the poll schedules it and once when it runs.
+///
+/// The flags a re-arming spawn sets ([`reset`](Task::reset)) lie in two groups, of 8 bytes
+/// (`expired` to `kill`) and 4 (`joinable` to `done`), each set by one store of a constant
+/// that fits an instruction's immediate (`joinable`, the one nonzero byte, at the low end
+/// of its group); `joinable` after `done`, as it was, took a store of its own.
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
@@ -48,19 +52,19 @@ pub(crate) struct Task {
     pub(crate) parked: Cell<bool>,
     pub(crate) finished: Cell<bool>,
     pub(crate) kill: Cell<bool>,
-    pub(crate) reason: Cell<super::WakeReason>,
-    /// Set when the fd this task waited on was deregistered (closed) under it.
-    pub(crate) closed: Cell<bool>,
-    /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
-    pub(crate) is_adhoc: bool,
-    /// Whether it finished (returned, panicked or was killed) and its result is stored.
-    done: Cell<bool>,
     /// Whether its `JoinHandle` still exists (one is made at every spawn). Without it the
     /// green thread is detached and drops its result itself as it ends (`end_detached`),
     /// whatever else still holds the record (a pending wake-up, a waker of another OS
     /// thread): a result left in the record would be dropped with the record's last
     /// handle, possibly on the hub's stack.
     joinable: Cell<bool>,
+    pub(crate) reason: Cell<super::WakeReason>,
+    /// Set when the fd this task waited on was deregistered (closed) under it.
+    pub(crate) closed: Cell<bool>,
+    /// Whether it finished (returned, panicked or was killed) and its result is stored.
+    done: Cell<bool>,
+    /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
+    pub(crate) is_adhoc: bool,
     /// Whether the stall monitor was told about this green thread (and must be told when
     /// it finishes).
     recorded: Cell<bool>,
@@ -81,7 +85,7 @@ const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
 
 /// A cheap, clonable handle to a green thread's record, for wake-up lists.
 #[derive(Clone)]
-pub(crate) struct TaskRef(Rc<Task>);
+pub(crate) struct TaskRef(StrongRc<Task>);
 
 /// Most finished task records a hub keeps for reuse ([`SpareTasks`]).
 const SPARE_TASKS: usize = 256;
@@ -193,20 +197,23 @@ impl Task {
     #[inline(always)]
     fn reset(&mut self, id: u64, recorded: bool) {
         self.id = id;
-        self.is_adhoc = false;
+        // Not stored: a spare record was spawned (it had a `JoinHandle`, which only a spawn
+        // makes), and `is_adhoc` never changes.
+        debug_assert!(!self.is_adhoc, "a spare record is an ad hoc one");
+        // In the fields' order: the two groups of the type's docs, one store each.
+        self.expired.set(0);
         self.queued.set(false);
         self.parked.set(false);
         self.finished.set(false);
         self.kill.set(false);
+        self.joinable.set(true);
         self.reason.set(super::WakeReason::Normal);
-        self.expired.set(0);
+        self.closed.set(false);
+        self.done.set(false);
+        self.recorded.set(recorded);
         // `epoch` is kept: it is only compared with a deadline's copy, whose timer holds a
         // handle to the record (a record with another handle is not reused). Nor is
         // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
-        self.closed.set(false);
-        self.done.set(false);
-        self.joinable.set(true);
-        self.recorded.set(recorded);
         // No waiters to clear: `complete_in` took them all when the record was done, and
         // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
         debug_assert!(self.waiters.is_empty());
@@ -271,7 +278,7 @@ impl Task {
 
 impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
-        TaskRef(Rc::new(Task::new(id, greenlet, true, false)))
+        TaskRef(StrongRc::new(Task::new(id, greenlet, true, false)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -303,7 +310,7 @@ impl TaskRef {
     /// is decremented); else returns it, the last one.
     #[inline(always)]
     pub(crate) fn release_shared(self) -> Option<TaskRef> {
-        if Rc::strong_count(&self.0) > 1 {
+        if StrongRc::strong_count(&self.0) > 1 {
             drop(self);
             None
         } else {
@@ -318,14 +325,14 @@ impl TaskRef {
     #[inline(always)]
     pub(crate) fn release_held(self) {
         debug_assert!(
-            Rc::strong_count(&self.0) > 1,
+            StrongRc::strong_count(&self.0) > 1,
             "release_held: the record's last handle"
         );
         drop(self);
     }
 
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
+        StrongRc::ptr_eq(&self.0, &other.0)
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -687,7 +694,7 @@ impl<T> JoinHandle<T> {
     fn take(self) -> Result<T, JoinError> {
         // The last handle to the record: kept for the next spawn (the drop that follows
         // finds the result gone and does nothing).
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
         }
         self.take_result()
@@ -706,7 +713,7 @@ impl<T> JoinHandle<T> {
     /// once `join` was inlined into its caller): −14 instructions per spawn + join.
     #[inline(always)]
     fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             // The handle's drop (in `join`) sees a second handle (the spare one): it does
             // nothing more.
             hub.spare_tasks.give(self.task.clone());
@@ -785,7 +792,7 @@ impl<T> JoinHandle<T> {
     #[inline(never)]
     fn drop_result(&mut self) {
         self.task.body.clear();
-        if Rc::strong_count(&self.task.0) == 1 {
+        if StrongRc::strong_count(&self.task.0) == 1 {
             super::recycle_task(&self.task);
         }
     }
@@ -905,7 +912,7 @@ impl Builder {
         // A finished record from the hub's spare ones, reused in place (with its dead
         // greenlet's stack), or a new one.
         let task = match hub.spare_tasks.take() {
-            Some(mut spare) => match Rc::get_mut(&mut spare.0) {
+            Some(mut spare) => match StrongRc::get_mut(&mut spare.0) {
                 Some(record) => {
                     let name = self.name.as_deref();
                     let parent = &hub.greenlet;
@@ -983,7 +990,9 @@ where
     let greenlet = greenlet_builder(id, stack_size, name)
         .parent(&hub.greenlet)
         .spawn(task_body::<F, T>)?;
-    Ok(TaskRef(Rc::new(Task::new(id, greenlet, false, recorded))))
+    Ok(TaskRef(StrongRc::new(Task::new(
+        id, greenlet, false, recorded,
+    ))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and

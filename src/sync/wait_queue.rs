@@ -79,16 +79,17 @@ impl WaitQueue {
         }
     }
 
-    /// Takes every waiter off the queue and wakes them in FIFO order; returns how many.
+    /// Takes every waiter off the queue and wakes them in FIFO order. Returns nothing: no
+    /// caller used a count, which cost a counter kept across the loop (and, as the code
+    /// around it changed, an increment per waiter or not).
     ///
     /// Those queued when it is called, one at a time, each woken outside the borrow (a
     /// wake-up, or the drop of a task record, may come back to this queue); those that
     /// queue meanwhile have larger ids and stay. The buffer stays too, with its capacity:
     /// taking it whole would free it, and the next wait would allocate it again (a malloc,
     /// a free and a grow per `Event` hop, some 140 instructions of 630).
-    pub(crate) fn notify_all(&self) -> usize {
+    pub(crate) fn notify_all(&self) {
         let last = self.next_id.get();
-        let mut n = 0;
         loop {
             let first = {
                 let mut waiters = self.waiters.borrow_mut();
@@ -98,10 +99,9 @@ impl WaitQueue {
                 }
             };
             let Some(w) = first else {
-                return n;
+                return;
             };
             w.task.wake();
-            n += 1;
         }
     }
 
