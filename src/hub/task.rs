@@ -1053,8 +1053,17 @@ where
     // through a cycle: record -> greenlet -> stack -> record). The closure is taken with
     // no call that returns here (`take_same_constant`), and every rarer start goes out of
     // line as a whole: so the frame needs no register saved and no spill for them.
-    let start = match hub.take_current_task() {
+    // Taken with no test that it is ours (as `take_current_task` makes): the hub puts a
+    // spawned green thread's record into `current` before it starts it, and nothing can
+    // start it otherwise (its greenlet is not handed out before it runs). The test never
+    // protected soundness (the closure is taken by its type); a record that was not ours
+    // would at worst have its closure run here. Debug builds assert it.
+    let start = match hub.current.take() {
         Some(task) => {
+            debug_assert!(
+                task.greenlet.is_current(),
+                "a spawned green thread starts as the hub's current task"
+            );
             // Nothing in here can panic while the record is out of `current`: the frame
             // keeps no landing pad (and no spill) to drop it.
             let f = if task.kill.get() {
