@@ -1364,7 +1364,9 @@ impl Hub {
     /// holding no call that returns into it, so that the frame of the green thread's body
     /// it is inlined into saves no register for it (see `TaskRef::finish_exit_in`). Its
     /// claim of the joiner's wake-up is left out: `queued` would be set and cleared again
-    /// (`enter_direct`) with nothing in between to see it. The rest out of line.
+    /// (`enter_direct`) with nothing in between to see it, and the tests made here send
+    /// `exit_direct_to` down its direct branch, so the unclaimed joiner never goes into
+    /// the run queue. The rest out of line.
     #[inline(always)]
     pub(crate) fn exit_direct(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
         match joiner {
@@ -1411,7 +1413,7 @@ impl Hub {
         // The green thread ends here, its final switch going to `next`, which goes into
         // `current` (as the hub's `run` would switch it in); the finishing record is
         // released first. Nothing is left to drop on the finishing green thread's stack:
-        // its closure and result are gone, and `run_task_in` calls this last.
+        // its closure and result are gone, and `end_task_in` calls this last.
         match finishing.release_shared() {
             // Another handle keeps the record (a `JoinHandle`, usually): released with no
             // code run, and `current` is still empty.
