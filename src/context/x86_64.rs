@@ -43,12 +43,13 @@ pub(crate) unsafe fn init(
     const _: () = assert!(INIT_FRAME_BYTES >= 40);
     let words = top.cast::<usize>();
     // SAFETY: the caller guarantees INIT_FRAME_BYTES writable bytes below `top`; we write
-    // the five words of the initial frame, all within 40 bytes below `top`.
+    // four of the five words of the initial frame, all within 40 bytes below `top`.
     unsafe {
         words.sub(1).write(0); // padding / fake return address slot
         words.sub(2).write(0); // padding, keeps rsp 16-byte aligned at the trampoline's call
-        words.sub(3).write(0); // rbp = 0: end of the frame-pointer chain
-        words.sub(4).write(entry as *const () as usize); // rbx = entry function
+                               // The word at top - 24 is left alone: the trampoline's `call` pushes its return
+                               // address there.
+        words.sub(4).write(entry as *const () as usize); // entry function
         words.sub(5).write(verdant_trampoline as *const () as usize); // resume address
         StackPointer(NonZeroUsize::new_unchecked(words.sub(5) as usize))
     }
