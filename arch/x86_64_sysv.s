@@ -53,38 +53,38 @@
 # per call site by the branch target predictor, which learns the target of a ping-pong
 # perfectly. A `ret` into another stack would mispredict on every switch instead.
 #
-# A freshly initialised context (src/context/x86_64.rs `init`) uses the same layout, with
-# the resume address pointing at verdant_trampoline, rbx holding the entry function and rbp
-# holding 0 (the end of the frame-pointer chain):
+# A freshly initialised context (src/context/x86_64.rs `init`) has a resume address too, at
+# the same place, pointing at verdant_trampoline, with the entry function's address above it:
 #
 #     top - 16  (16 bytes, not written, never read: padding that keeps rsp 16-byte aligned
 #                at the call below)
-#     top - 24  rbp = 0
-#     top - 32  rbx = entry function
+#     top - 24  (not written: the trampoline's `call` pushes its return address here)
+#     top - 32  entry function
 #     top - 40  resume address = verdant_trampoline      <- initial sp
 #
-# After the two pops in verdant_trampoline, rsp = top - 16, which is 16-byte aligned, so the
-# trampoline's `call` gives the entry function the stack alignment the ABI demands.
+# The trampoline moves rsp to top - 16, which is 16-byte aligned, so its `call` gives the
+# entry function the stack alignment the ABI demands.
 
     .text
 
 # verdant_trampoline: first code run on a fresh stack, reached by the switch's `call [rsi]`
-# like any resume address, so it starts with the same four instructions.
+# like any resume address (four instructions, where a resume has five after the `call`).
 #   entry: rsp = the switching context's StackPointer, rsi = our initial sp,
 #          rdi = data word
 #   The entry function has type `extern "C" fn(data: usize, from: StackPointer) -> !`:
-#   rdi is already its first argument, `from` is moved into rsi.
+#   rdi is already its first argument, and the exchange leaves `from` in rsi.
 # The CFI marks the return address as undefined: debuggers, backtraces and profilers stop
 # cleanly here instead of walking into the garbage above the stack's top.
 verdant_func verdant_trampoline
     .cfi_startproc
     .cfi_undefined rip          # no caller: this is the root of the coroutine's stack
-    mov rax, rsp                # rax = StackPointer of the context that started us
-    lea rsp, [rsi + 8]          # onto our fresh stack, past the trampoline's address
-    pop rbx                     # rbx = entry function
-    pop rbp                     # rbp = 0; rsp = top - 16, 16-byte aligned
-    mov rsi, rax                # second argument: `from`
-    call rbx                    # entry(data, from); pushes a return address for unwinders
+    xchg rsi, rsp               # onto our fresh stack; rsi = StackPointer of the context
+                                # that started us: the second argument, `from`
+    lea rsp, [rsp + 24]         # past the resume address, the entry function and the
+                                # unwritten word: rsp = top - 16, 16-byte aligned
+    xor ebp, ebp                # rbp = 0: the end of the frame-pointer chain
+    call [rsp - 16]             # entry(data, from), its address at top - 32; pushes a
+                                # return address for unwinders (at top - 24)
     ud2                         # the entry function never returns
     .cfi_endproc
 verdant_endfunc verdant_trampoline

@@ -154,6 +154,40 @@ fn kill_unwinds_a_blocked_green_thread() {
 }
 
 #[test]
+fn a_joiner_scheduled_by_a_kill_as_the_joined_one_finishes_is_killed_not_handed_control() {
+    // `j` joins `a`; `a` is woken, then `j` is killed (scheduled too). `a` finishes with its
+    // joiner already scheduled: it may not hand control to it (that wake-up is not its to
+    // claim), and `j` runs once, from the run queue, where its kill is thrown in.
+    struct Counted(Rc<Cell<u32>>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let go = Rc::new(verdant::Event::new());
+    let (g, d) = (go.clone(), drops.clone());
+    let a = verdant::spawn(move || {
+        g.wait().unwrap();
+        Counted(d)
+    });
+    let joined = Rc::new(Cell::new(false));
+    let jd = joined.clone();
+    let j = verdant::spawn(move || {
+        let r = a.join();
+        jd.set(true);
+        r.map(drop)
+    });
+    // Both wait: `a` on the event, `j` in its join.
+    verdant::yield_now();
+    go.set();
+    j.kill();
+    assert!(j.join().unwrap_err().is_killed());
+    assert!(!joined.get(), "the join returned in a killed green thread");
+    assert_eq!(drops.get(), 1, "the result was dropped exactly once");
+}
+
+#[test]
 fn a_green_thread_killed_before_it_starts_never_runs() {
     let ran = Rc::new(Cell::new(false));
     let r = ran.clone();

@@ -43,14 +43,14 @@ pub(crate) unsafe fn init(
     const _: () = assert!(INIT_FRAME_BYTES >= 40);
     let words = top.cast::<usize>();
     // SAFETY: the caller guarantees INIT_FRAME_BYTES writable bytes below `top`; we write
-    // three words of the initial frame, all within 40 bytes below `top`.
+    // two words of the initial frame, all within 40 bytes below `top`.
     unsafe {
         // `top - 8` and `top - 16`: padding that keeps rsp 16-byte aligned at the
         // trampoline's call, never read (not even by a backtrace, which stops at the
-        // trampoline's undefined return address, or at rbp = 0 when it follows frame
-        // pointers): not written, which saves a spawn on a reused stack two stores.
-        words.sub(3).write(0); // rbp = 0: end of the frame-pointer chain
-        words.sub(4).write(entry as *const () as usize); // rbx = entry function
+        // trampoline's return address, pushed at `top - 24`, or at the rbp = 0 it sets):
+        // not written, which saves a spawn on a reused stack two stores. `top - 24` is not
+        // written either: the trampoline's `call` pushes its return address there.
+        words.sub(4).write(entry as *const () as usize); // entry function
         words.sub(5).write(verdant_trampoline as *const () as usize); // resume address
         StackPointer(NonZeroUsize::new_unchecked(words.sub(5) as usize))
     }

@@ -239,6 +239,26 @@ impl ErasedCell {
         self.take_as(&TypeKey::<V>::new())
     }
 
+    /// [`take`](Self::take) when the cell's tag is the very `TypeId` constant of `V` this
+    /// code knows (the usual case: one address), with no call: `None` otherwise (empty, of
+    /// another type, or another copy of `V`'s `TypeId`), the value left in place, for the
+    /// caller to try [`take`](Self::take). For a caller whose frame must hold no call that
+    /// returns into it (a spawned green thread's start, `run_task_in`).
+    #[inline(always)]
+    pub(crate) fn take_same_constant<V: 'static>(&self) -> Option<V> {
+        if self
+            .tag
+            .get()
+            .is_some_and(|tag| ptr::eq(tag, type_id::<V>()))
+        {
+            // SAFETY: the tag is `V`'s `TypeId` constant, so the cell holds a `V` (as
+            // `holds` finds), and nothing ran since.
+            Some(unsafe { self.take_held() })
+        } else {
+            None
+        }
+    }
+
     /// [`take`](Self::take) for a caller that does not know `V: 'static` but holds a key
     /// made where that was known (a `JoinHandle<T>`, whose methods do not require
     /// `T: 'static`).
@@ -566,6 +586,24 @@ mod tests {
         assert_eq!((big.bytes[0], drops.get()), (3, 0));
         drop(big);
         assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn take_same_constant_takes_only_what_the_very_constant_tags() {
+        let cell = ErasedCell::new();
+        assert_eq!(cell.take_same_constant::<u32>(), None);
+        cell.put(7u32);
+        // Another type: no match, the value stays.
+        assert_eq!(cell.take_same_constant::<i32>(), None);
+        assert!(!cell.is_empty());
+        assert_eq!(cell.take_same_constant::<u32>(), Some(7));
+        assert!(cell.is_empty());
+        // Tagged by an equal `TypeId` at another address: left for `take`, which matches.
+        // SAFETY: a `u32` fits the buffer, and the tag and drop are a `u32`'s.
+        unsafe { cell.write(9u32, key_elsewhere::<u32>().id, drop_fn::<u32>()) };
+        assert_eq!(cell.take_same_constant::<u32>(), None);
+        assert!(!cell.is_empty());
+        assert_eq!(cell.take::<u32>(), Some(9));
     }
 
     #[test]

@@ -1346,30 +1346,51 @@ impl Hub {
     /// the last thing a green thread's body does, with nothing left to drop in its frames
     /// (see [`Greenlet::exit_held_in`]): they are abandoned.
     ///
-    /// `joiner`: a green thread the finishing one woke (its single joiner), marked `queued`
-    /// but not in the run queue yet. Queued and taken back at once it would be the next to
-    /// run if the queue is empty: then control goes straight to it without the trip through
-    /// the queue (with the same turn accounting: one more ready green thread).
+    /// `joiner`: the finishing one's single joiner, to wake: not claimed yet (see
+    /// `TaskRef::claim_wake`; it may be finished or scheduled already) and not in the run
+    /// queue. Queued and taken back at once it would be the next to run if the queue is
+    /// empty: then control goes straight to it without the trip through the queue (with the
+    /// same turn accounting: one more ready green thread).
     ///
     /// `finishing`: the finishing green thread's record, which the caller took out of
     /// `current` ([`take_current_task`](Self::take_current_task)). When the green thread
     /// does not end here, it goes back there (the hub's `run` releases it when it runs the
-    /// next one).
+    /// next one). The record's last handle (its `JoinHandle` is gone) is dropped once
+    /// `next` is in `current` ([`exit_last`](Self::exit_last)).
+    ///
+    /// Inline, the usual finish: straight to the joiner, with the run queue empty, runs
+    /// left in the turn, and the joiner not finished, scheduled or being killed (tested here
+    /// first, the same tests then fold away in [`exit_direct_to`](Self::exit_direct_to)),
+    /// holding no call that returns into it, so that the frame of the green thread's body
+    /// it is inlined into saves no register for it (see `TaskRef::finish_exit_in`). Its
+    /// claim of the joiner's wake-up is left out: `queued` would be set and cleared again
+    /// (`enter_direct`) with nothing in between to see it, and the tests made here send
+    /// `exit_direct_to` down its direct branch, so the unclaimed joiner never goes into
+    /// the run queue. The rest out of line.
     #[inline(always)]
     pub(crate) fn exit_direct(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
-        self.exit_direct_with::<false>(finishing, joiner)
+        match joiner {
+            Some(joiner)
+                if self.ready.is_empty()
+                    && self.turn_left.get() & TURN_RUNS != 0
+                    && !(joiner.kill.get() | joiner.finished.get() | joiner.queued.get()) =>
+            {
+                self.exit_direct_to(finishing, Some(joiner))
+            }
+            joiner => self.exit_direct_claiming(finishing, joiner),
+        }
     }
 
-    /// [`exit_direct`](Self::exit_direct) for a `finishing` record that another handle
-    /// keeps (its `JoinHandle`'s, the caller knows): it is given up with no test of its
-    /// count ([`TaskRef::release_held`]), and the last-handle case is gone.
-    #[inline(always)]
-    pub(crate) fn exit_direct_held(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
-        self.exit_direct_with::<true>(finishing, joiner)
+    /// [`exit_direct`](Self::exit_direct) out of line: the joiner's wake-up is
+    /// claimed first (it may be finished or scheduled already).
+    #[inline(never)]
+    fn exit_direct_claiming(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
+        self.exit_direct_to(finishing, joiner.filter(TaskRef::claim_wake))
     }
 
+    /// [`exit_direct`](Self::exit_direct) with `joiner`'s wake-up claimed.
     #[inline(always)]
-    fn exit_direct_with<const HELD: bool>(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
+    fn exit_direct_to(&self, finishing: TaskRef, joiner: Option<TaskRef>) {
         let next = match joiner {
             Some(joiner) if self.ready.is_empty() => match self.runs_left_parking(1) {
                 Some(left) => self.direct_to(joiner, left),
@@ -1392,25 +1413,25 @@ impl Hub {
         // The green thread ends here, its final switch going to `next`, which goes into
         // `current` (as the hub's `run` would switch it in); the finishing record is
         // released first. Nothing is left to drop on the finishing green thread's stack:
-        // its closure and result are gone, and `run_task_in` calls this last.
-        if HELD {
-            // Another handle keeps the record: released with no code run, and `current`
-            // is still empty.
-            finishing.release_held();
-            Greenlet::exit_held_in_empty(&self.current, next, |task| &task.greenlet)
-        }
+        // its closure and result are gone, and `end_task_in` calls this last.
         match finishing.release_shared() {
             // Another handle keeps the record (a `JoinHandle`, usually): released with no
             // code run, and `current` is still empty.
             None => Greenlet::exit_held_in_empty(&self.current, next, |task| &task.greenlet),
-            // The last handle: its drop (the result's) may run any code, which finds the
-            // record in `current` as while the green thread ran; `exit_held_in` drops it
-            // once `next` is in.
-            Some(last) => {
-                self.put_current_task(last);
-                Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet)
-            }
+            Some(last) => self.exit_last(last, next),
         }
+    }
+
+    /// [`exit_direct`](Self::exit_direct)'s end when the finishing record's handle is its
+    /// last: its drop (the result's) may run any code, which finds the record in `current`
+    /// as while the green thread ran; `exit_held_in` drops it once `next` is in. Out of line
+    /// and not returning, so that no call returns into the usual exit (see
+    /// `TaskRef::finish_exit_in`).
+    #[cold]
+    #[inline(never)]
+    fn exit_last(&self, last: TaskRef, next: TaskRef) -> ! {
+        self.put_current_task(last);
+        Greenlet::exit_held_in(&self.current, next, |task| &task.greenlet)
     }
 }
 

@@ -238,31 +238,34 @@ impl Task {
     /// joiners, on this thread's hub. Inline (its one caller is a green thread's finish,
     /// `finish_in`); more than one joiner is the rare case, out of line.
     ///
-    /// The usual single joiner is returned rather than queued, marked scheduled (`queued`)
-    /// as [`Hub::schedule`](super::Hub::schedule) would: the caller's
-    /// [`exit_direct`](super::Hub::exit_direct) queues it or, when the run queue is
-    /// empty, hands control straight to it (what pushing and popping it would do).
+    /// The usual single joiner is returned rather than queued, and not claimed (marked
+    /// `queued`) yet: the caller's [`exit_direct`](super::Hub::exit_direct) claims and
+    /// queues it or, when the run queue is empty, hands control straight to it (what
+    /// pushing and popping it would do).
     #[inline(always)]
     fn complete_in(&self, hub: &super::Hub) -> Option<TaskRef> {
         // Once per life: its one caller is the green thread's finish (and `reset` clears it
         // for the next life).
         let was_done = self.done.replace(true);
         debug_assert!(!was_done, "a green thread completed twice");
+        // The usual single joiner taken without touching the vector (woken after its
+        // borrow is released). Both read before the stores to the hub below, which for all
+        // the compiler knows may write the record: then the test of `more` folds away
+        // where the caller made it already ([`TaskRef::finish_exit_in`]).
+        let first = self.waiters.first.take();
+        let more = self.waiters.more.get();
         // Only compared between tasks of one hub (`iwait`): the hub's own count.
         let seq = hub.completions.get() + 1;
         hub.completions.set(seq);
         self.finished_seq.set(seq);
-        // The usual single joiner taken without touching the vector (woken after its
-        // borrow is released).
-        let first = self.waiters.first.take();
-        if self.waiters.more.get() {
+        if more {
             if let Some(w) = first {
                 w.wake_owned_in(hub);
             }
             self.wake_more_joiners(hub);
             return None;
         }
-        first.filter(TaskRef::claim_wake)
+        first
     }
 
     /// The joiners after the first one (in `join`/`iwait` on several handles at once).
@@ -300,10 +303,46 @@ impl TaskRef {
     /// Marks it scheduled (`queued`) unless it finished or is scheduled already, and
     /// returns whether it did: then the caller puts it in the run queue
     /// ([`wake_owned_in`](Self::wake_owned_in)) or hands control straight to it
-    /// ([`Task::complete_in`]'s joiner).
+    /// ([`Task::complete_in`]'s joiner, claimed by `Hub::exit_direct`).
     #[inline(always)]
-    fn claim_wake(&self) -> bool {
+    pub(super) fn claim_wake(&self) -> bool {
         !self.finished.get() && !self.queued.replace(true)
+    }
+
+    /// The end of the current green thread, whose record this is (taken out of `current`),
+    /// its result stored there (or dropped, if detached): marks it finished, wakes its
+    /// joiners ([`Task::finish_in`]) and ends it inside `Hub::exit_direct`, with its final
+    /// switch straight to the next ready green thread, when the turn allows; otherwise the
+    /// record goes back into `current` and this returns (the final switch then goes to the
+    /// hub when the greenlet's body returns).
+    ///
+    /// Inline, the usual finish (the stall monitor not told, at most one joiner), and with
+    /// `Hub::exit_direct`'s own split the usual hand-off, hold no call that returns into
+    /// them: the frame of the green thread's body they are inlined into (`run_closure_in`)
+    /// then needs no callee-saved register and no spill for them (it saved six and spilled
+    /// eight values, some 20 instructions per spawn + run + join). The rest goes out of
+    /// line as a whole (`finish_exit_outlined`: the same steps), its tests folding away
+    /// here.
+    #[inline(always)]
+    fn finish_exit_in(self, hub: &super::Hub) {
+        if self.recorded.get() || self.waiters.more.get() {
+            return self.finish_exit_outlined(hub);
+        }
+        self.finish_exit_with(hub)
+    }
+
+    /// [`finish_exit_in`](Self::finish_exit_in) out of line: a green thread the stall
+    /// monitor was told about, or one with several joiners.
+    #[cold]
+    #[inline(never)]
+    fn finish_exit_outlined(self, hub: &super::Hub) {
+        self.finish_exit_with(hub)
+    }
+
+    #[inline(always)]
+    fn finish_exit_with(self, hub: &super::Hub) {
+        let joiner = self.finish_in(hub);
+        hub.exit_direct(self, joiner);
     }
 
     /// Gives up this handle if another one keeps the record (no code runs: only the count
@@ -316,19 +355,6 @@ impl TaskRef {
         } else {
             Some(self)
         }
-    }
-
-    /// Gives up this handle, which the caller knows is not the record's last (its
-    /// `JoinHandle`'s keeps it): [`release_shared`](Self::release_shared) without the test
-    /// of the count. Were it the last all the same, the record would be dropped here (no
-    /// unsafety: only its code run where it should not); debug builds assert that it is not.
-    #[inline(always)]
-    pub(crate) fn release_held(self) {
-        debug_assert!(
-            StrongRc::strong_count(&self.0) > 1,
-            "release_held: the record's last handle"
-        );
-        drop(self);
     }
 
     pub(crate) fn ptr_eq(&self, other: &TaskRef) -> bool {
@@ -1003,7 +1029,24 @@ where
     T: 'static,
 {
     // One look-up of the hub for the whole life (held across the closure's switches: the
-    // hub outlives every green thread of its thread).
+    // hub outlives every green thread of its thread). It exists: it spawned us. Were it
+    // gone, the general look-up is out of line, as a whole: no call returns here, so this
+    // frame needs no stack of its own (its alignment for such a call cost a `push` and a
+    // `pop` per spawn).
+    super::HUB.with(|hub| match hub {
+        Some(hub) => run_task_in::<F, T>(hub),
+        None => run_task_without_hub::<F, T>(),
+    })
+}
+
+/// [`run_task`] with no hub found (not expected: the hub spawned this green thread).
+#[cold]
+#[inline(never)]
+fn run_task_without_hub<F, T>()
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
     with_hub(run_task_in::<F, T>)
 }
 
@@ -1016,24 +1059,86 @@ where
 {
     // The hub made our record the current task before starting us. Hold no handle to it
     // while the closure runs (it would keep a green thread that blocks forever alive
-    // through a cycle: record -> greenlet -> stack -> record).
+    // through a cycle: record -> greenlet -> stack -> record). The closure is taken with
+    // no call that returns here (`take_same_constant`), and every rarer start goes out of
+    // line as a whole: so the frame needs no register saved and no spill for them.
+    // Taken with no test that it is ours (as `take_current_task` makes): the hub puts a
+    // spawned green thread's record into `current` before it starts it, and nothing can
+    // start it otherwise (its greenlet is not handed out before it runs). The test never
+    // protected soundness (the closure is taken by its type); a record that was not ours
+    // would at worst have its closure run here. Debug builds assert it.
+    let start = match hub.current.take() {
+        Some(task) => {
+            debug_assert!(
+                task.greenlet.is_current(),
+                "a spawned green thread starts as the hub's current task"
+            );
+            // Nothing in here can panic while the record is out of `current`: the frame
+            // keeps no landing pad (and no spill) to drop it.
+            let f = if task.kill.get() {
+                None
+            } else {
+                task.body.take_same_constant::<F>()
+            };
+            hub.put_current_task(task);
+            f
+        }
+        None => None,
+    };
+    let Some(f) = start else {
+        return run_task_slow::<F, T>(hub);
+    };
+    run_closure_in(hub, f);
+}
+
+/// [`run_task_in`] for a green thread that was killed before it started (its closure is
+/// dropped unrun), or whose closure's `TypeId` is another copy of the constant.
+#[cold]
+#[inline(never)]
+fn run_task_slow<F, T>(hub: &super::Hub)
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
     let (f, killed_before_start) = hub.with_current_task(|task| {
         let task = task.expect("a spawned green thread starts as the hub's current task");
         (task.body.take::<F>(), task.kill.get())
     });
     let f = f.expect("a green thread's closure runs once");
-    let result = if killed_before_start {
+    if killed_before_start {
         drop_caught(f);
-        Err(JoinError::Killed)
-    } else {
-        match panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(v) => Ok(v),
-            Err(p) if p.is::<Killed>() || p.is::<greenlet::GreenletExit>() => {
-                Err(JoinError::Killed)
-            }
-            Err(p) => Err(JoinError::Panicked(p)),
-        }
+        return end_task_in::<T>(hub, Err(JoinError::Killed));
+    }
+    run_closure_in(hub, f);
+}
+
+/// Runs a green thread's closure, a panic caught (a kill's, or one that ends it), and ends
+/// the green thread with its result. Out of line, so that both starts (`run_task_in`'s
+/// and `run_task_slow`'s) call the closure here, its one call site: the compiler inlines
+/// it (a green thread's loop then keeps the hub in a register: 90.5 -> 87.5 instructions
+/// per yield, `examples/yield_handoffs`, against a copy of this in each start). The usual
+/// start reaches it by a jump.
+#[inline(never)]
+fn run_closure_in<F, T>(hub: &super::Hub, f: F)
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let result = match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(p) if p.is::<Killed>() || p.is::<greenlet::GreenletExit>() => Err(JoinError::Killed),
+        Err(p) => Err(JoinError::Panicked(p)),
     };
+    end_task_in(hub, result);
+}
+
+/// The end of a spawned green thread whose closure is over with `result`: stores it (or
+/// drops it, detached) and ends the green thread ([`TaskRef::finish_exit_in`]).
+#[inline(always)]
+fn end_task_in<T>(hub: &super::Hub, result: Result<T, JoinError>)
+where
+    T: 'static,
+{
     // Our record, taken out of `current` (no handle made) until `exit_direct` puts the
     // next one in: nothing in here runs code of the user's (the result is stored, its
     // joiners scheduled).
@@ -1050,7 +1155,6 @@ where
     // Into the cell emptied at our start (nothing else writes it while we run): no test
     // for a value to drop.
     task.body.put_vacant::<Result<T, JoinError>>(result);
-    let joiner = task.finish_in(hub);
     // Our greenlet's final switch goes straight to the next ready green thread (the joiner
     // woken just now, usually) when the turn has runs left, as a park's hand-off does: then
     // this green thread ends inside `exit_direct`, which does not return, and these frames
@@ -1058,7 +1162,7 @@ where
     // result are gone, our record's handle moved in). Our record is held by our
     // `JoinHandle` too (`joinable`, tested above: nothing that could drop that handle ran
     // since), so ours is not its last.
-    hub.exit_direct_held(task, joiner);
+    task.finish_exit_in(hub);
 }
 
 /// The end of a detached green thread (its `JoinHandle` is gone, whatever else still
@@ -1077,8 +1181,7 @@ fn end_detached<R>(hub: &super::Hub, task: TaskRef, result: R) {
     let Some(task) = hub.take_current_task() else {
         return;
     };
-    let joiner = task.finish_in(hub);
-    hub.exit_direct(task, joiner);
+    task.finish_exit_in(hub);
 }
 
 /// Drops `value` as code of the current green thread, a panic in its drop caught (and
