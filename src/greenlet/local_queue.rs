@@ -84,8 +84,10 @@ impl<T> LocalQueue<T> {
     pub(crate) fn push_back(&self, value: T) {
         let len = self.len.get();
         if len == 0 {
-            self.set_single(value);
+            // The length first: stored after the value, as the ring's push stores it, it
+            // was merged with that store, at the cost of a move and a jump.
             self.len.set(1);
+            self.set_single(value);
             return;
         }
         if len == 1 && self.has_single() {
