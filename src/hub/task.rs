@@ -46,9 +46,10 @@ pub(crate) struct Task {
     pub(crate) expired: Cell<u32>,
     pub(crate) queued: Cell<bool>,
     pub(crate) parked: Cell<bool>,
+    /// Beside `parked`: a park's first half sets both (`begin_park`), one store.
+    pub(crate) reason: Cell<super::WakeReason>,
     pub(crate) finished: Cell<bool>,
     pub(crate) kill: Cell<bool>,
-    pub(crate) reason: Cell<super::WakeReason>,
     /// Set when the fd this task waited on was deregistered (closed) under it.
     pub(crate) closed: Cell<bool>,
     /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
