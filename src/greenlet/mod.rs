@@ -72,10 +72,12 @@
 pub(crate) mod erased;
 mod hand_off;
 mod local_queue;
+mod on_drop;
 mod thread_rc;
 
 pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
+pub(crate) use on_drop::{DropAction, OnDrop};
 pub(crate) use thread_rc::{thread_rc, ThreadRc, ThreadRcSlot};
 
 use crate::context::{self, ContextStorage, StackPointer};
