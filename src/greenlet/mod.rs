@@ -72,11 +72,13 @@
 pub(crate) mod erased;
 mod hand_off;
 mod local_queue;
+mod on_drop;
 mod strong_rc;
 mod thread_rc;
 
 pub(crate) use hand_off::{HandOffCell, HandOffWriter};
 pub(crate) use local_queue::LocalQueue;
+pub(crate) use on_drop::{DropAction, OnDrop};
 pub(crate) use strong_rc::StrongRc;
 pub(crate) use thread_rc::{thread_rc, ThreadRc, ThreadRcSlot};
 

@@ -4,7 +4,7 @@ use super::{
     current_task, hub, park, park_task_with, park_until_in, with_hub, TimerAction, WaitError,
 };
 use crate::greenlet::erased::{ErasedCell, TypeKey};
-use crate::greenlet::{self, Greenlet, StrongRc};
+use crate::greenlet::{self, DropAction, Greenlet, OnDrop, StrongRc};
 use crate::stack::DEFAULT_STACK_SIZE;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -36,9 +36,10 @@ pub struct Killed;
 /// misses each line of its record once when the poll schedules it and once when it runs.
 ///
 /// The flags a re-arming spawn sets ([`reset`](Task::reset)) lie in two groups, of 8 bytes
-/// (`expired` to `kill`) and 4 (`joinable` to `done`), each set by one store of a constant
-/// that fits an instruction's immediate (`joinable`, the one nonzero byte, at the low end
-/// of its group); `joinable` after `done`, as it was, took a store of its own.
+/// (`expired` to `finished`) and 4 (`joinable` to `done`), each set by one store of a
+/// constant that fits an instruction's immediate (`joinable`, the one nonzero byte, at the
+/// low end of its group); `joinable` after `done`, as it was, took a store of its own.
+/// `reason` follows `parked`: a park's first half sets both with one store.
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
@@ -50,15 +51,16 @@ pub(crate) struct Task {
     pub(crate) expired: Cell<u32>,
     pub(crate) queued: Cell<bool>,
     pub(crate) parked: Cell<bool>,
+    /// Beside `parked`: a park's first half sets both (`begin_park`), one store.
+    pub(crate) reason: Cell<super::WakeReason>,
     pub(crate) finished: Cell<bool>,
-    pub(crate) kill: Cell<bool>,
     /// Whether its `JoinHandle` still exists (one is made at every spawn). Without it the
     /// green thread is detached and drops its result itself as it ends (`end_detached`),
     /// whatever else still holds the record (a pending wake-up, a waker of another OS
     /// thread): a result left in the record would be dropped with the record's last
     /// handle, possibly on the hub's stack.
     joinable: Cell<bool>,
-    pub(crate) reason: Cell<super::WakeReason>,
+    pub(crate) kill: Cell<bool>,
     /// Set when the fd this task waited on was deregistered (closed) under it.
     pub(crate) closed: Cell<bool>,
     /// Whether it finished (returned, panicked or was killed) and its result is stored.
@@ -139,8 +141,16 @@ impl SpareTasks {
     }
 
     /// Keeps `task`, the previous top one, below the new top one unless the pool is full.
+    ///
+    /// `extern "C"` (never called from C): a panic in here (none is expected: the borrow is
+    /// never held elsewhere, the vector never outgrows `SPARE_TASKS`, and a spare record's
+    /// drop runs no code of the user's) aborts rather than unwinds, so a `give` does not
+    /// unwind. A join then needs no drop of the result it took on an unwinding path, and
+    /// keeps it in registers (with the record moved to the spares rather than cloned:
+    /// spawn + run + join −4 instructions).
     #[inline(never)]
-    fn give_below(&self, task: TaskRef) {
+    #[allow(improper_ctypes_definitions)]
+    extern "C" fn give_below(&self, task: TaskRef) {
         let mut rest = self.rest.borrow_mut();
         if rest.len() < SPARE_TASKS - 1 {
             rest.push(task);
@@ -204,10 +214,10 @@ impl Task {
         self.expired.set(0);
         self.queued.set(false);
         self.parked.set(false);
-        self.finished.set(false);
-        self.kill.set(false);
-        self.joinable.set(true);
         self.reason.set(super::WakeReason::Normal);
+        self.finished.set(false);
+        self.joinable.set(true);
+        self.kill.set(false);
         self.closed.set(false);
         self.done.set(false);
         self.recorded.set(recorded);
@@ -660,8 +670,8 @@ impl Waiters {
 /// `std::thread::JoinHandle`. Dropping it detaches the green thread.
 pub struct JoinHandle<T> {
     /// The record, whose `body` holds the `Result<T, JoinError>` once the green thread is
-    /// done.
-    task: TaskRef,
+    /// done. Its drop is the handle's (see [`HandleRecord`]); `join` moves it out whole.
+    task: OnDrop<HandleRecord>,
     /// The result's type, to take it out of the record's cell (made at spawn, where
     /// `T: 'static` is known: the handle's methods do not require it). Invariant in `T`.
     result: TypeKey<Result<T, JoinError>>,
@@ -684,23 +694,35 @@ impl<T> JoinHandle<T> {
     #[inline(always)]
     pub fn join(self) -> Result<T, JoinError> {
         // One look-up of the hub for the wait and for keeping the finished record. Inlined
-        // down to the switch, closure included (see `join_wait_in`). The handle is lent to
-        // the closure, not moved into it: its 16 bytes are not copied from frame to frame
-        // (it is dropped here, after `take_in` handed the record to the spare ones).
-        let this = &self;
+        // down to the switch, closure included (see `join_wait_in`).
         with_hub(
             #[inline(always)]
-            |hub| this.join_in(hub),
+            move |hub| self.join_in(hub),
         )
     }
 
-    /// [`join`](Self::join) with this thread's hub.
+    /// [`join`](Self::join) with this thread's hub. Done, the record is moved out of the
+    /// handle (the handle's drop, its tests of `done` and of the result, does not run) and,
+    /// if the handle's was its last handle, into the spare records: no clone made for them,
+    /// no count decremented after.
     #[inline(always)]
-    fn join_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
+    fn join_in(self, hub: &super::Hub) -> Result<T, JoinError> {
         if !self.task.done.get() {
+            // An error drops the handle: the green thread is detached.
             self.task.join_wait_in(hub)?;
         }
-        self.take_in(hub)
+        let JoinHandle { task, result } = self;
+        let HandleRecord(task) = task.into_inner();
+        // Taken first, then the record given away: `give` does not unwind (see
+        // `give_below`), and a record that another handle keeps is released only as this
+        // returns (a decrement, which runs no code), so no unwinding path has the result
+        // to drop (which kept it in the frame rather than in registers).
+        let r = task.body.take_as_or_else(&result, || no_result());
+        if StrongRc::strong_count(&task.0) == 1 {
+            // Moved in: the spare records hold the last handle.
+            hub.spare_tasks.give(task);
+        }
+        r
     }
 
     /// Like [`join`](Self::join), giving up after `timeout` with `Err(JoinError::TimedOut)`.
@@ -720,8 +742,9 @@ impl<T> JoinHandle<T> {
     fn take(self) -> Result<T, JoinError> {
         // The last handle to the record: kept for the next spawn (the drop that follows
         // finds the result gone and does nothing).
-        if StrongRc::strong_count(&self.task.0) == 1 {
-            super::recycle_task(&self.task);
+        let task: &TaskRef = &self.task;
+        if StrongRc::strong_count(&task.0) == 1 {
+            super::recycle_task(task);
         }
         self.take_result()
     }
@@ -731,25 +754,6 @@ impl<T> JoinHandle<T> {
     #[inline(always)]
     fn take_result(&self) -> Result<T, JoinError> {
         self.task.body.take_as_or_else(&self.result, || no_result())
-    }
-
-    /// [`take`](Self::take) for a caller that holds this thread's hub: the last handle to
-    /// the record hands it to the hub's spare records here, rather than from its drop
-    /// (which would look the hub up again). Inlined into `join` (LLVM kept it out of line
-    /// once `join` was inlined into its caller): −14 instructions per spawn + join.
-    #[inline(always)]
-    fn take_in(&self, hub: &super::Hub) -> Result<T, JoinError> {
-        if StrongRc::strong_count(&self.task.0) == 1 {
-            // The handle's drop (in `join`) sees a second handle (the spare one): it does
-            // nothing more.
-            hub.spare_tasks.give(self.task.clone());
-        }
-        // Taken last, after `give`, which may call out of line (and so unwind): a result
-        // taken before it needed a drop on that unwinding path, which kept it in the frame
-        // (copied out of the record and back) rather than in registers: −5 instructions
-        // per spawn + join. Until then the spare record holds it (a spawn that reused the
-        // record now would drop it, as a `put` over a value does).
-        self.take_result()
     }
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
@@ -797,30 +801,38 @@ impl<T> JoinHandle<T> {
     }
 }
 
-impl<T> Drop for JoinHandle<T> {
-    /// Inline: after a `join` (which took the result and handed the record to the spare
-    /// ones already) only the two tests are left.
+/// A `JoinHandle`'s record, with the handle's drop: it detaches the green thread, or drops
+/// its result if it finished and nobody took it.
+struct HandleRecord(TaskRef);
+
+impl Deref for HandleRecord {
+    type Target = TaskRef;
+    #[inline(always)]
+    fn deref(&self) -> &TaskRef {
+        &self.0
+    }
+}
+
+impl DropAction for HandleRecord {
     #[inline]
-    fn drop(&mut self) {
-        if !self.task.done.get() {
+    fn on_drop(&mut self) {
+        if !self.0.done.get() {
             // Detached: the green thread drops its result itself as it ends.
-            self.task.joinable.set(false);
-        } else if !self.task.body.is_empty() {
-            self.drop_result();
+            self.0.joinable.set(false);
+        } else if !self.0.body.is_empty() {
+            drop_result(&self.0);
         }
     }
 }
 
-impl<T> JoinHandle<T> {
-    /// The handle of a finished green thread is dropped with its result untaken: the
-    /// result goes now, whatever else holds the record (as `std`'s does), and the record
-    /// is kept for the next spawn if this was its last handle.
-    #[inline(never)]
-    fn drop_result(&mut self) {
-        self.task.body.clear();
-        if StrongRc::strong_count(&self.task.0) == 1 {
-            super::recycle_task(&self.task);
-        }
+/// The handle of a finished green thread is dropped with its result untaken: the result
+/// goes now, whatever else holds the record (as `std`'s does), and the record is kept for
+/// the next spawn if the handle's was its last handle.
+#[inline(never)]
+fn drop_result(task: &TaskRef) {
+    task.body.clear();
+    if StrongRc::strong_count(&task.0) == 1 {
+        super::recycle_task(task);
     }
 }
 
@@ -965,11 +977,11 @@ impl Builder {
             None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
         };
         // Into an empty cell, untested in release builds: a new record's, or a spare one's,
-        // whose last handle took or dropped the result before giving it back (`take_in`,
-        // `drop_last_finished`).
+        // whose last handle took or dropped the result before giving it back (`join_in`,
+        // `drop_result`).
         task.body.put_vacant(f);
         Ok(JoinHandle {
-            task,
+            task: OnDrop::new(HandleRecord(task)),
             result: TypeKey::new(),
         })
     }
