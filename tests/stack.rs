@@ -25,6 +25,22 @@ fn fault() -> u8 {
     unsafe { std::ptr::read_volatile(black_box(0x10usize) as *const u8) }
 }
 
+/// The child reported a stack overflow with `expected` (the start of the line) on stderr and
+/// then aborted.
+fn assert_overflow_report(child: &support::Child, expected: &str) {
+    assert!(
+        child.stderr.contains(expected),
+        "expected {expected:?}\n{}",
+        child.transcript()
+    );
+    assert_eq!(
+        child.signal(),
+        Some(libc::SIGABRT),
+        "{}",
+        child.transcript()
+    );
+}
+
 #[test]
 fn stack_overflow_is_reported_with_id_name_and_size_and_aborts() {
     if is_child("overflow") {
@@ -56,17 +72,7 @@ fn stack_overflow_is_reported_with_id_name_and_size_and_aborts() {
     let expected = format!(
         "verdant: stack overflow in green thread #{id} 'deep-dive' (stack size {size} bytes)"
     );
-    assert!(
-        child.stderr.contains(&expected),
-        "expected {expected:?}\n{}",
-        child.transcript()
-    );
-    assert_eq!(
-        child.signal(),
-        Some(libc::SIGABRT),
-        "{}",
-        child.transcript()
-    );
+    assert_overflow_report(&child, &expected);
 }
 
 #[test]
@@ -110,17 +116,7 @@ fn a_green_threads_overflow_on_a_reused_stack_is_reported_with_its_own_id_and_na
     assert_ne!(first, id, "{}", child.transcript());
     let expected =
         format!("verdant: stack overflow in green thread #{id} 'deep-green' (stack size ");
-    assert!(
-        child.stderr.contains(&expected),
-        "expected {expected:?}\n{}",
-        child.transcript()
-    );
-    assert_eq!(
-        child.signal(),
-        Some(libc::SIGABRT),
-        "{}",
-        child.transcript()
-    );
+    assert_overflow_report(&child, &expected);
 }
 
 #[test]
