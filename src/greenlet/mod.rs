@@ -164,6 +164,10 @@ struct Inner {
     /// old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
     owner: stack::Owner,
     stack: Cell<Option<Stack>>,
+    /// The body to run: a value body is taken when the greenlet starts; a unit body (a
+    /// plain function, nothing to drop) is left in place for its whole life, and after its
+    /// death, until [`rearm`] or [`Builder::respawn`] overwrites it (one store fewer per
+    /// start). Only an unstarted greenlet's body is ever run.
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
@@ -650,10 +654,14 @@ pub(crate) fn rearm(
         inner.owner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
-    // A dead greenlet's body was taken when it started (or by `release`, if it never
-    // did): there is nothing to drop, and no drop call to make.
+    // A dead greenlet's value body was taken when it started (or by `release`, if it never
+    // did); a unit body is a plain function, left in place (see `Inner::body`): there is
+    // nothing to drop, and no drop call to make.
     let old = inner.body.replace(Some(Body::Unit(body)));
-    debug_assert!(old.is_none(), "rearm: a dead greenlet still had a body");
+    debug_assert!(
+        !matches!(old, Some(Body::Value(_))),
+        "rearm: a dead greenlet still had a value body"
+    );
     std::mem::forget(old);
     let old_parent = inner.parent.get_mut();
     // The parent is kept when it is the same one (the hub, always): one compare of the
@@ -1310,19 +1318,37 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
 #[inline(always)]
 unsafe fn arrived_from(prev: *const Inner, from: StackPointer) {
     // SAFETY: per the contract.
-    let prev_inner = unsafe { &*prev };
-    if prev_inner.state.get() == State::Dead {
+    if unsafe { arrived_from_live(prev, from) } {
+        return;
+    }
+    // SAFETY: per the contract.
+    if unsafe { (*prev).state.get() } == State::Dead {
         // SAFETY: as above; `prev` is dead and this is the receipt of its final switch.
         unsafe { release_dead(prev) };
     } else {
-        prev_inner.sp.set(Some(from));
-        // SAFETY: as above; this only reads the count.
-        let rc = ManuallyDrop::new(unsafe { Rc::from_raw(prev) });
-        if Rc::strong_count(&rc) == 1 {
-            // SAFETY: as above.
-            unsafe { kill_unreferenced(prev) };
-        }
+        // SAFETY: as above; live, with no handle but its own (its context recorded by
+        // `arrived_from_live`).
+        unsafe { kill_unreferenced(prev) };
     }
+}
+
+/// The usual case of [`arrived_from`], with no call: `prev` is not dead and keeps a handle
+/// besides its own, and its context is recorded (`true`). Otherwise `false`: the rest is
+/// [`arrived_from`]'s, which calls this first.
+///
+/// # Safety
+/// As [`arrived_from`].
+#[inline(always)]
+unsafe fn arrived_from_live(prev: *const Inner, from: StackPointer) -> bool {
+    // SAFETY: per the contract.
+    let prev_inner = unsafe { &*prev };
+    if prev_inner.state.get() == State::Dead {
+        return false;
+    }
+    prev_inner.sp.set(Some(from));
+    // SAFETY: as above; this only reads the count.
+    let rc = ManuallyDrop::new(unsafe { Rc::from_raw(prev) });
+    Rc::strong_count(&rc) != 1
 }
 
 /// A new handle to the greenlet at `raw` (strong count + 1).
@@ -1350,11 +1376,12 @@ unsafe fn release_dead(raw: *const Inner) {
     // SAFETY: per the contract, alive by its own reference.
     let inner = unsafe { &*raw };
     release_context(inner);
-    // Its body was taken when it started (`greenlet_entry`): nothing to drop.
+    // Its value body was taken when it started (`entry_general`); a unit body, left in
+    // place, is a plain function: nothing to drop.
     debug_assert!(
         // SAFETY: only read, and the read ends at once (greenlets are !Send).
-        unsafe { (*inner.body.as_ptr()).is_none() },
-        "a greenlet that made its final switch still had a body"
+        unsafe { !matches!(*inner.body.as_ptr(), Some(Body::Value(_))) },
+        "a greenlet that made its final switch still had a value body"
     );
     // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
     // suspended ones): only the count is decremented, and the record freed (out of line)
@@ -1467,24 +1494,49 @@ unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
         // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
         // this read ends before anything else touches the cell.
         if let Some(Body::Unit(body)) = unsafe { &*me.body.as_ptr() } {
+            // A plain function: copied, and left in place (see `Inner::body`): nothing
+            // to drop, no store (spawn + run + join: 316.5 -> 315.5 instructions).
             let body = *body;
-            // A plain function: nothing to drop.
-            std::mem::forget(me.body.replace(None));
-            // The bookkeeping of `receive` for a unit switch, under the same
-            // `catch_unwind` as the body (as the general case runs `receive` under one):
-            // a panic in either ends us with it, and no body runs after a failed receive.
-            let ran = panic::catch_unwind(AssertUnwindSafe(move || {
-                // SAFETY: the first switch to a greenlet passes a unit word or a message
-                // like any other; this one is a unit word (the sender's address, tagged).
-                unsafe { arrived_from((data - UNIT) as *const Inner, from) };
-                body()
-            }));
-            // SAFETY: we are the running greenlet; our body is over.
-            unsafe { unit_body_over(ran) }
+            // The first switch to a greenlet passes a unit word or a message like any
+            // other; this one is a unit word (the sender's address, tagged).
+            let prev = (data - UNIT) as *const Inner;
+            // The usual arrival (from a live greenlet that keeps a handle besides its own)
+            // calls nothing: the body is the only call that returns here, with nothing
+            // live across it (spawn + run + join: 317.5 -> 316.5 instructions). The rest
+            // of the bookkeeping, which calls out of line, goes there with the body.
+            // SAFETY: per this function's contract, `prev` is the live greenlet that
+            // switched to us, not yet received.
+            if unsafe { arrived_from_live(prev, from) } {
+                let ran = panic::catch_unwind(AssertUnwindSafe(body));
+                // SAFETY: we are the running greenlet; our body is over.
+                unsafe { unit_body_over(ran) }
+            }
+            // SAFETY: as above; the receipt is not done yet.
+            unsafe { entry_unit_rare(prev, from, body) }
         }
     }
     // SAFETY: per this function's contract (a live message or a unit word).
     unsafe { entry_general(data, from) }
+}
+
+/// [`greenlet_entry`]'s fast path when the greenlet that switched to us is dead, or holds
+/// no handle but its own: the rest of the bookkeeping of `receive` for a unit switch,
+/// under the same `catch_unwind` as the body (as the general case runs `receive` under
+/// one): a panic in either ends us with it, and no body runs after a failed receive.
+///
+/// # Safety
+/// As [`arrived_from`] for `prev` and `from`, running at the root of the fresh greenlet's
+/// stack with its unit `body` taken.
+#[cold]
+#[inline(never)]
+unsafe fn entry_unit_rare(prev: *const Inner, from: StackPointer, body: fn()) -> ! {
+    let ran = panic::catch_unwind(AssertUnwindSafe(move || {
+        // SAFETY: per the contract.
+        unsafe { arrived_from(prev, from) };
+        body()
+    }));
+    // SAFETY: we are the running greenlet; our body is over.
+    unsafe { unit_body_over(ran) }
 }
 
 /// The unit body of the running greenlet returned (`Ok`) or ended by a panic: its final
@@ -1985,6 +2037,39 @@ mod tests {
             .unwrap();
         assert_eq!(stack::kept_count(), kept - 1, "the kept stack was reused");
         assert_eq!(*slot.switch(5u8).downcast::<u8>().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_unit_body_left_in_place_is_replaced_by_the_next_life() {
+        thread_local!(static RAN: Cell<u32> = const { Cell::new(0) });
+        fn first() {
+            RAN.with(|r| r.set(r.get() * 10 + 1));
+        }
+        fn second() {
+            RAN.with(|r| r.set(r.get() * 10 + 2));
+        }
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        for body in [first, second, first] {
+            let rearmed = rearm(
+                &mut slot,
+                &Greenlet::current(),
+                7,
+                DEFAULT_STACK_SIZE,
+                None,
+                body,
+            );
+            assert!(rearmed.unwrap());
+            assert!(slot.switch(()).is::<()>());
+            assert!(slot.is_dead());
+        }
+        assert_eq!(RAN.with(Cell::get), 121, "each life ran its own body, once");
+        // A value body after unit ones: the one left in place is overwritten.
+        Builder::new()
+            .respawn(&mut slot, &Greenlet::current(), |v| v)
+            .unwrap();
+        assert_eq!(*slot.switch(4u8).downcast::<u8>().unwrap(), 4);
+        assert_eq!(RAN.with(Cell::get), 121);
     }
 
     #[test]
