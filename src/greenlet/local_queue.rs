@@ -18,104 +18,132 @@
 //! spawn + run + join 384.5 -> 373.5, a yield hand-off 87.5 -> 82.7, a channel hop 182.0 ->
 //! 179.2, an event hop 276.1 -> 268.3, a semaphore hop 257.6 -> 245.8. With more values,
 //! all of them are in the ring (the push of a second one moves the first one there, out
-//! of line), and a pop, or a push onto one value, costs the test of `single` more.
+//! of line); the ring may hold a single value too (popped down to it).
+//!
+//! One signed field, `state`, tells the three cases apart, so that one load and one test
+//! (its sign and zero flags) sort every operation, and `single` needs no `None`: `state`
+//! says whether it holds a value, and a pop only reads it. (A first version kept `len`
+//! and an `Option`: a pop tested `single` before `len`, a push onto one value `len == 1`
+//! and then `single`.) Instructions at e587151 -> with `state` (callgrind): spawn + run +
+//! join 317.5 -> 314.6, yield 82.7 -> 82.6, channel 179.2 -> 176.1, queue 247.7 -> 243.1,
+//! event 266.8 -> 262.7, semaphore 243.7 -> 240.2; the HTTP server 1,207.8 -> 1,207.5 per
+//! request.
+//!
+//! Mind the inlining: a channel's `put` has `yield_now` inlined by MIR's inliner, and with
+//! `Cell::set` for `single`'s store (`as_ptr().write` now) it was not (yield_now's own
+//! MIR, a call, did not change: presumably the inliner's cycle check, which walks what
+//! the callee reaches, gave up), and the yield stayed out of line (channel 179 -> 196). `push_front`'s slow cases are out of line, its
+//! ring case inline: all of it out of line cost spawn + run + join some 20 instructions
+//! (the join's registers).
 //!
 //! ```text
-//!   empty:      single = None      ring empty
-//!   one value:  single = Some(v)   ring empty
-//!   more:       single = None      ring = the values, front first (one or more)
+//!   state < 0 (-1):  one value, in `single`   ring empty
+//!   state = 0:       empty                    ring empty
+//!   state = n > 0:   n values, in the ring    `single` holds none
 //! ```
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
+/// `state` of a queue whose one value is in `single`.
+const SINGLE: isize = -1;
+
 /// A single-threaded FIFO accessed through `&self`, by move only (no references into it
 /// are ever handed out, so no borrow flag is needed).
 pub(crate) struct LocalQueue<T> {
-    /// The queue's value when it holds exactly that one, with the ring empty; else `None`.
-    /// `len` counts it: while it is there, `len` is 1 and the ring holds nothing.
-    single: Cell<Option<T>>,
-    /// The ring's slots; `len` of them, from `head` on (wrapping), are initialised, unless
-    /// `single` holds the one value (then none is). Its length,
-    /// `cap`, is zero or a power of two. Replaced (not resized in place) when it grows.
+    /// The queue's value when it holds exactly that one beside an empty ring (`state` is
+    /// [`SINGLE`]); uninitialised (or a value already moved out) otherwise.
+    single: Cell<MaybeUninit<T>>,
+    /// The ring's slots; `state` of them, from `head` on (wrapping), are initialised when
+    /// `state > 0`, none otherwise. Its length, `cap`, is zero or a power of two. Replaced
+    /// (not resized in place) when it grows.
     buf: Cell<Box<[MaybeUninit<T>]>>,
     /// Raw pointer of `buf` and its length minus one (wrapping: `usize::MAX` while it is
     /// empty), kept beside it so that the hot paths need not take the box out of its cell.
     slots: Cell<*mut MaybeUninit<T>>,
     mask: Cell<usize>,
     head: Cell<usize>,
-    /// How many values are queued: `single`'s (then 1), or the ring's.
-    len: Cell<usize>,
+    /// [`SINGLE`], or how many values the ring holds (0: the queue is empty). Never below
+    /// [`SINGLE`]: a ring of `isize::MAX` values cannot be allocated.
+    state: Cell<isize>,
 }
 
 impl<T> Default for LocalQueue<T> {
     fn default() -> Self {
         let mut buf: Box<[MaybeUninit<T>]> = Box::new([]);
         LocalQueue {
-            single: Cell::new(None),
+            single: Cell::new(MaybeUninit::uninit()),
             slots: Cell::new(buf.as_mut_ptr()),
             buf: Cell::new(buf),
             mask: Cell::new(usize::MAX),
             head: Cell::new(0),
-            len: Cell::new(0),
+            state: Cell::new(0),
         }
     }
 }
 
 impl<T> LocalQueue<T> {
-    /// Whether `single` holds a value.
-    #[inline(always)]
-    fn has_single(&self) -> bool {
-        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
-        // this read ends before anything else touches the cell (the queue is !Sync).
-        unsafe { (*self.single.as_ptr()).is_some() }
-    }
-
-    /// Puts `value` into `single`, which the caller knows is empty (no drop, no test).
+    /// Puts `value` into `single` and makes it the queue's one value (the queue is empty).
     #[inline(always)]
     fn set_single(&self, value: T) {
-        let empty = self.single.replace(Some(value));
-        debug_assert!(empty.is_none(), "LocalQueue: `single` was not empty");
-        std::mem::forget(empty);
+        debug_assert_eq!(self.state.get(), 0, "LocalQueue: not empty");
+        // The old contents are not a value (the queue is empty): `MaybeUninit` drops nothing.
+        // SAFETY: the cell is never borrowed (its contents are only moved in and out, and
+        // the queue is !Sync); what it held is not a value any more, and `MaybeUninit`
+        // drops nothing.
+        unsafe { self.single.as_ptr().write(MaybeUninit::new(value)) };
+        self.state.set(SINGLE);
+    }
+
+    /// Takes the value out of `single` (`state` is [`SINGLE`]); the caller sets `state`.
+    #[inline(always)]
+    fn take_single(&self) -> T {
+        debug_assert_eq!(self.state.get(), SINGLE, "LocalQueue: no value in `single`");
+        // SAFETY: `state` is `SINGLE`, so `single` holds a value; the caller moves `state`
+        // away from `SINGLE`, so it is read exactly once. The cell is not borrowed: its
+        // contents are only ever moved in and out (the queue is !Sync).
+        unsafe { (*self.single.as_ptr()).assume_init_read() }
     }
 
     /// Appends `value` at the back.
     #[inline]
     pub(crate) fn push_back(&self, value: T) {
-        let len = self.len.get();
-        if len == 0 {
-            // The length first: stored after the value, as the ring's push stores it, it
-            // was merged with that store, at the cost of a move and a jump.
-            self.len.set(1);
+        let state = self.state.get();
+        if state == 0 {
             self.set_single(value);
             return;
         }
-        if len == 1 && self.has_single() {
-            self.single_to_ring();
+        if state < 0 {
+            self.push_back_beside_single(value);
+            return;
         }
         self.push_back_ring(value);
     }
 
-    /// Moves the value in `single` into the ring, for a second one to follow it there.
-    /// Out of line (a queue that grows past one value comes here once, as it does), and
-    /// `extern "C"` as [`grow`](Self::grow), which it may call: a push does not unwind.
+    /// [`push_back`](Self::push_back) onto the value in `single`: both go into the ring,
+    /// in order. Out of line (a queue that grows past one value comes here once, as it
+    /// does), and `extern "C"` as [`grow`](Self::grow), which it may call: a push does not
+    /// unwind.
     #[cold]
     #[inline(never)]
-    extern "C" fn single_to_ring(&self) {
-        if let Some(first) = self.single.take() {
-            self.len.set(0);
-            self.push_back_ring(first);
-        }
+    extern "C" fn push_back_beside_single(&self, value: T) {
+        self.single_to_ring();
+        self.push_back_ring(value);
     }
 
-    /// Appends `value` at the back of the ring (`single` is empty: `len` is the ring's).
+    /// Moves the value in `single` into the (empty) ring, for another one to join it.
+    #[inline(always)]
+    fn single_to_ring(&self) {
+        let first = self.take_single();
+        self.state.set(0);
+        self.push_back_ring(first);
+    }
+
+    /// Appends `value` at the back of the ring (`state` is not [`SINGLE`]).
     #[inline(always)]
     fn push_back_ring(&self, value: T) {
-        debug_assert!(
-            !self.has_single(),
-            "LocalQueue: a ring push beside `single`"
-        );
-        let len = self.len.get();
+        let len = self.state.get() as usize;
+        debug_assert!(len as isize >= 0, "LocalQueue: a ring push beside `single`");
         if len == self.cap() {
             self.grow();
         }
@@ -123,7 +151,7 @@ impl<T> LocalQueue<T> {
         // SAFETY: `i < cap`, the number of slots (the buffer grew above if it was full, so
         // `cap > 0`); slot `i` is outside the `len` initialised ones: nothing is overwritten.
         unsafe { (*self.slots.get().add(i)).write(value) };
-        self.len.set(len + 1);
+        self.state.set(len as isize + 1);
     }
 
     /// `cap - 1`: the capacity is a power of two (or 0, with no value to index).
@@ -141,42 +169,70 @@ impl<T> LocalQueue<T> {
     /// Puts `value` back at the front (it is the next to come out).
     #[inline]
     pub(crate) fn push_front(&self, value: T) {
-        let len = self.len.get();
-        if len == 0 {
-            self.set_single(value);
-            self.len.set(1);
+        let state = self.state.get();
+        if state <= 0 || state as usize == self.cap() {
+            self.push_front_slow(value);
             return;
         }
-        if len == 1 && self.has_single() {
+        self.push_front_ring(value);
+    }
+
+    /// [`push_front`](Self::push_front) onto an empty queue, a value in `single` or a full
+    /// ring. Out of line (the hub pushes to the front only a green thread it took off the
+    /// queue to hand control to and then found finished or being killed), and `extern "C"`
+    /// as [`grow`](Self::grow), which it may call: a push does not unwind.
+    #[cold]
+    #[inline(never)]
+    extern "C" fn push_front_slow(&self, value: T) {
+        let state = self.state.get();
+        if state == 0 {
+            self.set_single(value);
+            return;
+        }
+        if state < 0 {
             self.single_to_ring();
         }
-        if len == self.cap() {
+        if self.state.get() as usize == self.cap() {
             self.grow();
         }
+        self.push_front_ring(value);
+    }
+
+    /// Puts `value` at the front of the ring, which has room for it (`state` is not
+    /// [`SINGLE`] and below the capacity).
+    #[inline(always)]
+    fn push_front_ring(&self, value: T) {
+        let len = self.state.get() as usize;
+        debug_assert!(
+            (len as isize) >= 0 && len < self.cap(),
+            "LocalQueue: a ring front push beside `single` or into a full ring"
+        );
         let head = self.head.get().wrapping_sub(1) & self.mask();
-        // SAFETY: as in `push_back`: slot `head` is in the buffer and not initialised.
+        // SAFETY: `len < cap`: slot `head` (masked) is in the buffer and, just before the
+        // `len` initialised ones, not initialised: nothing is overwritten.
         unsafe { (*self.slots.get().add(head)).write(value) };
         self.head.set(head);
-        self.len.set(len + 1);
+        self.state.set(len as isize + 1);
     }
 
     /// Takes the value at the front.
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<T> {
-        if self.has_single() {
+        let state = self.state.get();
+        if state < 0 {
             // The only value (the ring is empty).
-            self.len.set(0);
-            return self.single.take();
+            let value = self.take_single();
+            self.state.set(0);
+            return Some(value);
         }
-        let len = self.len.get();
-        if len == 0 {
+        if state == 0 {
             return None;
         }
         let head = self.head.get();
         self.head.set((head + 1) & self.mask());
-        self.len.set(len - 1);
-        // SAFETY: `len > 0`, so slot `head` is initialised; it counts as empty from now on
-        // (head and len moved past it), so it is read exactly once.
+        self.state.set(state - 1);
+        // SAFETY: `state > 0` values in the ring, so slot `head` is initialised; it counts
+        // as empty from now on (head and state moved past it), so it is read exactly once.
         Some(unsafe { (*self.slots.get().add(head)).assume_init_read() })
     }
 
@@ -186,17 +242,23 @@ impl<T> LocalQueue<T> {
     /// in `single` (the ring's one value first moves out of the ring).
     #[inline]
     pub(crate) fn push_back_pop_front(&self, value: T) -> T {
-        let len = self.len.get();
-        if len == 0 {
-            return value;
-        }
-        if len == 1 {
-            let front = match self.single.replace(Some(value)) {
-                Some(front) => front,
-                None => self.pop_ring_last(),
-            };
+        let state = self.state.get();
+        if state < 0 {
+            // `state` stays `SINGLE`: `value` is the one value now.
+            let front = self.take_single();
+            // SAFETY: the cell is never borrowed (its contents are only moved in and out, and
+            // the queue is !Sync); what it held is not a value any more, and `MaybeUninit`
+            // drops nothing.
+            unsafe { self.single.as_ptr().write(MaybeUninit::new(value)) };
             return front;
         }
+        if state == 0 {
+            return value;
+        }
+        if state == 1 {
+            return self.rotate_ring_last(value);
+        }
+        let len = state as usize;
         let head = self.head.get();
         let mask = self.mask();
         let slots = self.slots.get();
@@ -211,38 +273,40 @@ impl<T> LocalQueue<T> {
         front
     }
 
-    /// The ring's one value, taken out (`len` stays 1: the caller just put a value in
-    /// `single`).
+    /// [`push_back_pop_front`](Self::push_back_pop_front) with one value in the ring: it
+    /// comes out, and `value` goes into `single`, alone. Out of line: a queue popped down
+    /// to one value comes here once, and its rotations then swap `single` (between two
+    /// green threads that yield to each other, the ring's would cost some 10 instructions
+    /// more per hand-off).
     #[cold]
     #[inline(never)]
-    fn pop_ring_last(&self) -> T {
+    fn rotate_ring_last(&self, value: T) -> T {
+        debug_assert_eq!(self.state.get(), 1, "LocalQueue: not one value in the ring");
         let head = self.head.get();
         self.head.set((head + 1) & self.mask());
-        // SAFETY: `len` is 1 and `single` was empty, so the ring holds one value, at slot
-        // `head`; it counts as empty from now on (`head` moved past it, and `single` counts
-        // for `len`), so it is read exactly once.
-        unsafe { (*self.slots.get().add(head)).assume_init_read() }
+        // SAFETY: the ring holds one value, at slot `head`; it counts as empty from now on
+        // (`head` moved past it and `state` no longer counts the ring's), so it is read
+        // exactly once.
+        let front = unsafe { (*self.slots.get().add(head)).assume_init_read() };
+        self.state.set(0);
+        self.set_single(value);
+        front
     }
 
-    /// Calls `f` with the value `i` places from the front, if there is one. For hints
-    /// that read the value and do nothing else (the hub's prefetch of the next green
-    /// threads to run): `f` is a plain function, not a closure, and must not reach this
-    /// queue (it must be a projection of the value, as `greenlet_of` of
+    /// Calls `f` with the value `i` places from the front, if there is one in the ring: a
+    /// lone value (in `single`) is not seen. For hints that read the value and do nothing
+    /// else (the hub's prefetch of the next green threads to run, when several are ready):
+    /// `f` is a plain function, not a closure, and must not reach this queue (it must be
+    /// a projection of the value, as `greenlet_of` of
     /// [`Greenlet::resume_held_in`](super::Greenlet::resume_held_in)).
     #[inline(always)]
     pub(crate) fn peek_with(&self, i: usize, f: fn(&T)) {
-        if self.has_single() {
-            // SAFETY: as in `has_single`; the reference lives only while `f` runs, which
-            // does not reach the queue (its contract).
-            if let (0, Some(v)) = (i, unsafe { &*self.single.as_ptr() }) {
-                f(v);
-            }
-            return;
-        }
-        if i < self.len.get() {
+        let state = self.state.get();
+        if state > 0 && i < state as usize {
             let slot = (self.head.get() + i) & self.mask();
-            // SAFETY: `i < len`, so slot `head + i` (masked) is initialised; the reference
-            // lives only while `f` runs, which does not reach the queue (its contract).
+            // SAFETY: `i < state`, the ring's values, so slot `head + i` (masked) is
+            // initialised; the reference lives only while `f` runs, which does not reach
+            // the queue (its contract).
             f(unsafe { (*self.slots.get().add(slot)).assume_init_ref() });
         }
     }
@@ -250,13 +314,18 @@ impl<T> LocalQueue<T> {
     /// How many values are queued.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len.get()
+        let state = self.state.get();
+        if state < 0 {
+            1
+        } else {
+            state as usize
+        }
     }
 
     /// Whether the queue is empty.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len.get() == 0
+        self.state.get() == 0
     }
 
     /// Doubles the capacity (at least 16 slots), moving the values to the front of the new
@@ -272,7 +341,8 @@ impl<T> LocalQueue<T> {
     #[inline(never)]
     extern "C" fn grow(&self) {
         let old = self.buf.take();
-        let (head, len) = (self.head.get(), self.len.get());
+        let (head, len) = (self.head.get(), self.state.get() as usize);
+        debug_assert!(len as isize >= 0, "LocalQueue: a grow beside `single`");
         let cap = (old.len() * 2).max(16);
         let mut new: Box<[MaybeUninit<T>]> = (0..cap).map(|_| MaybeUninit::uninit()).collect();
         let old_mask = old.len().wrapping_sub(1);
@@ -457,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn peek_with_sees_a_lone_value_at_the_front_only() {
+    fn peek_with_sees_the_rings_values_only() {
         thread_local! {
             static SEEN: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -465,12 +535,21 @@ mod tests {
             SEEN.with(|s| s.borrow_mut().push(*v));
         }
         let q = LocalQueue::default();
+        // A lone value, in `single`, is not seen (the hub peeks only when several are
+        // ready).
         q.push_back(5);
         for i in [1, 0, 2] {
             q.peek_with(i, record);
         }
-        assert_eq!(SEEN.with(|s| s.take()), vec![5]);
+        assert_eq!(SEEN.with(|s| s.take()), Vec::<u32>::new());
+        // One value in the ring is, at the front only.
+        q.push_back(6);
         assert_eq!(q.pop_front(), Some(5));
+        for i in [1, 0, 2] {
+            q.peek_with(i, record);
+        }
+        assert_eq!(SEEN.with(|s| s.take()), vec![6]);
+        assert_eq!(q.pop_front(), Some(6));
     }
 
     #[test]
@@ -480,6 +559,46 @@ mod tests {
         q.push_back(item.clone());
         drop(q);
         assert_eq!(std::rc::Rc::strong_count(&item), 1);
+    }
+
+    #[test]
+    fn one_value_in_the_ring_and_the_slow_front_pushes_keep_the_order() {
+        let q = LocalQueue::default();
+        // Popped down to one value in the ring (`state` 1): pushes join it there.
+        q.push_back(1);
+        q.push_back(2);
+        assert_eq!(q.pop_front(), Some(1));
+        assert_eq!(q.len(), 1);
+        q.push_back(3);
+        assert_eq!((q.len(), q.pop_front()), (2, Some(2)));
+        // One value in the ring again: a push to the front lands before it.
+        q.push_front(0);
+        assert_eq!(
+            (q.pop_front(), q.pop_front(), q.pop_front()),
+            (Some(0), Some(3), None)
+        );
+        // A push to the front of a full ring grows it first.
+        for i in 0..16 {
+            q.push_back(i);
+        }
+        q.push_front(-1);
+        let all: Vec<i32> = std::iter::from_fn(|| q.pop_front()).collect();
+        assert_eq!(all, (-1..16).collect::<Vec<_>>());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn dropping_the_queue_drops_a_value_rotated_into_single() {
+        let (a, b) = (std::rc::Rc::new(()), std::rc::Rc::new(()));
+        let q = LocalQueue::default();
+        q.push_back(a.clone());
+        q.push_back(b.clone());
+        drop(q.pop_front());
+        // `b` alone in the ring: the rotation takes it out and leaves `a` in `single`.
+        drop(q.push_back_pop_front(a.clone()));
+        assert_eq!((q.len(), std::rc::Rc::strong_count(&b)), (1, 1));
+        drop(q);
+        assert_eq!(std::rc::Rc::strong_count(&a), 1);
     }
 
     #[test]
