@@ -32,9 +32,9 @@
 //! Mind the inlining: a channel's `put` has `yield_now` inlined by MIR's inliner, and with
 //! `Cell::set` for `single`'s store (`as_ptr().write` now) it was not (yield_now's own
 //! MIR, a call, did not change: presumably the inliner's cycle check, which walks what
-//! the callee reaches, gave up), and the yield stayed out of line (channel 179 -> 196). `push_front`'s slow cases are out of line, its
-//! ring case inline: all of it out of line cost spawn + run + join some 20 instructions
-//! (the join's registers).
+//! the callee reaches, gave up), and the yield stayed out of line (channel 179 -> 196).
+//! `push_front`'s slow cases are out of line, its ring case inline: all of it out of line
+//! cost spawn + run + join some 20 instructions (the join's registers).
 //!
 //! ```text
 //!   state < 0 (-1):  one value, in `single`   ring empty
