@@ -272,16 +272,37 @@ impl ErasedCell {
         }
     }
 
-    /// [`take_as`](Self::take_as) for a caller that has no use for a `None`: `missing()`
-    /// if the cell holds no `V` (the value left in place). The value goes straight to the
-    /// caller, never through an `Option` in memory.
-    #[inline]
-    pub(crate) fn take_as_or_else<V>(&self, key: &TypeKey<V>, missing: impl FnOnce() -> V) -> V {
-        if self.holds(key) {
-            // SAFETY: it holds a `V`, just checked, and nothing ran since.
-            unsafe { self.take_held() }
-        } else {
-            missing()
+    /// [`take_as`](Self::take_as) of a `Result`, for a caller that has no use for a `None`:
+    /// `missing()` if the cell holds no `Result<T, E>` (the value left in place). The value
+    /// goes straight to the caller, never through an `Option` in memory, and is read
+    /// variant by variant: its tag first, then only the live variant's fields. A copy of the whole value would
+    /// also read the bytes the other variant leaves undefined, where a load that spans two
+    /// of the writer's stores (a `Result<u32, JoinError>`: bytes 12..20, over the stores
+    /// of bytes 8..16 and 16..24) cannot be forwarded from them and waits for both to
+    /// reach the cache (a join reads its green thread's result a few dozen instructions
+    /// after the green thread stored it).
+    #[inline(always)]
+    pub(crate) fn take_result_or_else<T, E>(
+        &self,
+        key: &TypeKey<Result<T, E>>,
+        missing: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if !self.holds(key) {
+            return missing();
+        }
+        if !fits::<Result<T, E>>() {
+            // SAFETY: it holds a `Result<T, E>`, just checked, and nothing ran since.
+            return unsafe { self.take_held() };
+        }
+        self.vacate();
+        // SAFETY: as `take_held`'s: the cell held a `Result<T, E>` stored inline (it
+        // fits), whose ownership the cleared tag gave to us; each variant's field is moved
+        // out once and the value is never read or dropped again.
+        unsafe {
+            match &*self.buf.get().cast::<Result<T, E>>() {
+                Ok(v) => Ok(ptr::read(v)),
+                Err(e) => Err(ptr::read(e)),
+            }
         }
     }
 
@@ -489,15 +510,33 @@ mod tests {
     }
 
     #[test]
-    fn take_or_else_runs_the_fallback_only_for_another_type() {
+    fn take_result_or_else_runs_the_fallback_only_for_another_type() {
         let cell = ErasedCell::new();
-        let key = TypeKey::<String>::new();
-        assert_eq!(cell.take_as_or_else(&key, || "empty".to_owned()), "empty");
+        let key = TypeKey::<Result<String, u8>>::new();
+        assert_eq!(
+            cell.take_result_or_else(&key, || Ok("empty".to_owned())),
+            Ok("empty".to_owned())
+        );
         cell.put(3u8);
-        assert_eq!(cell.take_as_or_else(&key, || "a u8".to_owned()), "a u8");
+        assert_eq!(cell.take_result_or_else(&key, || Err(1)), Err(1));
         assert_eq!(cell.take::<u8>(), Some(3));
-        cell.put("held".to_owned());
-        assert_eq!(cell.take_as_or_else(&key, || unreachable!()), "held");
+        // Each variant comes out whole, inline and boxed.
+        cell.put::<Result<String, u8>>(Ok("held".to_owned()));
+        assert_eq!(
+            cell.take_result_or_else(&key, || unreachable!()),
+            Ok("held".to_owned())
+        );
+        assert!(cell.is_empty());
+        cell.put::<Result<String, u8>>(Err(7));
+        assert_eq!(cell.take_result_or_else(&key, || unreachable!()), Err(7));
+        let big = TypeKey::<Result<u8, [u64; 8]>>::new();
+        cell.put::<Result<u8, [u64; 8]>>(Err([5; 8]));
+        assert_eq!(
+            cell.take_result_or_else(&big, || unreachable!()),
+            Err([5; 8])
+        );
+        cell.put::<Result<u8, [u64; 8]>>(Ok(2));
+        assert_eq!(cell.take_result_or_else(&big, || unreachable!()), Ok(2));
         assert!(cell.is_empty());
     }
 

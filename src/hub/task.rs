@@ -717,7 +717,7 @@ impl<T> JoinHandle<T> {
         // `give_below`), and a record that another handle keeps is released only as this
         // returns (a decrement, which runs no code), so no unwinding path has the result
         // to drop (which kept it in the frame rather than in registers).
-        let r = task.body.take_as_or_else(&result, || no_result());
+        let r = task.body.take_result_or_else(&result, || no_result());
         if StrongRc::strong_count(&task.0) == 1 {
             // Moved in: the spare records hold the last handle.
             hub.spare_tasks.give(task);
@@ -753,7 +753,9 @@ impl<T> JoinHandle<T> {
     /// caller's registers: no `Option` of it is made).
     #[inline(always)]
     fn take_result(&self) -> Result<T, JoinError> {
-        self.task.body.take_as_or_else(&self.result, || no_result())
+        self.task
+            .body
+            .take_result_or_else(&self.result, || no_result())
     }
 
     /// Blocks until finished (`Ok(true)`) or the deadline (`Ok(false)`).
