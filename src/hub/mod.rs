@@ -70,7 +70,10 @@
 //! to each other do not test the inbox, the timers and the poll budget at every hand-off;
 //! a yield ends such a turn at once (a yield always lets due timers fire and the inbox be
 //! drained before the yielder runs again). The reactor is polled (with a zero timeout) at
-//! least every [`POLL_EVERY`] green-thread runs even when the run queue never empties.
+//! least every [`POLL_EVERY`] green-thread runs even when the run queue never empties,
+//! while a green thread waits on a file descriptor: with none waiting, such a poll could
+//! only find the cross-thread waker, whose news the turn reads from the inbox's flag, so
+//! a busy hub then makes no system call.
 //!
 //! ## Would block forever
 //! When the main green thread waits and nothing is ready, no timer is pending, no green
@@ -102,7 +105,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Most green-thread runs between two polls of the reactor while the run queue is busy.
+/// Most green-thread runs between two polls of the reactor while the run queue is busy and
+/// a green thread waits on a file descriptor (with none waiting, a busy hub does not poll).
 pub const POLL_EVERY: u32 = 256;
 
 /// Fewest runs of a turn begun by a green thread that parks or finishes (see "Fairness"
@@ -755,7 +759,15 @@ impl Hub {
             self.poll(timeout);
         } else if runs >= POLL_EVERY {
             self.runs_since_poll.set(0);
-            self.poll(Some(Duration::ZERO));
+            // A poll that does not block, for the green threads that wait on an fd. With
+            // none waiting it could only find the waker, whose news `inbox.pending` carries
+            // as well (tested at every turn's start), or set cached readiness bits, which
+            // only a wait reads, and whose edges stay queued in the kernel for the next
+            // poll: then it is left out, a system call of some 150-190 ns saved every
+            // `POLL_EVERY` runs (spawn + run + join, 2 runs: about 1.3 ns of 23.5).
+            if self.io_waiters.get() != 0 {
+                self.poll(Some(Duration::ZERO));
+            }
         } else {
             self.runs_since_poll.set(runs);
         }

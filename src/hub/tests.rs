@@ -561,3 +561,42 @@ fn a_handle_joined_with_a_timeout_hands_its_record_on_for_reuse() {
     );
     assert_eq!(crate::spawn(|| 2u8).join().unwrap(), 2);
 }
+
+#[test]
+fn a_busy_hub_polls_the_reactor_only_while_a_green_thread_waits_on_an_fd() {
+    use std::io::{Read, Write};
+    // Two green threads yielding to each other keep the run queue busy for some 16 polls'
+    // worth of runs (`POLL_EVERY`).
+    let yields = 8 * POLL_EVERY as usize;
+    let busy = move || {
+        let a = crate::spawn(move || (0..yields).for_each(|_| yield_now()));
+        let b = crate::spawn(move || (0..yields).for_each(|_| yield_now()));
+        a.join().unwrap();
+        b.join().unwrap();
+    };
+    // No fd waiter: a poll could find nothing that a turn does not see (the waker's news
+    // is `inbox.pending`), so none is made while busy.
+    let before = crate::reactor::polls();
+    busy();
+    let polls = crate::reactor::polls() - before;
+    assert!(
+        polls <= 2,
+        "{polls} polls with no green thread waiting on an fd"
+    );
+    // A green thread parked on a socket: its fd is polled every `POLL_EVERY` runs still.
+    let (r, w) = crate::net::UnixStream::pair().unwrap();
+    let reader = crate::spawn(move || {
+        let mut byte = [0u8; 1];
+        (&r).read_exact(&mut byte).map(|()| byte[0])
+    });
+    yield_now();
+    let before = crate::reactor::polls();
+    busy();
+    let polls = crate::reactor::polls() - before;
+    assert!(
+        polls >= 8,
+        "{polls} polls with a green thread waiting on an fd"
+    );
+    (&w).write_all(&[7]).unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), 7);
+}
