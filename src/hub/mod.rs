@@ -303,6 +303,12 @@ pub(crate) struct Hub {
     current: Cell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
+    /// Records that `current` held when a greenlet switched to by hand (not by the hub)
+    /// needed one of its own ([`adhoc_current`](Hub::adhoc_current)): the green thread
+    /// whose record it was is suspended inside that hand switch, and finds its record here
+    /// when it runs hub code again ([`recover_current`](Hub::recover_current)), so that
+    /// it still delivers its result and wakes its joiners. Pruned of finished ones.
+    displaced: RefCell<Vec<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
     /// Finished task records kept for the next spawns.
@@ -369,6 +375,7 @@ impl Hub {
             turn_left: Cell::new(0),
             poll_budget: Cell::new(0),
             main_task: RefCell::new(None),
+            displaced: RefCell::new(Vec::new()),
             current: Cell::new(None),
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
@@ -948,6 +955,9 @@ impl Hub {
             }
             other => {
                 self.current.set(other);
+                if self.recover_current() {
+                    return self.current_task();
+                }
                 self.adhoc_current()
             }
         }
@@ -961,7 +971,12 @@ impl Hub {
     /// current task (no user code), since the record is out of `current` while it runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
-        let task = self.current.take();
+        let mut task = self.current.take();
+        if !task.as_ref().is_some_and(|task| task.greenlet.is_current()) {
+            self.put_current(task);
+            self.recover_current();
+            task = self.current.take();
+        }
         let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
         // Put back into the cell emptied just above (`f` left it alone).
         self.put_current(task);
@@ -982,6 +997,9 @@ impl Hub {
             Some(task) if task.greenlet.is_current() => Some(task),
             other => {
                 self.put_current(other);
+                if self.recover_current() {
+                    return self.current.take();
+                }
                 None
             }
         }
@@ -1018,8 +1036,48 @@ impl Hub {
             drop(self.main_task.replace(Some(task.clone())));
         }
         self.activity.adhoc_task(&task);
-        drop(self.current.replace(Some(task.clone())));
+        let displaced = self.current.replace(Some(task.clone()));
+        self.displace(displaced);
         task
+    }
+
+    /// Keeps `record`, which `current` held, in [`displaced`](Hub::displaced) when its
+    /// green thread is suspended by a hand switch and may run again (its greenlet is not
+    /// dead, it has not finished); drops it otherwise. Also drops the kept ones that
+    /// have since finished.
+    #[cold]
+    fn displace(&self, record: Option<TaskRef>) {
+        let mut displaced = self.displaced.borrow_mut();
+        displaced.retain(|task| !task.finished.get() && !task.greenlet.is_dead());
+        if let Some(task) = record {
+            if !task.finished.get() && !task.greenlet.is_dead() && !task.greenlet.is_current() {
+                displaced.push(task);
+                return;
+            }
+            // Dropped after the borrow ends: a record's drop runs no hub code, but a
+            // greenlet's may.
+            drop(displaced);
+            drop(task);
+        }
+    }
+
+    /// Called when `current` does not hold the running green thread's record: if the
+    /// running green thread's record was displaced by a greenlet it switched to by hand
+    /// (see [`displaced`](Hub::displaced)), puts it back into `current`, keeping the one
+    /// there in its place, and returns `true`.
+    #[cold]
+    #[inline(never)]
+    fn recover_current(&self) -> bool {
+        let found = {
+            let mut displaced = self.displaced.borrow_mut();
+            match displaced.iter().position(|task| task.greenlet.is_current()) {
+                Some(i) => displaced.swap_remove(i),
+                None => return false,
+            }
+        };
+        let other = self.current.replace(Some(found));
+        self.displace(other);
+        true
     }
 }
 
