@@ -18,3 +18,27 @@ fn a_spawned_green_thread_that_switched_by_hand_to_a_blocking_greenlet_still_del
         Err(e) => panic!("join failed: {e:?}"),
     }
 }
+
+#[test]
+fn a_hand_switched_greenlet_that_blocks_and_switches_back_leaves_the_green_thread_its_identity() {
+    let h = verdant::spawn(|| {
+        let me = verdant::current().id();
+        let parent = Greenlet::current();
+        let g = Greenlet::new(move |_v: Value| {
+            verdant::sleep(Duration::from_millis(2));
+            // Back to the green thread by hand, without finishing.
+            parent.switch(());
+            Box::new(()) as Value
+        });
+        g.switch(());
+        // The green thread's own record again: same id, and it can block on the hub.
+        assert_eq!(verdant::current().id(), me);
+        verdant::sleep(Duration::from_millis(2));
+        assert_eq!(verdant::current().id(), me);
+        7
+    });
+    match h.join_timeout(Duration::from_secs(5)) {
+        Ok(v) => assert_eq!(v, 7),
+        Err(e) => panic!("join failed: {e:?}"),
+    }
+}
