@@ -7,7 +7,7 @@ use verdant::greenlet::{Greenlet, Value};
 fn a_spawned_green_thread_that_switched_by_hand_to_a_blocking_greenlet_still_delivers_its_result() {
     let h = verdant::spawn(|| {
         let g = Greenlet::new(|v: Value| {
-            verdant::sleep(Duration::from_millis(5));
+            verdant::sleep(Duration::from_millis(5)).expect("sleep is not interrupted");
             v
         });
         g.switch(());
@@ -25,7 +25,7 @@ fn a_hand_switched_greenlet_that_blocks_and_switches_back_leaves_the_green_threa
         let me = verdant::current().id();
         let parent = Greenlet::current();
         let g = Greenlet::new(move |_v: Value| {
-            verdant::sleep(Duration::from_millis(2));
+            verdant::sleep(Duration::from_millis(2)).expect("sleep is not interrupted");
             // Back to the green thread by hand, without finishing.
             parent.switch(());
             Box::new(()) as Value
@@ -33,7 +33,7 @@ fn a_hand_switched_greenlet_that_blocks_and_switches_back_leaves_the_green_threa
         g.switch(());
         // The green thread's own record again: same id, and it can block on the hub.
         assert_eq!(verdant::current().id(), me);
-        verdant::sleep(Duration::from_millis(2));
+        verdant::sleep(Duration::from_millis(2)).expect("sleep is not interrupted");
         assert_eq!(verdant::current().id(), me);
         7
     });
