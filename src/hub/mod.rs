@@ -303,12 +303,6 @@ pub(crate) struct Hub {
     current: Cell<Option<TaskRef>>,
     /// The task of the thread's main greenlet: the one that gets `WouldBlockForever`.
     main_task: RefCell<Option<TaskRef>>,
-    /// Records that `current` held when a greenlet switched to by hand (not by the hub)
-    /// needed one of its own ([`adhoc_current`](Hub::adhoc_current)): the green thread
-    /// whose record it was is suspended inside that hand switch, and finds its record here
-    /// when it runs hub code again ([`recover_current`](Hub::recover_current)), so that
-    /// it still delivers its result and wakes its joiners. Pruned of finished ones.
-    displaced: RefCell<Vec<TaskRef>>,
     /// What the stall monitor reads from its own thread (`crate::monitor`).
     pub(crate) activity: Arc<crate::monitor::HubActivity>,
     /// Finished task records kept for the next spawns.
@@ -317,6 +311,12 @@ pub(crate) struct Hub {
     completions: Cell<u64>,
     /// Ids for green threads: the next one of this hub's block, and the block's end.
     ids: Cell<(u64, u64)>,
+    /// Records that `current` held when a greenlet switched to by hand (not by the hub)
+    /// needed one of its own ([`adhoc_current`](Hub::adhoc_current)): the green thread
+    /// whose record it was is suspended inside that hand switch, and finds its record here
+    /// when it runs hub code again ([`recover_current`](Hub::recover_current)), so that
+    /// it still delivers its result and wakes its joiners. Pruned of finished ones.
+    displaced: RefCell<Vec<TaskRef>>,
 }
 
 greenlet::thread_rc! {
@@ -955,10 +955,7 @@ impl Hub {
             }
             other => {
                 self.current.set(other);
-                if self.recover_current() {
-                    return self.current_task();
-                }
-                self.adhoc_current()
+                self.current_task_slow()
             }
         }
     }
@@ -971,12 +968,9 @@ impl Hub {
     /// current task (no user code), since the record is out of `current` while it runs.
     #[inline(always)]
     fn with_current_task<R>(&self, f: impl FnOnce(Option<&TaskRef>) -> R) -> R {
-        let mut task = self.current.take();
-        if !task.as_ref().is_some_and(|task| task.greenlet.is_current()) {
-            self.put_current(task);
-            self.recover_current();
-            task = self.current.take();
-        }
+        // No look in `displaced` (`recover_current`): both callers run on a record that the
+        // hub itself resumed, so `current` holds it.
+        let task = self.current.take();
         let r = f(task.as_ref().filter(|task| task.greenlet.is_current()));
         // Put back into the cell emptied just above (`f` left it alone).
         self.put_current(task);
@@ -996,13 +990,25 @@ impl Hub {
         match self.current.take() {
             Some(task) if task.greenlet.is_current() => Some(task),
             other => {
+                // Not ours (a hand switch may have displaced ours: the finish looks there,
+                // `take_displaced_task`; the parks fall back to `current_task`).
                 self.put_current(other);
-                if self.recover_current() {
-                    return self.current.take();
-                }
                 None
             }
         }
+    }
+
+    /// After [`take_current_task`](Self::take_current_task) found `current` not holding
+    /// the running green thread's record: takes that record if a hand switch displaced it
+    /// ([`recover_current`](Self::recover_current)), else returns `None`, `current` as it
+    /// was.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn take_displaced_task(&self) -> Option<TaskRef> {
+        if self.recover_current() {
+            return self.current.take();
+        }
+        None
     }
 
     /// Puts back the record [`take_current_task`](Self::take_current_task) took.
@@ -1025,6 +1031,20 @@ impl Hub {
     #[inline(never)]
     fn current_task_outlined(&self) -> TaskRef {
         self.current_task()
+    }
+
+    /// [`current_task`](Self::current_task) when `current` does not hold the running green
+    /// thread's record: a displaced one found again, or an ad hoc one.
+    #[cold]
+    #[inline(never)]
+    fn current_task_slow(&self) -> TaskRef {
+        if self.recover_current() {
+            let task = self.current.take().expect("recover_current filled current");
+            let me = task.clone();
+            self.put_current(Some(task));
+            return me;
+        }
+        self.adhoc_current()
     }
 
     /// The main greenlet, or a greenlet the user switched to by hand: an ad hoc task.

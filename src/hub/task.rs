@@ -1157,11 +1157,34 @@ where
     // next one in: nothing in here runs code of the user's (the result is stored, its
     // joiners scheduled).
     let Some(task) = hub.take_current_task() else {
-        // Not our record: it was dropped while we were suspended, and its greenlet's drop
-        // unwound us from elsewhere (no one can join us). Back to that greenlet.
-        drop(result);
-        return;
+        return end_task_displaced(hub, result);
     };
+    end_task_with(hub, task, result);
+}
+
+/// [`end_task_in`] when `current` does not hold our record. Either a greenlet we switched
+/// to by hand displaced it (it is found again), or it was dropped while we were suspended,
+/// and its greenlet's drop unwound us from elsewhere (no one can join us): the result is
+/// dropped, and we go back to that greenlet. Out of line, so that the usual end keeps
+/// nothing alive across a call.
+#[cold]
+#[inline(never)]
+fn end_task_displaced<T>(hub: &super::Hub, result: Result<T, JoinError>)
+where
+    T: 'static,
+{
+    match hub.take_displaced_task() {
+        Some(task) => end_task_with(hub, task, result),
+        None => drop(result),
+    }
+}
+
+/// The rest of [`end_task_in`], with our record `task` taken out of `current`.
+#[inline(always)]
+fn end_task_with<T>(hub: &super::Hub, task: TaskRef, result: Result<T, JoinError>)
+where
+    T: 'static,
+{
     if !task.joinable.get() {
         // Detached: its `JoinHandle` is gone, so nobody can take the result.
         return end_detached(hub, task, result);
@@ -1192,7 +1215,10 @@ where
 fn end_detached<R>(hub: &super::Hub, task: TaskRef, result: R) {
     hub.put_current_task(task);
     drop_caught(result);
-    let Some(task) = hub.take_current_task() else {
+    let Some(task) = hub
+        .take_current_task()
+        .or_else(|| hub.take_displaced_task())
+    else {
         return;
     };
     task.finish_exit_in(hub);
