@@ -275,12 +275,12 @@ impl ErasedCell {
     /// [`take_as`](Self::take_as) of a `Result`, for a caller that has no use for a `None`:
     /// `missing()` if the cell holds no `Result<T, E>` (the value left in place). The value
     /// goes straight to the caller, never through an `Option` in memory, and is read
-    /// variant by variant: its tag first, then only the live variant's fields. A copy of the whole value would
-    /// also read the bytes the other variant leaves undefined, where a load that spans two
-    /// of the writer's stores (a `Result<u32, JoinError>`: bytes 12..20, over the stores
-    /// of bytes 8..16 and 16..24) cannot be forwarded from them and waits for both to
-    /// reach the cache (a join reads its green thread's result a few dozen instructions
-    /// after the green thread stored it).
+    /// variant by variant: its tag first, then only the live variant's fields. A copy of
+    /// the whole value would also read the bytes the other variant leaves undefined, where
+    /// a load that spans two of the writer's stores (a `Result<u32, JoinError>`: bytes
+    /// 12..20, over the stores of bytes 8..16 and 16..24) cannot be forwarded from them and
+    /// waits for both to reach the cache (a join reads its green thread's result a few
+    /// dozen instructions after the green thread stored it).
     #[inline(always)]
     pub(crate) fn take_result_or_else<T, E>(
         &self,

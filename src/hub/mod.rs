@@ -1067,10 +1067,13 @@ impl Hub {
     /// have since finished.
     #[cold]
     fn displace(&self, record: Option<TaskRef>) {
+        let may_run_again = |task: &TaskRef| !task.finished.get() && !task.greenlet.is_dead();
         let mut displaced = self.displaced.borrow_mut();
-        displaced.retain(|task| !task.finished.get() && !task.greenlet.is_dead());
+        displaced.retain(may_run_again);
         if let Some(task) = record {
-            if !task.finished.get() && !task.greenlet.is_dead() && !task.greenlet.is_current() {
+            // Both callers displace a record that is not the running green thread's.
+            debug_assert!(!task.greenlet.is_current());
+            if may_run_again(&task) {
                 displaced.push(task);
                 return;
             }
