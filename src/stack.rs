@@ -68,6 +68,7 @@
 //! [`POOL_LIMIT`]: beyond that a finished coroutine's stack is unmapped.
 
 use crate::sys::{memory, signal};
+use core::num::NonZeroUsize;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
@@ -216,7 +217,23 @@ pub(crate) struct Stack {
     /// A size this stack [`fits`](Self::fits) for sure: the one it was mapped for, then the
     /// one last asked of [`take`] for it. Tested first, without arithmetic (a green thread
     /// re-armed on its kept stack asks the same size as the one before).
-    asked: usize,
+    ///
+    /// Never 0 (a request for 0 bytes is kept as one for 1, which every stack fits that
+    /// fits 0: both round up to [`MIN_STACK_SIZE`]), so that an `Option<Stack>` (a dead
+    /// greenlet's kept one) is `None` when it is 0: the re-arm's test for a kept stack of
+    /// the size asked is then the compare of this one word with the size (which is never
+    /// 0), where a tag of its own cost a load, a compare and a branch per spawn.
+    asked: NonZeroUsize,
+}
+
+// The niche is `asked`: an `Option<Stack>` is no bigger than a `Stack`.
+const _: () = assert!(core::mem::size_of::<Option<Stack>>() == core::mem::size_of::<Stack>());
+
+/// `size` as [`Stack::asked`] keeps it: 0 as 1 (the same stack: both round up to
+/// [`MIN_STACK_SIZE`]).
+#[inline]
+fn asked(size: usize) -> NonZeroUsize {
+    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
 }
 
 impl Stack {
@@ -235,7 +252,7 @@ impl Stack {
             mapping,
             total,
             top,
-            asked: size,
+            asked: asked(size),
         };
         // SAFETY: the first page of our fresh mapping becomes the guard.
         unsafe { memory::protect_none(mapping, page) }.map_err(|e| StackError::new(size, e))?;
@@ -297,7 +314,7 @@ impl Stack {
     /// (the same mapping size). One compare when `size` is the one last asked for it.
     #[inline(always)]
     pub(crate) fn fits(&self, size: usize) -> bool {
-        size == self.asked || self.fits_computed(size)
+        size == self.asked.get() || self.fits_computed(size)
     }
 
     /// [`fits`](Self::fits) for a size not asked of this stack before.
@@ -524,7 +541,7 @@ pub(crate) fn take(size: usize) -> Result<Stack, StackError> {
         // Report the size the caller asked for, not the rounded one.
         None => Stack::new(want).map_err(|e| StackError { size, ..e })?,
     };
-    stack.asked = size;
+    stack.asked = asked(size);
     Ok(stack)
 }
 

@@ -292,14 +292,20 @@ impl Message {
     }
 }
 
+/// The first id of the next block: 1, then only ever advanced by [`ID_BLOCK`] (by
+/// [`id_block`] alone), so that every block begins one past a multiple of `ID_BLOCK` and
+/// ends at the next multiple (the hub's `next_id` tests that instead of loading the end).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How many ids a thread takes from the process-wide counter at a time ([`id_block`]).
-const ID_BLOCK: u64 = 1024;
+/// How many ids a thread takes from the process-wide counter at a time ([`id_block`]). A
+/// power of two (the hub's block test is then a mask).
+pub(crate) const ID_BLOCK: u64 = 1024;
+const _: () = assert!(ID_BLOCK.is_power_of_two());
 
 /// A block of fresh process-unique ids, `start..end`: each thread (and each hub, for its
 /// green threads, which pass theirs to [`Builder::respawn`]) hands out ids from a block of
 /// its own, without an atomic operation per id. Ids are unique, not ordered across threads.
+/// `start` is one past a multiple of [`ID_BLOCK`] (see [`NEXT_ID`]), `end` the block after.
 pub(crate) fn id_block() -> (u64, u64) {
     let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
     (start, start + ID_BLOCK)

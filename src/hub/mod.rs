@@ -309,8 +309,9 @@ pub(crate) struct Hub {
     spare_tasks: SpareTasks,
     /// How many green threads of this hub finished (their completion order, for `iwait`).
     completions: Cell<u64>,
-    /// Ids for green threads: the next one of this hub's block, and the block's end.
-    ids: Cell<(u64, u64)>,
+    /// Ids for green threads: the last one this hub handed out, from a block of its own
+    /// ([`next_id`](Hub::next_id)); 0 before the first block.
+    last_id: Cell<u64>,
     /// Records that `current` held when a greenlet switched to by hand (not by the hub)
     /// needed one of its own ([`adhoc_current`](Hub::adhoc_current)): the green thread
     /// whose record it was is suspended inside that hand switch, and finds its record here
@@ -380,30 +381,40 @@ impl Hub {
             activity: crate::monitor::HubActivity::for_new_hub(),
             spare_tasks: SpareTasks::default(),
             completions: Cell::new(0),
-            ids: Cell::new((0, 0)),
+            last_id: Cell::new(0),
         })
     }
 
     /// A new process-unique id for a green thread (and its greenlet), from this hub's block
     /// of them (no atomic operation per id).
+    ///
+    /// Every block begins one past a multiple of [`ID_BLOCK`](greenlet::ID_BLOCK) (see
+    /// [`greenlet::id_block`]), so it is used up when the last id handed out is a multiple of
+    /// it: a test of that one word, where keeping the block's end beside it cost a second
+    /// load per spawn (0x1b0/0x1b8 in the hub, one load and one compare with memory; now a
+    /// test of a register). The id is the new last one: one `lea`, stored as it is.
     #[inline]
     fn next_id(&self) -> u64 {
-        let (next, end) = self.ids.get();
-        if next < end {
-            // The usual case, inline (storing the end it read: a store LLVM drops).
-            self.ids.set((next + 1, end));
-            return next;
+        let last = self.last_id.get();
+        if last % greenlet::ID_BLOCK != 0 {
+            // The usual case, inline.
+            let id = last + 1;
+            self.last_id.set(id);
+            return id;
         }
         self.next_id_block()
     }
 
-    /// [`next_id`](Self::next_id) with this hub's block used up: the first id of a new one.
+    /// [`next_id`](Self::next_id) with this hub's block used up (or none taken yet): the
+    /// first id of a new one.
     #[cold]
     #[inline(never)]
     fn next_id_block(&self) -> u64 {
-        let (next, end) = greenlet::id_block();
-        self.ids.set((next + 1, end));
-        next
+        let (first, end) = greenlet::id_block();
+        debug_assert_eq!(first % greenlet::ID_BLOCK, 1, "an id block is not aligned");
+        debug_assert_eq!(end - first, greenlet::ID_BLOCK);
+        self.last_id.set(first);
+        first
     }
 
     /// [`schedule`](Self::schedule) for a green thread just built (`Builder::spawn`), which
@@ -555,8 +566,8 @@ impl Hub {
     /// the hub's loop) if it is finished or being killed.
     #[inline(always)]
     fn direct_to(&self, next: TaskRef, left: usize) -> Option<TaskRef> {
-        // `|`, not `||`: both flags are read, one test instead of two.
-        if next.kill.get() | next.finished.get() {
+        // Both flags in one load (`killed_or_finished`), one test.
+        if next.killed_or_finished() {
             self.ready.push_front(next);
             // The hub's loop runs it, in this turn (which may have begun just now).
             self.turn_left.set(left);
@@ -1178,6 +1189,7 @@ fn park_task_with(
 
 /// Why a park did not (or, woken, does not) return normally: see [`begin_park`] and
 /// [`end_park`], the two halves of every park.
+#[derive(PartialEq, Eq)]
 pub(crate) enum ParkStop {
     /// A `Timeout` covering the green thread fired.
     TimedOut,
@@ -1210,11 +1222,9 @@ impl ParkStop {
 /// after the park ended (or a yield, which reads none) needs no reset of its own.
 #[inline(always)]
 pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
-    if task.expired.get() > 0 {
-        return Err(ParkStop::TimedOut);
-    }
-    if task.kill_pending() {
-        return Err(ParkStop::Killed);
+    // Both reasons to stop in one test (`stop_pending`); which one, out of line.
+    if task.stop_pending() {
+        begin_park_stop(task)?;
     }
     task.parked.set(true);
     task.reason.set(WakeReason::Normal);
@@ -1226,17 +1236,42 @@ pub(crate) fn begin_park(task: &TaskRef) -> Result<(), ParkStop> {
 /// resets it).
 #[inline(always)]
 pub(crate) fn end_park(task: &TaskRef) -> Result<WakeReason, ParkStop> {
-    if task.kill_pending() {
-        return Err(ParkStop::Killed);
+    // Both reasons to stop in one test (`stop_pending`); which one, out of line.
+    if task.stop_pending() {
+        end_park_stop(task)?;
     }
-    let reason = task.reason.get();
-    if task.expired.get() > 0 {
-        return Err(ParkStop::TimedOut);
-    }
-    match reason {
+    match task.reason.get() {
         WakeReason::LoopExit => Err(ParkStop::WouldBlockForever),
         other => Ok(other),
     }
+}
+
+/// [`begin_park`] with a `Timeout` fired or a kill asked for: which one stops the park
+/// (a kill asked for an ad hoc task, which cannot be killed, does not).
+#[cold]
+#[inline(never)]
+fn begin_park_stop(task: &TaskRef) -> Result<(), ParkStop> {
+    if task.expired.get() > 0 {
+        return Err(ParkStop::TimedOut);
+    }
+    if task.kill_pending() {
+        return Err(ParkStop::Killed);
+    }
+    Ok(())
+}
+
+/// [`end_park`] with a `Timeout` fired or a kill asked for: a pending kill first, then the
+/// `Timeout` (a kill asked for an ad hoc task, which cannot be killed, stops nothing).
+#[cold]
+#[inline(never)]
+fn end_park_stop(task: &TaskRef) -> Result<(), ParkStop> {
+    if task.kill_pending() {
+        return Err(ParkStop::Killed);
+    }
+    if task.expired.get() > 0 {
+        return Err(ParkStop::TimedOut);
+    }
+    Ok(())
 }
 
 /// Like [`park`], but also wakes at `deadline`. Returns `Ok(true)` if the deadline was
@@ -1466,7 +1501,7 @@ impl Hub {
             Some(joiner)
                 if self.ready.is_empty()
                     && self.turn_left.get() & TURN_RUNS != 0
-                    && !(joiner.kill.get() | joiner.finished.get() | joiner.queued.get()) =>
+                    && !(joiner.killed_or_finished() | joiner.queued.get()) =>
             {
                 self.exit_direct_to(finishing, Some(joiner))
             }

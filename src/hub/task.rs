@@ -35,11 +35,26 @@ pub struct Killed;
 /// one cache line or two, instead of being spread over three. A server's connection
 /// misses each line of its record once when the poll schedules it and once when it runs.
 ///
-/// The flags a re-arming spawn sets ([`reset`](Task::reset)) lie in two groups, of 8 bytes
-/// (`expired` to `finished`) and 4 (`joinable` to `done`), each set by one store of a
-/// constant that fits an instruction's immediate (`joinable`, the one nonzero byte, at the
-/// low end of its group); `joinable` after `done`, as it was, took a store of its own.
-/// `reason` follows `parked`: a park's first half sets both with one store.
+/// The flags lie in two words, placed for the tests and stores that touch several at once
+/// (offsets in the record's allocation; the `Rc`'s count precedes `greenlet`):
+///
+/// ```text
+///   0x28  expired (u32)  kill  finished  done  closed     a park's stop test: the low 5 bytes
+///   0x30  queued  parked  reason  joinable  is_adhoc  recorded  (2 bytes of padding)
+/// ```
+///
+/// * `expired` and `kill`, the two reasons a park stops ([`stop_pending`](Task::stop_pending)):
+///   one load of the word and a shift, where `expired` and then `kill` were two loads and
+///   two branches per park (and per park's end).
+/// * `kill` and `finished`, what a direct hand-off tests of its target (`Hub::direct_to`):
+///   one 16-bit compare with memory, where two byte loads were or'd (twice per spawn + run +
+///   join, once per other hand-off).
+/// * `finished` and `done`, both set as a green thread finishes: one 16-bit store.
+/// * `queued` and `parked` (cleared at once as a green thread is run: `enter_direct`),
+///   `parked` and `reason` (set at once by a park's first half: `begin_park`).
+/// * A re-arming spawn ([`reset`](Task::reset)) stores constants in both words: all of the
+///   first (one 8-byte store of 0), and the second's six bytes (`recorded` false, set after
+///   that only for a green thread the stall monitor is told about).
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
@@ -49,22 +64,22 @@ pub(crate) struct Task {
     pub(crate) epoch: Cell<u64>,
     /// Fired `Timeout` guards still in scope.
     pub(crate) expired: Cell<u32>,
+    pub(crate) kill: Cell<bool>,
+    pub(crate) finished: Cell<bool>,
+    /// Whether it finished (returned, panicked or was killed) and its result is stored.
+    done: Cell<bool>,
+    /// Set when the fd this task waited on was deregistered (closed) under it.
+    pub(crate) closed: Cell<bool>,
     pub(crate) queued: Cell<bool>,
     pub(crate) parked: Cell<bool>,
     /// Beside `parked`: a park's first half sets both (`begin_park`), one store.
     pub(crate) reason: Cell<super::WakeReason>,
-    pub(crate) finished: Cell<bool>,
     /// Whether its `JoinHandle` still exists (one is made at every spawn). Without it the
     /// green thread is detached and drops its result itself as it ends (`end_detached`),
     /// whatever else still holds the record (a pending wake-up, a waker of another OS
     /// thread): a result left in the record would be dropped with the record's last
     /// handle, possibly on the hub's stack.
     joinable: Cell<bool>,
-    pub(crate) kill: Cell<bool>,
-    /// Set when the fd this task waited on was deregistered (closed) under it.
-    pub(crate) closed: Cell<bool>,
-    /// Whether it finished (returned, panicked or was killed) and its result is stored.
-    done: Cell<bool>,
     /// A green thread the hub did not spawn: the main greenlet, or one switched to by hand.
     pub(crate) is_adhoc: bool,
     /// Whether the stall monitor was told about this green thread (and must be told when
@@ -83,7 +98,23 @@ pub(crate) struct Task {
 }
 
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
-const _: () = assert!(std::mem::offset_of!(Task, done) < 48);
+const _: () = assert!(std::mem::offset_of!(Task, recorded) < 48);
+// The words of the type's docs: `expired` to `closed` one aligned word, with no padding
+// (`stop_pending` reads it whole), `queued` to `recorded` the next.
+const _: () = {
+    use std::mem::{align_of, offset_of};
+    assert!(offset_of!(Task, expired) % 8 == 0 && align_of::<Task>() >= 8);
+    assert!(offset_of!(Task, kill) == offset_of!(Task, expired) + 4);
+    assert!(offset_of!(Task, finished) == offset_of!(Task, kill) + 1);
+    assert!(offset_of!(Task, done) == offset_of!(Task, finished) + 1);
+    assert!(offset_of!(Task, closed) == offset_of!(Task, done) + 1);
+    assert!(offset_of!(Task, queued) == offset_of!(Task, expired) + 8);
+    assert!(offset_of!(Task, recorded) == offset_of!(Task, queued) + 5);
+    assert!(std::mem::size_of::<super::WakeReason>() == 1);
+    assert!(super::WakeReason::Normal as u8 == 0);
+    // `reset` writes the second word whole: it ends at the next field's start at most.
+    assert!(offset_of!(Task, queued) + 8 <= offset_of!(Task, finished_seq));
+};
 
 /// A cheap, clonable handle to a green thread's record, for wake-up lists.
 #[derive(Clone)]
@@ -170,7 +201,7 @@ impl Deref for TaskRef {
 }
 
 impl Task {
-    fn new(id: u64, greenlet: Greenlet, is_adhoc: bool, recorded: bool) -> Task {
+    fn new(id: u64, greenlet: Greenlet, is_adhoc: bool) -> Task {
         Task {
             id,
             greenlet,
@@ -185,11 +216,44 @@ impl Task {
             closed: Cell::new(false),
             done: Cell::new(false),
             joinable: Cell::new(!is_adhoc),
-            recorded: Cell::new(recorded),
+            recorded: Cell::new(false),
             finished_seq: Cell::new(0),
             waiters: Waiters::default(),
             body: ErasedCell::new(),
         }
+    }
+
+    /// Whether a park must not go on: a `Timeout` covering it fired (`expired`) or a kill
+    /// was asked for (`kill`, of an ad hoc task too, which the caller then sorts out: see
+    /// [`begin_park`](super::begin_park)). One load of the first word of the flags (see
+    /// the type's docs) and a test of its low five bytes, for what was two loads and two
+    /// branches per park and per park's end.
+    #[inline(always)]
+    pub(crate) fn stop_pending(&self) -> bool {
+        // SAFETY: `expired` (4 bytes) is followed by `kill`, `finished`, `done` and `closed`
+        // (one byte each) with no padding, at an 8-aligned offset of an 8-aligned type (the
+        // asserts after the type): the 8 bytes read are initialised fields of `self`,
+        // through a pointer made from `&Task`, whose provenance covers them all. They are
+        // all in `Cell`s, which are never borrowed (their values are only moved in and
+        // out) and which only this thread touches (`Task` is !Sync): no reference to them
+        // lives, so reading them through a raw pointer conflicts with none.
+        let word = unsafe {
+            (self as *const Task)
+                .cast::<u8>()
+                .add(std::mem::offset_of!(Task, expired))
+                .cast::<u64>()
+                .read()
+        };
+        // The bytes of `expired` and `kill`, in memory order on any target.
+        u64::from_le(word) & 0xff_ffff_ffff != 0
+    }
+
+    /// Whether it finished or a kill was asked for (`kill | finished`), what a direct
+    /// hand-off tests of its target: the two bytes are adjacent (see the type's docs), read
+    /// as one (LLVM merges the two loads: one compare with memory).
+    #[inline(always)]
+    pub(crate) fn killed_or_finished(&self) -> bool {
+        u16::from_ne_bytes([u8::from(self.kill.get()), u8::from(self.finished.get())]) != 0
     }
 
     /// The green thread's name, if it was given one: its greenlet's (which every way of
@@ -205,22 +269,33 @@ impl Task {
     /// new green thread, keeping the allocations it has (the waiters' vector). Its `body` is
     /// empty already (the last `JoinHandle` took or dropped the result).
     #[inline(always)]
-    fn reset(&mut self, id: u64, recorded: bool) {
+    fn reset(&mut self, id: u64) {
         self.id = id;
-        // Not stored: a spare record was spawned (it had a `JoinHandle`, which only a spawn
-        // makes), and `is_adhoc` never changes.
         debug_assert!(!self.is_adhoc, "a spare record is an ad hoc one");
-        // In the fields' order: the two groups of the type's docs, one store each.
-        self.expired.set(0);
-        self.queued.set(false);
-        self.parked.set(false);
-        self.reason.set(super::WakeReason::Normal);
-        self.finished.set(false);
-        self.joinable.set(true);
-        self.kill.set(false);
-        self.closed.set(false);
-        self.done.set(false);
-        self.recorded.set(recorded);
+        // The two words of the type's docs, constants both, one store each (written field
+        // by field, LLVM made four stores of them, of 8, 4, 2 and 1 bytes):
+        // `expired` to `closed` all 0; `queued`, `parked`, `reason` (`Normal`), `joinable`
+        // (true), `is_adhoc` (false already: a spare record was spawned, as it had a
+        // `JoinHandle`, which only a spawn makes), `recorded` (false; set after this when the
+        // stall monitor watches, out of line: `record_spawn`) and the two bytes of padding.
+        const SECOND: u64 = u64::from_le_bytes([0, 0, 0, 1, 0, 0, 0, 0]);
+        let base = (self as *mut Task).cast::<u8>();
+        // SAFETY: both words lie within `self` (8-aligned, see the asserts after the type),
+        // which is borrowed mutably here, through a pointer made from that borrow: no other
+        // reference to the record lives. The first holds `expired` (a `u32`) and four
+        // `bool`s, the second six fields of one byte (`bool`s and `WakeReason`, whose
+        // `Normal` is 0) and padding: every value written is a valid one for its field.
+        unsafe {
+            base.add(std::mem::offset_of!(Task, expired))
+                .cast::<u64>()
+                .write(0);
+            base.add(std::mem::offset_of!(Task, queued))
+                .cast::<u64>()
+                .write(u64::from_le(SECOND));
+        }
+        debug_assert!(self.expired.get() == 0 && !self.kill.get() && !self.done.get());
+        debug_assert!(self.joinable.get() && !self.queued.get() && !self.recorded.get());
+        debug_assert!(self.reason.get() == super::WakeReason::Normal && !self.is_adhoc);
         // `epoch` is kept: it is only compared with a deadline's copy, whose timer holds a
         // handle to the record (a record with another handle is not reused). Nor is
         // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
@@ -291,7 +366,7 @@ impl Task {
 
 impl TaskRef {
     pub(crate) fn adhoc(greenlet: Greenlet, id: u64) -> TaskRef {
-        TaskRef(StrongRc::new(Task::new(id, greenlet, true, false)))
+        TaskRef(StrongRc::new(Task::new(id, greenlet, true)))
     }
 
     /// Schedules the green thread to run (if it is not already scheduled or finished).
@@ -381,64 +456,80 @@ impl TaskRef {
         self.kill.get() && !self.is_adhoc
     }
 
-    /// Blocks the current green thread until this task is done, for `join`: the
+    /// Parks the current green thread until this task is done, for `join`: the
     /// [`wait_done_in`](Self::wait_done_in) of a wait with no deadline, without the
-    /// deadline's tests. Inlined into `join` (so into the user's code), with its cold paths
-    /// out of line: no `ret` runs between the resume and the caller's own code, whose
-    /// returns the return-address predictor would otherwise mispredict (see "Inlined into
-    /// the caller" in the hub's module docs).
+    /// deadline's tests, as far as its usual case goes (one park, woken by the joined one's
+    /// finish); whatever else happens is left to the general wait
+    /// ([`join_wait_slow`](Self::join_wait_slow)), told why. Inlined into `join` (so into the
+    /// user's code), with its cold paths out of line: no `ret` runs between the resume and
+    /// the caller's own code, whose returns the return-address predictor would otherwise
+    /// mispredict (see "Inlined into the caller" in the hub's module docs).
+    ///
+    /// It returns no `Result`: the join's `Result<(), JoinError>` of one, merged with those
+    /// of its slow paths (one returned through memory), was a value LLVM kept on the stack
+    /// when the code around it changed (a store, a load and a compare per join), where a
+    /// small enum's cases are branches.
     #[inline(always)]
-    fn join_wait_in(&self, hub: &super::Hub) -> Result<(), JoinError> {
-        while !self.done.get() {
-            // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
-            // the record taken out of `current`: it moves into the waiters (no handle made,
-            // none dropped, none on this stack while parked), and `current` stays empty
-            // until the switch puts the next record in (as a yield's does). A kill is
-            // unwound only once the record is back in `current`.
-            let Some(me) = hub.take_current_task() else {
-                return self.join_wait_slow(hub);
-            };
-            if self.ptr_eq(&me) {
-                hub.put_current_task(me);
-                join_self();
-            }
-            if let Err(stop) = super::begin_park(&me) {
-                hub.put_current_task(me);
-                return Err(stop.raise().into());
-            }
-            self.waiters.push(me);
-            hub.switch_out_emptied();
-            // Woken. Done, the usual case (`complete_in` took every waiter already, this one
-            // included): the result is there, and the join returns it without looking at
-            // the end of the park (no record taken out of `current` and put back). A kill
-            // requested meanwhile was thrown in at the switch already (the hub's `run`
-            // throws it into a parked green thread, and a direct hand-off never goes to one
-            // being killed); a `Timeout` that fired as the joined one finished is left to
-            // the next blocking call, as one that fires while nothing blocks.
-            if self.done.get() {
-                return Ok(());
-            }
-            // A wake from elsewhere (wait again), or the park's end reports a stop.
-            let r = match hub.with_current_task(|me| me.map(super::end_park)) {
-                Some(Ok(_)) => {
-                    self.remove_current_waiter(hub);
-                    continue;
-                }
-                Some(Err(stop)) => Err(stop.raise().into()),
-                None => Self::after_park_slow(hub),
-            };
-            self.remove_current_waiter(hub);
-            r?;
+    fn join_wait_in(&self, hub: &super::Hub) -> JoinWait {
+        // The park of `park_task_with` (its two halves, `begin_park` and `end_park`), on
+        // the record taken out of `current`: it moves into the waiters (no handle made,
+        // none dropped, none on this stack while parked), and `current` stays empty until
+        // the switch puts the next record in (as a yield's does). A kill is unwound only
+        // once the record is back in `current` (by the caller).
+        let Some(me) = hub.take_current_task() else {
+            return JoinWait::NotCurrent;
+        };
+        if self.ptr_eq(&me) {
+            hub.put_current_task(me);
+            join_self();
         }
-        Ok(())
+        if let Err(stop) = super::begin_park(&me) {
+            hub.put_current_task(me);
+            return JoinWait::Stopped(stop);
+        }
+        self.waiters.push(me);
+        hub.switch_out_emptied();
+        // Woken. Done, the usual case (`complete_in` took every waiter already, this one
+        // included): the result is there, and the join returns it without looking at the
+        // end of the park (no record taken out of `current` and put back). A kill requested
+        // meanwhile was thrown in at the switch already (the hub's `run` throws it into a
+        // parked green thread, and a direct hand-off never goes to one being killed); a
+        // `Timeout` that fired as the joined one finished is left to the next blocking
+        // call, as one that fires while nothing blocks.
+        if self.done.get() {
+            JoinWait::Done
+        } else {
+            JoinWait::WokenEarly
+        }
     }
 
-    /// [`join_wait_in`](Self::join_wait_in) for a green thread whose record `current`
-    /// does not hold (a greenlet the user switched to by hand, not seen yet): the general
-    /// wait, whose `current_task` finds (or makes) the record.
+    /// [`join_wait_in`](Self::join_wait_in) when its park did not end with this task done
+    /// (`wait`, as it returned): the general wait finishes it (for
+    /// [`JoinHandle::join_slow`]). Not generic; its errors are a wait's (the joined one's
+    /// panic comes with its result).
     #[cold]
     #[inline(never)]
-    fn join_wait_slow(&self, hub: &super::Hub) -> Result<(), JoinError> {
+    fn join_wait_slow(&self, hub: &super::Hub, wait: JoinWait) -> Result<(), WaitError> {
+        match wait {
+            JoinWait::Done => return Ok(()),
+            // A green thread whose record `current` does not hold (a greenlet the user
+            // switched to by hand, not seen yet): the general wait's `current_task` finds
+            // (or makes) the record.
+            JoinWait::NotCurrent => {}
+            JoinWait::Stopped(stop) => return Err(stop.raise()),
+            // Woken before this task was done (a wake from elsewhere, a kill, a `Timeout`,
+            // nothing left to run): the park's end first, and the current green thread off
+            // the waiters; then wait again.
+            JoinWait::WokenEarly => {
+                let r = match hub.with_current_task(|me| me.map(super::end_park)) {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(stop)) => Err(stop.raise()),
+                    None => Self::after_park_slow(hub),
+                };
+                self.remove_current_waiter(hub);
+                r?;
+            }
+        }
         // With no deadline, `wait_done_in` returns only once done (or with an error).
         self.wait_done_in(hub, None).map(drop)
     }
@@ -447,10 +538,10 @@ impl TaskRef {
     /// when `current` does not hold the resumed green thread's record.
     #[cold]
     #[inline(never)]
-    fn after_park_slow(hub: &super::Hub) -> Result<(), JoinError> {
+    fn after_park_slow(hub: &super::Hub) -> Result<(), WaitError> {
         match super::end_park(&hub.current_task()) {
             Ok(_) => Ok(()),
-            Err(stop) => Err(stop.raise().into()),
+            Err(stop) => Err(stop.raise()),
         }
     }
 
@@ -465,7 +556,7 @@ impl TaskRef {
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
     /// deadline (`Ok(false)`). Not generic, so shared by every `JoinHandle<T>`.
     #[inline(never)]
-    fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, JoinError> {
+    fn wait_done_in(&self, hub: &super::Hub, deadline: Option<Instant>) -> Result<bool, WaitError> {
         let me = hub.current_task();
         if self.ptr_eq(&me) {
             join_self();
@@ -486,7 +577,7 @@ impl TaskRef {
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
                 Ok(_) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -506,6 +597,21 @@ impl TaskRef {
             panic::resume_unwind(Box::new(Killed));
         }
     }
+}
+
+/// How [`Task::join_wait_in`]'s park ended.
+#[derive(PartialEq, Eq)]
+enum JoinWait {
+    /// Woken with the joined green thread done: its result is there.
+    Done,
+    /// Not parked: `current` does not hold the running green thread's record.
+    NotCurrent,
+    /// Not parked: a `Timeout` fired or a kill is pending (raised by the caller, with the
+    /// record back in `current`).
+    Stopped(super::ParkStop),
+    /// Woken before the joined green thread was done; the park is not ended yet
+    /// ([`Task::join_wait_slow`] ends it).
+    WokenEarly,
 }
 
 /// A finished green thread's record holds no result for its handle: a bug of the hub's.
@@ -708,8 +814,10 @@ impl<T> JoinHandle<T> {
     #[inline(always)]
     fn join_in(self, hub: &super::Hub) -> Result<T, JoinError> {
         if !self.task.done.get() {
-            // An error drops the handle: the green thread is detached.
-            self.task.join_wait_in(hub)?;
+            let wait = self.task.join_wait_in(hub);
+            if wait != JoinWait::Done {
+                return self.join_slow(hub, wait);
+            }
         }
         let JoinHandle { task, result } = self;
         let HandleRecord(task) = task.into_inner();
@@ -723,6 +831,21 @@ impl<T> JoinHandle<T> {
             hub.spare_tasks.give(task);
         }
         r
+    }
+
+    /// [`join_in`](Self::join_in) when its park did not end with the green thread done
+    /// (`wait`, as [`Task::join_wait_in`] returned): the general wait finishes the join
+    /// ([`Task::join_wait_slow`]), and the result is taken as [`join_timeout`] takes it.
+    /// Out of line as a whole, with the result's take: merged with the usual join's, the
+    /// wait's `Result` was kept in memory (see [`Task::join_wait_in`]). An error drops the
+    /// handle: the green thread is detached.
+    ///
+    /// [`join_timeout`]: Self::join_timeout
+    #[cold]
+    #[inline(never)]
+    fn join_slow(self, hub: &super::Hub, wait: JoinWait) -> Result<T, JoinError> {
+        self.task.join_wait_slow(hub, wait)?;
+        self.take()
     }
 
     /// Like [`join`](Self::join), giving up after `timeout` with `Err(JoinError::TimedOut)`.
@@ -764,7 +887,7 @@ impl<T> JoinHandle<T> {
             return Ok(true);
         }
         // One look-up of the hub for the whole wait.
-        with_hub(|hub| self.task.wait_done_in(hub, deadline))
+        with_hub(|hub| self.task.wait_done_in(hub, deadline)).map_err(JoinError::from)
     }
 
     /// Whether the green thread has finished (returned, panicked or been killed).
@@ -940,15 +1063,10 @@ impl Builder {
         T: 'static,
     {
         let id = hub.next_id();
-        // Named for the stall monitor while it watches this hub (and forgotten at the end).
-        let recorded = hub.activity.is_watched();
         // Parented to the hub (given at spawn or respawn: a reused record usually has it
         // as its parent already).
         // The greenlet has the green thread's id (shown in stack-overflow reports).
         let stack_size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        if recorded {
-            hub.activity.spawned(id, self.name.as_deref(), site);
-        }
         // A finished record from the hub's spare ones, reused in place (with its dead
         // greenlet's stack), or a new one.
         let task = match hub.spare_tasks.take() {
@@ -971,13 +1089,20 @@ impl Builder {
                             task_body::<F, T>,
                         )?;
                     }
-                    record.reset(id, recorded);
+                    record.reset(id);
                     spare
                 }
-                None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
+                None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref())?,
             },
-            None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), recorded)?,
+            None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref())?,
         };
+        // Named for the stall monitor while it watches this hub (and forgotten at the end),
+        // out of line: `reset` (or `Task::new`) stored `recorded` false with the flags
+        // around it, constants all, and only a watched spawn stores it again. Told once
+        // the spawn cannot fail any more (a failed one left an id that never finished).
+        if hub.activity.is_watched() {
+            record_spawn(hub, &task, self.name.as_deref(), site);
+        }
         // Into an empty cell, untested in release builds: a new record's, or a spare one's,
         // whose last handle took or dropped the result before giving it back (`join_in`,
         // `drop_result`).
@@ -987,6 +1112,20 @@ impl Builder {
             result: TypeKey::new(),
         })
     }
+}
+
+/// Tells the stall monitor about a green thread just built (its record not run yet), and
+/// marks the record so (its finish tells the monitor too).
+#[cold]
+#[inline(never)]
+fn record_spawn(
+    hub: &super::Hub,
+    task: &TaskRef,
+    name: Option<&str>,
+    site: &'static std::panic::Location<'static>,
+) {
+    hub.activity.spawned(task.id, name, site);
+    task.recorded.set(true);
 }
 
 /// The builder of a spawned green thread's greenlet, when no spare record can be re-armed
@@ -1021,7 +1160,6 @@ fn new_task<F, T>(
     id: u64,
     stack_size: usize,
     name: Option<&str>,
-    recorded: bool,
 ) -> io::Result<TaskRef>
 where
     F: FnOnce() -> T + 'static,
@@ -1030,9 +1168,7 @@ where
     let greenlet = greenlet_builder(id, stack_size, name)
         .parent(&hub.greenlet)
         .spawn(task_body::<F, T>)?;
-    Ok(TaskRef(StrongRc::new(Task::new(
-        id, greenlet, false, recorded,
-    ))))
+    Ok(TaskRef(StrongRc::new(Task::new(id, greenlet, false))))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
