@@ -40,7 +40,7 @@ pub struct Killed;
 ///
 /// ```text
 ///   0x28  expired (u32)  kill  finished  done  closed     a park's stop test: the low 5 bytes
-///   0x30  queued  parked  reason  joinable  is_adhoc  recorded  (2 bytes of padding)
+///   0x30  queued  parked  reason  joinable  is_adhoc  recorded  more_waiters  (padding)
 /// ```
 ///
 /// * `expired` and `kill`, the two reasons a park stops ([`stop_pending`](Task::stop_pending)):
@@ -52,9 +52,11 @@ pub struct Killed;
 /// * `finished` and `done`, both set as a green thread finishes: one 16-bit store.
 /// * `queued` and `parked` (cleared at once as a green thread is run: `enter_direct`),
 ///   `parked` and `reason` (set at once by a park's first half: `begin_park`).
+/// * `recorded` and `more_waiters`, what a finish tests for its slow path: one 16-bit
+///   compare.
 /// * A re-arming spawn ([`reset`](Task::reset)) stores constants in both words: all of the
-///   first (one 8-byte store of 0), and the second's six bytes (`recorded` false, set after
-///   that only for a green thread the stall monitor is told about).
+///   first (one 8-byte store of 0), and the second's seven bytes (`recorded` false, set
+///   after that only for a green thread the stall monitor is told about).
 #[repr(C)]
 pub(crate) struct Task {
     pub(crate) greenlet: Greenlet,
@@ -85,6 +87,11 @@ pub(crate) struct Task {
     /// Whether the stall monitor was told about this green thread (and must be told when
     /// it finishes).
     recorded: Cell<bool>,
+    /// Whether `waiters.rest` holds any: what a green thread's finish tests (`complete_in`),
+    /// one byte, where testing `rest` itself takes its borrow flag and its length. Beside
+    /// `recorded`: the finish tests both with one 16-bit compare
+    /// ([`finish_exit_in`](TaskRef::finish_exit_in)).
+    more_waiters: Cell<bool>,
     /// When it finished, in its hub's completion order (for `iwait`).
     finished_seq: Cell<u64>,
     /// The green threads waiting in `join`/`iwait`.
@@ -98,7 +105,7 @@ pub(crate) struct Task {
 }
 
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
-const _: () = assert!(std::mem::offset_of!(Task, recorded) < 48);
+const _: () = assert!(std::mem::offset_of!(Task, more_waiters) < 48);
 // The words of the type's docs: `expired` to `closed` one aligned word, with no padding
 // (`stop_pending` reads it whole), `queued` to `recorded` the next.
 const _: () = {
@@ -110,6 +117,7 @@ const _: () = {
     assert!(offset_of!(Task, closed) == offset_of!(Task, done) + 1);
     assert!(offset_of!(Task, queued) == offset_of!(Task, expired) + 8);
     assert!(offset_of!(Task, recorded) == offset_of!(Task, queued) + 5);
+    assert!(offset_of!(Task, more_waiters) == offset_of!(Task, recorded) + 1);
     assert!(std::mem::size_of::<super::WakeReason>() == 1);
     assert!(super::WakeReason::Normal as u8 == 0);
     // `reset` writes the second word whole: it ends at the next field's start at most.
@@ -217,6 +225,7 @@ impl Task {
             done: Cell::new(false),
             joinable: Cell::new(!is_adhoc),
             recorded: Cell::new(false),
+            more_waiters: Cell::new(false),
             finished_seq: Cell::new(0),
             waiters: Waiters::default(),
             body: ErasedCell::new(),
@@ -272,18 +281,20 @@ impl Task {
     fn reset(&mut self, id: u64) {
         self.id = id;
         debug_assert!(!self.is_adhoc, "a spare record is an ad hoc one");
+        debug_assert!(self.waiters.is_empty(*self.more_waiters.get_mut()));
         // The two words of the type's docs, constants both, one store each (written field
         // by field, LLVM made four stores of them, of 8, 4, 2 and 1 bytes):
         // `expired` to `closed` all 0; `queued`, `parked`, `reason` (`Normal`), `joinable`
         // (true), `is_adhoc` (false already: a spare record was spawned, as it had a
         // `JoinHandle`, which only a spawn makes), `recorded` (false; set after this when the
-        // stall monitor watches, out of line: `record_spawn`) and the two bytes of padding.
-        const SECOND: u64 = u64::from_le_bytes([0, 0, 0, 1, 0, 0, 0, 0]);
+        // stall monitor watches, out of line: `record_spawn`), `more_waiters` (false already:
+        // no waiters, asserted above) and a byte of padding.
+        const SECOND: u64 = u64::from_ne_bytes([0, 0, 0, 1, 0, 0, 0, 0]);
         let base = (self as *mut Task).cast::<u8>();
         // SAFETY: both words lie within `self` (8-aligned, see the asserts after the type),
         // which is borrowed mutably here, through a pointer made from that borrow: no other
         // reference to the record lives. The first holds `expired` (a `u32`) and four
-        // `bool`s, the second six fields of one byte (`bool`s and `WakeReason`, whose
+        // `bool`s, the second seven fields of one byte (`bool`s and `WakeReason`, whose
         // `Normal` is 0) and padding: every value written is a valid one for its field.
         unsafe {
             base.add(std::mem::offset_of!(Task, expired))
@@ -291,7 +302,7 @@ impl Task {
                 .write(0);
             base.add(std::mem::offset_of!(Task, queued))
                 .cast::<u64>()
-                .write(u64::from_le(SECOND));
+                .write(SECOND);
         }
         debug_assert!(self.expired.get() == 0 && !self.kill.get() && !self.done.get());
         debug_assert!(self.joinable.get() && !self.queued.get() && !self.recorded.get());
@@ -300,8 +311,8 @@ impl Task {
         // handle to the record (a record with another handle is not reused). Nor is
         // `finished_seq` reset: it is read only once `done`, and `complete_in` sets it.
         // No waiters to clear: `complete_in` took them all when the record was done, and
-        // none is added to a done record (`join`, `wait` and `iwait` test `done` first).
-        debug_assert!(self.waiters.is_empty());
+        // none is added to a done record (`join`, `wait` and `iwait` test `done` first);
+        // asserted before the flags' stores (which clear `more_waiters`).
     }
 }
 
@@ -338,7 +349,7 @@ impl Task {
         // the compiler knows may write the record: then the test of `more` folds away
         // where the caller made it already ([`TaskRef::finish_exit_in`]).
         let first = self.waiters.first.take();
-        let more = self.waiters.more.get();
+        let more = self.more_waiters.get();
         // Only compared between tasks of one hub (`iwait`): the hub's own count.
         let seq = hub.completions.get() + 1;
         hub.completions.set(seq);
@@ -357,7 +368,7 @@ impl Task {
     #[inline(never)]
     fn wake_more_joiners(&self, hub: &super::Hub) {
         let rest = std::mem::take(&mut *self.waiters.rest.borrow_mut());
-        self.waiters.more.set(false);
+        self.more_waiters.set(false);
         for w in rest {
             w.wake_owned_in(hub);
         }
@@ -410,7 +421,10 @@ impl TaskRef {
     /// here.
     #[inline(always)]
     fn finish_exit_in(self, hub: &super::Hub) {
-        if self.recorded.get() || self.waiters.more.get() {
+        // Both in one 16-bit load (adjacent: see the type's docs), one test.
+        if u16::from_ne_bytes([u8::from(self.recorded.get()), u8::from(self.more_waiters.get())])
+            != 0
+        {
             return self.finish_exit_outlined(hub);
         }
         self.finish_exit_with(hub)
@@ -487,7 +501,7 @@ impl TaskRef {
             hub.put_current_task(me);
             return JoinWait::Stopped(stop);
         }
-        self.waiters.push(me);
+        self.waiters.push(me, &self.more_waiters);
         hub.switch_out_emptied();
         // Woken. Done, the usual case (`complete_in` took every waiter already, this one
         // included): the result is there, and the join returns it without looking at the
@@ -550,7 +564,7 @@ impl TaskRef {
     #[cold]
     #[inline(never)]
     fn remove_current_waiter(&self, hub: &super::Hub) {
-        self.waiters.remove(&hub.current_task());
+        self.waiters.remove(&hub.current_task(), &self.more_waiters);
     }
 
     /// Blocks the current green thread until this task is done (`Ok(true)`) or the
@@ -565,14 +579,14 @@ impl TaskRef {
             if self.done.get() {
                 return Ok(true);
             }
-            self.waiters.push(me.clone());
+            self.waiters.push(me.clone(), &self.more_waiters);
             let r = match deadline {
                 Some(d) => park_until_in(hub, d),
                 None => park_task_with(&me, hub, super::Hub::switch_out_inline).map(|_| false),
             };
             // Done: `complete_in` took every waiter already, this one included.
             if !self.done.get() {
-                self.waiters.remove(&me);
+                self.waiters.remove(&me, &self.more_waiters);
             }
             match r {
                 Ok(true) if !self.done.get() => return Ok(false),
@@ -718,13 +732,11 @@ impl From<WaitError> for JoinError {
 
 /// The green threads waiting in `join`/`iwait`: the first one inline, so that the usual
 /// single joiner costs no allocation, and is pushed and taken with no borrow flag (a
-/// `Cell`: moved in and out, never borrowed).
+/// `Cell`: moved in and out, never borrowed). Whether `rest` holds any is the record's
+/// `more_waiters` (beside the flags a finish tests with it), which the methods are given.
 #[derive(Default)]
 struct Waiters {
     first: Cell<Option<TaskRef>>,
-    /// Whether `rest` holds any: what a green thread's finish tests (`complete_in`), one
-    /// byte, where testing `rest` itself takes its borrow flag and its length.
-    more: Cell<bool>,
     rest: RefCell<Vec<TaskRef>>,
 }
 
@@ -733,11 +745,11 @@ impl Waiters {
     /// waiters, which may grow the vector, out of line: a call would cost more than the
     /// test and the store of the usual case.
     #[inline(always)]
-    fn push(&self, task: TaskRef) {
+    fn push(&self, task: TaskRef, more: &Cell<bool>) {
         // Stored at once (one load and one store, no store of `None` first); the rare
         // earlier first one is put back in front out of line.
         if let Some(first) = self.first.replace(Some(task)) {
-            self.push_rest(first);
+            self.push_rest(first, more);
         }
     }
 
@@ -745,13 +757,13 @@ impl Waiters {
     /// new one): it goes back in front, the new one to the back.
     #[cold]
     #[inline(never)]
-    fn push_rest(&self, first: TaskRef) {
+    fn push_rest(&self, first: TaskRef, more: &Cell<bool>) {
         let task = self.first.replace(Some(first));
         self.rest.borrow_mut().extend(task);
-        self.more.set(true);
+        more.set(true);
     }
 
-    fn remove(&self, task: &TaskRef) {
+    fn remove(&self, task: &TaskRef, more: &Cell<bool>) {
         match self.first.take() {
             Some(first) if first.ptr_eq(task) => drop(first),
             first => {
@@ -759,16 +771,17 @@ impl Waiters {
                 let mut rest = self.rest.borrow_mut();
                 if !rest.is_empty() {
                     rest.retain(|w| !w.ptr_eq(task));
-                    self.more.set(!rest.is_empty());
+                    more.set(!rest.is_empty());
                 }
             }
         }
     }
 
-    /// Whether none waits (for a record taken for reuse, which no one else can see).
-    fn is_empty(&mut self) -> bool {
-        debug_assert_eq!(*self.more.get_mut(), !self.rest.get_mut().is_empty());
-        self.first.get_mut().is_none() && !*self.more.get_mut()
+    /// Whether none waits (for a record taken for reuse, which no one else can see), `more`
+    /// the record's `more_waiters`.
+    fn is_empty(&mut self, more: bool) -> bool {
+        debug_assert_eq!(more, !self.rest.get_mut().is_empty());
+        self.first.get_mut().is_none() && !more
     }
 }
 
@@ -1516,11 +1529,11 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let me = current_task();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.push(me.clone());
+                h.task.waiters.push(me.clone(), &h.task.more_waiters);
             }
             let r = park();
             for h in self.pending.iter().flatten() {
-                h.task.waiters.remove(&me);
+                h.task.waiters.remove(&me, &h.task.more_waiters);
             }
             if let Err(e) = r {
                 // Report the interruption once for one of the pending handles.
