@@ -278,18 +278,20 @@ impl Task {
     /// new green thread, keeping the allocations it has (the waiters' vector). Its `body` is
     /// empty already (the last `JoinHandle` took or dropped the result).
     #[inline(always)]
-    fn reset(&mut self, id: u64) {
+    fn reset(&mut self, id: u64, queued: bool) {
         self.id = id;
         debug_assert!(!self.is_adhoc, "a spare record is an ad hoc one");
         debug_assert!(self.waiters.is_empty(*self.more_waiters.get_mut()));
         // The two words of the type's docs, constants both, one store each (written field
         // by field, LLVM made four stores of them, of 8, 4, 2 and 1 bytes):
-        // `expired` to `closed` all 0; `queued`, `parked`, `reason` (`Normal`), `joinable`
+        // `expired` to `closed` all 0; `queued` (as the caller asks: a spawn's is put in
+        // the run queue at once), `parked`, `reason` (`Normal`), `joinable`
         // (true), `is_adhoc` (false already: a spare record was spawned, as it had a
         // `JoinHandle`, which only a spawn makes), `recorded` (false; set after this when the
         // stall monitor watches, out of line: `record_spawn`), `more_waiters` (false already:
         // no waiters, asserted above) and a byte of padding.
-        const SECOND: u64 = u64::from_ne_bytes([0, 0, 0, 1, 0, 0, 0, 0]);
+        // A constant still: `queued` is one where this is inlined (`build_in`'s `QUEUED`).
+        let second = u64::from_ne_bytes([u8::from(queued), 0, 0, 1, 0, 0, 0, 0]);
         let base = (self as *mut Task).cast::<u8>();
         // SAFETY: both words lie within `self` (8-aligned, see the asserts after the type),
         // which is borrowed mutably here, through a pointer made from that borrow: no other
@@ -302,10 +304,10 @@ impl Task {
                 .write(0);
             base.add(std::mem::offset_of!(Task, queued))
                 .cast::<u64>()
-                .write(SECOND);
+                .write(second);
         }
         debug_assert!(self.expired.get() == 0 && !self.kill.get() && !self.done.get());
-        debug_assert!(self.joinable.get() && !self.queued.get() && !self.recorded.get());
+        debug_assert!(self.joinable.get() && self.queued.get() == queued && !self.recorded.get());
         debug_assert!(self.reason.get() == super::WakeReason::Normal && !self.is_adhoc);
         // `epoch` is kept: it is only compared with a deadline's copy, whose timer holds a
         // handle to the record (a record with another handle is not reused). Nor is
@@ -422,8 +424,10 @@ impl TaskRef {
     #[inline(always)]
     fn finish_exit_in(self, hub: &super::Hub) {
         // Both in one 16-bit load (adjacent: see the type's docs), one test.
-        if u16::from_ne_bytes([u8::from(self.recorded.get()), u8::from(self.more_waiters.get())])
-            != 0
+        if u16::from_ne_bytes([
+            u8::from(self.recorded.get()),
+            u8::from(self.more_waiters.get()),
+        ]) != 0
         {
             return self.finish_exit_outlined(hub);
         }
@@ -1031,7 +1035,8 @@ impl Builder {
         let site = std::panic::Location::caller();
         // One look-up of the hub for building and scheduling.
         with_hub(|hub| {
-            let handle = self.build_in(hub, f, site)?;
+            // Built marked `queued`, for `schedule_new`.
+            let handle = self.build_in::<F, T, true>(hub, f, site)?;
             hub.schedule_new(handle.task.clone());
             Ok(handle)
         })
@@ -1061,11 +1066,13 @@ impl Builder {
     {
         // Taken here: the closure below would end the caller tracking.
         let site = std::panic::Location::caller();
-        with_hub(|hub| self.build_in(hub, f, site))
+        with_hub(|hub| self.build_in::<F, T, false>(hub, f, site))
     }
 
+    /// The green thread's record, ready to run; marked `queued` if `QUEUED` (the caller
+    /// puts it in the run queue at once: `schedule_new`).
     #[inline]
-    fn build_in<F, T>(
+    fn build_in<F, T, const QUEUED: bool>(
         self,
         hub: &super::Hub,
         f: F,
@@ -1102,12 +1109,12 @@ impl Builder {
                             task_body::<F, T>,
                         )?;
                     }
-                    record.reset(id);
+                    record.reset(id, QUEUED);
                     spare
                 }
-                None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref())?,
+                None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), QUEUED)?,
             },
-            None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref())?,
+            None => new_task::<F, T>(hub, id, stack_size, self.name.as_deref(), QUEUED)?,
         };
         // Named for the stall monitor while it watches this hub (and forgotten at the end),
         // out of line: `reset` (or `Task::new`) stored `recorded` false with the flags
@@ -1173,6 +1180,7 @@ fn new_task<F, T>(
     id: u64,
     stack_size: usize,
     name: Option<&str>,
+    queued: bool,
 ) -> io::Result<TaskRef>
 where
     F: FnOnce() -> T + 'static,
@@ -1181,7 +1189,9 @@ where
     let greenlet = greenlet_builder(id, stack_size, name)
         .parent(&hub.greenlet)
         .spawn(task_body::<F, T>)?;
-    Ok(TaskRef(StrongRc::new(Task::new(id, greenlet, false))))
+    let task = Task::new(id, greenlet, false);
+    task.queued.set(queued);
+    Ok(TaskRef(StrongRc::new(task)))
 }
 
 /// The body of a spawned green thread: runs the closure stored in its task record and
