@@ -396,7 +396,7 @@ impl Hub {
     #[inline]
     fn next_id(&self) -> u64 {
         let last = self.last_id.get();
-        if last % greenlet::ID_BLOCK != 0 {
+        if last & (greenlet::ID_BLOCK - 1) != 0 {
             // The usual case, inline.
             let id = last + 1;
             self.last_id.set(id);

@@ -44,7 +44,7 @@ pub struct Killed;
 /// ```
 ///
 /// * `expired` and `kill`, the two reasons a park stops ([`stop_pending`](Task::stop_pending)):
-///   one load of the word and a shift, where `expired` and then `kill` were two loads and
+///   one test of the word with a mask, where `expired` and then `kill` were two loads and
 ///   two branches per park (and per park's end).
 /// * `kill` and `finished`, what a direct hand-off tests of its target (`Hub::direct_to`):
 ///   one 16-bit compare with memory, where two byte loads were or'd (twice per spawn + run +
@@ -107,7 +107,7 @@ pub(crate) struct Task {
 // The hot fields end within the first 48 bytes of `Task` (the `Rc`'s two counts precede it).
 const _: () = assert!(std::mem::offset_of!(Task, more_waiters) < 48);
 // The words of the type's docs: `expired` to `closed` one aligned word, with no padding
-// (`stop_pending` reads it whole), `queued` to `recorded` the next.
+// (`stop_pending` reads it whole), `queued` to `more_waiters` the next (`reset` writes it).
 const _: () = {
     use std::mem::{align_of, offset_of};
     assert!(offset_of!(Task, expired) % 8 == 0 && align_of::<Task>() >= 8);
@@ -234,9 +234,9 @@ impl Task {
 
     /// Whether a park must not go on: a `Timeout` covering it fired (`expired`) or a kill
     /// was asked for (`kill`, of an ad hoc task too, which the caller then sorts out: see
-    /// [`begin_park`](super::begin_park)). One load of the first word of the flags (see
-    /// the type's docs) and a test of its low five bytes, for what was two loads and two
-    /// branches per park and per park's end.
+    /// [`begin_park`](super::begin_park)). One test of the first word of the flags (see
+    /// the type's docs) with a mask of its low five bytes (`movabs` and `test` with
+    /// memory), for what was two loads and two branches per park and per park's end.
     #[inline(always)]
     pub(crate) fn stop_pending(&self) -> bool {
         // SAFETY: `expired` (4 bytes) is followed by `kill`, `finished`, `done` and `closed`
