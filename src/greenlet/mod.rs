@@ -1384,28 +1384,14 @@ unsafe fn release_dead(raw: *const Inner) {
         "a greenlet that made its final switch still had a value body"
     );
     // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
-    // suspended ones): only the count is decremented, and the record freed (out of line)
-    // if that was the last reference.
-    // SAFETY: per the contract, alive by its own reference; the count is read only.
-    let own = ManuallyDrop::new(unsafe { Rc::from_raw(raw) });
-    if Rc::strong_count(&own) == 1 {
-        // SAFETY: per the contract: the greenlet's own reference, given up once.
-        unsafe { free_dead(raw) };
-    } else {
-        // SAFETY: as above; not the last reference, so nothing is freed.
-        unsafe { Rc::decrement_strong_count(raw) };
-    }
-}
-
-/// Gives up the last reference to the dead greenlet `raw`: its record is freed.
-///
-/// # Safety
-/// As [`release_dead`], the count being 1.
-#[cold]
-#[inline(never)]
-unsafe fn free_dead(raw: *const Inner) {
-    // SAFETY: per the contract.
-    drop(unsafe { Rc::from_raw(raw) });
+    // suspended ones): only the count is decremented, and the record freed if that was
+    // the last reference, by `Rc`'s own drop: a decrement and a test of the new count, the
+    // freeing out of line (`Rc::drop_slow`). A test of the old count for 1 first, with a
+    // call of our own to free, left the test of the new one in place all the same (LLVM
+    // drops it for neither that test nor an `assert_unchecked` of the count): one compare
+    // and branch more (spawn + run + join 309.6 -> 307.6 instructions).
+    // SAFETY: per the contract: the greenlet's own reference, given up once.
+    unsafe { Rc::decrement_strong_count(raw) };
 }
 
 /// A greenlet switched away with no handle left (only its own reference): dropping a new
