@@ -100,7 +100,7 @@ pub type Value = Box<dyn Any>;
 ///
 /// `repr(u8)`: an explicit tag, whose unused values give `Option<Body>` its `None` (as
 /// laid out by default, a null `Value` box meant `Unit`, and the `Option` took a tag word
-/// of its own), so that [`greenlet_entry`]'s test for a unit body is one comparison.
+/// of its own).
 #[repr(u8)]
 enum Body {
     /// Takes the first switch's value and returns the value of its final switch.
@@ -576,9 +576,9 @@ impl Builder {
     }
 }
 
-/// Re-arms `slot` in place for a new life running `body`, a function that takes and
-/// returns `()` (the value of the first switch to it is dropped; its final switch carries
-/// `()`): the hub's spawn path, which allocates nothing. Granted when `slot` is a dead
+/// Re-arms `slot` in place for a new life running the unit body `B` (the value of the
+/// first switch to it is dropped; its final switch carries `()`), from its own entry
+/// ([`unit_entry`]): the hub's spawn path, which allocates nothing. Granted when `slot` is a dead
 /// greenlet (not a main one) with no other handle; then it gets `id`, `name` and
 /// `parent`, and runs on the stack it kept at its death when that one has `stack_size`
 /// usable bytes (else on a pooled or new one), and `Ok(true)` is returned. Otherwise
@@ -592,13 +592,12 @@ impl Builder {
 /// more than the parts it inlines away (its argument tests, the record's fields kept in
 /// registers).
 #[inline(always)]
-pub(crate) fn rearm(
+pub(crate) fn rearm<B: UnitBody>(
     slot: &mut Greenlet,
     parent: &Greenlet,
     id: u64,
     stack_size: usize,
     name: Option<&str>,
-    body: fn(),
 ) -> Result<bool, StackError> {
     // The only handle: `Rc::get_mut` without its test of the weak count (no `Weak` of a
     // greenlet is ever made: see `Greenlet::inner`).
@@ -644,7 +643,7 @@ pub(crate) fn rearm(
         context::init(
             stack.top(),
             stack.bottom(),
-            greenlet_entry,
+            unit_entry::<B>,
             inner.storage.get_mut(),
         )
     };
@@ -657,7 +656,7 @@ pub(crate) fn rearm(
     // A dead greenlet's value body was taken when it started (or by `release`, if it never
     // did); a unit body is a plain function, left in place (see `Inner::body`): there is
     // nothing to drop, and no drop call to make.
-    let old = inner.body.replace(Some(Body::Unit(body)));
+    let old = inner.body.replace(Some(Body::Unit(B::run)));
     debug_assert!(
         !matches!(old, Some(Body::Value(_))),
         "rearm: a dead greenlet still had a value body"
@@ -1483,43 +1482,70 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming 
     switch_to(&parent, payload)
 }
 
-/// Where every greenlet starts. The hub's green threads take the fast path: a unit body
-/// ([`rearm`]) started by a unit switch skips the payload machinery of the general case
-/// ([`entry_general`]); it usually never returns, ending by [`Greenlet::exit_held_in`].
-unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
-    // SAFETY: the switcher made CURRENT point at us before switching here; our own
-    // reference keeps us alive.
-    let me = unsafe { &*CURRENT.get() };
+/// What a greenlet re-armed by [`rearm`] runs: a unit body known by its type, so that the
+/// context starts at [`unit_entry`] made for it, which calls it directly.
+///
+/// A type, not a `fn()`: the entry made for it has the body inlined (the hub's `run_task`),
+/// with no look-up of the running greenlet to find the body, no test of the body's kind, no
+/// load of a function pointer and no frame of its own for the body (spawn + run + join:
+/// see [`unit_entry`]).
+pub(crate) trait UnitBody: 'static {
+    /// The body: takes and returns `()`. It may end the greenlet without returning
+    /// ([`Greenlet::exit_held_in`]); a panic out of it ends the greenlet as a panic out of
+    /// any body does (re-raised in the parent).
+    fn run();
+}
+
+/// Where a greenlet re-armed by [`rearm`] for the unit body `B` starts. Its usual start,
+/// by a unit switch from a live greenlet that keeps a handle besides its own, calls
+/// nothing but the body (inlined here: the hub's `run_task`, whose usual start ends by a
+/// call into the closure's run, usually never returning: [`Greenlet::exit_held_in`]).
+/// Every other start goes out of line as a whole: from a dead greenlet or one with no
+/// handle but its own ([`entry_unit_rare`]), or by a switch that carries a message
+/// ([`entry_general`], with the `Body::Unit` the re-arm left in place).
+///
+/// Against the common entry it replaced (one for every body, which found a unit body
+/// through the running greenlet and called it through a pointer), spawn + run + join:
+/// no read of `CURRENT`, of the body's kind or of its function pointer, no registers saved
+/// for a frame that the body returns to (it seldom does: one `push` for the alignment of
+/// its call is left), and the body's own frame gone, with the indirect call into it
+/// (309.6 -> 299.6 instructions; the hub's `run_task` is the only thread-local look-up
+/// left).
+///
+/// # Safety
+/// As [`greenlet_entry`]: `data` a live message or a unit word, `from` the switcher's
+/// context; running at the root of the fresh greenlet's stack, its `body` a `Body::Unit`.
+unsafe extern "C" fn unit_entry<B: UnitBody>(data: usize, from: StackPointer) -> ! {
     if data & UNIT != 0 {
-        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
-        // this read ends before anything else touches the cell.
-        if let Some(Body::Unit(body)) = unsafe { &*me.body.as_ptr() } {
-            // A plain function: copied, and left in place (see `Inner::body`): nothing
-            // to drop, no store (spawn + run + join: 316.5 -> 315.5 instructions).
-            let body = *body;
-            // The first switch to a greenlet passes a unit word or a message like any
-            // other; this one is a unit word (the sender's address, tagged).
-            let prev = (data - UNIT) as *const Inner;
-            // The usual arrival (from a live greenlet that keeps a handle besides its own)
-            // calls nothing: the body is the only call that returns here, with nothing
-            // live across it (spawn + run + join: 317.5 -> 316.5 instructions). The rest
-            // of the bookkeeping, which calls out of line, goes there with the body.
-            // SAFETY: per this function's contract, `prev` is the live greenlet that
-            // switched to us, not yet received.
-            if unsafe { arrived_from_live(prev, from) } {
-                let ran = panic::catch_unwind(AssertUnwindSafe(body));
-                // SAFETY: we are the running greenlet; our body is over.
-                unsafe { unit_body_over(ran) }
-            }
-            // SAFETY: as above; the receipt is not done yet.
-            unsafe { entry_unit_rare(prev, from, body) }
+        // The first switch to a greenlet passes a unit word or a message like any other;
+        // this one is a unit word (the sender's address, tagged).
+        let prev = (data - UNIT) as *const Inner;
+        // SAFETY: per this function's contract, `prev` is the live greenlet that switched
+        // to us, not yet received.
+        if unsafe { arrived_from_live(prev, from) } {
+            let ran = panic::catch_unwind(B::run);
+            // SAFETY: we are the running greenlet; our body is over.
+            unsafe { unit_body_over(ran) }
         }
+        // SAFETY: as above; the receipt is not done yet.
+        unsafe { entry_unit_rare(prev, from, B::run) }
     }
-    // SAFETY: per this function's contract (a live message or a unit word).
+    // SAFETY: per this function's contract (a live message; the body left in place).
     unsafe { entry_general(data, from) }
 }
 
-/// [`greenlet_entry`]'s fast path when the greenlet that switched to us is dead, or holds
+/// Where every other greenlet starts (a value body: [`Builder::spawn`],
+/// [`Builder::respawn`]).
+///
+/// # Safety
+/// `data` must be a live message or a unit word, as a switch passes them ([`receive`]),
+/// `from` the switcher's context; running at the root of the fresh greenlet's stack.
+unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
+    // SAFETY: per this function's contract.
+    unsafe { entry_general(data, from) }
+}
+
+/// [`unit_entry`]'s start when the greenlet that switched to us is dead, or holds
 /// no handle but its own: the rest of the bookkeeping of `receive` for a unit switch,
 /// under the same `catch_unwind` as the body (as the general case runs `receive` under
 /// one): a panic in either ends us with it, and no body runs after a failed receive.
@@ -1540,8 +1566,8 @@ unsafe fn entry_unit_rare(prev: *const Inner, from: StackPointer, body: fn()) ->
 }
 
 /// The unit body of the running greenlet returned (`Ok`) or ended by a panic: its final
-/// switch. Out of line, with the running greenlet read again, so that [`greenlet_entry`]'s
-/// fast path keeps nothing in registers across the body (its frame saves none: the hub's
+/// switch. Out of line, with the running greenlet read again, so that [`unit_entry`]'s
+/// usual start keeps nothing in registers across the body (its frame saves none: the hub's
 /// green threads usually end inside the body, by [`Greenlet::exit_held_in`]).
 ///
 /// # Safety
@@ -1556,8 +1582,8 @@ unsafe fn unit_body_over(ran: Result<(), Box<dyn Any + Send>>) -> ! {
     unsafe { finish(&*CURRENT.with(Cell::get), payload) }
 }
 
-/// [`greenlet_entry`] for a greenlet with a value body, or started by a switch that carries
-/// a message.
+/// The start of a greenlet with a value body ([`greenlet_entry`]), or of a re-armed one
+/// started by a switch that carries a message ([`unit_entry`]).
 ///
 /// # Safety
 /// As [`greenlet_entry`], running on the fresh greenlet's stack.
@@ -2042,49 +2068,78 @@ mod tests {
     #[test]
     fn a_unit_body_left_in_place_is_replaced_by_the_next_life() {
         thread_local!(static RAN: Cell<u32> = const { Cell::new(0) });
-        fn first() {
-            RAN.with(|r| r.set(r.get() * 10 + 1));
+        struct First;
+        impl UnitBody for First {
+            fn run() {
+                RAN.with(|r| r.set(r.get() * 10 + 1));
+            }
         }
-        fn second() {
-            RAN.with(|r| r.set(r.get() * 10 + 2));
+        struct Second;
+        impl UnitBody for Second {
+            fn run() {
+                RAN.with(|r| r.set(r.get() * 10 + 2));
+            }
+        }
+        fn rearm_with<B: UnitBody>(slot: &mut Greenlet) {
+            let rearmed = rearm::<B>(slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None);
+            assert!(rearmed.unwrap());
         }
         let mut slot = Greenlet::new(|v| v);
         slot.switch(());
-        for body in [first, second, first] {
-            let rearmed = rearm(
-                &mut slot,
-                &Greenlet::current(),
-                7,
-                DEFAULT_STACK_SIZE,
-                None,
-                body,
-            );
-            assert!(rearmed.unwrap());
+        for first in [true, false, true] {
+            if first {
+                rearm_with::<First>(&mut slot);
+            } else {
+                rearm_with::<Second>(&mut slot);
+            }
             assert!(slot.switch(()).is::<()>());
             assert!(slot.is_dead());
         }
         assert_eq!(RAN.with(Cell::get), 121, "each life ran its own body, once");
+        // Started by a switch that carries a value (dropped: the body takes `()`), the body
+        // left in place runs (`entry_general`), and a second switch finds it dead.
+        rearm_with::<Second>(&mut slot);
+        assert!(slot.switch(9u8).is::<()>());
+        assert!(slot.is_dead());
+        assert_eq!(RAN.with(Cell::get), 1212);
         // A value body after unit ones: the one left in place is overwritten.
         Builder::new()
             .respawn(&mut slot, &Greenlet::current(), |v| v)
             .unwrap();
         assert_eq!(*slot.switch(4u8).downcast::<u8>().unwrap(), 4);
-        assert_eq!(RAN.with(Cell::get), 121);
+        assert_eq!(RAN.with(Cell::get), 1212);
+    }
+
+    #[test]
+    fn a_rearmed_unit_body_that_panics_reraises_in_the_parent() {
+        struct Boom;
+        impl UnitBody for Boom {
+            fn run() {
+                panic!("boom");
+            }
+        }
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        for _ in 0..2 {
+            assert!(
+                rearm::<Boom>(&mut slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None)
+                    .unwrap()
+            );
+            let r = panic::catch_unwind(AssertUnwindSafe(|| slot.switch(())));
+            let payload = r.expect_err("the body's panic is re-raised here");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+            assert!(slot.is_dead());
+        }
     }
 
     #[test]
     fn a_greenlet_rearmed_on_its_kept_stack_stays_in_the_kept_set() {
-        fn unit_body() {}
+        struct Nothing;
+        impl UnitBody for Nothing {
+            fn run() {}
+        }
         let rearm_here = |slot: &mut Greenlet| {
-            rearm(
-                slot,
-                &Greenlet::current(),
-                7,
-                DEFAULT_STACK_SIZE,
-                None,
-                unit_body,
-            )
-            .unwrap()
+            rearm::<Nothing>(slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None).unwrap()
         };
         let kept = stack::kept_count();
         let mut slot = Greenlet::new(|v| v);
