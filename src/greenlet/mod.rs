@@ -96,22 +96,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A value passed by [`Greenlet::switch`] and returned by a greenlet's body.
 pub type Value = Box<dyn Any>;
 
-/// The body of a greenlet.
-///
-/// `repr(u8)`: an explicit tag, whose unused values give `Option<Body>` its `None` (as
-/// laid out by default, a null `Value` box meant `Unit`, and the `Option` took a tag word
-/// of its own).
-#[repr(u8)]
-enum Body {
-    /// Takes the first switch's value and returns the value of its final switch.
-    Value(Box<dyn FnOnce(Value) -> Value>),
-    /// Takes and returns `()` (the hub's green threads, re-armed by [`rearm`]): no value is
-    /// boxed, type-checked or dropped on the way in or out, and the body is a plain function
-    /// (called directly, nothing to free).
-    Unit(fn()),
-}
+/// The body of a greenlet made by [`Builder::spawn`] or [`Builder::respawn`]: takes the first
+/// switch's value and returns the value of its final switch. A greenlet re-armed by
+/// [`rearm`] has none stored: its unit body is the type its entry was made for
+/// ([`unit_entry`]).
+type Body = Box<dyn FnOnce(Value) -> Value>;
 
-// `None` is a value of the tag (no tag word of its own).
+// `None` is a null box (no tag word of its own).
 const _: () = assert!(std::mem::size_of::<Option<Body>>() == std::mem::size_of::<Body>());
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
@@ -164,10 +155,10 @@ struct Inner {
     /// old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
     owner: stack::Owner,
     stack: Cell<Option<Stack>>,
-    /// The body to run: a value body is taken when the greenlet starts; a unit body (a
-    /// plain function, nothing to drop) is left in place for its whole life, and after its
-    /// death, until [`rearm`] or [`Builder::respawn`] overwrites it (one store fewer per
-    /// start). Only an unstarted greenlet's body is ever run.
+    /// The value body to run, taken when the greenlet starts (or by [`release`], if it
+    /// never does). A greenlet re-armed by [`rearm`] has none: its unit body is its entry's
+    /// type ([`unit_entry`]), so that a re-arm stores no body (two stores fewer per
+    /// spawn + run + join) and its start reads none.
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
@@ -485,7 +476,7 @@ impl Builder {
             state: Cell::new(State::NotStarted),
             sp: Cell::new(Some(sp)),
             stack: Cell::new(Some(stack)),
-            body: Cell::new(Some(Body::Value(Box::new(body)))),
+            body: Cell::new(Some(Box::new(body))),
             parent: RefCell::new(Some(parent)),
             storage: UnsafeCell::new(storage),
         });
@@ -555,7 +546,7 @@ impl Builder {
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
-                inner.body.set(Some(Body::Value(Box::new(body))));
+                inner.body.set(Some(Box::new(body)));
                 let old_parent = inner.parent.get_mut();
                 if !old_parent
                     .as_ref()
@@ -653,15 +644,12 @@ pub(crate) fn rearm<B: UnitBody>(
         inner.owner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
-    // A dead greenlet's value body was taken when it started (or by `release`, if it never
-    // did); a unit body is a plain function, left in place (see `Inner::body`): there is
-    // nothing to drop, and no drop call to make.
-    let old = inner.body.replace(Some(Body::Unit(B::run)));
+    // No body to store: the entry was made for it (`unit_entry::<B>`). A dead greenlet's
+    // value body was taken when it started (or by `release`, if it never did).
     debug_assert!(
-        !matches!(old, Some(Body::Value(_))),
+        inner.body.get_mut().is_none(),
         "rearm: a dead greenlet still had a value body"
     );
-    std::mem::forget(old);
     let old_parent = inner.parent.get_mut();
     // The parent is kept when it is the same one (the hub, always): one compare of the
     // records' addresses (a `None` is a null one, never `parent`'s).
@@ -1375,11 +1363,11 @@ unsafe fn release_dead(raw: *const Inner) {
     // SAFETY: per the contract, alive by its own reference.
     let inner = unsafe { &*raw };
     release_context(inner);
-    // Its value body was taken when it started (`entry_general`); a unit body, left in
+    // Its value body was taken when it started (`entry_general`); a re-armed one has none
     // place, is a plain function: nothing to drop.
     debug_assert!(
         // SAFETY: only read, and the read ends at once (greenlets are !Send).
-        unsafe { !matches!(*inner.body.as_ptr(), Some(Body::Value(_))) },
+        unsafe { (*inner.body.as_ptr()).is_none() },
         "a greenlet that made its final switch still had a value body"
     );
     // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
@@ -1502,7 +1490,7 @@ pub(crate) trait UnitBody: 'static {
 /// call into the closure's run, usually never returning: [`Greenlet::exit_held_in`]).
 /// Every other start goes out of line as a whole: from a dead greenlet or one with no
 /// handle but its own ([`entry_unit_rare`]), or by a switch that carries a message
-/// ([`entry_general`], with the `Body::Unit` the re-arm left in place).
+/// ([`entry_general`], given the body).
 ///
 /// Against the common entry it replaced (one for every body, which found a unit body
 /// through the running greenlet and called it through a pointer), spawn + run + join:
@@ -1514,7 +1502,7 @@ pub(crate) trait UnitBody: 'static {
 ///
 /// # Safety
 /// As [`greenlet_entry`]: `data` a live message or a unit word, `from` the switcher's
-/// context; running at the root of the fresh greenlet's stack, its `body` a `Body::Unit`.
+/// context; running at the root of the fresh greenlet's stack, re-armed for `B`.
 unsafe extern "C" fn unit_entry<B: UnitBody>(data: usize, from: StackPointer) -> ! {
     if data & UNIT != 0 {
         // The first switch to a greenlet passes a unit word or a message like any other;
@@ -1530,8 +1518,8 @@ unsafe extern "C" fn unit_entry<B: UnitBody>(data: usize, from: StackPointer) ->
         // SAFETY: as above; the receipt is not done yet.
         unsafe { entry_unit_rare(prev, from, B::run) }
     }
-    // SAFETY: per this function's contract (a live message; the body left in place).
-    unsafe { entry_general(data, from) }
+    // SAFETY: per this function's contract (a live message).
+    unsafe { entry_general(data, from, Some(B::run)) }
 }
 
 /// Where every other greenlet starts (a value body: [`Builder::spawn`],
@@ -1541,8 +1529,8 @@ unsafe extern "C" fn unit_entry<B: UnitBody>(data: usize, from: StackPointer) ->
 /// `data` must be a live message or a unit word, as a switch passes them ([`receive`]),
 /// `from` the switcher's context; running at the root of the fresh greenlet's stack.
 unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
-    // SAFETY: per this function's contract.
-    unsafe { entry_general(data, from) }
+    // SAFETY: per this function's contract; the body is the stored one.
+    unsafe { entry_general(data, from, None) }
 }
 
 /// [`unit_entry`]'s start when the greenlet that switched to us is dead, or holds
@@ -1582,27 +1570,36 @@ unsafe fn unit_body_over(ran: Result<(), Box<dyn Any + Send>>) -> ! {
     unsafe { finish(&*CURRENT.with(Cell::get), payload) }
 }
 
-/// The start of a greenlet with a value body ([`greenlet_entry`]), or of a re-armed one
-/// started by a switch that carries a message ([`unit_entry`]).
+/// The start of a greenlet with a value body ([`greenlet_entry`]: `unit` is `None`, the body
+/// is the stored one), or of a re-armed one started by a switch that carries a message
+/// ([`unit_entry`]: `unit` is its body, the message's value is dropped).
 ///
 /// # Safety
 /// As [`greenlet_entry`], running on the fresh greenlet's stack.
 #[inline(never)]
-unsafe fn entry_general(data: usize, from: StackPointer) -> ! {
+unsafe fn entry_general(data: usize, from: StackPointer, unit: Option<fn()>) -> ! {
     // SAFETY: the first switch to a greenlet passes a live `Message` like any other.
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
     // SAFETY: the switcher made CURRENT point at us before switching here.
     let me = unsafe { &*CURRENT.get() };
-    let body = me.body.take().expect("a fresh greenlet has a body");
+    enum Start {
+        Value(Body),
+        Unit(fn()),
+    }
+    // A value body is taken (and dropped, if it does not run) whatever the first switch.
+    let body = match unit {
+        Some(unit) => Start::Unit(unit),
+        None => Start::Value(me.body.take().expect("a fresh greenlet has a body")),
+    };
     // `Ok(None)`: the body returned `()` (a unit body).
     let result = match (first, body) {
         (Err(payload), _) | (Ok(Incoming::Thrown(payload)), _) => Err(payload),
-        (Ok(arg), Body::Value(body)) => {
+        (Ok(arg), Start::Value(body)) => {
             panic::catch_unwind(AssertUnwindSafe(move || body(arg.into_value()))).map(Some)
         }
-        (Ok(arg), Body::Unit(body)) => panic::catch_unwind(AssertUnwindSafe(move || {
+        (Ok(arg), Start::Unit(body)) => panic::catch_unwind(AssertUnwindSafe(move || {
             arg.into_unit();
             body()
         }))
@@ -2066,7 +2063,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_body_left_in_place_is_replaced_by_the_next_life() {
+    fn a_rearmed_greenlet_runs_its_own_unit_body_each_life() {
         thread_local!(static RAN: Cell<u32> = const { Cell::new(0) });
         struct First;
         impl UnitBody for First {
@@ -2096,13 +2093,13 @@ mod tests {
             assert!(slot.is_dead());
         }
         assert_eq!(RAN.with(Cell::get), 121, "each life ran its own body, once");
-        // Started by a switch that carries a value (dropped: the body takes `()`), the body
-        // left in place runs (`entry_general`), and a second switch finds it dead.
+        // Started by a switch that carries a value (dropped: the body takes `()`), its body
+        // runs all the same (`entry_general`).
         rearm_with::<Second>(&mut slot);
         assert!(slot.switch(9u8).is::<()>());
         assert!(slot.is_dead());
         assert_eq!(RAN.with(Cell::get), 1212);
-        // A value body after unit ones: the one left in place is overwritten.
+        // A value body after unit ones.
         Builder::new()
             .respawn(&mut slot, &Greenlet::current(), |v| v)
             .unwrap();
