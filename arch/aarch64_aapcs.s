@@ -62,6 +62,11 @@
 //     top - 48  x19 = entry function                 <- initial sp
 //
 // After the restore in verdant_trampoline, sp = top - 16, 16-byte aligned.
+//
+// A context made for an entry known by its type (`init_for`: the hub's re-armed green
+// threads) leaves the x19 and x29 slots unwritten: its resume address is
+// `trampoline_for::<E>` (a naked function in src/context/aarch64.rs), which zeroes x29
+// itself, moves sp past the frame (`add sp, x1, #32`) and calls the entry directly (`bl`).
 
     .text
 

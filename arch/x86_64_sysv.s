@@ -64,6 +64,12 @@
 #
 # The trampoline moves rsp to top - 16, which is 16-byte aligned, so its `call` gives the
 # entry function the stack alignment the ABI demands.
+#
+# A context made for an entry known by its type (`init_for`: the hub's re-armed green
+# threads) has the same frame without the entry function at top - 32: its resume address is
+# `trampoline_for::<E>` (a naked function in src/context/x86_64.rs), these same four
+# instructions with a direct `call` of the entry. One store fewer per context made, one
+# load fewer per start (spawn + run + join: 294.6 -> 292.6 instructions).
 
     .text
 

@@ -5,7 +5,7 @@
 //! The call site declares every register the switch does not save as clobbered, so the
 //! compiler saves exactly the callee-saved registers that are live at each call site.
 
-use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
+use super::{Entry, EntryFn, StackPointer, INIT_FRAME_BYTES};
 use core::arch::{asm, global_asm};
 use core::num::NonZeroUsize;
 
@@ -53,6 +53,56 @@ pub(crate) unsafe fn init(
         words.sub(6).write(entry as *const () as usize); // x19 = entry function
         StackPointer(NonZeroUsize::new_unchecked(words.sub(6) as usize))
     }
+}
+
+/// [`init`] for the entry `E`: the resume address is a trampoline made for it
+/// ([`trampoline_for`]), which calls it directly and zeroes x29 itself, so that neither the
+/// entry's address (x19's slot) nor x29's zero is stored here, nor loaded at the start.
+///
+/// # Safety
+/// As [`init`].
+#[inline(always)]
+pub(crate) unsafe fn init_for<E: Entry>(
+    top: *mut u8,
+    _bottom: *mut u8,
+    _storage: &mut ContextStorage,
+) -> StackPointer {
+    debug_assert_eq!(top as usize % 16, 0);
+    const _: () = assert!(INIT_FRAME_BYTES >= 48);
+    let words = top.cast::<usize>();
+    // SAFETY: the caller guarantees INIT_FRAME_BYTES writable bytes below `top`; we write
+    // four words of the initial frame, all within 48 bytes below `top`. The saved x19 and
+    // x29 slots (`top - 48`, `top - 40`) are not read by this trampoline.
+    unsafe {
+        words.sub(1).write(0); // zero frame record slot
+        words.sub(2).write(0); // zero frame record slot
+        words.sub(3).write(0); // padding
+        words
+            .sub(4)
+            .write(trampoline_for::<E> as *const () as usize); // resume address
+        StackPointer(NonZeroUsize::new_unchecked(words.sub(6) as usize))
+    }
+}
+
+/// `verdant_trampoline` (arch/aarch64_aapcs.s) for the entry `E`, called directly rather
+/// than through the entry's address in x19's slot: the same register convention, stack
+/// layout and CFI (the root of the coroutine's stack), x29 zeroed by an instruction rather
+/// than loaded. Not callable as a Rust function: custom register convention.
+#[unsafe(naked)]
+unsafe extern "C" fn trampoline_for<E: Entry>() {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined x30",  // no caller: this is the root of the coroutine's stack
+        "str x30, [sp, #16]",  // complete the switching context's frame
+        "mov x2, sp",          // x2 = StackPointer of the context that started us
+        "add sp, x1, #32",     // onto our fresh stack, past the initial frame: top - 16
+        "mov x29, xzr",        // x29 = 0: the end of the frame chain
+        "mov x1, x2",          // second argument: `from`
+        "bl {entry}",          // entry(data, from); sets x30 for unwinders
+        "brk #0x1",            // the entry function never returns
+        ".cfi_endproc",
+        entry = sym E::entry,
+    )
 }
 
 /// Suspends the current context and resumes `to`, passing `data`.

@@ -69,7 +69,7 @@
 //! Not supported: Windows (corosensei's `Stack` trait needs the TEB fields there, and
 //! verdant's `sys` layer is Unix-only anyway).
 
-use super::{EntryFn, StackPointer, INIT_FRAME_BYTES};
+use super::{Entry, EntryFn, StackPointer, INIT_FRAME_BYTES};
 use core::cell::{Cell, UnsafeCell};
 use core::convert::Infallible;
 use core::fmt;
@@ -170,6 +170,19 @@ impl fmt::Debug for ContextStorage {
             .field("handle", &self.record.map(NonNull::as_ptr))
             .finish()
     }
+}
+
+/// [`init`] for the entry `E` (no trampoline here to make for it).
+///
+/// # Safety
+/// As [`init`].
+pub(crate) unsafe fn init_for<E: Entry>(
+    top: *mut u8,
+    bottom: *mut u8,
+    storage: &mut ContextStorage,
+) -> StackPointer {
+    // SAFETY: per the contract.
+    unsafe { init(top, bottom, E::entry, storage) }
 }
 
 /// Creates a fiber on `bottom..top` whose first resume calls `entry(data, from)`.

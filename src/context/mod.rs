@@ -3,7 +3,8 @@
 //! A *context* is a suspended thread of execution on its own stack, represented by a single
 //! [`StackPointer`]. The contract every backend implements is boost.context's:
 //!
-//! * [`init`]: lay out a fresh stack so that the first switch to it calls `entry(data, from)`.
+//! * [`init`]: lay out a fresh stack so that the first switch to it calls `entry(data, from)`
+//!   ([`init_for`]: the same for an entry known by its type, [`Entry`]).
 //! * [`switch`]: suspend the current context and resume `to`, handing it a data word. When
 //!   something later switches back, `switch` returns the [`StackPointer`] of the context that
 //!   did so (the handle to resume *it* with) and the data word it passed.
@@ -38,6 +39,18 @@ pub(crate) struct StackPointer(pub(crate) NonZeroUsize);
 /// The function a fresh context starts in: receives the data word of the first switch and
 /// the [`StackPointer`] of the context that performed it. Must never return.
 pub(crate) type EntryFn = unsafe extern "C" fn(data: usize, from: StackPointer) -> !;
+
+/// An entry function known by its type, for [`init_for`]: the first switch to the context
+/// reaches it through a trampoline made for it, which calls it directly. [`init`] stores the
+/// entry's address in the initial frame, and the common trampoline loads it from there; a
+/// typed entry costs neither (a store per context made, a load per start: the hub's spawn).
+pub(crate) trait Entry {
+    /// The entry function, as an [`EntryFn`]: the same contract.
+    ///
+    /// # Safety
+    /// Called only by the first switch to a context made by [`init_for`] for this type.
+    unsafe extern "C" fn entry(data: usize, from: StackPointer) -> !;
+}
 
 /// Bytes a stack must offer above its usable top for [`init`]'s initial frame.
 pub(crate) const INIT_FRAME_BYTES: usize = 64;
@@ -92,7 +105,7 @@ mod backend;
 #[path = "fallback.rs"]
 mod backend;
 
-pub(crate) use backend::{init, switch, switch_final, ContextStorage, BACKEND};
+pub(crate) use backend::{init, init_for, switch, switch_final, ContextStorage, BACKEND};
 
 /// Asks the CPU to bring the cache line holding `addr` into the L1 data cache, without
 /// waiting for it: a hint, which never faults (any address will do, mapped or not) and

@@ -125,22 +125,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A value passed by [`Greenlet::switch`] and returned by a greenlet's body.
 pub type Value = Box<dyn Any>;
 
-/// The body of a greenlet.
-///
-/// `repr(u8)`: an explicit tag, whose unused values give `Option<Body>` its `None` (as
-/// laid out by default, a null `Value` box meant `Unit`, and the `Option` took a tag word
-/// of its own), so that [`greenlet_entry`]'s test for a unit body is one comparison.
-#[repr(u8)]
-enum Body {
-    /// Takes the first switch's value and returns the value of its final switch.
-    Value(Box<dyn FnOnce(Value) -> Value>),
-    /// Takes and returns `()` (the hub's green threads, re-armed by [`rearm`]): no value is
-    /// boxed, type-checked or dropped on the way in or out, and the body is a plain function
-    /// (called directly, nothing to free).
-    Unit(fn()),
-}
+/// The body of a greenlet made by [`Builder::spawn`] or [`Builder::respawn`]: takes the first
+/// switch's value and returns the value of its final switch. A greenlet re-armed by
+/// [`rearm`] has none stored: its unit body is the type its entry was made for
+/// ([`unit_entry`]).
+type Body = Box<dyn FnOnce(Value) -> Value>;
 
-// `None` is a value of the tag (no tag word of its own).
+// `None` is a null box (no tag word of its own).
 const _: () = assert!(std::mem::size_of::<Option<Body>>() == std::mem::size_of::<Body>());
 
 /// Thrown into a greenlet to end it; a greenlet that ends by it counts as returning
@@ -193,10 +184,10 @@ struct Inner {
     /// old name ([`rearm`]) needs no constant for the niche (16 bytes, not 24).
     owner: stack::Owner,
     stack: Cell<Option<Stack>>,
-    /// The body to run: a value body is taken when the greenlet starts; a unit body (a
-    /// plain function, nothing to drop) is left in place for its whole life, and after its
-    /// death, until [`rearm`] or [`Builder::respawn`] overwrites it (one store fewer per
-    /// start). Only an unstarted greenlet's body is ever run.
+    /// The value body to run, taken when the greenlet starts (or by [`release`], if it
+    /// never does). A greenlet re-armed by [`rearm`] has none: its unit body is its entry's
+    /// type ([`unit_entry`]), so that a re-arm stores no body (two stores fewer per
+    /// spawn + run + join) and its start reads none.
     body: Cell<Option<Body>>,
     parent: RefCell<Option<Greenlet>>,
     storage: UnsafeCell<ContextStorage>,
@@ -520,7 +511,7 @@ impl Builder {
             state: Cell::new(State::NotStarted),
             sp: Cell::new(Some(sp)),
             stack: Cell::new(Some(stack)),
-            body: Cell::new(Some(Body::Value(Box::new(body)))),
+            body: Cell::new(Some(Box::new(body))),
             parent: RefCell::new(Some(parent)),
             storage: UnsafeCell::new(storage),
         });
@@ -590,7 +581,7 @@ impl Builder {
                 inner.state.set(State::NotStarted);
                 inner.sp.set(Some(sp));
                 inner.stack.set(Some(stack));
-                inner.body.set(Some(Body::Value(Box::new(body))));
+                inner.body.set(Some(Box::new(body)));
                 let old_parent = inner.parent.get_mut();
                 if !old_parent
                     .as_ref()
@@ -611,9 +602,9 @@ impl Builder {
     }
 }
 
-/// Re-arms `slot` in place for a new life running `body`, a function that takes and
-/// returns `()` (the value of the first switch to it is dropped; its final switch carries
-/// `()`): the hub's spawn path, which allocates nothing. Granted when `slot` is a dead
+/// Re-arms `slot` in place for a new life running the unit body `B` (the value of the
+/// first switch to it is dropped; its final switch carries `()`), from its own entry
+/// ([`unit_entry`]): the hub's spawn path, which allocates nothing. Granted when `slot` is a dead
 /// greenlet (not a main one) with no other handle; then it gets `id`, `name` and
 /// `parent`, and runs on the stack it kept at its death when that one has `stack_size`
 /// usable bytes (else on a pooled or new one), and `Ok(true)` is returned. Otherwise
@@ -627,13 +618,12 @@ impl Builder {
 /// more than the parts it inlines away (its argument tests, the record's fields kept in
 /// registers).
 #[inline(always)]
-pub(crate) fn rearm(
+pub(crate) fn rearm<B: UnitBody>(
     slot: &mut Greenlet,
     parent: &Greenlet,
     id: u64,
     stack_size: usize,
     name: Option<&str>,
-    body: fn(),
 ) -> Result<bool, StackError> {
     // The only handle: `Rc::get_mut` without its test of the weak count (no `Weak` of a
     // greenlet is ever made: see `Greenlet::inner`).
@@ -676,12 +666,7 @@ pub(crate) fn rearm(
     // SAFETY: the stack is the record's own kept one, pooled or fresh, owned by this
     // greenlet until it is dead again; nothing runs on it.
     let sp = unsafe {
-        context::init(
-            stack.top(),
-            stack.bottom(),
-            greenlet_entry,
-            inner.storage.get_mut(),
-        )
+        context::init_for::<UnitEntry<B>>(stack.top(), stack.bottom(), inner.storage.get_mut())
     };
     inner.sp.set(Some(sp));
     inner.owner.id = id;
@@ -689,15 +674,12 @@ pub(crate) fn rearm(
         inner.owner.name = name.map(Box::from);
     }
     inner.state.set(State::NotStarted);
-    // A dead greenlet's value body was taken when it started (or by `release`, if it never
-    // did); a unit body is a plain function, left in place (see `Inner::body`): there is
-    // nothing to drop, and no drop call to make.
-    let old = inner.body.replace(Some(Body::Unit(body)));
+    // No body to store: the entry was made for it (`unit_entry::<B>`). A dead greenlet's
+    // value body was taken when it started (or by `release`, if it never did).
     debug_assert!(
-        !matches!(old, Some(Body::Value(_))),
+        inner.body.get_mut().is_none(),
         "rearm: a dead greenlet still had a value body"
     );
-    std::mem::forget(old);
     let old_parent = inner.parent.get_mut();
     // The parent is kept when it is the same one (the hub, always): one compare of the
     // records' addresses (a `None` is a null one, never `parent`'s).
@@ -1417,11 +1399,11 @@ unsafe fn release_dead(raw: *const Inner) {
     // SAFETY: per the contract, alive by its own reference.
     let inner = unsafe { &*raw };
     release_context(inner);
-    // Its value body was taken when it started (`entry_general`); a unit body, left in
+    // Its value body was taken when it started (`entry_general`); a re-armed one has none
     // place, is a plain function: nothing to drop.
     debug_assert!(
         // SAFETY: only read, and the read ends at once (greenlets are !Send).
-        unsafe { !matches!(*inner.body.as_ptr(), Some(Body::Value(_))) },
+        unsafe { (*inner.body.as_ptr()).is_none() },
         "a greenlet that made its final switch still had a value body"
     );
     // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
@@ -1510,43 +1492,85 @@ fn throw_unstarted(target: &Greenlet, payload: Box<dyn Any + Send>) -> Incoming 
     switch_to(&parent, payload)
 }
 
-/// Where every greenlet starts. The hub's green threads take the fast path: a unit body
-/// ([`rearm`]) started by a unit switch skips the payload machinery of the general case
-/// ([`entry_general`]); it usually never returns, ending by [`Greenlet::exit_held_in`].
-unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
-    // SAFETY: the switcher made CURRENT point at us before switching here; our own
-    // reference keeps us alive.
-    let me = unsafe { &*CURRENT.get() };
-    if data & UNIT != 0 {
-        // SAFETY: a `Cell`'s contents are only ever moved in and out, never borrowed, and
-        // this read ends before anything else touches the cell.
-        if let Some(Body::Unit(body)) = unsafe { &*me.body.as_ptr() } {
-            // A plain function: copied, and left in place (see `Inner::body`): nothing
-            // to drop, no store (spawn + run + join: 316.5 -> 315.5 instructions).
-            let body = *body;
-            // The first switch to a greenlet passes a unit word or a message like any
-            // other; this one is a unit word (the sender's address, tagged).
-            let prev = (data - UNIT) as *const Inner;
-            // The usual arrival (from a live greenlet that keeps a handle besides its own)
-            // calls nothing: the body is the only call that returns here, with nothing
-            // live across it (spawn + run + join: 317.5 -> 316.5 instructions). The rest
-            // of the bookkeeping, which calls out of line, goes there with the body.
-            // SAFETY: per this function's contract, `prev` is the live greenlet that
-            // switched to us, not yet received.
-            if unsafe { arrived_from_live(prev, from) } {
-                let ran = panic::catch_unwind(AssertUnwindSafe(body));
-                // SAFETY: we are the running greenlet; our body is over.
-                unsafe { unit_body_over(ran) }
-            }
-            // SAFETY: as above; the receipt is not done yet.
-            unsafe { entry_unit_rare(prev, from, body) }
-        }
-    }
-    // SAFETY: per this function's contract (a live message or a unit word).
-    unsafe { entry_general(data, from) }
+/// What a greenlet re-armed by [`rearm`] runs: a unit body known by its type, so that the
+/// context starts at [`unit_entry`] made for it, which calls it directly.
+///
+/// A type, not a `fn()`: the entry made for it has the body inlined (the hub's `run_task`),
+/// with no look-up of the running greenlet to find the body, no test of the body's kind, no
+/// load of a function pointer and no frame of its own for the body (spawn + run + join:
+/// see [`unit_entry`]).
+pub(crate) trait UnitBody: 'static {
+    /// The body: takes and returns `()`. It may end the greenlet without returning
+    /// ([`Greenlet::exit_held_in`]); a panic out of it ends the greenlet as a panic out of
+    /// any body does (re-raised in the parent).
+    fn run();
 }
 
-/// [`greenlet_entry`]'s fast path when the greenlet that switched to us is dead, or holds
+/// Where a greenlet re-armed by [`rearm`] for the unit body `B` starts. Its usual start,
+/// by a unit switch from a live greenlet that keeps a handle besides its own, calls
+/// nothing but the body (inlined here: the hub's `run_task`, whose usual start ends by a
+/// call into the closure's run, usually never returning: [`Greenlet::exit_held_in`]).
+/// Every other start goes out of line as a whole: from a dead greenlet or one with no
+/// handle but its own ([`entry_unit_rare`]), or by a switch that carries a message
+/// ([`entry_general`], given the body).
+///
+/// Against the common entry it replaced (one for every body, which found a unit body
+/// through the running greenlet and called it through a pointer), spawn + run + join:
+/// no read of `CURRENT`, of the body's kind or of its function pointer, no registers saved
+/// for a frame that the body returns to (it seldom does: one `push` for the alignment of
+/// its call is left), and the body's own frame gone, with the indirect call into it
+/// (309.6 -> 299.6 instructions; the hub's `run_task` is the only thread-local look-up
+/// left). Its trampoline is made for it too ([`UnitEntry`], [`context::init_for`]): the
+/// entry's address is neither stored in the initial frame nor loaded from it (294.6 ->
+/// 292.6).
+///
+/// # Safety
+/// As [`greenlet_entry`]: `data` a live message or a unit word, `from` the switcher's
+/// context; running at the root of the fresh greenlet's stack, re-armed for `B`.
+#[inline(always)]
+unsafe fn unit_entry<B: UnitBody>(data: usize, from: StackPointer) -> ! {
+    if data & UNIT != 0 {
+        // The first switch to a greenlet passes a unit word or a message like any other;
+        // this one is a unit word (the sender's address, tagged).
+        let prev = (data - UNIT) as *const Inner;
+        // SAFETY: per this function's contract, `prev` is the live greenlet that switched
+        // to us, not yet received.
+        if unsafe { arrived_from_live(prev, from) } {
+            let ran = panic::catch_unwind(B::run);
+            // SAFETY: we are the running greenlet; our body is over.
+            unsafe { unit_body_over(ran) }
+        }
+        // SAFETY: as above; the receipt is not done yet.
+        unsafe { entry_unit_rare(prev, from, B::run) }
+    }
+    // SAFETY: per this function's contract (a live message).
+    unsafe { entry_general(data, from, Some(B::run)) }
+}
+
+/// [`unit_entry`] for `B`, as the context's typed entry: its trampoline calls it directly
+/// ([`context::init_for`]).
+struct UnitEntry<B>(std::marker::PhantomData<B>);
+
+impl<B: UnitBody> context::Entry for UnitEntry<B> {
+    #[inline(always)]
+    unsafe extern "C" fn entry(data: usize, from: StackPointer) -> ! {
+        // SAFETY: per the contract (`rearm` made the context for `B`).
+        unsafe { unit_entry::<B>(data, from) }
+    }
+}
+
+/// Where every other greenlet starts (a value body: [`Builder::spawn`],
+/// [`Builder::respawn`]).
+///
+/// # Safety
+/// `data` must be a live message or a unit word, as a switch passes them ([`receive`]),
+/// `from` the switcher's context; running at the root of the fresh greenlet's stack.
+unsafe extern "C" fn greenlet_entry(data: usize, from: StackPointer) -> ! {
+    // SAFETY: per this function's contract; the body is the stored one.
+    unsafe { entry_general(data, from, None) }
+}
+
+/// [`unit_entry`]'s start when the greenlet that switched to us is dead, or holds
 /// no handle but its own: the rest of the bookkeeping of `receive` for a unit switch,
 /// under the same `catch_unwind` as the body (as the general case runs `receive` under
 /// one): a panic in either ends us with it, and no body runs after a failed receive.
@@ -1567,8 +1591,8 @@ unsafe fn entry_unit_rare(prev: *const Inner, from: StackPointer, body: fn()) ->
 }
 
 /// The unit body of the running greenlet returned (`Ok`) or ended by a panic: its final
-/// switch. Out of line, with the running greenlet read again, so that [`greenlet_entry`]'s
-/// fast path keeps nothing in registers across the body (its frame saves none: the hub's
+/// switch. Out of line, with the running greenlet read again, so that [`unit_entry`]'s
+/// usual start keeps nothing in registers across the body (its frame saves none: the hub's
 /// green threads usually end inside the body, by [`Greenlet::exit_held_in`]).
 ///
 /// # Safety
@@ -1583,27 +1607,36 @@ unsafe fn unit_body_over(ran: Result<(), Box<dyn Any + Send>>) -> ! {
     unsafe { finish(&*CURRENT.with(Cell::get), payload) }
 }
 
-/// [`greenlet_entry`] for a greenlet with a value body, or started by a switch that carries
-/// a message.
+/// The start of a greenlet with a value body ([`greenlet_entry`]: `unit` is `None`, the body
+/// is the stored one), or of a re-armed one started by a switch that carries a message
+/// ([`unit_entry`]: `unit` is its body, the message's value is dropped).
 ///
 /// # Safety
 /// As [`greenlet_entry`], running on the fresh greenlet's stack.
 #[inline(never)]
-unsafe fn entry_general(data: usize, from: StackPointer) -> ! {
+unsafe fn entry_general(data: usize, from: StackPointer, unit: Option<fn()>) -> ! {
     // SAFETY: the first switch to a greenlet passes a live `Message` like any other.
     let first = panic::catch_unwind(AssertUnwindSafe(|| unsafe { receive(from, data) }));
     // No handle to ourselves may stay on this stack while the body runs: the last user
     // handle being dropped is what kills a suspended greenlet.
     // SAFETY: the switcher made CURRENT point at us before switching here.
     let me = unsafe { &*CURRENT.get() };
-    let body = me.body.take().expect("a fresh greenlet has a body");
+    enum Start {
+        Value(Body),
+        Unit(fn()),
+    }
+    // A value body is taken (and dropped, if it does not run) whatever the first switch.
+    let body = match unit {
+        Some(unit) => Start::Unit(unit),
+        None => Start::Value(me.body.take().expect("a fresh greenlet has a body")),
+    };
     // `Ok(None)`: the body returned `()` (a unit body).
     let result = match (first, body) {
         (Err(payload), _) | (Ok(Incoming::Thrown(payload)), _) => Err(payload),
-        (Ok(arg), Body::Value(body)) => {
+        (Ok(arg), Start::Value(body)) => {
             panic::catch_unwind(AssertUnwindSafe(move || body(arg.into_value()))).map(Some)
         }
-        (Ok(arg), Body::Unit(body)) => panic::catch_unwind(AssertUnwindSafe(move || {
+        (Ok(arg), Start::Unit(body)) => panic::catch_unwind(AssertUnwindSafe(move || {
             arg.into_unit();
             body()
         }))
@@ -2067,51 +2100,107 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_body_left_in_place_is_replaced_by_the_next_life() {
+    fn a_rearmed_greenlet_runs_its_own_unit_body_each_life() {
         thread_local!(static RAN: Cell<u32> = const { Cell::new(0) });
-        fn first() {
-            RAN.with(|r| r.set(r.get() * 10 + 1));
+        struct First;
+        impl UnitBody for First {
+            fn run() {
+                RAN.with(|r| r.set(r.get() * 10 + 1));
+            }
         }
-        fn second() {
-            RAN.with(|r| r.set(r.get() * 10 + 2));
+        struct Second;
+        impl UnitBody for Second {
+            fn run() {
+                RAN.with(|r| r.set(r.get() * 10 + 2));
+            }
+        }
+        fn rearm_with<B: UnitBody>(slot: &mut Greenlet) {
+            let rearmed = rearm::<B>(slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None);
+            assert!(rearmed.unwrap());
         }
         let mut slot = Greenlet::new(|v| v);
         slot.switch(());
-        for body in [first, second, first] {
-            let rearmed = rearm(
-                &mut slot,
-                &Greenlet::current(),
-                7,
-                DEFAULT_STACK_SIZE,
-                None,
-                body,
-            );
-            assert!(rearmed.unwrap());
+        for first in [true, false, true] {
+            if first {
+                rearm_with::<First>(&mut slot);
+            } else {
+                rearm_with::<Second>(&mut slot);
+            }
             assert!(slot.switch(()).is::<()>());
             assert!(slot.is_dead());
         }
         assert_eq!(RAN.with(Cell::get), 121, "each life ran its own body, once");
-        // A value body after unit ones: the one left in place is overwritten.
+        // Started by a switch that carries a value (dropped: the body takes `()`), its body
+        // runs all the same (`entry_general`).
+        rearm_with::<Second>(&mut slot);
+        assert!(slot.switch(9u8).is::<()>());
+        assert!(slot.is_dead());
+        assert_eq!(RAN.with(Cell::get), 1212);
+        // A value body after unit ones.
         Builder::new()
             .respawn(&mut slot, &Greenlet::current(), |v| v)
             .unwrap();
         assert_eq!(*slot.switch(4u8).downcast::<u8>().unwrap(), 4);
-        assert_eq!(RAN.with(Cell::get), 121);
+        assert_eq!(RAN.with(Cell::get), 1212);
+    }
+
+    #[test]
+    fn a_backtrace_from_a_rearmed_body_stops_at_the_root_of_its_stack() {
+        // The typed trampoline (`context::init_for`) marks the return address undefined,
+        // as the common one does: an unwinder walking up from the body stops there, a few
+        // frames up, instead of reading the unwritten words above the stack's top.
+        thread_local!(static FRAMES: Cell<usize> = const { Cell::new(0) });
+        struct Capture;
+        impl UnitBody for Capture {
+            fn run() {
+                let trace = std::backtrace::Backtrace::force_capture();
+                let frames = trace.to_string().lines().count();
+                FRAMES.with(|f| f.set(frames));
+            }
+        }
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        assert!(
+            rearm::<Capture>(&mut slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None).unwrap()
+        );
+        assert!(slot.switch(()).is::<()>());
+        let frames = FRAMES.with(Cell::get);
+        assert!(
+            (1..200).contains(&frames),
+            "a short backtrace: {frames} lines"
+        );
+    }
+
+    #[test]
+    fn a_rearmed_unit_body_that_panics_reraises_in_the_parent() {
+        struct Boom;
+        impl UnitBody for Boom {
+            fn run() {
+                panic!("boom");
+            }
+        }
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        for _ in 0..2 {
+            assert!(
+                rearm::<Boom>(&mut slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None)
+                    .unwrap()
+            );
+            let r = panic::catch_unwind(AssertUnwindSafe(|| slot.switch(())));
+            let payload = r.expect_err("the body's panic is re-raised here");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+            assert!(slot.is_dead());
+        }
     }
 
     #[test]
     fn a_greenlet_rearmed_on_its_kept_stack_stays_in_the_kept_set() {
-        fn unit_body() {}
+        struct Nothing;
+        impl UnitBody for Nothing {
+            fn run() {}
+        }
         let rearm_here = |slot: &mut Greenlet| {
-            rearm(
-                slot,
-                &Greenlet::current(),
-                7,
-                DEFAULT_STACK_SIZE,
-                None,
-                unit_body,
-            )
-            .unwrap()
+            rearm::<Nothing>(slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None).unwrap()
         };
         let kept = stack::kept_count();
         let mut slot = Greenlet::new(|v| v);
