@@ -1380,11 +1380,11 @@ where
 }
 
 /// The end of a detached green thread (its `JoinHandle` is gone, whatever else still
-/// holds its record): its result is dropped here, as code of the green thread itself, which may block or
-/// panic (a panic ends there: it has no joiner to go to; the panic hook reported it). Only
-/// then is it marked finished. Dropped later, with the record, it would run after the
-/// hub had handed control on (or on the hub's own stack). Out of line: a detached green
-/// thread is the rare case.
+/// holds its record): its result is dropped here, as code of the green thread itself,
+/// which may block or panic (a panic ends there: it has no joiner to go to; the panic hook
+/// reported it). Only then is it marked finished. Dropped later, with the record, it would
+/// run after the hub had handed control on (or on the hub's own stack). Out of line: a
+/// detached green thread is the rare case.
 ///
 /// `task`: our record, taken out of `current` (put back while the result's drop runs).
 #[cold]
