@@ -42,8 +42,8 @@
 //!   CURRENT := T; T.state := running
 //!   msg { from: C, payload } ───switch(&msg | thrown?)──▶ moves msg out:
 //!                                                      C.sp := from, or, if C died,
-//!                                                      release C's stack and C's own
-//!                                                      reference
+//!                                                      release C's stack (and, with no
+//!                                                      handle left, its own reference)
 //! ```
 //! A dead greenlet keeps its released stack (up to a per-thread limit, see `stack::keep`)
 //! so that a scheduler re-arming the same record (the hub's spare task records) starts the
@@ -51,23 +51,26 @@
 //! stack to the pool.
 //! A switch with `()` (the hub's, and `switch(())`) carries no message at all: the data
 //! word is C's own address with the `UNIT` tag bit, and the receiver's value is `()`.
-//! Every greenlet that has started and is not dead owns one strong reference to itself
-//! (taken when it starts, given up by whoever receives its final switch), so a greenlet is
-//! never freed while code still runs on its stack, and a switch touches no reference
-//! count. The last *handle* of a suspended greenlet is therefore the one that leaves the
-//! count at 2 when dropped (or at 1 when the greenlet switches away with no handle left):
-//! that is what kills it. `CURRENT` is a raw, non-owning pointer to the running greenlet
+//! Every greenlet owns one strong reference to itself, from its creation (a main one: its
+//! first use) until its record is released, so a greenlet is never freed while code still
+//! runs on its stack, and neither a switch nor a start nor a death touches a reference
+//! count. The record is released once no handle is left: by the drop of the last *handle*
+//! (the one that finds the count at 2) of a greenlet that is not running (killing a
+//! suspended one first), or, when a running greenlet has no handle left (the count at 1),
+//! by whoever receives its next switch (which kills it if it switched away alive, and frees
+//! it if that was its final switch). `CURRENT` is a raw, non-owning pointer to the running greenlet
 //! (const-initialised, no destructor: the cheapest thread-local there is). A switch to a
 //! suspended greenlet is the inline fast path; starting a greenlet, switching to a dead
 //! one or to oneself, and the first use on a thread are out of line.
 //!
 //! ### The own reference and a scheduler's records
-//! A spawn + run + join of the hub touches the greenlet's count twice: the start takes the
-//! own reference (the increment as the unstarted greenlet becomes `CURRENT`: that is not
-//! `CURRENT`'s, which owns nothing), and the receipt of the final switch gives it up (the
-//! decrement after the tests of the `UNIT` tag, of the dead state and of the kept stack).
-//! The hub's task record, which holds a handle to the greenlet, would keep it alive most of
-//! the time, but not always, so the own reference stays for the hub's green threads too:
+//! A spawn + run + join of the hub touched the greenlet's count twice when the own
+//! reference lived from the start to the receipt of the final switch: the start took it
+//! (the increment as the unstarted greenlet became `CURRENT`: that is not `CURRENT`'s,
+//! which owns nothing), and the receipt gave it up (the decrement after the tests of the
+//! `UNIT` tag, of the dead state and of the kept stack). The hub's task record, which holds
+//! a handle to the greenlet, would keep it alive most of the time, but not always, so the
+//! own reference stays for the hub's green threads too:
 //! * A detached green thread's record can lose its last handle while the green thread still
 //!   runs: its finish drops it just before the final switch (`Hub::exit_last`), which then
 //!   runs on the stack of a greenlet that only its own reference keeps.
@@ -85,10 +88,25 @@
 //! has another handle; a `Released` state that the receipt turns into `Dead`), the sender
 //! took 8 instructions more and the receiver 2 fewer, and the code around both was laid
 //! out worse: spawn + run + join 307.6 -> 331.8 instructions, the other hand-offs 1 to 2
-//! more each. What would remove both the increment and the decrement is a dead record
-//! that keeps its greenlet's own reference for the next life: `rearm` counting it in its
-//! test of a unique handle, the start taking none, and `Drop for Greenlet` giving it up
-//! for a dead greenlet.
+//! more each.
+//!
+//! What removes both is the own reference held for the record's whole life: a dead record
+//! keeps it for the next life (`rearm` and `Builder::respawn` count it in their test of a
+//! unique handle: 2, not 1), a start takes none, and the receipt of a final switch only
+//! tests the count for 1 (no handle left: the record is freed, out of line), a load and a
+//! compare where the decrement loaded and stored. `Drop for Greenlet` tests the count
+//! first (2: the last handle) and then whether the greenlet is running, where it tested
+//! the suspended state first: the same two tests, and a dead or unstarted greenlet's last
+//! handle gives the own reference up with the record (`drop_last_handle`, out of line). A
+//! greenlet made by `Builder::spawn` takes it at its creation, which is not on the hub's
+//! usual path (it re-arms). Spawn + run + join 281.6 -> 276.5 instructions (the start's
+//! increment and overflow test gone, the receipt's decrement a compare), a yield 80.1 ->
+//! 79.1, an event 259.7 -> 259.2, the others the same. The hand-off's test of an unstarted
+//! target was merged with that of a suspended one (`Suspended` and `NotStarted` are 0 and
+//! 1: one compare, their switches being the same now): spawn + run + join 273.5, but a
+//! channel hop 173.6 -> 175.1 (the registers of `channel_hops` allocated worse: a move and
+//! a spill more), a queue hop +1.0, a semaphore +0.9; so the unstarted case keeps its own
+//! test after the suspended one's.
 //!
 //! Greenlets are `!Send` and `!Sync`: they never leave the OS thread that made them.
 //!
@@ -517,6 +535,8 @@ impl Builder {
         });
         // SAFETY: `Rc::as_ptr` of the new greenlet's `Rc`.
         unsafe { own_stack(Rc::as_ptr(&inner)) };
+        // Its own reference, from now until its record is released (see the module docs).
+        let _ = Rc::into_raw(Rc::clone(&inner));
         Ok(Greenlet { inner })
     }
 }
@@ -566,9 +586,14 @@ impl Builder {
     where
         F: FnOnce(Value) -> Value + 'static,
     {
-        let reusable = slot.inner.state.get() == State::Dead && !slot.inner.is_main;
-        match Rc::get_mut(&mut slot.inner) {
-            Some(inner) if reusable => {
+        let reusable = slot.inner.state.get() == State::Dead
+            && !slot.inner.is_main
+            && Rc::strong_count(&slot.inner) == 2;
+        // SAFETY: as in `rearm`: `slot` is the only handle (the other reference is the
+        // greenlet's own, which nothing uses while it is dead) and no weak one exists.
+        let inner = reusable.then(|| unsafe { &mut *Rc::as_ptr(&slot.inner).cast_mut() });
+        match inner {
+            Some(inner) => {
                 // The stack it kept at its death (`release`), if it did: the new life runs
                 // on it when the size fits, without a trip through the pool.
                 let kept = inner.stack.get_mut().take();
@@ -626,17 +651,20 @@ pub(crate) fn rearm<B: UnitBody>(
     name: Option<&str>,
 ) -> Result<bool, StackError> {
     // The only handle: `Rc::get_mut` without its test of the weak count (no `Weak` of a
-    // greenlet is ever made: see `Greenlet::inner`).
-    if Rc::strong_count(&slot.inner) != 1 {
+    // greenlet is ever made: see `Greenlet::inner`), the other reference being the
+    // greenlet's own (kept while it is dead: see the module docs).
+    if Rc::strong_count(&slot.inner) != 2 {
         return Ok(false);
     }
     // With the `Rc`'s provenance, not a reference's: the stack's overflow report reads the
     // greenlet's `owner` through pointers made from it (`own_stack`).
     let raw = Rc::as_ptr(&slot.inner);
-    // SAFETY: `slot` is the greenlet's only strong handle and no weak one exists (this
-    // module never downgrades a greenlet's `Rc`, and no other module can reach it), so
-    // nothing else can reach the record while `slot` is borrowed here, as `Rc::get_mut`
-    // would have found; `Rc::as_ptr` keeps the (mutable) provenance of the `Rc`'s
+    // SAFETY: `slot` is the greenlet's only strong handle (the other strong reference is
+    // the greenlet's own, which nothing reaches through while it is dead: only the drop of
+    // its last handle, or a receipt of a switch from it, which cannot happen while `slot`
+    // is borrowed here) and no weak one exists (this module never downgrades a greenlet's
+    // `Rc`, and no other module can reach it), so nothing else can reach the record while
+    // `slot` is borrowed here, as `Rc::get_mut` would have found; `Rc::as_ptr` keeps the (mutable) provenance of the `Rc`'s
     // allocation.
     let inner = unsafe { &mut *raw.cast_mut() };
     // A main greenlet never dies (it runs no body): no test for it.
@@ -878,7 +906,8 @@ impl Greenlet {
         // unstarted case marked cold, else LLVM tests it first), it does not: spawn + run +
         // join 307.6 -> 305.6 and a channel hop 175.6 -> 174.6 instructions, but a yield
         // 81.1 -> 82.1 (its loop then loads the thread-local's offset twice instead of
-        // keeping it in a register), so it was left as it is.
+        // keeping it in a register), so it was left as it is. Merged with the suspended
+        // case (the same switch now: see the module docs), it costs the other hand-offs.
         if previous.is_none() && state == State::Suspended && !cur.is_null() {
             // `None`: nothing to drop, and no test of it left for after the switch.
             std::mem::forget(previous);
@@ -889,14 +918,10 @@ impl Greenlet {
             unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
         } else if previous.is_none() && state == State::NotStarted && !cur.is_null() {
             // A spawned green thread's first run (tested after the suspended case, which
-            // keeps its instructions): as above, with the reference the greenlet owns to
-            // itself from now until it dies taken here, rather than through a new handle
-            // given up again by the switch.
+            // keeps its instructions): the same switch, with no reference count touched (a
+            // greenlet holds its own reference from its creation: see the module docs).
             std::mem::forget(previous);
-            // SAFETY: `target` is alive (`owner`, in `slot`, keeps it).
-            unsafe { Rc::increment_strong_count(target) };
-            // SAFETY: as above; the unstarted target now holds its own reference and has
-            // its fresh context saved.
+            // SAFETY: as above; the unstarted target has its fresh context saved.
             unsafe { switch_raw_ptr::<false>(cur, target, Payload::Unit) }.into_unit()
         } else {
             // SAFETY: `target` is alive (`owner`, in `slot`, keeps it: nothing ran since).
@@ -1031,14 +1056,10 @@ impl Greenlet {
         let cur = CURRENT.get();
         let state = self.inner.state.get();
         if (state == State::Suspended || state == State::NotStarted) && !cur.is_null() {
-            if state == State::NotStarted {
-                // It starts: from now until it dies it owns a reference to itself.
-                let _ = Rc::into_raw(Rc::clone(&self.inner));
-            }
             let me = ManuallyDrop::new(self);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
             // this thread, or one that starts now (not the caller: that one is running),
-            // and it holds its own reference either way; the forgotten handle's reference
+            // and it holds its own reference either way (from its creation); the forgotten handle's reference
             // is handed over.
             unsafe { switch_raw_ptr::<true>(cur, Rc::as_ptr(&me.inner), payload) }
         } else {
@@ -1147,20 +1168,36 @@ impl fmt::Debug for Greenlet {
 
 impl Drop for Greenlet {
     fn drop(&mut self) {
-        // The last handle of a suspended greenlet (the other reference is its own): kill it
-        // so its stack unwinds. During thread teardown (ROOT destroyed, or TEARDOWN set)
-        // nothing can run any more: its own reference is given up and the stack is released
-        // without unwinding.
-        if self.inner.state.get() == State::Suspended && Rc::strong_count(&self.inner) == 2 {
-            if can_run() {
-                kill_on_drop(self);
-            }
-            if self.inner.state.get() == State::Suspended {
-                // SAFETY: a suspended greenlet owns one reference to itself; this handle
-                // keeps it alive until the end of this drop.
-                unsafe { Rc::decrement_strong_count(Rc::as_ptr(&self.inner)) };
-            }
+        // The last handle (the other reference is the greenlet's own) of a greenlet that
+        // is not running: see `drop_last_handle`. A running one's own reference is given
+        // up when it dies or switches away with no handle left (`arrived_from`).
+        if Rc::strong_count(&self.inner) == 2 && self.inner.state.get() != State::Running {
+            drop_last_handle(self);
         }
+    }
+}
+
+/// The last handle of a greenlet that is not running is being dropped: a suspended one is
+/// killed first so its stack unwinds (during thread teardown, ROOT destroyed or TEARDOWN
+/// set, nothing can run any more: it is released without unwinding); then its own
+/// reference is given up, and the handle's drop frees the record. An unstarted one's body
+/// is dropped with its record; a dead one's kept stack goes to the pool (`Drop for
+/// Inner`). The kill runs code that may take new handles and keep them: the count is
+/// tested again after it, and a greenlet that has one left keeps its own reference (the
+/// drop of that handle releases it).
+#[cold]
+#[inline(never)]
+fn drop_last_handle(g: &Greenlet) {
+    if g.inner.state.get() == State::Suspended && can_run() {
+        kill_on_drop(g);
+    }
+    // Dead (killed), still suspended (it refused to die, or the thread is exiting), or
+    // unstarted or dead already; not running (the kill's final switch came back here).
+    if Rc::strong_count(&g.inner) == 2 && g.inner.state.get() != State::Running {
+        // SAFETY: every greenlet owns one reference to itself until its record is
+        // released, which is here: the other reference is this handle, which keeps it
+        // alive until the end of its drop.
+        unsafe { Rc::decrement_strong_count(Rc::as_ptr(&g.inner)) };
     }
 }
 
@@ -1230,11 +1267,9 @@ fn switch_cold(target: &Greenlet, payload: Payload) -> Incoming {
         if let Payload::Throw(p) = payload {
             return throw_unstarted(&target, p);
         }
-        // It starts: from now until it dies it owns a reference to itself.
-        let _ = Rc::into_raw(Rc::clone(&target.inner));
     }
-    // SAFETY: `cur` is the running greenlet; `target` is live (suspended, or not started
-    // and holding its own reference now), not the caller, and of this thread.
+    // SAFETY: `cur` is the running greenlet; `target` is live (suspended, or not started),
+    // holding its own reference (from its creation), not the caller, and of this thread.
     unsafe { switch_raw(cur, &target.inner, payload) }
 }
 
@@ -1297,8 +1332,8 @@ unsafe fn switch_raw_ptr<const RELEASE: bool>(
 }
 
 /// Bookkeeping on arrival in a greenlet: record where the previous greenlet was suspended
-/// (or, if it died, release its stack and its own reference; if it has no handle left, kill
-/// it), then take the payload.
+/// (or, if it died, release its stack, and its own reference if it has no handle left; if
+/// it is alive with no handle left, kill it), then take the payload.
 ///
 /// # Safety
 /// `data` must be the [`UNIT`]-tagged address of the live greenlet that switched to us,
@@ -1337,7 +1372,7 @@ unsafe fn receive(from: StackPointer, data: usize) -> Incoming {
 ///
 /// # Safety
 /// `prev` must be the greenlet that switched to us, not yet received (so alive: a greenlet
-/// holds its own reference until it is dead and received, which is here).
+/// holds its own reference until its record is released, at the earliest here).
 #[inline(always)]
 unsafe fn arrived_from(prev: *const Inner, from: StackPointer) {
     // SAFETY: per the contract.
@@ -1388,12 +1423,13 @@ unsafe fn new_handle(raw: *const Inner) -> Greenlet {
     }
 }
 
-/// The final switch of `raw` has been received: release its stack and drop the reference it
-/// held to itself. Inlined into [`arrived_from`]'s (untaken, on a hand-off between live
+/// The final switch of `raw` has been received: release its stack, and, if no handle is
+/// left, the reference it holds to itself (which frees the record). Inlined into [`arrived_from`]'s (untaken, on a hand-off between live
 /// greenlets) branch: the usual case is a few instructions, with the rare ones out of line.
 ///
 /// # Safety
-/// `raw` must be a dead greenlet whose own reference has not been given up yet.
+/// `raw` must be a dead greenlet whose own reference has not been given up yet, and this
+/// the receipt of its final switch.
 #[inline(always)]
 unsafe fn release_dead(raw: *const Inner) {
     // SAFETY: per the contract, alive by its own reference.
@@ -1406,14 +1442,27 @@ unsafe fn release_dead(raw: *const Inner) {
         unsafe { (*inner.body.as_ptr()).is_none() },
         "a greenlet that made its final switch still had a value body"
     );
-    // A dead greenlet's handle has nothing to do on drop (`Drop for Greenlet` acts on
-    // suspended ones): only the count is decremented, and the record freed if that was
-    // the last reference, by `Rc`'s own drop: a decrement and a test of the new count, the
-    // freeing out of line (`Rc::drop_slow`). A test of the old count for 1 first, with a
-    // call of our own to free, left the test of the new one in place all the same (LLVM
-    // drops it for neither that test nor an `assert_unchecked` of the count): one compare
-    // and branch more (spawn + run + join 309.6 -> 307.6 instructions).
-    // SAFETY: per the contract: the greenlet's own reference, given up once.
+    // Its own reference stays while a handle is left (the drop of the last one gives it
+    // up, `drop_last_handle`; a record re-armed in place keeps it for its next life, whose
+    // start takes none): one load and compare, no store. With no handle left (a detached
+    // green thread's record dropped before its final switch, `Hub::exit_last`) the record
+    // is freed, out of line.
+    // SAFETY: per the contract, alive by its own reference.
+    if Rc::strong_count(&ManuallyDrop::new(unsafe { Rc::from_raw(raw) })) == 1 {
+        // SAFETY: per the contract: the greenlet's own reference, given up once.
+        unsafe { free_dead(raw) };
+    }
+}
+
+/// A dead greenlet with no handle left, its final switch received: its own reference is
+/// given up, which frees the record.
+///
+/// # Safety
+/// `raw` must be a dead greenlet holding its own reference and no other.
+#[cold]
+#[inline(never)]
+unsafe fn free_dead(raw: *const Inner) {
+    // SAFETY: per the contract: the last reference, given up once.
     unsafe { Rc::decrement_strong_count(raw) };
 }
 
@@ -1676,13 +1725,10 @@ unsafe fn exit_unit_to(me: &Inner, target: *const Inner, current: *mut *const In
     }
     // SAFETY: per the contract.
     let t = unsafe { &*target };
-    match t.state.get() {
-        State::Suspended => {}
-        // It starts: from now until it dies it owns a reference to itself.
-        // SAFETY: alive, per the contract.
-        State::NotStarted => unsafe { Rc::increment_strong_count(target) },
+    // Suspended or unstarted (it starts: it holds its own reference from its creation).
+    if !matches!(t.state.get(), State::Suspended | State::NotStarted) {
         // SAFETY: per the contract.
-        _ => unsafe { finish(me, Payload::Unit) },
+        unsafe { finish(me, Payload::Unit) }
     }
     me.state.set(State::Dead);
     // SAFETY: suspended or unstarted, so it has a saved context.
@@ -1726,11 +1772,7 @@ unsafe fn finish(me_ref: &Inner, payload: Payload) -> ! {
         .sp
         .take()
         .expect("a live parent has a saved context");
-    if parent_ref.state.get() == State::NotStarted {
-        // It starts: from now until it dies it owns a reference to itself.
-        // SAFETY: `parent` is the `Rc::as_ptr` of a live `Rc<Inner>` (see above).
-        unsafe { Rc::increment_strong_count(parent) };
-    }
+    // An unstarted parent starts: it holds its own reference from its creation.
     parent_ref.state.set(State::Running);
     CURRENT.with(|c| c.set(parent));
     if matches!(payload, Payload::Unit) {
@@ -1918,8 +1960,8 @@ mod tests {
         assert!(record.greenlet.is_current());
         assert_eq!(
             Rc::strong_count(&g.inner),
-            1,
-            "its own reference was given up by the receiver"
+            2,
+            "its own reference is kept while a handle is left"
         );
     }
 
@@ -1951,8 +1993,8 @@ mod tests {
         assert_eq!(drops.get(), 0, "nothing was dropped");
         assert_eq!(
             Rc::strong_count(&g.inner),
-            1,
-            "its own reference was given up by the receiver"
+            2,
+            "its own reference is kept while a handle is left"
         );
     }
 
@@ -1971,7 +2013,11 @@ mod tests {
         assert!(record.greenlet.ptr_eq(&next));
         assert_eq!(drops.get(), 0);
         drop(record);
-        assert_eq!(Rc::strong_count(&next.inner), 1, "no reference left behind");
+        assert_eq!(
+            Rc::strong_count(&next.inner),
+            2,
+            "no reference left behind but the handle and its own"
+        );
     }
 
     #[test]
@@ -2235,5 +2281,145 @@ mod tests {
         drop(other);
         assert_eq!(stack::kept_count(), kept);
         assert_eq!(stack::live_count(), live - 1);
+    }
+
+    /// How many records hold a handle to the running greenlet (their parent), less
+    /// `base`: what a record that leaked (one more) or was freed twice (one fewer, if
+    /// anything at all is left to see) shows.
+    fn parented_records(base: usize) -> isize {
+        Rc::strong_count(&Greenlet::current().inner) as isize - 1 - base as isize
+    }
+
+    #[test]
+    fn a_greenlets_record_is_freed_once_whatever_its_life_ended_as() {
+        struct Nothing;
+        impl UnitBody for Nothing {
+            fn run() {}
+        }
+        let rearm_here = |slot: &mut Greenlet| {
+            rearm::<Nothing>(slot, &Greenlet::current(), 7, DEFAULT_STACK_SIZE, None).unwrap()
+        };
+        // Every greenlet below is parented to this one: its record holds one handle to it.
+        let base = Rc::strong_count(&Greenlet::current().inner) - 1;
+        let kept = stack::kept_count();
+
+        // A user's own greenlet that finished: freed by the drop of its last handle.
+        let g = Greenlet::new(|v| v);
+        g.switch(());
+        assert!(g.is_dead());
+        assert_eq!(Rc::strong_count(&g.inner), 2, "the handle and its own");
+        let other = g.clone();
+        drop(g);
+        assert_eq!(parented_records(base), 1, "a handle is left: not freed");
+        drop(other);
+        assert_eq!(parented_records(base), 0, "the last handle freed it, once");
+        assert_eq!(stack::kept_count(), kept, "its kept stack went to the pool");
+
+        // Re-armed lives, then dropped dead: the own reference went from life to life.
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        for _ in 0..3 {
+            assert!(rearm_here(&mut slot));
+            assert_eq!(Rc::strong_count(&slot.inner), 2);
+            assert!(slot.switch(()).is::<()>() && slot.is_dead());
+            assert_eq!(Rc::strong_count(&slot.inner), 2);
+            assert_eq!(parented_records(base), 1);
+        }
+        drop(slot);
+        assert_eq!(
+            parented_records(base),
+            0,
+            "the dead re-armed record was freed, once"
+        );
+        assert_eq!(stack::kept_count(), kept);
+
+        // Re-armed, then dropped before it started.
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        assert!(rearm_here(&mut slot));
+        drop(slot);
+        assert_eq!(
+            parented_records(base),
+            0,
+            "the unstarted re-armed record was freed"
+        );
+
+        // Unstarted, then dropped (its body with it).
+        let witness = Rc::new(());
+        let w = witness.clone();
+        drop(Greenlet::new(move |v| {
+            let _w = w;
+            v
+        }));
+        assert_eq!(parented_records(base), 0);
+        assert_eq!(Rc::strong_count(&witness), 1, "the body was dropped");
+
+        // Its last handle given to its own start, fresh or re-armed: it ends with no
+        // handle left, and the receipt of its final switch frees it.
+        assert!(Greenlet::new(|v| v).switch_into(()).is::<()>());
+        assert_eq!(parented_records(base), 0, "freed by the receipt");
+        let mut slot = Greenlet::new(|v| v);
+        slot.switch(());
+        assert!(rearm_here(&mut slot));
+        assert!(slot.switch_into(()).is::<()>());
+        assert_eq!(
+            parented_records(base),
+            0,
+            "the re-armed record freed by the receipt"
+        );
+
+        // Killed by the drop of its last handle while suspended.
+        let main = Greenlet::current();
+        let g = Greenlet::new(move |_| {
+            main.switch(());
+            Box::new(())
+        });
+        g.switch(());
+        drop(g);
+        assert_eq!(parented_records(base), 0, "killed and freed");
+
+        // A panic ended it: freed by the drop of its last handle.
+        let g = Greenlet::new(|_| panic!("over"));
+        assert!(panic::catch_unwind(AssertUnwindSafe(|| g.switch(()))).is_err());
+        drop(g);
+        assert_eq!(parented_records(base), 0);
+        assert_eq!(stack::kept_count(), kept);
+    }
+
+    #[test]
+    fn a_handle_taken_while_a_greenlet_is_killed_keeps_its_record_until_it_goes() {
+        thread_local!(static ESCAPED: Cell<Option<Greenlet>> = const { Cell::new(None) });
+        struct Escape;
+        impl Drop for Escape {
+            fn drop(&mut self) {
+                // Runs as the kill unwinds the greenlet: a handle to it is kept.
+                ESCAPED.with(|e| e.set(Some(Greenlet::current())));
+            }
+        }
+        let base = Rc::strong_count(&Greenlet::current().inner) - 1;
+        let main = Greenlet::current();
+        let g = Greenlet::new(move |_| {
+            let _escape = Escape;
+            main.switch(());
+            Box::new(())
+        });
+        g.switch(());
+        drop(g);
+        let escaped = ESCAPED
+            .with(Cell::take)
+            .expect("the kill ran the destructor");
+        assert!(escaped.is_dead());
+        assert_eq!(
+            Rc::strong_count(&escaped.inner),
+            2,
+            "the handle and its own"
+        );
+        assert_eq!(
+            parented_records(base),
+            1,
+            "not freed while a handle is left"
+        );
+        drop(escaped);
+        assert_eq!(parented_records(base), 0, "freed by the last handle, once");
     }
 }
