@@ -58,8 +58,8 @@
 //! (the one that finds the count at 2) of a greenlet that is not running (killing a
 //! suspended one first), or, when a running greenlet has no handle left (the count at 1),
 //! by whoever receives its next switch (which kills it if it switched away alive, and frees
-//! it if that was its final switch). `CURRENT` is a raw, non-owning pointer to the running greenlet
-//! (const-initialised, no destructor: the cheapest thread-local there is). A switch to a
+//! it if that was its final switch). `CURRENT` is a raw, non-owning pointer to the running
+//! greenlet (const-initialised, no destructor: the cheapest thread-local there is). A switch to a
 //! suspended greenlet is the inline fast path; starting a greenlet, switching to a dead
 //! one or to oneself, and the first use on a thread are out of line.
 //!
@@ -664,8 +664,8 @@ pub(crate) fn rearm<B: UnitBody>(
     // its last handle, or a receipt of a switch from it, which cannot happen while `slot`
     // is borrowed here) and no weak one exists (this module never downgrades a greenlet's
     // `Rc`, and no other module can reach it), so nothing else can reach the record while
-    // `slot` is borrowed here, as `Rc::get_mut` would have found; `Rc::as_ptr` keeps the (mutable) provenance of the `Rc`'s
-    // allocation.
+    // `slot` is borrowed here, as `Rc::get_mut` would have found; `Rc::as_ptr` keeps the
+    // (mutable) provenance of the `Rc`'s allocation.
     let inner = unsafe { &mut *raw.cast_mut() };
     // A main greenlet never dies (it runs no body): no test for it.
     if inner.state.get() != State::Dead {
@@ -1059,8 +1059,8 @@ impl Greenlet {
             let me = ManuallyDrop::new(self);
             // SAFETY: `cur` is the running greenlet; the target is a suspended greenlet of
             // this thread, or one that starts now (not the caller: that one is running),
-            // and it holds its own reference either way (from its creation); the forgotten handle's reference
-            // is handed over.
+            // and it holds its own reference either way (from its creation); the forgotten
+            // handle's reference is handed over.
             unsafe { switch_raw_ptr::<true>(cur, Rc::as_ptr(&me.inner), payload) }
         } else {
             // Dead or the caller itself: the handle is kept for the call.
@@ -1424,8 +1424,9 @@ unsafe fn new_handle(raw: *const Inner) -> Greenlet {
 }
 
 /// The final switch of `raw` has been received: release its stack, and, if no handle is
-/// left, the reference it holds to itself (which frees the record). Inlined into [`arrived_from`]'s (untaken, on a hand-off between live
-/// greenlets) branch: the usual case is a few instructions, with the rare ones out of line.
+/// left, the reference it holds to itself (which frees the record). Inlined into
+/// [`arrived_from`]'s (untaken, on a hand-off between live greenlets) branch: the usual case
+/// is a few instructions, with the rare ones out of line.
 ///
 /// # Safety
 /// `raw` must be a dead greenlet whose own reference has not been given up yet, and this
