@@ -1442,8 +1442,8 @@ pub(crate) fn fd_may_be_ready(id: SourceId, dir: Direction) -> bool {
 /// After a stream read returned fewer bytes than asked for (but some): the receive buffer
 /// is drained, so the next read may go straight to [`wait_fd_drained`] (the reactor's
 /// "drained shortcut"). The monkey shim's; `verdant::net` sockets clear at the wait
-/// instead (see `net::source`).
-#[cfg(feature = "monkey")]
+/// instead (see `net::source`). Its one caller, `monkey::cache`, is Linux-only.
+#[cfg(all(feature = "monkey", any(target_os = "linux", target_os = "android")))]
 pub(crate) fn fd_drained(id: SourceId, dir: Direction) {
     HUB.with(|hub| {
         if let Some(hub) = hub {

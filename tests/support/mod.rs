@@ -58,6 +58,11 @@ impl Child {
 
 /// Runs the test `test_name` of this test binary in a child process with `scenario` set.
 pub fn run_child(test_name: &str, scenario: &str) -> Child {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    /// Whether the kernel runs this binary directly: 0 not known yet, 1 yes, 2 no (qemu-user
+    /// without binfmt_misc: every child goes through the emulator, and an attempt that can
+    /// only fail is one fork of the emulator fewer, see [`start_limit`]).
+    static DIRECT: AtomicU8 = AtomicU8::new(0);
     let exe = std::env::current_exe().expect("path of the test binary");
     // --include-ignored: the parent may be running an #[ignore]d test by request.
     let args = [
@@ -77,19 +82,30 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
             .env("RUST_BACKTRACE", "0");
         output_within(cmd, child_deadline())
     };
+    let through_runner = || {
+        let runner = std::env::var("VERDANT_TEST_RUNNER")
+            .unwrap_or_else(|_| format!("qemu-{}-static", std::env::consts::ARCH));
+        run(runner.as_ref(), Some(&exe))
+    };
     // Under qemu-user the failed exec shows either as ENOEXEC or, when glibc's posix_spawn
     // child cannot report it, as exit status 127 with no output.
     let not_executable = |r: &io::Result<Output>| match r {
         Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
         Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty(),
     };
-    let output = match run(exe.as_os_str(), None) {
-        r if not_executable(&r) => {
-            let runner = std::env::var("VERDANT_TEST_RUNNER")
-                .unwrap_or_else(|_| format!("qemu-{}-static", std::env::consts::ARCH));
-            run(runner.as_ref(), Some(&exe))
+    let output = if DIRECT.load(Ordering::Relaxed) == 2 {
+        through_runner()
+    } else {
+        match run(exe.as_os_str(), None) {
+            r if not_executable(&r) => {
+                DIRECT.store(2, Ordering::Relaxed);
+                through_runner()
+            }
+            other => {
+                DIRECT.store(1, Ordering::Relaxed);
+                other
+            }
         }
-        other => other,
     }
     .expect("start the child process");
     Child {
@@ -110,21 +126,92 @@ fn child_deadline() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
+/// How long a child under qemu-user may stay silent before it counts as never started: 60 s,
+/// or `VERDANT_TEST_CHILD_START_TIMEOUT` seconds; `None` (no such limit) on native runs.
+///
+/// Every child prints libtest's "running 1 test" first, within a second or two even under
+/// the emulator. qemu-user 7.2 runs posix_spawn's `clone(CLONE_VM | CLONE_VFORK)` as a full
+/// `fork` of the emulator, and that fork of a process with several threads (the test
+/// harness's) once left a child that never reached `exec` or `main` and printed nothing for
+/// 300 s (CI, the aarch64 monkey step, 2026-11-23). Such a child did nothing yet, so it is
+/// killed and started again, up to [`START_ATTEMPTS`] times in all; the transcript says so.
+fn start_limit() -> Option<std::time::Duration> {
+    if !is_emulated() {
+        return None;
+    }
+    let secs = std::env::var("VERDANT_TEST_CHILD_START_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// How many times a child that never started is started in all (see [`start_limit`]).
+const START_ATTEMPTS: u32 = 3;
+
 /// `cmd.output()`, but the child is killed (SIGKILL) once `limit` has passed; the output
-/// then ends with a line saying so and the status is the kill's.
+/// then ends with a line saying so and the status is the kill's. Under an emulator, a child
+/// that prints nothing within [`start_limit`] is killed and started again.
 fn output_within(mut cmd: Command, limit: std::time::Duration) -> io::Result<Output> {
+    let mut notes = String::new();
+    for attempt in 1..=START_ATTEMPTS {
+        let start_limit = start_limit().filter(|_| attempt < START_ATTEMPTS);
+        match attempt_within(&mut cmd, limit, start_limit)? {
+            Attempt::Done(mut output) => {
+                output.stderr.extend_from_slice(notes.as_bytes());
+                return Ok(output);
+            }
+            Attempt::NeverStarted(after) => notes.push_str(&format!(
+                "\n[support] attempt {attempt}: the child printed nothing in {after:?} and was \
+                 killed and started again (an emulator fork that never reached exec or main)\n"
+            )),
+        }
+    }
+    unreachable!("the last attempt has no start limit")
+}
+
+/// What one start of a child came to.
+enum Attempt {
+    /// It ran (to its end, or until `limit`).
+    Done(Output),
+    /// It printed nothing within the start limit and was killed.
+    NeverStarted(std::time::Duration),
+}
+
+/// One start of `cmd` for [`output_within`].
+fn attempt_within(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+    start_limit: Option<std::time::Duration>,
+) -> io::Result<Attempt> {
     use std::io::Read;
     use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let started = std::time::Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Set by the first byte on either pipe.
+    let spoke = Arc::new(AtomicBool::new(false));
     let drain = |mut pipe: Box<dyn Read + Send>| {
+        let spoke = spoke.clone();
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
+            let mut chunk = [0u8; 4096];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        spoke.store(true, Ordering::Relaxed);
+                        bytes.extend_from_slice(&chunk[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             bytes
         })
     };
@@ -135,7 +222,14 @@ fn output_within(mut cmd: Command, limit: std::time::Duration) -> io::Result<Out
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if started.elapsed() >= limit {
+        let elapsed = started.elapsed();
+        if start_limit.is_some_and(|l| elapsed >= l) && !spoke.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            child.wait()?;
+            let _ = (out.join(), err.join());
+            return Ok(Attempt::NeverStarted(elapsed));
+        }
+        if elapsed >= limit {
             timed_out = true;
             let _ = child.kill();
             break child.wait()?;
@@ -149,11 +243,11 @@ fn output_within(mut cmd: Command, limit: std::time::Duration) -> io::Result<Out
             format!("\n[support] child killed after {limit:?}: it did not finish\n").as_bytes(),
         );
     }
-    Ok(Output {
+    Ok(Attempt::Done(Output {
         status,
         stdout,
         stderr,
-    })
+    }))
 }
 
 /// Defines tests whose bodies each run in a child process of their own (this binary re-run
