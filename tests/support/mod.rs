@@ -58,11 +58,11 @@ impl Child {
 
 /// Runs the test `test_name` of this test binary in a child process with `scenario` set.
 pub fn run_child(test_name: &str, scenario: &str) -> Child {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    /// Whether the kernel runs this binary directly: 0 not known yet, 1 yes, 2 no (qemu-user
-    /// without binfmt_misc: every child goes through the emulator, and an attempt that can
-    /// only fail is one fork of the emulator fewer, see [`start_limit`]).
-    static DIRECT: AtomicU8 = AtomicU8::new(0);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set once the kernel refused to run this binary directly (qemu-user without
+    /// binfmt_misc): later children go through the emulator at once, one fork of the
+    /// emulator fewer each (see [`start_limit`]).
+    static NOT_DIRECT: AtomicBool = AtomicBool::new(false);
     let exe = std::env::current_exe().expect("path of the test binary");
     // --include-ignored: the parent may be running an #[ignore]d test by request.
     let args = [
@@ -93,18 +93,15 @@ pub fn run_child(test_name: &str, scenario: &str) -> Child {
         Err(e) => e.raw_os_error() == Some(libc::ENOEXEC),
         Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty(),
     };
-    let output = if DIRECT.load(Ordering::Relaxed) == 2 {
+    let output = if NOT_DIRECT.load(Ordering::Relaxed) {
         through_runner()
     } else {
         match run(exe.as_os_str(), None) {
             r if not_executable(&r) => {
-                DIRECT.store(2, Ordering::Relaxed);
+                NOT_DIRECT.store(true, Ordering::Relaxed);
                 through_runner()
             }
-            other => {
-                DIRECT.store(1, Ordering::Relaxed);
-                other
-            }
+            other => other,
         }
     }
     .expect("start the child process");
